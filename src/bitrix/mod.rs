@@ -1,0 +1,1 @@
+//! The Bitrix24 REST client: envelopes and errors, `batch`, paging, the leaky bucket, retries.

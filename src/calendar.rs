@@ -1,0 +1,1 @@
+//! Deadline arithmetic: working days, working hours, holidays and time zones.

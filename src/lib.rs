@@ -1,0 +1,25 @@
+//! b24-robot: a sales department's standards, applied by themselves in Bitrix24.
+//!
+//! The data flows one way, and each arrow is a module boundary:
+//!
+//! ```text
+//! Bitrix24 ──POST──▶ intake ──▶ store (sled: queue, deals, entries, effects)
+//!                                   │
+//!                                   ▼
+//!                 sweep ──▶ worker ──▶ rules (pure) ──▶ worker ──▶ bitrix (REST client) ──▶ Bitrix24
+//! ```
+//!
+//! - [`intake`] answers the portal's outgoing webhook: it parses the raw form body, checks the
+//!   token, records the event durably and only then answers 200.
+//! - [`store`] is the only code that touches sled.
+//! - [`worker`] takes queued deals, reads them and their new stage-history entries in shared
+//!   `batch`es, asks [`rules`] what to do and applies the effects exactly once.
+//! - [`rules`] is the rule language: loading with every error at once, and pure evaluation.
+//! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones).
+//! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries.
+//! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
+
+pub mod bitrix;
+pub mod calendar;
+pub mod rules;
+pub mod sandbox;

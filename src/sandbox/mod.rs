@@ -1,0 +1,1 @@
+//! A simulated Bitrix24 portal: a real HTTP server speaking Bitrix24's wire format.
