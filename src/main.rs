@@ -1,1 +1,9 @@
-fn main() {}
+//! The `b24-robot` binary: parse the command line, hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    b24_robot::cli::run(b24_robot::cli::Cli::parse())
+}

@@ -1,0 +1,126 @@
+//! The command line: `serve`, `check`, `demo`. Exit codes: 0 fine, 1 problems found or the
+//! command failed, 2 wrong usage (clap's own code for usage errors).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::configuration::{Settings, Sources};
+use crate::rules::{Diagnostic, RuleSet, Severity};
+use crate::startup::{Application, shutdown_signal};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(name = "b24-robot", version, about = "A sales department's standards, applied by themselves in Bitrix24")]
+pub struct Cli {
+    /// Config file (TOML). Default: b24-robot.toml in the working directory, if it exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: take the portal's events, apply the rules.
+    Serve,
+    /// Load the config and every rule file; report every problem; exit 1 if there is one.
+    Check,
+    /// Play a short sales day against the built-in simulated portal and print what happens.
+    Demo {
+        /// Rules folder to play instead of the built-in example rules.
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+    },
+}
+
+/// Runs the parsed command; the exit code follows the convention above.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Serve => runtime.block_on(serve(cli.config)),
+        Command::Check => check(cli.config),
+        Command::Demo { rules } => runtime.block_on(crate::demo::run(rules)),
+    }
+}
+
+fn load_settings(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    Settings::load(&Sources::from_process(config)).map_err(|error| {
+        for line in error.to_string().lines() {
+            eprintln!("error: {line}");
+        }
+        ExitCode::from(1)
+    })
+}
+
+/// Loads the rules, printing every diagnostic; `None` when there are errors.
+pub fn load_rules(settings: &Settings) -> Option<RuleSet> {
+    match RuleSet::load_dir(&settings.rules.dir) {
+        Ok((rules, warnings)) => {
+            print_diagnostics(&warnings);
+            Some(rules)
+        }
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            None
+        }
+    }
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        let level = match d.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        eprintln!("{level}: {d}");
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> ExitCode {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    telemetry::init(settings.log.format, &settings.log.level);
+    let Some(rules) = load_rules(&settings) else {
+        eprintln!("error: the rules do not load; nothing started (fix them, then start again: the sweep catches up)");
+        return ExitCode::from(1);
+    };
+    tracing::info!(rules = rules.len(), version = rules.version(), "rules loaded");
+    let app = match Application::build(settings, rules).await {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(config: Option<PathBuf>) -> ExitCode {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match load_rules(&settings) {
+        Some(rules) => {
+            println!("ok: {} rule(s) in {}, version {}", rules.len(), settings.rules.dir.display(), rules.version());
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(1),
+    }
+}

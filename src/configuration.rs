@@ -1,0 +1,739 @@
+//! Settings: built-in defaults, then the TOML file, then `B24ROBOT__SECTION__KEY` variables.
+//!
+//! The raw layer (`Raw*`) mirrors the file one to one with `deny_unknown_fields`, so a typo in a
+//! key fails at start instead of being silently ignored. [`Settings::load`] then turns the raw
+//! strings into types (URLs, durations, sizes, a time zone) and reports every bad value at once,
+//! each naming its key. Secrets are wrapped in [`Secret`], whose `Debug` never shows them.
+//!
+//! The environment is passed in as a value (tests never mutate the process environment).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveTime, Weekday};
+use serde::Deserialize;
+
+use crate::calendar::Calendar;
+
+/// Prefix of every environment variable that sets a key: `B24ROBOT__PORTAL__WEBHOOK_URL`.
+pub const ENV_PREFIX: &str = "B24ROBOT";
+/// The config file read when `--config` is not given; its absence is fine.
+pub const DEFAULT_CONFIG_FILE: &str = "b24-robot.toml";
+
+/// Why the settings could not be loaded. Each message names the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: not found")]
+    FileNotFound(PathBuf),
+    #[error("{0}")]
+    Source(String),
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// A value that must never be printed: the webhook URL holds the portal's secret code.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+/// Validated settings: what the rest of the program takes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub portal: PortalSettings,
+    pub rules: RulesSettings,
+    pub storage: StorageSettings,
+    pub calendar: Calendar,
+    pub sync: SyncSettings,
+    pub worker: WorkerSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body: usize,
+    pub admin_token: Secret,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortalSettings {
+    /// The incoming webhook, always ending with `/`. Empty only where a command needs no portal.
+    pub webhook_url: Option<Secret>,
+    pub application_token: Secret,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RulesSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub poll_interval: Duration,
+    pub dedupe_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// How many read/write rounds may be in flight at once (each covers many deals).
+    pub concurrency: usize,
+    /// How many deals share one round (2 sub-calls each in the read `batch`, so ≤ 25 fills it).
+    pub deals_per_batch: usize,
+    /// Attempts of one deal's job before it is parked with its last error.
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw layer: the file and the environment as written.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSettings {
+    server: RawServer,
+    portal: RawPortal,
+    rules: RawRules,
+    storage: RawStorage,
+    calendar: RawCalendar,
+    sync: RawSync,
+    worker: RawWorker,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    max_body: String,
+    admin_token: String,
+    request_timeout: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            max_body: "64KiB".into(),
+            admin_token: String::new(),
+            request_timeout: "10s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPortal {
+    webhook_url: String,
+    application_token: String,
+    requests_per_second: f64,
+    burst: u32,
+    timeout: String,
+    max_attempts: u32,
+    retry_base: String,
+    retry_max: String,
+}
+
+impl Default for RawPortal {
+    fn default() -> Self {
+        RawPortal {
+            webhook_url: String::new(),
+            application_token: String::new(),
+            requests_per_second: 2.0,
+            burst: 50,
+            timeout: "30s".into(),
+            max_attempts: 5,
+            retry_base: "500ms".into(),
+            retry_max: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRules {
+    dir: String,
+}
+
+impl Default for RawRules {
+    fn default() -> Self {
+        RawRules { dir: "rules".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    dir: String,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        RawStorage { dir: "data".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCalendar {
+    timezone: String,
+    workdays: Vec<String>,
+    hours: String,
+    holidays: Vec<String>,
+}
+
+impl Default for RawCalendar {
+    fn default() -> Self {
+        RawCalendar {
+            timezone: "Europe/Moscow".into(),
+            workdays: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+            hours: "09:00-18:00".into(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSync {
+    poll_interval: String,
+    dedupe_window: String,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        RawSync { poll_interval: "60s".into(), dedupe_window: "24h".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWorker {
+    concurrency: usize,
+    deals_per_batch: usize,
+    max_attempts: u32,
+    retry_base: String,
+    retry_max: String,
+}
+
+impl Default for RawWorker {
+    fn default() -> Self {
+        RawWorker {
+            concurrency: 4,
+            deals_per_batch: 25,
+            max_attempts: 10,
+            retry_base: "2s".into(),
+            retry_max: "10m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog { format: "pretty".into(), level: "info".into() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Where the settings come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `--config PATH`: must exist. `None`: `b24-robot.toml` in the working directory, if any.
+    pub file: Option<PathBuf>,
+    /// The process environment (or a test's); only `B24ROBOT__*` keys are read.
+    pub env: HashMap<String, String>,
+    /// Extra `(key, value)` overrides applied last, e.g. by the demo (`portal.webhook_url`).
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The sources of a real run: the given file and the process environment.
+    pub fn from_process(file: Option<PathBuf>) -> Sources {
+        Sources { file, env: std::env::vars().collect(), overrides: Vec::new() }
+    }
+}
+
+impl Settings {
+    /// Loads and validates the settings; every problem is reported at once.
+    pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+        let (file, base_dir) = match &sources.file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError::FileNotFound(path.clone()));
+                }
+                (Some(path.clone()), parent_dir(path))
+            }
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                let found = default.is_file().then_some(default);
+                (found, PathBuf::from("."))
+            }
+        };
+
+        let mut builder = config::Config::builder();
+        if let Some(path) = &file {
+            builder = builder.add_source(
+                config::File::from(path.as_path()).format(config::FileFormat::Toml).required(true),
+            );
+        }
+        let env: config::Map<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("calendar.workdays")
+                .with_list_parse_key("calendar.holidays")
+                .source(Some(env)),
+        );
+        for (key, value) in &sources.overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .map_err(|e| ConfigError::Source(e.to_string()))?;
+        }
+        let raw: RawSettings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Source(describe_config_error(&e, file.as_deref())))?;
+        validate(raw, &base_dir)
+    }
+
+    /// Settings for tests and the demo: defaults, no file, no environment.
+    pub fn defaults() -> Settings {
+        // The defaults are constants that validate; a failure here is a bug in this file.
+        validate(RawSettings::default(), Path::new(".")).expect("built-in defaults are valid")
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> String {
+    let text = error.to_string();
+    // `config` names the key for type errors ("... for key `portal.burst`"); unknown fields come
+    // out as "unknown field `x`, expected one of ...": add where to look.
+    match file {
+        Some(path) if !text.contains(&path.display().to_string()) => {
+            format!("{text} (in {} or the B24ROBOT__ environment)", path.display())
+        }
+        _ => text,
+    }
+}
+
+fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> {
+    let mut errors = Vec::new();
+    let mut check = |key: &str, result: Result<(), String>| {
+        if let Err(e) = result {
+            errors.push(format!("{key}: {e}"));
+        }
+    };
+
+    let mut listen = None;
+    check("server.listen", raw.server.listen.parse::<SocketAddr>().map(|a| listen = Some(a)).map_err(
+        |_| format!("{:?} is not an address:port such as \"127.0.0.1:8080\"", raw.server.listen),
+    ));
+    let mut max_body = 0;
+    check("server.max_body", parse_size(&raw.server.max_body).map(|v| max_body = v));
+    let mut request_timeout = Duration::ZERO;
+    check(
+        "server.request_timeout",
+        parse_duration(&raw.server.request_timeout).map(|v| request_timeout = v),
+    );
+
+    let mut webhook_url = None;
+    check("portal.webhook_url", parse_webhook_url(&raw.portal.webhook_url).map(|v| webhook_url = v));
+    check(
+        "portal.requests_per_second",
+        positive(raw.portal.requests_per_second, "a number of requests per second above 0"),
+    );
+    check(
+        "portal.burst",
+        if raw.portal.burst >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+    );
+    let mut portal_timeout = Duration::ZERO;
+    check("portal.timeout", parse_duration(&raw.portal.timeout).map(|v| portal_timeout = v));
+    check(
+        "portal.max_attempts",
+        if raw.portal.max_attempts >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+    );
+    let mut portal_retry_base = Duration::ZERO;
+    check("portal.retry_base", parse_duration(&raw.portal.retry_base).map(|v| portal_retry_base = v));
+    let mut portal_retry_max = Duration::ZERO;
+    check("portal.retry_max", parse_duration(&raw.portal.retry_max).map(|v| portal_retry_max = v));
+
+    let mut poll_interval = Duration::ZERO;
+    check("sync.poll_interval", parse_duration(&raw.sync.poll_interval).map(|v| poll_interval = v));
+    let mut dedupe_window = Duration::ZERO;
+    check("sync.dedupe_window", parse_duration(&raw.sync.dedupe_window).map(|v| dedupe_window = v));
+
+    check(
+        "worker.concurrency",
+        if raw.worker.concurrency >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+    );
+    check(
+        "worker.deals_per_batch",
+        if (1..=25).contains(&raw.worker.deals_per_batch) {
+            Ok(())
+        } else {
+            Err("must be between 1 and 25 (each deal takes 2 of a batch's 50 calls)".into())
+        },
+    );
+    check(
+        "worker.max_attempts",
+        if raw.worker.max_attempts >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+    );
+    let mut worker_retry_base = Duration::ZERO;
+    check("worker.retry_base", parse_duration(&raw.worker.retry_base).map(|v| worker_retry_base = v));
+    let mut worker_retry_max = Duration::ZERO;
+    check("worker.retry_max", parse_duration(&raw.worker.retry_max).map(|v| worker_retry_max = v));
+
+    let mut format = LogFormat::Pretty;
+    check(
+        "log.format",
+        match raw.log.format.as_str() {
+            "pretty" => Ok(()),
+            "json" => {
+                format = LogFormat::Json;
+                Ok(())
+            }
+            other => Err(format!("{other:?} is not a log format (use \"pretty\" or \"json\")")),
+        },
+    );
+    check(
+        "log.level",
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+            .map(|_| ())
+            .map_err(|e| format!("{:?} is not a log filter ({e})", raw.log.level)),
+    );
+
+    let calendar = match parse_calendar(&raw.calendar) {
+        Ok(c) => Some(c),
+        Err(errs) => {
+            errors.extend(errs);
+            None
+        }
+    };
+
+    match (errors.is_empty(), listen, calendar, webhook_url) {
+        (true, Some(listen), Some(calendar), webhook_url) => Ok(Settings {
+            server: ServerSettings {
+                listen,
+                max_body,
+                admin_token: Secret::new(raw.server.admin_token),
+                request_timeout,
+            },
+            portal: PortalSettings {
+                webhook_url,
+                application_token: Secret::new(raw.portal.application_token),
+                requests_per_second: raw.portal.requests_per_second,
+                burst: raw.portal.burst,
+                timeout: portal_timeout,
+                max_attempts: raw.portal.max_attempts,
+                retry_base: portal_retry_base,
+                retry_max: portal_retry_max,
+            },
+            rules: RulesSettings { dir: base_dir.join(&raw.rules.dir) },
+            storage: StorageSettings { dir: base_dir.join(&raw.storage.dir) },
+            calendar,
+            sync: SyncSettings { poll_interval, dedupe_window },
+            worker: WorkerSettings {
+                concurrency: raw.worker.concurrency,
+                deals_per_batch: raw.worker.deals_per_batch,
+                max_attempts: raw.worker.max_attempts,
+                retry_base: worker_retry_base,
+                retry_max: worker_retry_max,
+            },
+            log: LogSettings { format, level: raw.log.level },
+        }),
+        _ => Err(ConfigError::Invalid(errors)),
+    }
+}
+
+fn positive(value: f64, what: &str) -> Result<(), String> {
+    if value.is_finite() && value > 0.0 { Ok(()) } else { Err(format!("{value} is not {what}")) }
+}
+
+fn parse_webhook_url(text: &str) -> Result<Option<Secret>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // The message must not echo the URL: it holds the webhook's secret code.
+    let url = url::Url::parse(text)
+        .map_err(|e| format!("not a URL ({e}); expected https://<portal>/rest/<user>/<code>/"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http(s) URL such as https://<portal>/rest/<user>/<code>/".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment: use the webhook's base URL".into());
+    }
+    let mut text = url.to_string();
+    if !text.ends_with('/') {
+        text.push('/');
+    }
+    Ok(Some(Secret::new(text)))
+}
+
+/// Parses `"60s"`, `"5m"`, `"24h"`, `"500ms"`, `"2d"` (also with spaces and long unit names).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (write e.g. \"500ms\", \"60s\", \"5m\", \"24h\")"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" | "sec" | "second" | "seconds" => value,
+        "m" | "min" | "minute" | "minutes" => value * 60.0,
+        "h" | "hour" | "hours" => value * 3600.0,
+        "d" | "day" | "days" => value * 86400.0,
+        "" => return Err(format!("{text:?} has no unit (write e.g. \"{number}s\")")),
+        other => {
+            return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"));
+        }
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("{text:?} must be above zero"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses `"64KiB"`, `"1MiB"`, `"65536"`, `"64KB"`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: usize =
+        number.parse().map_err(|_| format!("{text:?} is not a size (write e.g. \"64KiB\")"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (use B, KiB or MiB)")),
+    };
+    match value.checked_mul(factor) {
+        Some(v) if v > 0 => Ok(v),
+        _ => Err(format!("{text:?} must be above zero")),
+    }
+}
+
+fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<String>> {
+    let mut errors = Vec::new();
+    let tz: Option<chrono_tz::Tz> = match raw.timezone.parse() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            errors.push(format!(
+                "calendar.timezone: {:?} is not an IANA time zone (e.g. \"Europe/Moscow\")",
+                raw.timezone
+            ));
+            None
+        }
+    };
+    let mut workdays = Vec::new();
+    for day in &raw.workdays {
+        match parse_weekday(day) {
+            Some(d) => workdays.push(d),
+            None => errors.push(format!(
+                "calendar.workdays: {day:?} is not a weekday (use mon, tue, wed, thu, fri, sat, sun)"
+            )),
+        }
+    }
+    let hours = raw.hours.split_once('-').and_then(|(a, b)| {
+        let a = NaiveTime::parse_from_str(a.trim(), "%H:%M").ok()?;
+        let b = NaiveTime::parse_from_str(b.trim(), "%H:%M").ok()?;
+        Some((a, b))
+    });
+    if hours.is_none() {
+        errors.push(format!(
+            "calendar.hours: {:?} is not a range of hours such as \"09:00-18:00\"",
+            raw.hours
+        ));
+    }
+    let mut holidays = Vec::new();
+    for day in &raw.holidays {
+        match NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d") {
+            Ok(d) => holidays.push(d),
+            Err(_) => errors.push(format!("calendar.holidays: {day:?} is not a date YYYY-MM-DD")),
+        }
+    }
+    match (tz, hours, errors.is_empty()) {
+        (Some(tz), Some((start, end)), true) => Calendar::new(tz, workdays, start, end, holidays)
+            .map_err(|e| vec![format!("calendar: {e}")]),
+        _ => Err(errors),
+    }
+}
+
+fn parse_weekday(text: &str) -> Option<Weekday> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "mon" | "monday" => Some(Weekday::Mon),
+        "tue" | "tuesday" => Some(Weekday::Tue),
+        "wed" | "wednesday" => Some(Weekday::Wed),
+        "thu" | "thursday" => Some(Weekday::Thu),
+        "fri" | "friday" => Some(Weekday::Fri),
+        "sat" | "saturday" => Some(Weekday::Sat),
+        "sun" | "sunday" => Some(Weekday::Sun),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            file: None,
+            env: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            overrides: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.server.max_body, 64 * 1024);
+        assert_eq!(s.portal.burst, 50);
+        assert_eq!(s.sync.poll_interval, Duration::from_secs(60));
+        assert_eq!(s.sync.dedupe_window, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn environment_sets_keys_and_lists() {
+        let s = Settings::load(&env(&[
+            ("B24ROBOT__PORTAL__WEBHOOK_URL", "https://x.bitrix24.ru/rest/1/abc"),
+            ("B24ROBOT__PORTAL__APPLICATION_TOKEN", "12345"),
+            ("B24ROBOT__PORTAL__REQUESTS_PER_SECOND", "1.5"),
+            ("B24ROBOT__CALENDAR__WORKDAYS", "mon,tue"),
+            ("OTHER", "ignored"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            s.portal.webhook_url.as_ref().map(Secret::expose),
+            Some("https://x.bitrix24.ru/rest/1/abc/")
+        );
+        assert_eq!(s.portal.application_token.expose(), "12345");
+        assert_eq!(s.portal.requests_per_second, 1.5);
+    }
+
+    #[test]
+    fn bad_values_are_all_reported_with_their_keys() {
+        let err = Settings::load(&env(&[
+            ("B24ROBOT__SYNC__POLL_INTERVAL", "soon"),
+            ("B24ROBOT__CALENDAR__TIMEZONE", "Mars/Olympus"),
+            ("B24ROBOT__PORTAL__WEBHOOK_URL", "not a url with secret"),
+        ]))
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("sync.poll_interval"), "{text}");
+        assert!(text.contains("calendar.timezone"), "{text}");
+        assert!(text.contains("portal.webhook_url"), "{text}");
+        assert!(!text.contains("secret"), "the URL must not be echoed: {text}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = Settings::load(&env(&[("B24ROBOT__PORTAL__WEBHOOK_ULR", "x")])).expect_err("bad");
+        assert!(err.to_string().contains("webhook_ulr"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_config_file_is_an_error() {
+        let sources = Sources { file: Some("/nonexistent/b24.toml".into()), ..Sources::default() };
+        assert!(matches!(Settings::load(&sources), Err(ConfigError::FileNotFound(_))));
+    }
+
+    #[test]
+    fn relative_dirs_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("conf.toml");
+        std::fs::write(&path, "[rules]\ndir = \"my-rules\"\n").expect("write");
+        let s = Settings::load(&Sources { file: Some(path), ..Sources::default() }).expect("ok");
+        assert_eq!(s.rules.dir, dir.path().join("my-rules"));
+        assert_eq!(s.storage.dir, dir.path().join("data"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Settings::load(&env(&[
+            ("B24ROBOT__PORTAL__WEBHOOK_URL", "https://x.bitrix24.ru/rest/1/topsecret/"),
+            ("B24ROBOT__PORTAL__APPLICATION_TOKEN", "tokensecret"),
+        ]))
+        .expect("valid");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("topsecret") && !debug.contains("tokensecret"), "{debug}");
+    }
+
+    #[test]
+    fn durations_and_sizes_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert!(parse_size("lots").is_err());
+    }
+}

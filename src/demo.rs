@@ -1,0 +1,267 @@
+//! `b24-robot demo`: the real service against the built-in simulated portal, with the shipped
+//! rules, playing a short sales day. No portal, no set-up: a temporary store, a free port.
+//!
+//! Each user action waits until the service has dealt with it, so that the printed story reads in
+//! order: the stage entry, then what the rules did about it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::configuration::{Settings, Sources};
+use crate::rules::RuleSet;
+use crate::sandbox::{SimConfig, SimPortal};
+use crate::startup::Application;
+use crate::store::Store;
+use crate::worker::Activity;
+
+/// The shipped example rules, built into the binary.
+pub const EMBEDDED_RULES: [(&str, &str); 3] = [
+    ("rules/10-new-clients.toml", include_str!("../rules/10-new-clients.toml")),
+    ("rules/20-repeat-clients.toml", include_str!("../rules/20-repeat-clients.toml")),
+    ("rules/30-outcomes.toml", include_str!("../rules/30-outcomes.toml")),
+];
+
+/// The embedded rules, loaded.
+pub fn embedded_rules() -> Result<RuleSet, Vec<crate::rules::Diagnostic>> {
+    let sources: Vec<(String, String)> =
+        EMBEDDED_RULES.iter().map(|(name, text)| (name.to_string(), text.to_string())).collect();
+    RuleSet::from_sources(&sources).map(|(rules, _)| rules)
+}
+
+/// Sets up a simulated portal shaped like the shipped rules expect: the default pipeline (new
+/// clients), a "Repeat clients" pipeline, the custom fields, users in two departments.
+pub fn seed_portal(sim: &SimPortal) {
+    sim.with_default_portal();
+    sim.add_pipeline(
+        1,
+        "Repeat clients",
+        &[
+            ("C1:NEW", "New", 'P'),
+            ("C1:PREPARATION", "Offer", 'P'),
+            ("C1:EXECUTING", "In progress", 'P'),
+            ("C1:WON", "Deal won", 'S'),
+            ("C1:LOSE", "Deal lost", 'F'),
+        ],
+    );
+    sim.add_field("UF_CRM_INN", "string", "Tax ID (INN)", false, &[]);
+    sim.add_field("UF_CRM_CONTRACT_NO", "string", "Contract number", false, &[]);
+    sim.add_field(
+        "UF_CRM_LOSS_REASON",
+        "enumeration",
+        "Loss reason",
+        false,
+        &[(11, "Too expensive"), (12, "Chose a competitor"), (13, "Stopped answering"), (14, "No budget")],
+    );
+    sim.add_field("UF_CRM_NPS", "double", "NPS score", false, &[]);
+    sim.add_department(1, "Company", None, Some(1));
+    sim.add_department(2, "Sales", Some(1), Some(2));
+    sim.add_user(1, "Anna Director", &[1]);
+    sim.add_user(2, "Boris Head-of-Sales", &[2]);
+    sim.add_user(3, "Vera Manager", &[2]);
+    sim.add_user(4, "Gleb Manager", &[2]);
+}
+
+pub async fn run(rules_dir: Option<PathBuf>) -> ExitCode {
+    match play(rules_dir).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("demo failed: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
+    let rules = match &rules_dir {
+        Some(dir) => RuleSet::load_dir(dir).map(|(r, _)| r),
+        None => embedded_rules(),
+    }
+    .map_err(|diagnostics| diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+
+    let sim = SimPortal::start(SimConfig::default()).await.map_err(|e| format!("simulated portal: {e}"))?;
+    seed_portal(&sim);
+
+    let store_dir = std::env::temp_dir().join(format!("b24-robot-demo-{}-{}", std::process::id(), crate::store::now_ms()));
+    let token = format!("demo-{}", crate::store::now_ms());
+    let sources = Sources {
+        overrides: vec![
+            ("server.listen".into(), "127.0.0.1:0".into()),
+            ("storage.dir".into(), store_dir.display().to_string()),
+            ("portal.webhook_url".into(), sim.webhook_url()),
+            ("portal.application_token".into(), token.clone()),
+            ("sync.poll_interval".into(), "1s".into()),
+            ("worker.retry_base".into(), "200ms".into()),
+            ("log.level".into(), "warn".into()),
+        ],
+        ..Sources::default()
+    };
+    let settings = Settings::load(&sources).map_err(|e| e.to_string())?;
+    crate::telemetry::init(settings.log.format, &settings.log.level);
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Application::build_with_activity(settings, rules.clone(), Some(tx)).await.map_err(|e| e.to_string())?;
+    let store = app.store();
+    sim.set_event_handler(Some(format!("http://127.0.0.1:{}/bitrix24/events", app.port())), &token);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+
+    println!("b24-robot demo: {} rules (version {}) against a simulated portal", rules.len(), rules.version());
+    println!();
+    let mut story = Story { rx, store, sim: sim.clone() };
+
+    story.say("Vera creates a deal for Romashka LLC (new client)");
+    let romashka = sim
+        .create_deal(json!({"TITLE": "Romashka LLC: 20 licences", "ASSIGNED_BY_ID": "3", "OPPORTUNITY": "240000.00",
+            "CURRENCY_ID": "RUB", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
+        .await;
+    story.settle().await;
+    story.say("Vera moves it to PREPARATION");
+    sim.move_deal(romashka, "PREPARATION").await;
+    story.settle().await;
+    story.say("Vera moves it to PREPAYMENT_INVOICE without the tax id and contract number");
+    sim.move_deal(romashka, "PREPAYMENT_INVOICE").await;
+    story.settle().await;
+    story.say("Vera fills them in and moves it again");
+    sim.update_deal(romashka, json!({"UF_CRM_INN": "7701234567", "UF_CRM_CONTRACT_NO": "2026-117"})).await;
+    story.settle().await;
+    sim.move_deal(romashka, "PREPAYMENT_INVOICE").await;
+    story.settle().await;
+    story.say("The deal is won");
+    sim.move_deal(romashka, "WON").await;
+    story.settle().await;
+
+    story.say("Gleb creates a deal for Vasilek and loses it without saying why");
+    let vasilek = sim
+        .create_deal(json!({"TITLE": "Vasilek: pilot project", "ASSIGNED_BY_ID": "4", "OPPORTUNITY": "90000.00",
+            "CURRENCY_ID": "RUB", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
+        .await;
+    story.settle().await;
+    sim.move_deal(vasilek, "LOSE").await;
+    story.settle().await;
+    story.say("Gleb gives the reason and closes it as lost");
+    sim.update_deal(vasilek, json!({"UF_CRM_LOSS_REASON": "11"})).await;
+    story.settle().await;
+    sim.move_deal(vasilek, "LOSE").await;
+    story.settle().await;
+
+    story.say("A deal moves while its event is lost on the way: the sweep finds it");
+    let lost = sim
+        .create_deal(json!({"TITLE": "Lyutik: annual support", "ASSIGNED_BY_ID": "3", "CURRENCY_ID": "RUB",
+            "OPPORTUNITY": "50000.00", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
+        .await;
+    story.settle().await;
+    sim.move_deal_silently(lost, "PREPARATION").await;
+    story.settle_for(Duration::from_secs(3)).await;
+
+    let _ = stop_tx.send(());
+    let stopped = server.await.map_err(|e| e.to_string())?;
+    stopped.map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&store_dir);
+    println!();
+    println!(
+        "done: {} tasks, {} deals, {} REST requests to the portal",
+        sim.tasks().len(),
+        sim.deals().len(),
+        sim.request_count()
+    );
+    Ok(())
+}
+
+struct Story {
+    rx: mpsc::UnboundedReceiver<Activity>,
+    store: Store,
+    sim: SimPortal,
+}
+
+impl Story {
+    fn say(&self, text: &str) {
+        println!("* {text}");
+    }
+
+    /// Prints what the service does until it has nothing left to do.
+    async fn settle(&mut self) {
+        self.settle_for(Duration::ZERO).await;
+    }
+
+    /// As `settle`, waiting at least `min` (for the sweep).
+    async fn settle_for(&mut self, min: Duration) {
+        let start = Instant::now();
+        let mut quiet_since = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            match tokio::time::timeout(Duration::from_millis(50), self.rx.recv()).await {
+                Ok(Some(activity)) => {
+                    self.print(&activity);
+                    quiet_since = Instant::now();
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    if self.store.queue_len() == 0
+                        && quiet_since.elapsed() > Duration::from_millis(300)
+                        && start.elapsed() >= min
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn print(&self, activity: &Activity) {
+        match activity {
+            Activity::StageEntry { deal_id, stage_id, acted, note, .. } => {
+                let title = self.title(*deal_id);
+                if *acted {
+                    println!("  deal {deal_id} \"{title}\" entered {stage_id}");
+                } else {
+                    println!("  deal {deal_id} \"{title}\" entered {stage_id} ({note})");
+                }
+            }
+            Activity::Effect { rule, method, params, result, .. } => {
+                let what = describe(method, params);
+                match result {
+                    Ok(id) => println!("    [{rule}] {what} -> #{id}"),
+                    Err(error) => println!("    [{rule}] {what} FAILED: {error}"),
+                }
+            }
+            Activity::DealDone { .. } => {}
+        }
+    }
+
+    fn title(&self, deal_id: u64) -> String {
+        self.sim
+            .deal(deal_id)
+            .and_then(|d| d.get("TITLE").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+fn describe(method: &str, params: &Value) -> String {
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    match method {
+        "tasks.task.add" => {
+            let f = &params["fields"];
+            let deadline = f.get("DEADLINE").map(text).unwrap_or_else(|| "none".into());
+            format!(
+                "task \"{}\" responsible {} deadline {}{}",
+                text(&f["TITLE"]),
+                text(&f["RESPONSIBLE_ID"]),
+                deadline,
+                f.get("AUDITORS").map(|a| format!(" auditors {a}")).unwrap_or_default()
+            )
+        }
+        "crm.deal.update" => format!("moved back to {}", text(&params["fields"]["STAGE_ID"])),
+        "crm.timeline.comment.add" => format!("timeline comment \"{}\"", text(&params["fields"]["COMMENT"])),
+        "im.notify.system.add" => format!("notified user {}: \"{}\"", text(&params["USER_ID"]), text(&params["MESSAGE"])),
+        "crm.deal.add" => {
+            let f = &params["fields"];
+            format!("copied as \"{}\" into {} responsible {}", text(&f["TITLE"]), text(&f["STAGE_ID"]), text(&f["ASSIGNED_BY_ID"]))
+        }
+        other => format!("{other} {params}"),
+    }
+}

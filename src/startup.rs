@@ -1,0 +1,260 @@
+//! One [`Application`], built the same way by `serve`, the demo and the tests.
+//!
+//! `build` opens the store, builds the REST client and binds the listener (port 0 picks a free
+//! port); `run_until_stopped` runs the intake, the worker and the sweep until the shutdown
+//! future resolves, then stops on purpose: intake first (no new event is taken), then the worker
+//! between rounds (a round in flight gets until the deadline, after which it is abandoned: its
+//! intents are durable and the next start finishes them), then a last flush.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bitrix::{Client, ClientSettings};
+use crate::configuration::Settings;
+use crate::intake::{self, IntakeCounters, IntakeState};
+use crate::rules::RuleSet;
+use crate::store::{Store, StoreError, now_ms};
+use crate::worker::{
+    Activity, CatalogCache, People, RulesHandle, Scheduler, Worker, ensure_history_floor, sweep_once,
+};
+
+/// How long shutdown may take in all (the spec gives 10 s; keep a margin for the flush).
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("portal.webhook_url is not set: give the incoming webhook's URL (https://<portal>/rest/<user>/<code>/)")]
+    NoWebhook,
+    #[error("portal client: {0}")]
+    Client(String),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    settings: Settings,
+    worker: Arc<Worker>,
+    intake: IntakeState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, rules: RuleSet) -> Result<Application, StartupError> {
+        Application::build_with_activity(settings, rules, None).await
+    }
+
+    /// As [`Application::build`], with a channel that receives what the worker does.
+    pub async fn build_with_activity(
+        settings: Settings,
+        rules: RuleSet,
+        activity: Option<mpsc::UnboundedSender<Activity>>,
+    ) -> Result<Application, StartupError> {
+        let webhook = settings.portal.webhook_url.clone().ok_or(StartupError::NoWebhook)?;
+        let webhook_url =
+            url::Url::parse(webhook.expose()).map_err(|e| StartupError::Client(format!("portal.webhook_url: {e}")))?;
+        let client = Client::new(ClientSettings {
+            webhook_url,
+            requests_per_second: settings.portal.requests_per_second,
+            burst: settings.portal.burst,
+            timeout: settings.portal.timeout,
+            max_attempts: settings.portal.max_attempts,
+            backoff_base: settings.portal.retry_base,
+            backoff_max: settings.portal.retry_max,
+        })
+        .map_err(|e| StartupError::Client(e.to_string()))?;
+
+        std::fs::create_dir_all(&settings.storage.dir).map_err(|e| {
+            StoreError::Sled(sled::Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("storage.dir {}: {e}", settings.storage.dir.display()),
+            )))
+        })?;
+        let store = Store::open(&settings.storage.dir)?;
+        let scheduler = Scheduler::new();
+        let rules = RulesHandle::new(rules);
+        let worker = Arc::new(Worker {
+            store: store.clone(),
+            portal_origin: client.portal_origin(),
+            client,
+            rules: rules.clone(),
+            calendar: settings.calendar.clone(),
+            settings: settings.worker.clone(),
+            scheduler: scheduler.clone(),
+            catalog: CatalogCache::default(),
+            people: People::default(),
+            activity,
+        });
+
+        // The starting point of the stage history, before any event can be taken, so that a move
+        // made right after the first start is acted on. An unreachable portal does not stop the
+        // start: the sweep sets the floor later and the queued events wait for it.
+        let first_start = store.history_floor()?.is_none();
+        if first_start {
+            let wait = settings.portal.timeout.min(Duration::from_secs(10));
+            match tokio::time::timeout(wait, ensure_history_floor(&worker)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "stage history starting point not read yet; will retry"),
+                Err(_) => tracing::warn!("stage history starting point not read yet (portal slow); will retry"),
+            }
+        }
+
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .map_err(|error| StartupError::Listen { addr: settings.server.listen.to_string(), error })?;
+        let port = listener.local_addr().map_err(StartupError::Serve)?.port();
+        let intake = IntakeState {
+            store,
+            scheduler,
+            rules,
+            application_token: settings.portal.application_token.clone(),
+            dedupe_window: settings.sync.dedupe_window,
+            counters: Arc::new(IntakeCounters::default()),
+            closing: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Application { listener, port, settings, worker, intake })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> Store {
+        self.intake.store.clone()
+    }
+
+    pub fn counters(&self) -> Arc<IntakeCounters> {
+        self.intake.counters.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then stops in order (see the module documentation).
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let Application { listener, settings, worker, intake, .. } = self;
+        if application_token_missing(&settings) {
+            tracing::warn!("portal.application_token is empty: every event will be refused (401)");
+        }
+        let restored = worker.restore_queue()?;
+        if restored > 0 {
+            tracing::info!(deals = restored, "resuming queued work from the store");
+        }
+
+        let stop_worker = CancellationToken::new();
+        let worker_task = tokio::spawn(worker.clone().run(stop_worker.clone()));
+        let stop_background = CancellationToken::new();
+        let sweeper = tokio::spawn(run_sweeper(worker.clone(), settings.sync.poll_interval, stop_background.clone()));
+        let pruner = tokio::spawn(run_pruner(intake.store.clone(), settings.sync.dedupe_window, stop_background.clone()));
+
+        let closing = intake.closing.clone();
+        let stop_http = CancellationToken::new();
+        let app = intake::router(intake.clone(), settings.server.max_body);
+        let http = {
+            let stop_http = stop_http.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app).with_graceful_shutdown(stop_http.cancelled_owned()).await
+            })
+        };
+        tracing::info!(listen = %settings.server.listen, "b24-robot is serving");
+
+        shutdown.await;
+        tracing::info!("shutting down: intake closed, finishing the work in progress");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        closing.store(true, Ordering::SeqCst);
+        stop_http.cancel();
+        stop_background.cancel();
+        stop_worker.cancel();
+
+        if tokio::time::timeout_at(deadline, worker_task).await.is_err() {
+            tracing::warn!("a round was still in flight at the deadline: abandoned (its intents are kept)");
+        }
+        let _ = tokio::time::timeout_at(deadline, sweeper).await;
+        pruner.abort();
+        match tokio::time::timeout_at(deadline, http).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "server stopped with an error"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("open connections did not close in time"),
+        }
+        intake.store.flush_async().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn application_token_missing(settings: &Settings) -> bool {
+    settings.portal.application_token.is_empty()
+}
+
+/// The sweep at start-up and every `poll_interval`; a failed pass is retried at the next tick.
+async fn run_sweeper(worker: Arc<Worker>, every: Duration, stop: CancellationToken) {
+    let mut retry = Duration::from_millis(500);
+    loop {
+        let wait = match sweep_once(&worker).await {
+            Ok(_) => {
+                retry = Duration::from_millis(500);
+                every
+            }
+            Err(error) => {
+                tracing::warn!(%error, "sweep failed; will retry");
+                retry = (retry * 2).min(every);
+                retry
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Forgets old delivery keys now and then, so the dedupe tree stays bounded.
+async fn run_pruner(store: Store, window: Duration, stop: CancellationToken) {
+    let every = (window / 24).clamp(Duration::from_secs(10), Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let store = store.clone();
+        let pruned = tokio::task::spawn_blocking(move || store.prune_dedupe(now_ms(), window)).await;
+        if let Ok(Err(error)) = pruned {
+            tracing::warn!(%error, "pruning delivery keys failed");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

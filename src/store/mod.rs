@@ -1,0 +1,559 @@
+//! The only code that touches sled.
+//!
+//! Trees and their keys (integers big-endian, so that keys sort as numbers):
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `queue` | deal id | [`QueuedDeal`]: the deal's unprocessed events, coalesced |
+//! | `dedupe` | delivery key | when it was recorded (ms): re-deliveries are answered, not recorded |
+//! | `deals` | deal id | [`DealState`]: the last stage entry seen, a pending echo |
+//! | `entries` | deal id, entry id | [`EntryRecord`]: a stage entry and the decisions about it |
+//! | `effects` | deal id, entry id, rule, index | [`EffectRecord`]: a write owed to the portal |
+//! | `meta` | name | the history floor, the sweep cursor |
+//!
+//! Writes that belong together (an event and its dedupe key; a deal's entries, state and effect
+//! intents) go in one sled transaction, so a crash leaves either all or none of them. Durability
+//! is [`Store::flush`]: callers flush before they acknowledge anything.
+
+mod records;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage: record {tree}/{key} cannot be read: {message}")]
+    Corrupt { tree: &'static str, key: String, message: String },
+    #[error("storage: the store at {path} is in use by another process (is b24-robot already running?)")]
+    Locked { path: String },
+}
+
+/// Milliseconds since the Unix epoch, the store's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What became of an event delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// New: queued for its deal under this event id.
+    New { event_id: u64 },
+    /// The same delivery was recorded within the dedupe window.
+    Duplicate,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    queue: sled::Tree,
+    dedupe: sled::Tree,
+    deals: sled::Tree,
+    entries: sled::Tree,
+    effects: sled::Tree,
+    meta: sled::Tree,
+}
+
+const META_HISTORY_FLOOR: &str = "history_floor";
+const META_SWEEP_CURSOR: &str = "sweep_cursor";
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                StoreError::Locked { path: dir.display().to_string() }
+            }
+            sled::Error::Io(io) if io.to_string().contains("lock") => {
+                StoreError::Locked { path: dir.display().to_string() }
+            }
+            other => StoreError::Sled(other),
+        })?;
+        Ok(Store {
+            queue: db.open_tree("queue")?,
+            dedupe: db.open_tree("dedupe")?,
+            deals: db.open_tree("deals")?,
+            entries: db.open_tree("entries")?,
+            effects: db.open_tree("effects")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable. Blocking: call it through `spawn_blocking` from async
+    /// code (concurrent flushes coalesce; sled's `flush_async` stalls under concurrency).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// [`Store::flush`] from async code.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::Unsupported(format!("flush task: {e}"))))?
+    }
+
+    /// A fresh id, unique across restarts.
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    // ---- intake ------------------------------------------------------------------------------
+
+    /// Records one event delivery for `deal_id` unless the same delivery (`dedupe_key`) was
+    /// recorded within `window`. Not durable until [`Store::flush`].
+    pub fn record_event(
+        &self,
+        dedupe_key: &str,
+        deal_id: u64,
+        now_ms: u64,
+        window: Duration,
+    ) -> Result<Recorded, StoreError> {
+        let event_id = self.next_id()?;
+        let window_ms = window.as_millis() as u64;
+        let result = (&self.dedupe, &self.queue).transaction(|(dedupe, queue)| {
+            if let Some(seen) = dedupe.get(dedupe_key.as_bytes())? {
+                if now_ms.saturating_sub(be_u64(&seen)) < window_ms {
+                    return Ok(Recorded::Duplicate);
+                }
+            }
+            dedupe.insert(dedupe_key.as_bytes(), &now_ms.to_be_bytes())?;
+            let key = deal_id.to_be_bytes();
+            let current = match queue.get(key)? {
+                Some(bytes) => Some(decode::<QueuedDeal>("queue", &key, &bytes).map_err(abort)?),
+                None => None,
+            };
+            let next = merge_event(current, deal_id, Some(event_id), now_ms);
+            queue.insert(&key, encode(&next).map_err(abort)?)?;
+            Ok(Recorded::New { event_id })
+        });
+        unwrap_tx(result)
+    }
+
+    /// Queues `deal_id` without an event (the sweep saw it move). Not durable until flushed.
+    pub fn enqueue(&self, deal_id: u64, now_ms: u64) -> Result<(), StoreError> {
+        let key = deal_id.to_be_bytes();
+        let mut failure = None;
+        self.queue.update_and_fetch(key, |old| {
+            let current = old.and_then(|b| match decode::<QueuedDeal>("queue", &key, b) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            });
+            encode(&merge_event(current, deal_id, None, now_ms)).ok()
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Forgets delivery keys older than `window`; returns how many were removed.
+    pub fn prune_dedupe(&self, now_ms: u64, window: Duration) -> Result<usize, StoreError> {
+        let window_ms = window.as_millis() as u64;
+        let mut removed = 0;
+        for item in self.dedupe.iter() {
+            let (key, value) = item?;
+            if now_ms.saturating_sub(be_u64(&value)) >= window_ms {
+                self.dedupe.remove(key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- the queue ---------------------------------------------------------------------------
+
+    pub fn queued(&self, deal_id: u64) -> Result<Option<QueuedDeal>, StoreError> {
+        let key = deal_id.to_be_bytes();
+        self.queue.get(key)?.map(|b| decode("queue", &key, &b)).transpose()
+    }
+
+    /// Every queued deal, parked ones included.
+    pub fn all_queued(&self) -> Result<Vec<QueuedDeal>, StoreError> {
+        self.queue
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode("queue", &k, &v)
+            })
+            .collect()
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The deal's job is done: removes its queue record if no event came in since `generation`
+    /// was read. Returns the record still queued (a newer event arrived) if any.
+    pub fn complete(&self, deal_id: u64, generation: u64) -> Result<Option<QueuedDeal>, StoreError> {
+        self.update_queued(deal_id, |q| {
+            if q.generation == generation {
+                None
+            } else {
+                Some(QueuedDeal { attempts: 0, not_before_ms: 0, last_error: None, ..q })
+            }
+        })
+    }
+
+    /// The deal's job failed: counts the attempt, schedules the retry at `not_before_ms`, or
+    /// parks the job once `max_attempts` is reached. Returns the updated record.
+    pub fn fail(
+        &self,
+        deal_id: u64,
+        error: &str,
+        not_before_ms: u64,
+        max_attempts: u32,
+    ) -> Result<Option<QueuedDeal>, StoreError> {
+        self.update_queued(deal_id, |q| {
+            let attempts = q.attempts + 1;
+            Some(QueuedDeal {
+                attempts,
+                not_before_ms,
+                last_error: Some(error.to_string()),
+                parked: attempts >= max_attempts,
+                ..q
+            })
+        })
+    }
+
+    /// Puts a job back without counting an attempt (e.g. a method parked by the portal).
+    pub fn postpone(&self, deal_id: u64, not_before_ms: u64, why: &str) -> Result<(), StoreError> {
+        self.update_queued(deal_id, |q| {
+            Some(QueuedDeal { not_before_ms, last_error: Some(why.to_string()), ..q })
+        })?;
+        Ok(())
+    }
+
+    /// Un-parks a parked job (or every parked job when `deal_id` is `None`); returns the deals.
+    pub fn retry_parked(&self, deal_id: Option<u64>) -> Result<Vec<u64>, StoreError> {
+        let mut revived = Vec::new();
+        for q in self.all_queued()? {
+            if q.parked && deal_id.is_none_or(|d| d == q.deal_id) {
+                self.update_queued(q.deal_id, |q| {
+                    Some(QueuedDeal { parked: false, attempts: 0, not_before_ms: 0, ..q })
+                })?;
+                revived.push(q.deal_id);
+            }
+        }
+        Ok(revived)
+    }
+
+    fn update_queued(
+        &self,
+        deal_id: u64,
+        change: impl Fn(QueuedDeal) -> Option<QueuedDeal>,
+    ) -> Result<Option<QueuedDeal>, StoreError> {
+        let key = deal_id.to_be_bytes();
+        let mut failure = None;
+        let after = self.queue.update_and_fetch(key, |old| {
+            let bytes = old?;
+            match decode::<QueuedDeal>("queue", &key, bytes) {
+                Ok(q) => change(q).and_then(|q| encode(&q).ok()),
+                Err(e) => {
+                    // Keep an unreadable record as it is: it is reported, never dropped.
+                    failure = Some(e);
+                    Some(bytes.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        after.map(|b| decode("queue", &key, &b)).transpose()
+    }
+
+    // ---- deals, entries, effects -------------------------------------------------------------
+
+    pub fn deal_state(&self, deal_id: u64) -> Result<Option<DealState>, StoreError> {
+        let key = deal_id.to_be_bytes();
+        self.deals.get(key)?.map(|b| decode("deals", &key, &b)).transpose()
+    }
+
+    pub fn deal_count(&self) -> usize {
+        self.deals.len()
+    }
+
+    /// The deal's recorded stage entries, oldest first.
+    pub fn entries(&self, deal_id: u64) -> Result<Vec<EntryRecord>, StoreError> {
+        self.entries
+            .scan_prefix(deal_id.to_be_bytes())
+            .map(|item| {
+                let (k, v) = item?;
+                decode("entries", &k, &v)
+            })
+            .collect()
+    }
+
+    /// The deal's effects, in entry and rule order.
+    pub fn effects(&self, deal_id: u64) -> Result<Vec<EffectRecord>, StoreError> {
+        self.effects
+            .scan_prefix(deal_id.to_be_bytes())
+            .map(|item| {
+                let (k, v) = item?;
+                decode("effects", &k, &v)
+            })
+            .collect()
+    }
+
+    /// Records what one round learnt about a deal, all or nothing: its new state, its new
+    /// entries with their decisions, and the intents of the effects to make.
+    pub fn commit_deal(
+        &self,
+        deal_id: u64,
+        state: &DealState,
+        entries: &[EntryRecord],
+        effects: &[EffectRecord],
+    ) -> Result<(), StoreError> {
+        let state_bytes = encode(state)?;
+        let entry_rows: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .map(|e| Ok((entry_key(deal_id, e.entry.id), encode(e)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let effect_rows: Vec<(Vec<u8>, Vec<u8>)> = effects
+            .iter()
+            .map(|e| Ok((effect_key(e), encode(e)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let result = (&self.deals, &self.entries, &self.effects).transaction(|(d, en, ef)| {
+            d.insert(&deal_id.to_be_bytes(), state_bytes.as_slice())?;
+            for (k, v) in &entry_rows {
+                en.insert(k.as_slice(), v.as_slice())?;
+            }
+            for (k, v) in &effect_rows {
+                ef.insert(k.as_slice(), v.as_slice())?;
+            }
+            Ok(())
+        });
+        unwrap_tx(result)
+    }
+
+    pub fn put_deal_state(&self, deal_id: u64, state: &DealState) -> Result<(), StoreError> {
+        self.deals.insert(deal_id.to_be_bytes(), encode(state)?)?;
+        Ok(())
+    }
+
+    pub fn put_effect(&self, effect: &EffectRecord) -> Result<(), StoreError> {
+        self.effects.insert(effect_key(effect), encode(effect)?)?;
+        Ok(())
+    }
+
+    // ---- meta --------------------------------------------------------------------------------
+
+    /// The last stage-history id that existed when the store was created: older entries are
+    /// never acted on (a backfill is for those).
+    pub fn history_floor(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.meta.get(META_HISTORY_FLOOR)?.map(|v| be_u64(&v)))
+    }
+
+    /// Sets the history floor (and the sweep cursor) once; a floor already set is kept.
+    pub fn init_history_floor(&self, id: u64) -> Result<u64, StoreError> {
+        let previous =
+            self.meta.compare_and_swap(META_HISTORY_FLOOR, None as Option<&[u8]>, Some(&id.to_be_bytes()))?;
+        match previous {
+            Ok(()) => {
+                self.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+                Ok(id)
+            }
+            Err(cas) => Ok(cas.current.map(|v| be_u64(&v)).unwrap_or(id)),
+        }
+    }
+
+    pub fn sweep_cursor(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.meta.get(META_SWEEP_CURSOR)?.map(|v| be_u64(&v)))
+    }
+
+    pub fn set_sweep_cursor(&self, id: u64) -> Result<(), StoreError> {
+        self.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn merge_event(current: Option<QueuedDeal>, deal_id: u64, event_id: Option<u64>, now_ms: u64) -> QueuedDeal {
+    let mut q = current.unwrap_or(QueuedDeal {
+        v: RECORD_VERSION,
+        deal_id,
+        generation: 0,
+        events: 0,
+        event_ids: Vec::new(),
+        first_at_ms: now_ms,
+        attempts: 0,
+        not_before_ms: 0,
+        last_error: None,
+        parked: false,
+    });
+    q.generation += 1;
+    q.events += 1;
+    if let Some(id) = event_id {
+        q.event_ids.push(id);
+        if q.event_ids.len() > MAX_EVENT_IDS {
+            let excess = q.event_ids.len() - MAX_EVENT_IDS;
+            q.event_ids.drain(..excess);
+        }
+    }
+    // New work for a parked deal: try again (its last error stays visible until it succeeds).
+    if q.parked {
+        q.parked = false;
+        q.attempts = 0;
+        q.not_before_ms = 0;
+    }
+    q
+}
+
+fn entry_key(deal_id: u64, entry_id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&deal_id.to_be_bytes());
+    key.extend_from_slice(&entry_id.to_be_bytes());
+    key
+}
+
+fn effect_key(e: &EffectRecord) -> Vec<u8> {
+    let mut key = entry_key(e.deal_id, e.entry_id);
+    key.extend_from_slice(e.rule.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&e.index.to_be_bytes());
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_be_bytes(buf)
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        tree: "-",
+        key: String::new(),
+        message: format!("cannot encode: {e}"),
+    })
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let version = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("v").and_then(serde_json::Value::as_u64));
+    if let Some(v) = version {
+        if v > u64::from(RECORD_VERSION) {
+            return Err(StoreError::Corrupt {
+                tree,
+                key: hex(key),
+                message: format!("written by a newer b24-robot (record version {v})"),
+            });
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        key: hex(key),
+        message: e.to_string(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn unwrap_tx<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    result.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        (dir, store)
+    }
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    #[test]
+    fn the_same_delivery_is_recorded_once() {
+        let (_d, s) = store();
+        assert!(matches!(s.record_event("k1", 5, 1000, DAY).expect("ok"), Recorded::New { .. }));
+        assert_eq!(s.record_event("k1", 5, 2000, DAY).expect("ok"), Recorded::Duplicate);
+        let q = s.queued(5).expect("ok").expect("queued");
+        assert_eq!(q.events, 1);
+    }
+
+    #[test]
+    fn a_delivery_outside_the_window_is_recorded_again() {
+        let (_d, s) = store();
+        s.record_event("k1", 5, 0, Duration::from_secs(1)).expect("ok");
+        assert!(matches!(
+            s.record_event("k1", 5, 5000, Duration::from_secs(1)).expect("ok"),
+            Recorded::New { .. }
+        ));
+    }
+
+    #[test]
+    fn events_for_one_deal_coalesce_and_a_late_event_survives_completion() {
+        let (_d, s) = store();
+        s.record_event("a", 7, 0, DAY).expect("ok");
+        s.record_event("b", 7, 0, DAY).expect("ok");
+        let q = s.queued(7).expect("ok").expect("queued");
+        assert_eq!((q.events, q.generation), (2, 2));
+        // A worker read generation 2; an event arrives while it works.
+        s.record_event("c", 7, 0, DAY).expect("ok");
+        assert!(s.complete(7, 2).expect("ok").is_some(), "the late event keeps the deal queued");
+        assert!(s.complete(7, 3).expect("ok").is_none());
+        assert!(s.queued(7).expect("ok").is_none());
+    }
+
+    #[test]
+    fn failures_park_the_job_after_max_attempts_and_it_can_be_retried() {
+        let (_d, s) = store();
+        s.enqueue(9, 0).expect("ok");
+        for _ in 0..3 {
+            s.fail(9, "boom", 0, 3).expect("ok");
+        }
+        let q = s.queued(9).expect("ok").expect("queued");
+        assert!(q.parked);
+        assert_eq!(q.last_error.as_deref(), Some("boom"));
+        assert_eq!(s.retry_parked(None).expect("ok"), vec![9]);
+        assert!(!s.queued(9).expect("ok").expect("queued").parked);
+    }
+
+    #[test]
+    fn the_history_floor_is_set_once() {
+        let (_d, s) = store();
+        assert_eq!(s.history_floor().expect("ok"), None);
+        assert_eq!(s.init_history_floor(42).expect("ok"), 42);
+        assert_eq!(s.init_history_floor(99).expect("ok"), 42);
+        assert_eq!(s.sweep_cursor().expect("ok"), Some(42));
+    }
+
+    #[test]
+    fn records_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.record_event("k", 3, 0, DAY).expect("ok");
+            s.flush().expect("flush");
+        }
+        let s = Store::open(dir.path()).expect("reopen");
+        assert!(s.queued(3).expect("ok").is_some());
+    }
+}

@@ -1,0 +1,241 @@
+//! From a rule's effect to the REST write that applies it, and back: the call to make, the
+//! marker by which what it created is found again, and the id in its answer.
+
+use serde_json::{Value, json};
+
+use crate::rules::{Effect, Person};
+use crate::store::{EffectKind, EffectRecord};
+
+/// `ORIGINATOR_ID` of the deals the service creates: with `ORIGIN_ID` it is the documented pair
+/// "for linking to an external source", and the key by which a copy is found again.
+pub const ORIGINATOR: &str = "b24-robot";
+
+/// A write with its people resolved, ready to be recorded and sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedCall {
+    pub kind: EffectKind,
+    pub method: String,
+    pub params: Value,
+    pub marker: String,
+}
+
+/// The marker of one effect: deal, stage entry, rule and the effect's place in the rule.
+pub fn marker(deal_id: u64, entry_id: u64, rule: &str, index: u32) -> String {
+    format!("b24robot:{deal_id}:{entry_id}:{rule}:{index}")
+}
+
+/// Builds the REST call of an effect. `resolve` maps a person to a user id (or why not).
+pub fn plan(
+    effect: &Effect,
+    deal_id: u64,
+    marker: String,
+    resolve: &mut dyn FnMut(&Person) -> Result<u64, String>,
+) -> Result<PlannedCall, String> {
+    match effect {
+        Effect::CreateTask(task) => {
+            let responsible = resolve(&task.responsible)?;
+            let mut auditors = Vec::new();
+            for a in &task.auditors {
+                let id = resolve(a)?;
+                if !auditors.contains(&id) {
+                    auditors.push(id);
+                }
+            }
+            let mut fields = serde_json::Map::new();
+            fields.insert("TITLE".into(), json!(task.title));
+            if let Some(d) = &task.description {
+                fields.insert("DESCRIPTION".into(), json!(d));
+            }
+            fields.insert("RESPONSIBLE_ID".into(), json!(responsible));
+            if !auditors.is_empty() {
+                fields.insert("AUDITORS".into(), json!(auditors));
+            }
+            if let Some(deadline) = &task.deadline {
+                fields.insert("DEADLINE".into(), json!(deadline.to_rfc3339()));
+            }
+            fields.insert("UF_CRM_TASK".into(), json!([format!("D_{deal_id}")]));
+            fields.insert("XML_ID".into(), json!(marker));
+            Ok(PlannedCall {
+                kind: EffectKind::Task,
+                method: "tasks.task.add".into(),
+                params: json!({ "fields": fields }),
+                marker,
+            })
+        }
+        Effect::AddComment { text } => Ok(PlannedCall {
+            kind: EffectKind::Comment,
+            method: "crm.timeline.comment.add".into(),
+            params: json!({ "fields": { "ENTITY_ID": deal_id, "ENTITY_TYPE": "deal", "COMMENT": text } }),
+            marker,
+        }),
+        Effect::Notify { user, message } => {
+            let user = resolve(user)?;
+            // A notification with an existing TAG replaces the older one: a re-send after an
+            // unknown outcome cannot show twice.
+            Ok(PlannedCall {
+                kind: EffectKind::Notify,
+                method: "im.notify.system.add".into(),
+                params: json!({ "USER_ID": user, "MESSAGE": message, "TAG": marker.clone() }),
+                marker,
+            })
+        }
+        Effect::MoveBack { to_stage } => Ok(PlannedCall {
+            kind: EffectKind::MoveBack,
+            method: "crm.deal.update".into(),
+            params: json!({ "id": deal_id, "fields": { "STAGE_ID": to_stage } }),
+            marker,
+        }),
+        Effect::CopyDeal(copy) => {
+            let responsible = resolve(&copy.responsible)?;
+            let mut fields = copy.fields.clone();
+            fields.insert("CATEGORY_ID".into(), json!(copy.to_pipeline));
+            fields.insert("STAGE_ID".into(), json!(copy.to_stage));
+            fields.insert("ASSIGNED_BY_ID".into(), json!(responsible));
+            fields.insert("ORIGINATOR_ID".into(), json!(ORIGINATOR));
+            fields.insert("ORIGIN_ID".into(), json!(origin_id(&marker)));
+            Ok(PlannedCall {
+                kind: EffectKind::CopyDeal,
+                method: "crm.deal.add".into(),
+                params: json!({ "fields": fields }),
+                marker,
+            })
+        }
+    }
+}
+
+/// `ORIGIN_ID` of a copy: the marker without its prefix (the field is short on some portals).
+fn origin_id(marker: &str) -> String {
+    marker.trim_start_matches("b24robot:").to_string()
+}
+
+/// The read that finds what an earlier attempt of this effect may have created, if one exists.
+/// `None`: nothing to look for (the write is harmless to repeat: a move, a tagged notification)
+/// or nothing can be looked up with the methods the service uses (a comment).
+pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
+    match effect.kind {
+        EffectKind::Task => {
+            let title = effect.params.pointer("/fields/TITLE").cloned().unwrap_or(Value::Null);
+            Some((
+                "tasks.task.list".into(),
+                json!({
+                    "filter": { "UF_CRM_TASK": format!("D_{}", effect.deal_id), "TITLE": title },
+                    "select": ["ID", "TITLE", "XML_ID", "UF_CRM_TASK"],
+                }),
+            ))
+        }
+        EffectKind::CopyDeal => Some((
+            "crm.deal.list".into(),
+            json!({
+                "filter": { "ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": origin_id(&effect.marker) },
+                "select": ["ID", "ORIGINATOR_ID", "ORIGIN_ID"],
+            }),
+        )),
+        EffectKind::Comment | EffectKind::Notify | EffectKind::MoveBack => None,
+    }
+}
+
+/// The id of what an earlier attempt created, from the lookup's answer, matched on our side.
+pub fn found_in_lookup(effect: &EffectRecord, result: &Value) -> Option<String> {
+    match effect.kind {
+        EffectKind::Task => {
+            let tasks = result.get("tasks").or(Some(result)).and_then(Value::as_array)?;
+            tasks.iter().find_map(|t| {
+                let xml = t.get("xmlId").or_else(|| t.get("XML_ID")).and_then(Value::as_str);
+                (xml == Some(effect.marker.as_str()))
+                    .then(|| id_text(t.get("id").or_else(|| t.get("ID"))))
+                    .flatten()
+            })
+        }
+        EffectKind::CopyDeal => {
+            let origin = origin_id(&effect.marker);
+            result.as_array()?.iter().find_map(|d| {
+                let same = d.get("ORIGIN_ID").and_then(Value::as_str) == Some(origin.as_str())
+                    && d.get("ORIGINATOR_ID").and_then(Value::as_str) == Some(ORIGINATOR);
+                same.then(|| id_text(d.get("ID"))).flatten()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The id in a write's answer: `{"task":{"id":"3711"}}`, `999`, `true`...
+pub fn created_id(kind: EffectKind, result: &Value, deal_id: u64) -> Option<String> {
+    match kind {
+        EffectKind::Task => id_text(result.pointer("/task/id").or_else(|| result.pointer("/task/ID"))),
+        EffectKind::MoveBack => Some(deal_id.to_string()),
+        EffectKind::Comment | EffectKind::Notify | EffectKind::CopyDeal => match result {
+            Value::Bool(false) | Value::Null => None,
+            other => id_text(Some(other)),
+        },
+    }
+}
+
+fn id_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(true) => Some("true".into()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::TaskSpec;
+    use crate::store::EffectState;
+
+    fn task() -> Effect {
+        Effect::CreateTask(TaskSpec {
+            title: "Call the client".into(),
+            description: None,
+            responsible: Person::User(7),
+            auditors: vec![Person::User(3), Person::User(3)],
+            deadline: None,
+        })
+    }
+
+    #[test]
+    fn a_task_is_bound_to_the_deal_and_carries_its_marker() {
+        let call = plan(&task(), 5, marker(5, 100, "call", 0), &mut |p| match p {
+            Person::User(u) => Ok(*u),
+            _ => Err("no".into()),
+        })
+        .expect("planned");
+        assert_eq!(call.method, "tasks.task.add");
+        assert_eq!(call.params["fields"]["UF_CRM_TASK"], json!(["D_5"]));
+        assert_eq!(call.params["fields"]["XML_ID"], json!("b24robot:5:100:call:0"));
+        assert_eq!(call.params["fields"]["AUDITORS"], json!([3]));
+    }
+
+    #[test]
+    fn a_lookup_matches_the_marker_not_just_the_title() {
+        let record = EffectRecord {
+            v: 1,
+            deal_id: 5,
+            entry_id: 100,
+            rule: "call".into(),
+            index: 0,
+            kind: EffectKind::Task,
+            method: "tasks.task.add".into(),
+            params: json!({"fields": {"TITLE": "Call"}}),
+            marker: "b24robot:5:100:call:0".into(),
+            state: EffectState::Pending,
+            attempts: 1,
+            updated_at_ms: 0,
+        };
+        let answer = json!({"tasks": [
+            {"id": "1", "title": "Call", "xmlId": "b24robot:5:99:call:0"},
+            {"id": "2", "title": "Call", "xmlId": "b24robot:5:100:call:0"}
+        ]});
+        assert_eq!(found_in_lookup(&record, &answer), Some("2".into()));
+        assert_eq!(found_in_lookup(&record, &json!({"tasks": []})), None);
+    }
+
+    #[test]
+    fn created_ids_are_read_from_each_answer_shape() {
+        assert_eq!(created_id(EffectKind::Task, &json!({"task": {"id": "3711"}}), 1), Some("3711".into()));
+        assert_eq!(created_id(EffectKind::Comment, &json!(999), 1), Some("999".into()));
+        assert_eq!(created_id(EffectKind::CopyDeal, &json!(false), 1), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! The worker: takes queued deals, reads them and their new stage-history entries, asks the
+//! rules what to do and applies the effects exactly once.
+//!
+//! Work happens in rounds. A round takes up to `worker.deals_per_batch` due deals (a deal is in
+//! at most one round at a time), reads all of them in one `batch` (history first, then the deal,
+//! so that the deal is never older than its history), records the new entries, the decisions and
+//! the intents of the effects in one transaction per deal, flushes, sends every write of the
+//! round in one more `batch`, and records the results. Several rounds run at once
+//! (`worker.concurrency`); all of them share the client's one leaky bucket.
+//!
+//! Exactly once: an effect's intent (the final REST call and its marker) is durable before the
+//! call is made. An intent found pending at the start of a later round may have been applied
+//! (a crash, a timeout, a 5xx): the round first looks for it (a task by `UF_CRM_TASK` + `TITLE`
+//! with its `XML_ID` compared here; a copy by `ORIGINATOR_ID`/`ORIGIN_ID`) and creates it only
+//! when it is not there.
+
+mod effects;
+mod portal;
+mod round;
+mod scheduler;
+mod sweep;
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bitrix::Client;
+use crate::calendar::Calendar;
+use crate::configuration::WorkerSettings;
+use crate::rules::RuleSet;
+use crate::store::Store;
+
+pub use effects::{ORIGINATOR, marker};
+pub use portal::{CatalogCache, People};
+pub use scheduler::Scheduler;
+pub use sweep::{ensure_history_floor, sweep_once};
+
+/// The rule set in force, swapped whole on a reload.
+#[derive(Clone)]
+pub struct RulesHandle(Arc<RwLock<Arc<RuleSet>>>);
+
+impl RulesHandle {
+    pub fn new(rules: RuleSet) -> RulesHandle {
+        RulesHandle(Arc::new(RwLock::new(Arc::new(rules))))
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, rules: RuleSet) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+}
+
+/// What the worker did, for whoever listens (the demo prints it; tests may wait on it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity {
+    /// A new stage entry was recorded; `acted` tells whether the rules ran for it.
+    StageEntry { deal_id: u64, entry_id: u64, stage_id: String, acted: bool, note: String },
+    /// An effect was applied (`id` from Bitrix24) or failed for good.
+    Effect {
+        deal_id: u64,
+        entry_id: u64,
+        rule: String,
+        method: String,
+        params: serde_json::Value,
+        result: Result<String, String>,
+    },
+    /// A deal's job finished (all its effects applied or failed for good).
+    DealDone { deal_id: u64 },
+}
+
+/// Everything a round needs.
+pub struct Worker {
+    pub store: Store,
+    pub client: Client,
+    pub rules: RulesHandle,
+    pub calendar: Calendar,
+    pub settings: WorkerSettings,
+    pub portal_origin: String,
+    pub scheduler: Scheduler,
+    pub catalog: CatalogCache,
+    pub people: People,
+    pub activity: Option<mpsc::UnboundedSender<Activity>>,
+}
+
+impl Worker {
+    /// Puts every queued (not parked) deal of the store into the scheduler: after a restart, the
+    /// work recorded before it goes on.
+    pub fn restore_queue(&self) -> Result<usize, crate::store::StoreError> {
+        let queued = self.store.all_queued()?;
+        let mut n = 0;
+        for q in queued.iter().filter(|q| !q.parked) {
+            self.scheduler.schedule_at(q.deal_id, q.not_before_ms);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Runs rounds until `stop` is cancelled; the round in progress is finished first.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut rounds = tokio::task::JoinSet::new();
+        for _ in 0..self.settings.concurrency {
+            let worker = self.clone();
+            let stop = stop.clone();
+            rounds.spawn(async move {
+                loop {
+                    let deals = worker.scheduler.take(worker.settings.deals_per_batch, &stop).await;
+                    if deals.is_empty() {
+                        break;
+                    }
+                    worker.round(deals).await;
+                }
+            });
+        }
+        while rounds.join_next().await.is_some() {}
+    }
+
+    fn emit(&self, activity: Activity) {
+        if let Some(tx) = &self.activity {
+            let _ = tx.send(activity);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! What the worker reads from the portal besides deals: stage-history entries (parsed at the
+//! edge into [`StageEntry`]), the field catalog, and people (a supervisor up the company
+//! structure). Catalogs and people are cached with a bounded lifetime, so that a stage entry
+//! with warm caches costs one read batch and one write batch however many rules fire.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::DateTime;
+use serde_json::{Value, json};
+
+use crate::bitrix::{CallError, Client, ErrorKind, Retry};
+use crate::rules::{FieldCatalog, StageEntry, StageSemantic};
+
+/// How long catalogs and people are trusted before they are read again.
+pub const CACHE_TTL: Duration = Duration::from_secs(600);
+
+/// The fields asked of `crm.stagehistory.list`.
+pub const HISTORY_SELECT: [&str; 7] =
+    ["ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "STAGE_ID"];
+
+/// Parses one `crm.stagehistory.list` item. Numbers may come as numbers or strings.
+pub fn parse_entry(item: &Value) -> Result<(u64, StageEntry), String> {
+    let owner = number(item, "OWNER_ID")?;
+    let id = number(item, "ID")?;
+    let stage_id = item
+        .get("STAGE_ID")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("history entry {id}: no STAGE_ID"))?
+        .to_string();
+    let semantic = match item.get("STAGE_SEMANTIC_ID").and_then(Value::as_str) {
+        Some("S") => StageSemantic::Success,
+        Some("F") => StageSemantic::Failure,
+        _ => StageSemantic::Process,
+    };
+    let created = item.get("CREATED_TIME").and_then(Value::as_str).unwrap_or_default();
+    let created_time = DateTime::parse_from_rfc3339(created)
+        .or_else(|_| DateTime::parse_from_str(created, "%Y-%m-%dT%H:%M:%S%z"))
+        .map_err(|_| format!("history entry {id}: CREATED_TIME {created:?} is not a date-time"))?;
+    Ok((
+        owner,
+        StageEntry {
+            id,
+            type_id: u8::try_from(number(item, "TYPE_ID").unwrap_or(0)).unwrap_or(0),
+            stage_id,
+            category_id: number(item, "CATEGORY_ID").unwrap_or(0),
+            semantic,
+            created_time,
+        },
+    ))
+}
+
+/// Reads an integer that Bitrix24 may send as a number or a string.
+pub fn number(item: &Value, key: &str) -> Result<u64, String> {
+    match item.get(key) {
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| format!("{key} {n} is not a positive integer")),
+        Some(Value::String(s)) => s.trim().parse().map_err(|_| format!("{key} {s:?} is not an integer")),
+        _ => Err(format!("no {key}")),
+    }
+}
+
+/// The items of a list answer: `{"items": [...]}` (stage history), `{"tasks": [...]}`, or a bare
+/// array (`crm.deal.list`).
+pub fn list_items<'a>(result: &'a Value, key: &str) -> Option<&'a Vec<Value>> {
+    match result {
+        Value::Array(items) => Some(items),
+        Value::Object(map) => map.get(key).and_then(Value::as_array),
+        _ => None,
+    }
+}
+
+/// The field catalog, read with `crm.deal.fields` and kept for [`CACHE_TTL`].
+#[derive(Default)]
+pub struct CatalogCache {
+    inner: Mutex<Option<(Instant, Arc<FieldCatalog>)>>,
+}
+
+impl CatalogCache {
+    /// The cached catalog if it is fresh.
+    pub fn fresh(&self) -> Option<Arc<FieldCatalog>> {
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, c)| c.clone())
+    }
+
+    /// The cached catalog, however old (better than none when the portal fails).
+    pub fn any(&self) -> Option<Arc<FieldCatalog>> {
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(|(_, c)| c.clone())
+    }
+
+    pub fn store(&self, fields: &Value) -> Arc<FieldCatalog> {
+        let catalog = Arc::new(FieldCatalog::from_deal_fields(fields));
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), catalog.clone()));
+        catalog
+    }
+}
+
+/// Why a person could not be found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PersonError {
+    /// For good: "no supervisor", an unknown user. Not retried.
+    NotFound(String),
+    /// The portal failed: try the job again later.
+    Transient(String),
+}
+
+/// Supervisors found by walking the company structure, cached.
+#[derive(Default)]
+pub struct People {
+    supervisors: Mutex<HashMap<u64, (Instant, Result<u64, String>)>>,
+}
+
+impl People {
+    /// The cached answer for `user`'s supervisor, if fresh.
+    pub fn cached_supervisor(&self, user: u64) -> Option<Result<u64, String>> {
+        let guard = self.supervisors.lock().unwrap_or_else(|e| e.into_inner());
+        guard.get(&user).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, r)| r.clone())
+    }
+
+    /// The head of `user`'s (first) department; when `user` heads it or it has no head, the head
+    /// of the parent department, and so on up.
+    pub async fn supervisor(&self, client: &Client, user: u64) -> Result<u64, PersonError> {
+        if let Some(cached) = self.cached_supervisor(user) {
+            return cached.map_err(PersonError::NotFound);
+        }
+        let found = walk_up(client, user).await;
+        match &found {
+            Ok(head) => self.remember(user, Ok(*head)),
+            Err(PersonError::NotFound(why)) => self.remember(user, Err(why.clone())),
+            Err(PersonError::Transient(_)) => {}
+        }
+        found
+    }
+
+    fn remember(&self, user: u64, value: Result<u64, String>) {
+        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).insert(user, (Instant::now(), value));
+    }
+}
+
+async fn walk_up(client: &Client, user: u64) -> Result<u64, PersonError> {
+    let answer = client.call("user.get", json!({ "ID": user }), Retry::Safe).await.map_err(transient)?;
+    let first = answer.result.as_array().and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
+    if first.is_null() {
+        return Err(PersonError::NotFound(format!("no supervisor: user {user} not found")));
+    }
+    let mut department = match first.get("UF_DEPARTMENT") {
+        Some(Value::Array(ids)) => ids.first().and_then(|v| number(&json!({ "x": v }), "x").ok()),
+        Some(other) => number(&json!({ "x": other }), "x").ok(),
+        None => None,
+    };
+    // The company structure is a tree; the bound guards against a cycle in bad data.
+    for _ in 0..32 {
+        let Some(dep) = department else { break };
+        let answer =
+            client.call("department.get", json!({ "ID": dep }), Retry::Safe).await.map_err(transient)?;
+        let Some(d) = answer.result.as_array().and_then(|a| a.first()).cloned() else { break };
+        if let Ok(head) = number(&d, "UF_HEAD") {
+            if head != 0 && head != user {
+                return Ok(head);
+            }
+        }
+        department = number(&d, "PARENT").ok().filter(|p| *p != 0);
+    }
+    Err(PersonError::NotFound(format!("no supervisor for user {user}")))
+}
+
+fn transient(error: CallError) -> PersonError {
+    match error.kind() {
+        ErrorKind::NotFound => PersonError::NotFound(error.to_string()),
+        _ if error.is_retryable() => PersonError::Transient(error.to_string()),
+        _ => PersonError::NotFound(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_entries_parse_with_numbers_as_numbers_or_strings() {
+        let (owner, e) = parse_entry(&json!({"ID": 35, "TYPE_ID": 1, "OWNER_ID": "21",
+            "CREATED_TIME": "2024-04-25T14:59:11+00:00", "CATEGORY_ID": 0,
+            "STAGE_SEMANTIC_ID": "P", "STAGE_ID": "NEW"}))
+        .expect("valid");
+        assert_eq!((owner, e.id, e.stage_id.as_str(), e.semantic), (21, 35, "NEW", StageSemantic::Process));
+    }
+
+    #[test]
+    fn a_history_entry_without_a_stage_is_an_error() {
+        assert!(parse_entry(&json!({"ID": 1, "OWNER_ID": 2, "CREATED_TIME": "2024-04-25T14:59:11+00:00"})).is_err());
+        assert!(parse_entry(&json!({"ID": 1, "OWNER_ID": 2, "STAGE_ID": "NEW", "CREATED_TIME": "yesterday"})).is_err());
+    }
+}

@@ -1,0 +1,602 @@
+//! One round: read many deals in one batch, decide, record, write in one batch, record again.
+//! See the module documentation of [`crate::worker`] for the model.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::effects::{self, PlannedCall};
+use super::portal::{HISTORY_SELECT, PersonError, list_items, parse_entry};
+use super::{Activity, Worker};
+use crate::bitrix::{BatchCall, CallError, ErrorKind, Response, Retry};
+use crate::rules::{Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, evaluate};
+use crate::store::{
+    DealState, Echo, EffectKind, EffectRecord, EffectState, EntryAction, EntryRecord, QueuedDeal,
+    RECORD_VERSION, StoreError, now_ms,
+};
+
+/// How a deal's job ends this round.
+#[derive(Debug, Clone, PartialEq)]
+enum Ending {
+    /// Everything done (or failed for good): complete the queue record.
+    Done,
+    /// Something failed that may work later: count an attempt, back off.
+    Retry(String),
+    /// Not an attempt's fault (a method parked by the portal, no history floor yet): try again
+    /// at the given moment without counting.
+    Postpone(u64, String),
+}
+
+struct Job {
+    deal_id: u64,
+    queued: QueuedDeal,
+    state: DealState,
+    known: bool,
+    /// Effects recorded by an earlier round and still pending.
+    pending: Vec<EffectRecord>,
+    ending: Option<Ending>,
+    /// Writes to send this round.
+    writes: Vec<EffectRecord>,
+}
+
+impl Job {
+    fn end(&mut self, ending: Ending) {
+        // The first failure is the one to report; a later Done never hides it.
+        if self.ending.is_none() || matches!(self.ending, Some(Ending::Done)) {
+            self.ending = Some(ending);
+        }
+    }
+
+    fn event_id(&self) -> u64 {
+        self.queued.event_ids.last().copied().unwrap_or(0)
+    }
+}
+
+impl Worker {
+    pub(super) async fn round(&self, deals: Vec<u64>) {
+        if let Err(error) = self.round_inner(&deals).await {
+            // The store failed: nothing of this round can be trusted as recorded. Every deal
+            // stays queued and is tried again later.
+            tracing::error!(%error, deals = deals.len(), "round failed on the store");
+            let due = now_ms() + 5_000;
+            for &deal in &deals {
+                self.scheduler.release(deal);
+                self.scheduler.schedule_at(deal, due);
+            }
+        }
+    }
+
+    async fn round_inner(&self, deals: &[u64]) -> Result<(), StoreError> {
+        let mut jobs = Vec::with_capacity(deals.len());
+        for &deal_id in deals {
+            match self.store.queued(deal_id)? {
+                Some(queued) if !queued.parked => {
+                    let state = self.store.deal_state(deal_id)?;
+                    let pending = self
+                        .store
+                        .effects(deal_id)?
+                        .into_iter()
+                        .filter(|e| e.state == EffectState::Pending)
+                        .collect();
+                    jobs.push(Job {
+                        deal_id,
+                        queued,
+                        known: state.is_some(),
+                        state: state.unwrap_or_default(),
+                        pending,
+                        ending: None,
+                        writes: Vec::new(),
+                    });
+                }
+                _ => self.scheduler.release(deal_id),
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+
+        let Some(floor) = self.store.history_floor()? else {
+            // The starting point of the stage history is not known yet (the portal was not
+            // reachable at start); the sweep sets it.
+            for job in &mut jobs {
+                job.end(Ending::Postpone(now_ms() + 1_000, "waiting for the stage history's starting point".into()));
+            }
+            return self.finish(jobs).await;
+        };
+
+        self.read_and_decide(&mut jobs, floor).await?;
+        self.store.flush_async().await?;
+        self.write(&mut jobs).await?;
+        self.finish(jobs).await
+    }
+
+    /// Reads every deal of the round in one batch, records new entries, decisions and intents.
+    async fn read_and_decide(&self, jobs: &mut [Job], floor: u64) -> Result<(), StoreError> {
+        let mut calls = Vec::new();
+        let catalog_at = if self.catalog.fresh().is_none() {
+            calls.push(BatchCall { method: "crm.deal.fields".into(), params: json!({}) });
+            Some(0)
+        } else {
+            None
+        };
+        // (history, deal, [(pending index, lookup call index)]) per job
+        let mut slots = Vec::with_capacity(jobs.len());
+        for job in jobs.iter() {
+            let mut filter = serde_json::Map::new();
+            filter.insert("OWNER_ID".into(), json!(job.deal_id));
+            if job.known {
+                filter.insert(">ID".into(), json!(job.state.last_entry_id.max(floor)));
+            }
+            // History before the deal: the deal read second is never older than its history.
+            let history = calls.len();
+            calls.push(BatchCall {
+                method: "crm.stagehistory.list".into(),
+                params: json!({ "entityTypeId": 2, "filter": filter, "order": { "ID": "ASC" }, "select": HISTORY_SELECT }),
+            });
+            let deal = calls.len();
+            calls.push(BatchCall { method: "crm.deal.get".into(), params: json!({ "id": job.deal_id }) });
+            let mut lookups = Vec::new();
+            for (i, effect) in job.pending.iter().enumerate() {
+                if let Some((method, params)) = effects::lookup_call(effect) {
+                    lookups.push((i, calls.len()));
+                    calls.push(BatchCall { method, params });
+                }
+            }
+            slots.push((history, deal, lookups));
+        }
+        let mut results: Vec<Option<Result<Response, CallError>>> =
+            self.client.batch(calls, Retry::Safe).await.into_iter().map(Some).collect();
+
+        let catalog = match catalog_at.and_then(|i| results[i].take()) {
+            Some(Ok(answer)) => self.catalog.store(&answer.result),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "crm.deal.fields failed; labels fall back to field codes");
+                self.catalog.any().unwrap_or_else(|| Arc::new(FieldCatalog::empty()))
+            }
+            None => self.catalog.any().unwrap_or_else(|| Arc::new(FieldCatalog::empty())),
+        };
+
+        for (job, (history_at, deal_at, lookups)) in jobs.iter_mut().zip(slots) {
+            let history = results[history_at].take();
+            let deal = results[deal_at].take();
+            let lookups: Vec<(usize, Option<Result<Response, CallError>>)> =
+                lookups.into_iter().map(|(i, at)| (i, results[at].take())).collect();
+            self.decide(job, floor, history, deal, lookups, &catalog).await?;
+        }
+        Ok(())
+    }
+
+    async fn decide(
+        &self,
+        job: &mut Job,
+        floor: u64,
+        history: Option<Result<Response, CallError>>,
+        deal: Option<Result<Response, CallError>>,
+        lookups: Vec<(usize, Option<Result<Response, CallError>>)>,
+        catalog: &FieldCatalog,
+    ) -> Result<(), StoreError> {
+        let deal_id = job.deal_id;
+        let deal = match deal {
+            Some(Ok(answer)) => match answer.result {
+                Value::Object(map) => Deal::new(map),
+                _ => return Ok(job.end(Ending::Retry("crm.deal.get: the answer is not a deal".into()))),
+            },
+            Some(Err(error)) if error.kind() == ErrorKind::NotFound => {
+                return self.deal_deleted(job);
+            }
+            Some(Err(error)) => return Ok(job.end(failure(&error))),
+            None => return Ok(job.end(Ending::Retry("crm.deal.get: no answer".into()))),
+        };
+        let mut entries = match history {
+            Some(Ok(answer)) => match self.history_items(deal_id, answer).await {
+                Ok(items) => items,
+                Err(ending) => return Ok(job.end(ending)),
+            },
+            Some(Err(error)) => return Ok(job.end(failure(&error))),
+            None => return Ok(job.end(Ending::Retry("crm.stagehistory.list: no answer".into()))),
+        };
+        entries.sort_by_key(|e| e.id);
+
+        // Effects of earlier rounds: found (applied before), or to send again.
+        let pending = std::mem::take(&mut job.pending);
+        let mut lookups: HashMap<usize, Option<Result<Response, CallError>>> = lookups.into_iter().collect();
+        for (i, mut effect) in pending.into_iter().enumerate() {
+            match lookups.remove(&i) {
+                Some(Some(Ok(answer))) => {
+                    if let Some(id) = effects::found_in_lookup(&effect, &answer.result) {
+                        tracing::info!(deal_id, rule = %effect.rule, id = %id, "effect found applied by an earlier attempt");
+                        effect.state = EffectState::Done { id: id.clone() };
+                        effect.updated_at_ms = now_ms();
+                        self.store.put_effect(&effect)?;
+                        self.emit_effect(&effect, Ok(id));
+                        continue;
+                    }
+                }
+                Some(Some(Err(error))) => {
+                    job.end(failure(&error));
+                    continue;
+                }
+                Some(None) => {
+                    job.end(Ending::Retry("lookup: no answer".into()));
+                    continue;
+                }
+                None => {}
+            }
+            effect.attempts += 1;
+            effect.updated_at_ms = now_ms();
+            self.store.put_effect(&effect)?;
+            job.writes.push(effect);
+        }
+
+        let seen = if job.known { job.state.last_entry_id.max(floor) } else { floor };
+        let new: Vec<&StageEntry> = entries.iter().filter(|e| e.id > seen).collect();
+        let Some(newest) = new.last().copied() else {
+            // An update without a new stage entry runs no rules.
+            if !job.known {
+                job.state.last_entry_id = floor;
+                if let Some(last) = entries.last() {
+                    job.state.stage_id = Some(last.stage_id.clone());
+                    job.state.category_id = Some(last.category_id);
+                }
+                self.store.put_deal_state(deal_id, &job.state)?;
+            }
+            job.end(Ending::Done);
+            return Ok(());
+        };
+
+        let current_stage = deal.stage_id().map(str::to_string);
+        // The service's own move (a revert): the first new entry into that stage past the id it
+        // knew then.
+        let mut echo_entry = None;
+        if let Some(echo) = job.state.echo.clone() {
+            if let Some(e) = new.iter().find(|e| e.id > echo.after_entry_id && e.stage_id == echo.to_stage) {
+                echo_entry = Some(e.id);
+                job.state.echo = None;
+            }
+        }
+        let previous_stage = {
+            let before = entries.iter().rev().find(|e| e.id < newest.id);
+            match before {
+                Some(b) if b.category_id == newest.category_id => Some(b.stage_id.clone()),
+                Some(_) => None,
+                None if job.state.category_id == Some(newest.category_id) => job.state.stage_id.clone(),
+                None => None,
+            }
+        };
+
+        let rules = self.rules.current();
+        let mut records = Vec::with_capacity(new.len());
+        let mut intents = Vec::new();
+        for entry in &new {
+            let is_newest = entry.id == newest.id;
+            let action = if echo_entry == Some(entry.id) {
+                EntryAction::Echo
+            } else if is_newest && current_stage.as_deref() == Some(entry.stage_id.as_str()) {
+                EntryAction::Acted
+            } else {
+                EntryAction::Superseded { now_in: current_stage.clone() }
+            };
+            let mut decisions = Vec::new();
+            if action == EntryAction::Acted {
+                let input = Input {
+                    deal: &deal,
+                    entry,
+                    previous_stage: previous_stage.as_deref(),
+                    catalog,
+                    calendar: &self.calendar,
+                    portal_origin: &self.portal_origin,
+                };
+                decisions = evaluate(&rules, &input).decisions;
+                match self.plan(job, entry, &mut decisions).await {
+                    Ok(planned) => intents.extend(planned),
+                    Err(ending) => {
+                        // People could not be resolved now: record nothing, try the deal again.
+                        job.end(ending);
+                        return Ok(());
+                    }
+                }
+            }
+            let note = match &action {
+                EntryAction::Acted => format!("{} rule(s) concerned", decisions.len()),
+                EntryAction::Superseded { now_in } => {
+                    format!("superseded: the deal is now in {}", now_in.as_deref().unwrap_or("?"))
+                }
+                EntryAction::Echo => "the service's own move: no rules".into(),
+            };
+            tracing::info!(
+                deal_id, entry_id = entry.id, stage = %entry.stage_id, event_id = job.event_id(),
+                acted = action == EntryAction::Acted, "{note}"
+            );
+            self.emit(Activity::StageEntry {
+                deal_id,
+                entry_id: entry.id,
+                stage_id: entry.stage_id.clone(),
+                acted: action == EntryAction::Acted,
+                note,
+            });
+            records.push(EntryRecord {
+                v: RECORD_VERSION,
+                deal_id,
+                entry: (*entry).clone(),
+                recorded_at_ms: now_ms(),
+                action,
+                ruleset_version: rules.version().to_string(),
+                decisions,
+                event_ids: job.queued.event_ids.clone(),
+            });
+        }
+        for effect in &intents {
+            if effect.kind == EffectKind::MoveBack {
+                let to_stage = effect.params.pointer("/fields/STAGE_ID").and_then(Value::as_str).unwrap_or("");
+                job.state.echo = Some(Echo { to_stage: to_stage.to_string(), after_entry_id: newest.id });
+            }
+        }
+        job.state.last_entry_id = newest.id;
+        job.state.stage_id = Some(newest.stage_id.clone());
+        job.state.category_id = Some(newest.category_id);
+        job.state.deleted = false;
+        self.store.commit_deal(deal_id, &job.state, &records, &intents)?;
+        for effect in intents {
+            match &effect.state {
+                EffectState::Pending => job.writes.push(effect),
+                EffectState::Failed { error } => self.emit_effect(&effect, Err(error.clone())),
+                EffectState::Done { .. } => {}
+            }
+        }
+        job.end(Ending::Done);
+        Ok(())
+    }
+
+    /// Turns the fired decisions into effect records with their people resolved.
+    async fn plan(&self, job: &Job, entry: &StageEntry, decisions: &mut [Decision]) -> Result<Vec<EffectRecord>, Ending> {
+        // Supervisors need the portal: resolve them all first.
+        let mut supervisors: HashMap<u64, Result<u64, String>> = HashMap::new();
+        for decision in decisions.iter() {
+            if let Outcome::Fired(list) = &decision.outcome {
+                for person in list.iter().flat_map(people_of) {
+                    if let Person::SupervisorOf(user) = person {
+                        if supervisors.contains_key(user) {
+                            continue;
+                        }
+                        match self.people.supervisor(&self.client, *user).await {
+                            Ok(head) => supervisors.insert(*user, Ok(head)),
+                            Err(PersonError::NotFound(why)) => supervisors.insert(*user, Err(why)),
+                            Err(PersonError::Transient(why)) => return Err(Ending::Retry(why)),
+                        };
+                    }
+                }
+            }
+        }
+        let mut resolve = |person: &Person| -> Result<u64, String> {
+            match person {
+                Person::User(id) => Ok(*id),
+                Person::SupervisorOf(user) => supervisors.get(user).cloned().unwrap_or_else(|| Err("no supervisor".into())),
+                Person::Unresolved(why) => Err(format!("responsible not resolved: {why}")),
+            }
+        };
+        let mut records = Vec::new();
+        for decision in decisions.iter_mut() {
+            let Outcome::Fired(list) = &decision.outcome else { continue };
+            for (index, effect) in list.iter().enumerate() {
+                let index = index as u32;
+                let marker = effects::marker(job.deal_id, entry.id, &decision.rule, index);
+                let planned = effects::plan(effect, job.deal_id, marker.clone(), &mut resolve);
+                let (call, state) = match planned {
+                    Ok(call) => (call, EffectState::Pending),
+                    Err(error) => {
+                        tracing::warn!(deal_id = job.deal_id, rule = %decision.rule, %error, "effect failed for good");
+                        decision.notes.push(format!("effect {index} failed: {error}"));
+                        (
+                            PlannedCall { kind: kind_of(effect), method: String::new(), params: Value::Null, marker },
+                            EffectState::Failed { error },
+                        )
+                    }
+                };
+                records.push(EffectRecord {
+                    v: RECORD_VERSION,
+                    deal_id: job.deal_id,
+                    entry_id: entry.id,
+                    rule: decision.rule.clone(),
+                    index,
+                    kind: call.kind,
+                    method: call.method,
+                    params: call.params,
+                    marker: call.marker,
+                    state,
+                    // Recorded as possibly sent: after a crash, look before creating again.
+                    attempts: 1,
+                    updated_at_ms: now_ms(),
+                });
+            }
+        }
+        Ok(records)
+    }
+
+    /// Every item of the deal's history answer, following `next` for the rare long history.
+    async fn history_items(&self, deal_id: u64, first: Response) -> Result<Vec<StageEntry>, Ending> {
+        let mut entries = Vec::new();
+        let mut page = first;
+        let mut params = None;
+        loop {
+            let items = list_items(&page.result, "items")
+                .ok_or_else(|| Ending::Retry("crm.stagehistory.list: no items in the answer".into()))?;
+            for item in items {
+                match parse_entry(item) {
+                    Ok((owner, entry)) if owner == deal_id => entries.push(entry),
+                    Ok(_) => {}
+                    Err(e) => return Err(Ending::Retry(format!("crm.stagehistory.list: {e}"))),
+                }
+            }
+            let Some(next) = page.next.filter(|_| !items.is_empty()) else { break };
+            let base = params.get_or_insert_with(|| {
+                json!({ "entityTypeId": 2, "filter": { "OWNER_ID": deal_id, ">ID": entries.first().map(|e| e.id.saturating_sub(1)).unwrap_or(0) },
+                        "order": { "ID": "ASC" }, "select": HISTORY_SELECT })
+            });
+            base["start"] = json!(next);
+            page = self
+                .client
+                .call("crm.stagehistory.list", base.clone(), Retry::Safe)
+                .await
+                .map_err(|e| failure(&e))?;
+        }
+        Ok(entries)
+    }
+
+    fn deal_deleted(&self, job: &mut Job) -> Result<(), StoreError> {
+        tracing::info!(deal_id = job.deal_id, event_id = job.event_id(), "deal deleted: job completed");
+        job.state.deleted = true;
+        for mut effect in std::mem::take(&mut job.pending) {
+            effect.state = EffectState::Failed { error: "deal deleted".into() };
+            effect.updated_at_ms = now_ms();
+            self.store.put_effect(&effect)?;
+        }
+        self.store.put_deal_state(job.deal_id, &job.state)?;
+        job.end(Ending::Done);
+        Ok(())
+    }
+
+    /// Sends every write of the round in one batch and records each result.
+    async fn write(&self, jobs: &mut [Job]) -> Result<(), StoreError> {
+        let mut calls = Vec::new();
+        let mut owners = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            for (w, effect) in job.writes.iter().enumerate() {
+                calls.push(BatchCall { method: effect.method.clone(), params: effect.params.clone() });
+                owners.push((j, w));
+            }
+        }
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let results = self.client.batch(calls, Retry::Unsafe).await;
+        for ((j, w), result) in owners.into_iter().zip(results) {
+            let job = &mut jobs[j];
+            let mut effect = job.writes[w].clone();
+            effect.updated_at_ms = now_ms();
+            match result {
+                Ok(answer) => match effects::created_id(effect.kind, &answer.result, job.deal_id) {
+                    Some(id) => {
+                        tracing::info!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
+                            event_id = job.event_id(), method = %effect.method, id = %id, "effect applied");
+                        effect.state = EffectState::Done { id: id.clone() };
+                        self.emit_effect(&effect, Ok(id));
+                    }
+                    None => {
+                        let error = format!("{}: the portal answered {} without an id", effect.method, answer.result);
+                        effect.state = EffectState::Failed { error: error.clone() };
+                        self.emit_effect(&effect, Err(error));
+                    }
+                },
+                Err(error) if error.is_retryable() || error.outcome_unknown() => {
+                    tracing::warn!(deal_id = job.deal_id, rule = %effect.rule, %error, "effect not applied yet; will retry");
+                    job.end(failure(&error));
+                }
+                Err(error) => {
+                    tracing::warn!(deal_id = job.deal_id, rule = %effect.rule, %error, "effect failed for good");
+                    effect.state = EffectState::Failed { error: error.to_string() };
+                    if effect.kind == EffectKind::MoveBack {
+                        job.state.echo = None;
+                        self.store.put_deal_state(job.deal_id, &job.state)?;
+                    }
+                    self.emit_effect(&effect, Err(error.to_string()));
+                }
+            }
+            self.store.put_effect(&effect)?;
+        }
+        self.store.flush_async().await
+    }
+
+    /// Completes, retries or postpones every job of the round, then frees its deals.
+    async fn finish(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
+        let mut wake = Vec::new();
+        let mut later = Vec::new();
+        for job in &jobs {
+            match job.ending.clone().unwrap_or(Ending::Done) {
+                Ending::Done => {
+                    if self.store.complete(job.deal_id, job.queued.generation)?.is_some() {
+                        wake.push(job.deal_id);
+                    } else {
+                        self.emit(Activity::DealDone { deal_id: job.deal_id });
+                    }
+                }
+                Ending::Retry(error) => {
+                    let attempts = job.queued.attempts + 1;
+                    let due = now_ms() + self.backoff_ms(attempts);
+                    let updated = self.store.fail(job.deal_id, &error, due, self.settings.max_attempts)?;
+                    if updated.as_ref().is_some_and(|q| q.parked) {
+                        tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error,
+                            "job parked after too many attempts (b24-robot jobs retry)");
+                    } else {
+                        tracing::warn!(deal_id = job.deal_id, attempts, %error, "job failed; will retry");
+                        later.push((job.deal_id, due));
+                    }
+                }
+                Ending::Postpone(due, why) => {
+                    self.store.postpone(job.deal_id, due, &why)?;
+                    later.push((job.deal_id, due));
+                }
+            }
+        }
+        self.store.flush_async().await?;
+        for job in &jobs {
+            self.scheduler.release(job.deal_id);
+        }
+        for deal in wake {
+            self.scheduler.wake(deal);
+        }
+        for (deal, due) in later {
+            self.scheduler.schedule_at(deal, due);
+        }
+        Ok(())
+    }
+
+    fn backoff_ms(&self, attempts: u32) -> u64 {
+        let base = self.settings.retry_base.as_millis() as u64;
+        let cap = self.settings.retry_max.as_millis() as u64;
+        let exp = base.saturating_mul(1u64 << attempts.saturating_sub(1).min(20)).min(cap);
+        // Half fixed, half jitter: spread retries of many deals without ever retrying at once.
+        exp / 2 + rand::rng().random_range(0..=exp / 2)
+    }
+
+    fn emit_effect(&self, effect: &EffectRecord, result: Result<String, String>) {
+        self.emit(Activity::Effect {
+            deal_id: effect.deal_id,
+            entry_id: effect.entry_id,
+            rule: effect.rule.clone(),
+            method: effect.method.clone(),
+            params: effect.params.clone(),
+            result,
+        });
+    }
+}
+
+fn failure(error: &CallError) -> Ending {
+    match error {
+        CallError::MethodParked { until, .. } => {
+            let until_ms = until.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            Ending::Postpone(until_ms.max(now_ms() + 1_000), error.to_string())
+        }
+        _ => Ending::Retry(error.to_string()),
+    }
+}
+
+fn people_of(effect: &Effect) -> Vec<&Person> {
+    match effect {
+        Effect::CreateTask(t) => std::iter::once(&t.responsible).chain(t.auditors.iter()).collect(),
+        Effect::Notify { user, .. } => vec![user],
+        Effect::CopyDeal(c) => vec![&c.responsible],
+        Effect::AddComment { .. } | Effect::MoveBack { .. } => Vec::new(),
+    }
+}
+
+fn kind_of(effect: &Effect) -> EffectKind {
+    match effect {
+        Effect::CreateTask(_) => EffectKind::Task,
+        Effect::AddComment { .. } => EffectKind::Comment,
+        Effect::Notify { .. } => EffectKind::Notify,
+        Effect::MoveBack { .. } => EffectKind::MoveBack,
+        Effect::CopyDeal(_) => EffectKind::CopyDeal,
+    }
+}

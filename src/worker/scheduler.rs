@@ -1,0 +1,165 @@
+//! Which deals to work on next, in memory. The store's queue is the truth (it survives
+//! restarts); the scheduler is an index over it that wakes the worker and keeps a deal out of two
+//! rounds at once.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::now_ms;
+
+#[derive(Clone, Default)]
+pub struct Scheduler {
+    inner: Arc<Mutex<State>>,
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<u64>,
+    /// In `ready` or `delayed`: a deal is in at most one of them, once.
+    waiting: HashSet<u64>,
+    /// (due in ms since the epoch, deal)
+    delayed: BTreeSet<(u64, u64)>,
+    /// Being processed by a round: not handed out again until released.
+    in_flight: HashSet<u64>,
+}
+
+impl Scheduler {
+    pub fn new() -> Scheduler {
+        Scheduler::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain collections behind, still consistent
+        // enough to go on with: recover the guard rather than poison every later call.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The deal has new work now. A deal being processed is left alone: its round sees the newer
+    /// queue generation when it completes and puts it back.
+    pub fn wake(&self, deal_id: u64) {
+        self.schedule_at(deal_id, 0);
+    }
+
+    /// The deal has work from `due_ms` on (a retry backoff).
+    pub fn schedule_at(&self, deal_id: u64, due_ms: u64) {
+        {
+            let mut s = self.lock();
+            if s.in_flight.contains(&deal_id) {
+                return;
+            }
+            if s.waiting.contains(&deal_id) {
+                // Already waiting; an earlier due time wins.
+                if let Some(&(due, _)) = s.delayed.iter().find(|(_, d)| *d == deal_id) {
+                    if due_ms < due {
+                        s.delayed.remove(&(due, deal_id));
+                        push(&mut s, deal_id, due_ms);
+                    }
+                }
+                return;
+            }
+            s.waiting.insert(deal_id);
+            push(&mut s, deal_id, due_ms);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Takes up to `max` deals that are due, waiting for one if none is. Returns an empty list
+    /// when `stop` is cancelled.
+    pub async fn take(&self, max: usize, stop: &CancellationToken) -> Vec<u64> {
+        loop {
+            let next_due = {
+                let mut s = self.lock();
+                let now = now_ms();
+                while let Some(&(due, deal)) = s.delayed.first() {
+                    if due > now {
+                        break;
+                    }
+                    s.delayed.remove(&(due, deal));
+                    s.ready.push_back(deal);
+                }
+                let mut taken = Vec::new();
+                while taken.len() < max {
+                    let Some(deal) = s.ready.pop_front() else { break };
+                    s.waiting.remove(&deal);
+                    s.in_flight.insert(deal);
+                    taken.push(deal);
+                }
+                if !taken.is_empty() {
+                    if !s.ready.is_empty() {
+                        // Let another round pick up the rest.
+                        self.notify.notify_one();
+                    }
+                    return taken;
+                }
+                s.delayed.first().map(|&(due, _)| due.saturating_sub(now))
+            };
+            let sleep = Duration::from_millis(next_due.unwrap_or(3_600_000).max(1));
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = stop.cancelled() => return Vec::new(),
+            }
+        }
+    }
+
+    /// The round is done with the deal.
+    pub fn release(&self, deal_id: u64) {
+        self.lock().in_flight.remove(&deal_id);
+    }
+
+    /// Deals waiting (ready or delayed).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+}
+
+fn push(s: &mut State, deal_id: u64, due_ms: u64) {
+    if due_ms <= now_ms() {
+        s.ready.push_back(deal_id);
+    } else {
+        s.delayed.insert((due_ms, deal_id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_deal_in_flight_is_not_handed_out_twice() {
+        let s = Scheduler::new();
+        let stop = CancellationToken::new();
+        s.wake(1);
+        s.wake(1);
+        s.wake(2);
+        assert_eq!(s.take(10, &stop).await, vec![1, 2]);
+        s.wake(1);
+        assert_eq!(s.waiting(), 0, "in flight: left to the round");
+        s.release(1);
+        s.wake(1);
+        assert_eq!(s.take(10, &stop).await, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn delayed_deals_come_due() {
+        let s = Scheduler::new();
+        let stop = CancellationToken::new();
+        s.schedule_at(5, now_ms() + 30);
+        let started = std::time::Instant::now();
+        assert_eq!(s.take(10, &stop).await, vec![5]);
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn take_returns_empty_when_stopped() {
+        let s = Scheduler::new();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(s.take(10, &stop).await.is_empty());
+    }
+}
