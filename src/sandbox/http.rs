@@ -80,10 +80,10 @@ impl ConnHandle {
     /// Makes the connection fail from now on and wakes a pending read so hyper notices.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        if let Ok(mut slot) = self.waker.lock() {
-            if let Some(w) = slot.take() {
-                w.wake();
-            }
+        if let Ok(mut slot) = self.waker.lock()
+            && let Some(w) = slot.take()
+        {
+            w.wake();
         }
     }
 

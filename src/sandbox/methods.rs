@@ -371,15 +371,15 @@ fn deal_fields(st: &PortalState) -> Value {
             "filterLabel": f.label,
             "settings": {},
         });
-        if f.kind == "enumeration" {
-            if let Value::Object(m) = &mut d {
-                let items: Vec<Value> = f
-                    .options
-                    .iter()
-                    .map(|(id, v)| json!({"ID": id.to_string(), "VALUE": v}))
-                    .collect();
-                m.insert("items".into(), Value::Array(items));
-            }
+        if f.kind == "enumeration"
+            && let Value::Object(m) = &mut d
+        {
+            let items: Vec<Value> = f
+                .options
+                .iter()
+                .map(|(id, v)| json!({"ID": id.to_string(), "VALUE": v}))
+                .collect();
+            m.insert("items".into(), Value::Array(items));
         }
         out.insert(f.code.clone(), d);
     }

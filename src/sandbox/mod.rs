@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use chrono::FixedOffset;
+use chrono::{FixedOffset, Offset, Utc};
 use rand::distr::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -63,9 +63,8 @@ impl Default for SimConfig {
             burst: 50,
             webhook_user: 1,
             webhook_secret: random_string(16),
-            // 3 hours east is always a valid offset.
-            server_offset: FixedOffset::east_opt(3 * 3600)
-                .unwrap_or(FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!())),
+            // 3 hours east is a valid offset: the UTC fallback is never taken.
+            server_offset: FixedOffset::east_opt(3 * 3600).unwrap_or(Utc.fix()),
         }
     }
 }
@@ -425,20 +424,30 @@ impl SimPortal {
     // ----- acting as a user in the portal UI -----
 
     /// Runs a UI write, then waits for the event it fired to be delivered.
-    async fn act<F>(&self, write: F) -> EventDelivery
+    ///
+    /// # Panics
+    /// When the portal refuses the write: the test asked for something impossible (an unknown
+    /// deal, a stage outside the deal's pipeline), and failing loudly there is the most useful
+    /// answer.
+    async fn act<T, F>(&self, write: F) -> (T, EventDelivery)
     where
-        F: FnOnce(&mut PortalState) -> Result<(), store::ApiError>,
+        F: FnOnce(&mut PortalState) -> Result<T, store::ApiError>,
     {
         let (done, answer) = oneshot::channel();
-        {
+        let value = {
             let mut shared = self.inner.lock();
-            if let Err(e) = write(&mut shared.portal) {
-                drop(shared);
-                panic!("simulated portal: {}", e.description);
-            }
+            let value = match write(&mut shared.portal) {
+                Ok(value) => value,
+                Err(e) => {
+                    drop(shared);
+                    panic!("simulated portal refused a UI action: {}", e.description);
+                }
+            };
             self.inner.queue_fired(&mut shared, Some(done));
-        }
-        answer.await.unwrap_or(EventDelivery { status: None })
+            value
+        };
+        let delivery = answer.await.unwrap_or(EventDelivery { status: None });
+        (value, delivery)
     }
 
     /// The acting user of a UI change: the deal's responsible person.
@@ -464,17 +473,7 @@ impl SimPortal {
             .get("ASSIGNED_BY_ID")
             .and_then(values::positive_id)
             .unwrap_or(1);
-        let id = Arc::new(Mutex::new(0));
-        let slot = id.clone();
-        self.act(move |p| {
-            let new = p.create_deal(&fields, actor)?;
-            if let Ok(mut s) = slot.lock() {
-                *s = new;
-            }
-            Ok(())
-        })
-        .await;
-        id.lock().map(|s| *s).unwrap_or(0)
+        self.act(move |p| p.create_deal(&fields, actor)).await.0
     }
 
     /// A user moves a deal to another stage of its pipeline: history `TYPE_ID` 2 (3 for a
@@ -485,7 +484,7 @@ impl SimPortal {
     pub async fn move_deal(&self, id: u64, stage_id: &str) -> EventDelivery {
         let actor = self.actor(id);
         let fields = stage_fields(stage_id);
-        self.act(move |p| p.update_deal(id, &fields, actor)).await
+        self.act(move |p| p.update_deal(id, &fields, actor)).await.1
     }
 
     /// The same change as [`SimPortal::move_deal`], but its event is lost (never sent).
@@ -520,7 +519,7 @@ impl SimPortal {
     pub async fn update_deal(&self, id: u64, fields: Value) -> EventDelivery {
         let actor = self.actor(id);
         let fields = fields.as_object().cloned().unwrap_or_default();
-        self.act(move |p| p.update_deal(id, &fields, actor)).await
+        self.act(move |p| p.update_deal(id, &fields, actor)).await.1
     }
 
     /// A user deletes a deal; `ONCRMDEALDELETE` is delivered.
@@ -537,6 +536,7 @@ impl SimPortal {
             Ok(())
         })
         .await
+        .1
     }
 
     /// Waits until every event queued so far (REST echoes included) has been delivered.

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{FixedOffset, Utc};
+use chrono::{FixedOffset, Offset, Utc};
 use serde_json::{Map, Value, json};
 
 use super::values::{
@@ -436,7 +436,7 @@ impl PortalState {
             "ID": self.next_history_id,
             "TYPE_ID": type_id,
             "OWNER_ID": deal_id,
-            "CREATED_TIME": format_instant(Utc::now(), FixedOffset::east_opt(0).unwrap_or(self.offset)),
+            "CREATED_TIME": format_instant(Utc::now(), Utc.fix()),
             "CATEGORY_ID": category_id,
             "STAGE_SEMANTIC_ID": stage.semantics.to_string(),
             "STAGE_ID": stage.status_id,
