@@ -1,56 +1,229 @@
-//! TEMPORARY STUB on main: replaced by the rules branch.
-#![allow(dead_code, unused_variables)]
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use crate::calendar::Calendar;
-#[derive(Debug, Clone)]
-pub struct RuleSet;
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity { Error, Warning }
-#[derive(Debug, Clone)]
-pub struct Diagnostic { pub file: String, pub line: usize, pub column: usize, pub rule: Option<String>, pub message: String, pub help: Option<String>, pub severity: Severity }
-impl std::fmt::Display for Diagnostic { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{}", self.message) } }
+//! The rule language: loading (every error at once, with file:line:col) and pure evaluation.
+//!
+//! `file` reads the spanned TOML, `compile` validates it into the `model` (valid rules only),
+//! and `evaluate` turns a deal's stage entry into decisions and effects without any I/O.
+//! `rules.md` in the shared spec is the contract; integrators' files written against it must
+//! keep loading.
+
+mod compile;
+mod condition;
+mod diagnostics;
+mod evaluate;
+mod file;
+mod model;
+mod template;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+pub use diagnostics::{Diagnostic, Severity};
+pub use evaluate::{
+    CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
+    StageEntry, StageSemantic, TaskSpec, evaluate,
+};
+pub use model::{Rule, RuleKind};
+
+use model::{Body, DeadlineBase, PersonRef};
+
+/// A loaded, valid set of rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    version: String,
+}
+
 impl RuleSet {
-    pub fn load_dir(dir: &std::path::Path) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> { Ok((RuleSet, vec![])) }
-    pub fn from_sources(files: &[(String, String)]) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> { Ok((RuleSet, vec![])) }
-    pub fn version(&self) -> &str { "" }
-    pub fn len(&self) -> usize { 0 }
-    pub fn is_empty(&self) -> bool { true }
+    /// Loads every `*.toml` of `dir` in name order (sub-folders are not read). Warnings come
+    /// with the set; `Err` holds every error (and the warnings after them).
+    pub fn load_dir(dir: &Path) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let folder = dir.display().to_string();
+        let whole = |message: String, severity| Diagnostic {
+            file: folder.clone(),
+            line: 0,
+            column: 0,
+            rule: None,
+            message,
+            help: None,
+            severity,
+        };
+        let listing = match std::fs::read_dir(dir) {
+            Ok(listing) => listing,
+            Err(e) => {
+                return Err(vec![whole(
+                    format!("cannot read the rules folder: {e}"),
+                    Severity::Error,
+                )]);
+            }
+        };
+        let mut paths: Vec<_> = listing
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for path in paths {
+            let name = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((name, text)),
+                Err(e) => errors.push(Diagnostic {
+                    file: name,
+                    ..whole(format!("cannot read the file: {e}"), Severity::Error)
+                }),
+            }
+        }
+        let empty = files.is_empty() && errors.is_empty();
+        let result = RuleSet::from_sources(&files);
+        match result {
+            Ok((set, mut warnings)) if errors.is_empty() => {
+                if empty {
+                    warnings.insert(
+                        0,
+                        whole(
+                            "no *.toml rule files: no rule will fire".into(),
+                            Severity::Warning,
+                        ),
+                    );
+                }
+                Ok((set, warnings))
+            }
+            Ok((_, warnings)) => {
+                errors.extend(warnings);
+                Err(errors)
+            }
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Loads rules from `(display name, text)` pairs, in the given order.
+    pub fn from_sources(
+        files: &[(String, String)],
+    ) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let (rules, mut warnings) = compile::compile(files)?;
+        for (name, _) in files {
+            if !rules.iter().any(|r| r.file == *name) {
+                warnings.push(Diagnostic {
+                    file: name.clone(),
+                    line: 0,
+                    column: 0,
+                    rule: None,
+                    message: "the file defines no rules".into(),
+                    help: Some("add [[task]], [[require]], [[loss_reason]], [[nps]] or [[tunnel]] sections, or remove the file".into()),
+                    severity: Severity::Warning,
+                });
+            }
+        }
+        Ok((
+            RuleSet {
+                rules,
+                version: version(files),
+            },
+            warnings,
+        ))
+    }
+
+    /// A stable hash of the file names and contents: the decision log records which rules
+    /// decided.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Every deal field the rules name (templates, `when`, require, deadlines, people,
+    /// tunnels), sorted; `check --portal` verifies that the portal has them.
+    pub fn referenced_fields(&self) -> Vec<String> {
+        let mut fields = BTreeSet::new();
+        let mut add = |f: &str| {
+            if f != template::DEAL_URL && f != template::MISSING {
+                fields.insert(f.to_string());
+            }
+        };
+        for rule in &self.rules {
+            for condition in &rule.when {
+                add(&condition.field);
+            }
+            let mut tasks = Vec::new();
+            let mut templates = Vec::new();
+            let mut people = Vec::new();
+            match &rule.body {
+                Body::Task(task) => tasks.push(task),
+                Body::Nps { task, score_field } => {
+                    tasks.push(task);
+                    score_field.iter().for_each(|f| add(f));
+                }
+                Body::Require(require) => {
+                    require.fields.iter().for_each(|f| add(f));
+                    templates.extend(require.message.iter());
+                }
+                Body::LossReason(loss) => {
+                    add(&loss.field);
+                    templates.extend(loss.message.iter());
+                    tasks.extend(loss.review.iter());
+                }
+                Body::Tunnel(tunnel) => {
+                    tunnel.copy.iter().for_each(|f| add(f));
+                    for (field, template) in &tunnel.set {
+                        add(field);
+                        templates.push(template);
+                    }
+                    people.push(&tunnel.responsible);
+                }
+            }
+            for task in tasks {
+                templates.push(&task.title);
+                templates.extend(task.description.iter());
+                people.push(&task.responsible);
+                people.extend(task.auditors.iter());
+                let mut deadline = Some(&task.deadline);
+                while let Some(d) = deadline {
+                    if let DeadlineBase::AfterField(_, f) | DeadlineBase::BeforeField(_, f) =
+                        &d.base
+                    {
+                        add(f);
+                    }
+                    deadline = d.fallback.as_deref();
+                }
+            }
+            for template in templates {
+                template.placeholders().for_each(&mut add);
+            }
+            for person in people {
+                if let PersonRef::Field(f) = person {
+                    add(f);
+                }
+            }
+        }
+        fields.into_iter().collect()
+    }
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RuleKind { Task, Require, LossReason, Nps, Tunnel }
-#[derive(Debug, Clone)]
-pub struct Deal(Map<String, Value>);
-impl Deal {
-    pub fn new(map: Map<String, Value>) -> Deal { Deal(map) }
-    pub fn id(&self) -> Option<u64> { None }
-    pub fn get(&self, field: &str) -> Option<&Value> { self.0.get(field) }
-    pub fn stage_id(&self) -> Option<&str> { None }
-    pub fn category_id(&self) -> Option<u64> { None }
-    pub fn assigned_by(&self) -> Option<u64> { None }
+
+/// FNV-1a (64 bits) over names and texts: stable across builds and platforms, unlike
+/// `DefaultHasher`.
+fn version(files: &[(String, String)]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, text) in files {
+        for byte in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StageSemantic { Process, Success, Failure }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageEntry { pub id: u64, pub type_id: u8, pub stage_id: String, pub category_id: u64, pub semantic: StageSemantic, pub created_time: chrono::DateTime<chrono::FixedOffset> }
-#[derive(Debug, Clone, Default)]
-pub struct FieldCatalog;
-impl FieldCatalog { pub fn empty() -> Self { FieldCatalog } pub fn from_deal_fields(fields: &Value) -> Self { FieldCatalog } }
-pub struct Input<'a> { pub deal: &'a Deal, pub entry: &'a StageEntry, pub previous_stage: Option<&'a str>, pub catalog: &'a FieldCatalog, pub calendar: &'a Calendar, pub portal_origin: &'a str }
-pub fn evaluate(rules: &RuleSet, input: &Input) -> Evaluation { Evaluation { decisions: vec![] } }
-#[derive(Debug, Clone)]
-pub struct Evaluation { pub decisions: Vec<Decision> }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision { pub rule: String, pub kind: RuleKind, pub outcome: Outcome, pub notes: Vec<String> }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SkipReason { ConditionFalse, Reverted { by: String } }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Outcome { Fired(Vec<Effect>), Skipped(SkipReason), Failed(String) }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Effect { CreateTask(TaskSpec), AddComment { text: String }, Notify { user: Person, message: String }, MoveBack { to_stage: String }, CopyDeal(CopySpec) }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskSpec { pub title: String, pub description: Option<String>, pub responsible: Person, pub auditors: Vec<Person>, pub deadline: Option<chrono::DateTime<chrono::FixedOffset>> }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CopySpec { pub to_pipeline: u64, pub to_stage: String, pub fields: Map<String, Value>, pub responsible: Person }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Person { User(u64), SupervisorOf(u64), Unresolved(String) }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,749 @@
+//! Pure evaluation: a deal, the stage entry being acted on and the rule set in; decisions and
+//! effects out. No I/O here: the worker reads the portal before and applies effects after,
+//! which is what makes dry runs, rule tests and the decision log cheap.
+//!
+//! Gate rules (`[[require]]`, `[[loss_reason]]`) run first. When one of them moves the deal
+//! back, the deal never really entered the stage, so every other rule for the entry is skipped.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Timelike};
+use serde_json::{Map, Value};
+
+use crate::calendar::Calendar;
+use crate::rules::RuleSet;
+use crate::rules::condition::{is_missing, scalar_values};
+use crate::rules::model::{
+    Body, Deadline, DeadlineBase, LossReason, OnMissing, PersonRef, Require, Rule, RuleKind,
+    StageMatch, TaskTemplate, Tunnel,
+};
+use crate::rules::template::{RenderContext, Template, display_value, push_note};
+
+/// A deal as `crm.deal.get` returns it: strings, nulls, arrays for multiple fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Deal(Map<String, Value>);
+
+impl Deal {
+    pub fn new(map: Map<String, Value>) -> Deal {
+        Deal(map)
+    }
+
+    pub fn id(&self) -> Option<u64> {
+        self.number("ID")
+    }
+
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
+    }
+
+    pub fn stage_id(&self) -> Option<&str> {
+        self.0.get("STAGE_ID").and_then(Value::as_str)
+    }
+
+    pub fn category_id(&self) -> Option<u64> {
+        self.number("CATEGORY_ID")
+    }
+
+    pub fn assigned_by(&self) -> Option<u64> {
+        self.number("ASSIGNED_BY_ID")
+    }
+
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    /// Bitrix24 sends ids as strings; a JSON number is accepted too.
+    fn number(&self, field: &str) -> Option<u64> {
+        match self.0.get(field)? {
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+}
+
+/// `STAGE_SEMANTIC_ID`: P, S or F.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StageSemantic {
+    Process,
+    Success,
+    Failure,
+}
+
+impl StageSemantic {
+    /// From Bitrix24's one-letter code; anything but S and F is in progress.
+    pub fn from_code(code: &str) -> StageSemantic {
+        match code {
+            "S" => StageSemantic::Success,
+            "F" => StageSemantic::Failure,
+            _ => StageSemantic::Process,
+        }
+    }
+}
+
+/// An item of `crm.stagehistory.list`: the deal entered `stage_id` at `created_time`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StageEntry {
+    pub id: u64,
+    pub type_id: u8,
+    pub stage_id: String,
+    pub category_id: u64,
+    pub semantic: StageSemantic,
+    pub created_time: DateTime<FixedOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct FieldInfo {
+    field_type: String,
+    label: Option<String>,
+    /// Option id → label, for enumeration fields.
+    options: Vec<(String, String)>,
+}
+
+/// What the portal's `crm.deal.fields` says: types, labels, enumeration options.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FieldCatalog {
+    fields: Map<String, Value>,
+    parsed: std::collections::BTreeMap<String, FieldInfo>,
+}
+
+impl FieldCatalog {
+    /// No catalog (an offline dry run): labels fall back to codes and option ids.
+    pub fn empty() -> Self {
+        FieldCatalog::default()
+    }
+
+    /// From a `crm.deal.fields` result: `{CODE: {type, title, formLabel, listLabel, items}}`.
+    pub fn from_deal_fields(fields: &Value) -> Self {
+        let mut parsed = std::collections::BTreeMap::new();
+        let empty = Map::new();
+        let map = fields.as_object().unwrap_or(&empty);
+        for (code, description) in map {
+            let text = |key: &str| {
+                description
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_string)
+            };
+            // For custom fields `title` is only the code; the label people see is formLabel.
+            let label = text("formLabel")
+                .or_else(|| text("listLabel"))
+                .or_else(|| text("filterLabel"))
+                .or_else(|| text("title"));
+            let options = description
+                .get("items")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|item| {
+                            let id = match item.get("ID")? {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            Some((id, item.get("VALUE")?.as_str()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            parsed.insert(
+                code.clone(),
+                FieldInfo {
+                    field_type: text("type").unwrap_or_default(),
+                    label,
+                    options,
+                },
+            );
+        }
+        FieldCatalog {
+            fields: map.clone(),
+            parsed,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parsed.is_empty()
+    }
+
+    pub fn label(&self, code: &str) -> Option<&str> {
+        self.parsed.get(code)?.label.as_deref()
+    }
+
+    pub fn field_type(&self, code: &str) -> Option<&str> {
+        Some(self.parsed.get(code)?.field_type.as_str()).filter(|t| !t.is_empty())
+    }
+
+    pub fn option_label(&self, code: &str, id: &str) -> Option<&str> {
+        let info = self.parsed.get(code)?;
+        info.options
+            .iter()
+            .find(|(option, _)| option == id)
+            .map(|(_, label)| label.as_str())
+    }
+
+    /// Whether the field is a list (enumeration) whose values are option ids.
+    pub fn is_list(&self, code: &str) -> bool {
+        self.parsed
+            .get(code)
+            .is_some_and(|f| f.field_type == "enumeration" || !f.options.is_empty())
+    }
+
+    /// Whether the portal knows the field (for `check --portal`).
+    pub fn contains(&self, code: &str) -> bool {
+        self.fields.contains_key(code)
+    }
+}
+
+/// Everything evaluation reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub deal: &'a Deal,
+    /// The entry being acted on.
+    pub entry: &'a StageEntry,
+    /// The stage of the deal's previous history entry in the same pipeline (the revert
+    /// target); `None` when the deal was created here or came from another pipeline.
+    pub previous_stage: Option<&'a str>,
+    pub catalog: &'a FieldCatalog,
+    pub calendar: &'a Calendar,
+    /// `https://x.bitrix24.ru`, for `{DEAL_URL}`.
+    pub portal_origin: &'a str,
+}
+
+/// The decisions for one stage entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    pub decisions: Vec<Decision>,
+}
+
+impl Evaluation {
+    /// All effects of fired rules, in decision order, with the rule that made each.
+    pub fn effects(&self) -> impl Iterator<Item = (&str, &Effect)> {
+        self.decisions.iter().flat_map(|d| match &d.outcome {
+            Outcome::Fired(effects) => effects.iter().map(|e| (d.rule.as_str(), e)).collect(),
+            _ => Vec::new(),
+        })
+    }
+}
+
+/// What one rule decided for the entry, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Decision {
+    pub rule: String,
+    pub kind: RuleKind,
+    pub outcome: Outcome,
+    /// Details for the decision log: empty fields, fallbacks, "revert acts as warn".
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Outcome {
+    /// The rule applies; its effects (possibly none, e.g. all required fields are filled).
+    Fired(Vec<Effect>),
+    Skipped(SkipReason),
+    /// The rule applies but cannot be carried out (the deal has no ID); not retried.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SkipReason {
+    /// A `when` condition does not hold (the notes name it).
+    ConditionFalse,
+    /// A gate rule moved the deal back: it never really entered the stage.
+    Reverted { by: String },
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Effect {
+    /// `tasks.task.add` bound to the deal.
+    CreateTask(TaskSpec),
+    /// `crm.timeline.comment.add` on the deal.
+    AddComment { text: String },
+    /// `im.notify.system.add`.
+    Notify { user: Person, message: String },
+    /// Move the deal back (a revert); the entry it causes fires no rules.
+    MoveBack { to_stage: String },
+    /// `crm.deal.add` (a tunnel).
+    CopyDeal(CopySpec),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSpec {
+    pub title: String,
+    pub description: Option<String>,
+    pub responsible: Person,
+    pub auditors: Vec<Person>,
+    pub deadline: Option<DateTime<FixedOffset>>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CopySpec {
+    pub to_pipeline: u64,
+    pub to_stage: String,
+    /// Copied fields (raw values, as `crm.deal.add` takes them) then `set` (rendered).
+    pub fields: Map<String, Value>,
+    pub responsible: Person,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Person {
+    User(u64),
+    /// The supervisor of this user; the core resolves it through user.get/department.get.
+    SupervisorOf(u64),
+    /// Nobody could be named (e.g. the deal field is empty): why.
+    Unresolved(String),
+}
+
+/// Evaluates every rule concerning the entry (its pipeline and stage).
+pub fn evaluate(rules: &RuleSet, input: &Input<'_>) -> Evaluation {
+    let concerned: Vec<&Rule> = rules
+        .rules()
+        .iter()
+        .filter(|r| concerns(r, input.entry))
+        .collect();
+    let is_gate = |r: &&Rule| matches!(r.kind, RuleKind::Require | RuleKind::LossReason);
+    let mut decisions = Vec::new();
+    let mut reverted_by: Option<String> = None;
+    let mut reverting = Vec::new();
+    for rule in concerned.iter().copied().filter(is_gate) {
+        let (decision, reverts) = evaluate_gate(rule, input, reverted_by.as_deref());
+        if reverts {
+            reverted_by.get_or_insert_with(|| rule.name.clone());
+            reverting.push(rule.name.clone());
+        }
+        decisions.push(decision);
+    }
+    if let Some(by) = &reverted_by {
+        for decision in &mut decisions {
+            if !reverting.contains(&decision.rule) && matches!(decision.outcome, Outcome::Fired(_))
+            {
+                decision.outcome = Outcome::Skipped(SkipReason::Reverted { by: by.clone() });
+            }
+        }
+    }
+    for rule in concerned.iter().copied().filter(|r| !is_gate(r)) {
+        let decision = match &reverted_by {
+            Some(by) => decision(
+                rule,
+                Outcome::Skipped(SkipReason::Reverted { by: by.clone() }),
+                Vec::new(),
+            ),
+            None => evaluate_action(rule, input),
+        };
+        decisions.push(decision);
+    }
+    Evaluation { decisions }
+}
+
+fn decision(rule: &Rule, outcome: Outcome, notes: Vec<String>) -> Decision {
+    Decision {
+        rule: rule.name.clone(),
+        kind: rule.kind,
+        outcome,
+        notes,
+    }
+}
+
+fn concerns(rule: &Rule, entry: &StageEntry) -> bool {
+    if rule.pipeline.is_some_and(|p| p != entry.category_id) {
+        return false;
+    }
+    match &rule.stage {
+        StageMatch::Exact(stage) => *stage == entry.stage_id,
+        StageMatch::Won => entry.semantic == StageSemantic::Success,
+        StageMatch::Lost => entry.semantic == StageSemantic::Failure,
+    }
+}
+
+/// `Some(decision)` when a `when` condition fails.
+fn check_when(rule: &Rule, input: &Input<'_>) -> Option<Decision> {
+    let failing = rule
+        .when
+        .iter()
+        .find(|c| !c.holds(input.deal, input.catalog))?;
+    let shown = display_value(input.deal, input.catalog, &failing.field, &mut Vec::new());
+    let actual = if shown.is_empty() {
+        "empty".to_string()
+    } else {
+        format!("\"{shown}\"")
+    };
+    Some(decision(
+        rule,
+        Outcome::Skipped(SkipReason::ConditionFalse),
+        vec![format!(
+            "condition not met: {failing} (the deal has {actual})"
+        )],
+    ))
+}
+
+fn evaluate_action(rule: &Rule, input: &Input<'_>) -> Decision {
+    if let Some(skipped) = check_when(rule, input) {
+        return skipped;
+    }
+    let mut notes = Vec::new();
+    let outcome = match &rule.body {
+        Body::Task(task) | Body::Nps { task, .. } => match make_task(task, input, &mut notes) {
+            Ok(spec) => Outcome::Fired(vec![Effect::CreateTask(spec)]),
+            Err(why) => Outcome::Failed(why),
+        },
+        Body::Tunnel(tunnel) => {
+            Outcome::Fired(vec![Effect::CopyDeal(make_copy(tunnel, input, &mut notes))])
+        }
+        // Gates are evaluated by `evaluate_gate`.
+        Body::Require(_) | Body::LossReason(_) => Outcome::Fired(Vec::new()),
+    };
+    decision(rule, outcome, notes)
+}
+
+/// A gate's decision, and whether it moves the deal back. `already`: a previous gate already
+/// moved it back (this one then only comments and notifies).
+fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Decision, bool) {
+    if let Some(skipped) = check_when(rule, input) {
+        return (skipped, false);
+    }
+    let mut notes = Vec::new();
+    let ctx = RenderContext {
+        deal: input.deal,
+        catalog: input.catalog,
+        portal_origin: input.portal_origin,
+    };
+    let (problem, on_missing, message, default_message) = match &rule.body {
+        Body::Require(require) => (
+            missing_required(require, input, &mut notes),
+            require.on_missing,
+            &require.message,
+            "Fill in {MISSING} before moving the deal to this stage",
+        ),
+        Body::LossReason(loss) => (
+            loss_problem(loss, input, &mut notes),
+            loss.on_missing,
+            &loss.message,
+            "Give the reason ({MISSING}) the deal was lost",
+        ),
+        _ => (None, OnMissing::Warn, &None, ""),
+    };
+    let Some(missing) = problem else {
+        let outcome = match &rule.body {
+            Body::LossReason(LossReason {
+                review: Some(review),
+                ..
+            }) => match make_task(review, input, &mut notes) {
+                Ok(spec) => Outcome::Fired(vec![Effect::CreateTask(spec)]),
+                Err(why) => Outcome::Failed(why),
+            },
+            Body::LossReason(_) => {
+                notes.push("loss reason given; no review task configured".into());
+                Outcome::Fired(Vec::new())
+            }
+            _ => {
+                notes.push("all required fields are filled".into());
+                Outcome::Fired(Vec::new())
+            }
+        };
+        return (decision(rule, outcome, notes), false);
+    };
+    let template = match message {
+        Some(t) => t.clone(),
+        // The default messages are valid templates, so the literal fallback is never used.
+        None => {
+            Template::parse(default_message).unwrap_or_else(|_| Template::text(default_message))
+        }
+    };
+    let mut text = template.render(&ctx, Some(&missing.labels), &mut notes);
+    if let Some(extra) = &missing.detail {
+        text = format!("{text}. {extra}");
+    }
+    let mut effects = Vec::new();
+    let mut reverts = false;
+    match (on_missing, input.previous_stage) {
+        (OnMissing::Revert, Some(previous)) => {
+            reverts = true;
+            match already {
+                Some(by) => notes.push(format!("the deal is already moved back by rule \"{by}\"")),
+                None => effects.push(Effect::MoveBack { to_stage: previous.to_string() }),
+            }
+            text = format!("{text}. The deal was moved back to {previous}.");
+        }
+        (OnMissing::Revert, None) => notes.push(
+            "revert acts as warn: the deal has no previous stage in this pipeline (created here or moved in from another pipeline)".into(),
+        ),
+        (OnMissing::Warn, _) => {}
+    }
+    let title = display_value(input.deal, input.catalog, "TITLE", &mut Vec::new());
+    let notice = format!("Deal \"{title}\" {}: {text}", ctx.deal_url());
+    effects.push(Effect::AddComment { text });
+    effects.push(Effect::Notify {
+        user: resolve(&PersonRef::Assigned, input, &mut notes),
+        message: notice,
+    });
+    (decision(rule, Outcome::Fired(effects), notes), reverts)
+}
+
+/// What a gate found missing: labels for `{MISSING}`, and an optional explanation.
+struct Missing {
+    labels: String,
+    detail: Option<String>,
+}
+
+fn label(input: &Input<'_>, field: &str, notes: &mut Vec<String>) -> String {
+    match input.catalog.label(field) {
+        Some(label) => label.to_string(),
+        None => {
+            if input.catalog.is_empty() {
+                push_note(
+                    notes,
+                    "no field catalog: fields are named by their codes".into(),
+                );
+            }
+            field.to_string()
+        }
+    }
+}
+
+fn missing_required(
+    require: &Require,
+    input: &Input<'_>,
+    notes: &mut Vec<String>,
+) -> Option<Missing> {
+    let missing: Vec<String> = require
+        .fields
+        .iter()
+        .filter(|f| is_missing(input.deal, input.catalog, f))
+        .map(|f| label(input, f, notes))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    notes.push(format!("missing: {}", missing.join(", ")));
+    Some(Missing {
+        labels: missing.join(", "),
+        detail: None,
+    })
+}
+
+fn loss_problem(loss: &LossReason, input: &Input<'_>, notes: &mut Vec<String>) -> Option<Missing> {
+    let field_label = label(input, &loss.field, notes);
+    if is_missing(input.deal, input.catalog, &loss.field) {
+        notes.push(format!("loss reason {} is empty", loss.field));
+        return Some(Missing {
+            labels: field_label,
+            detail: None,
+        });
+    }
+    let allowed = loss.allowed.as_ref()?;
+    let values = scalar_values(input.deal, &loss.field);
+    let rejected: Vec<String> = values
+        .iter()
+        .filter(|raw| !raw.trim().is_empty())
+        .filter_map(|raw| {
+            let shown = input.catalog.option_label(&loss.field, raw).unwrap_or(raw);
+            let ok = allowed.iter().any(|a| a == shown || a == raw.as_str());
+            (!ok).then(|| shown.to_string())
+        })
+        .collect();
+    if rejected.is_empty() {
+        return None;
+    }
+    let detail = format!(
+        "\"{}\" is not an accepted reason (accepted: {})",
+        rejected.join("\", \""),
+        allowed.join(", ")
+    );
+    notes.push(format!("loss reason {detail}"));
+    Some(Missing {
+        labels: field_label,
+        detail: Some(detail),
+    })
+}
+
+fn make_task(
+    task: &TaskTemplate,
+    input: &Input<'_>,
+    notes: &mut Vec<String>,
+) -> Result<TaskSpec, String> {
+    if input.deal.id().is_none() {
+        return Err("the deal has no ID: a task cannot be bound to it".into());
+    }
+    let ctx = RenderContext {
+        deal: input.deal,
+        catalog: input.catalog,
+        portal_origin: input.portal_origin,
+    };
+    Ok(TaskSpec {
+        title: task.title.render(&ctx, None, notes),
+        description: task
+            .description
+            .as_ref()
+            .map(|d| d.render(&ctx, None, notes)),
+        responsible: resolve(&task.responsible, input, notes),
+        auditors: task
+            .auditors
+            .iter()
+            .map(|a| resolve(a, input, notes))
+            .collect(),
+        deadline: deadline(&task.deadline, input, notes),
+    })
+}
+
+fn make_copy(tunnel: &Tunnel, input: &Input<'_>, notes: &mut Vec<String>) -> CopySpec {
+    let ctx = RenderContext {
+        deal: input.deal,
+        catalog: input.catalog,
+        portal_origin: input.portal_origin,
+    };
+    let mut fields = Map::new();
+    for field in &tunnel.copy {
+        match input.deal.get(field) {
+            Some(value) if !value.is_null() => {
+                fields.insert(field.clone(), value.clone());
+            }
+            _ => push_note(notes, format!("field {field} empty: not copied")),
+        }
+    }
+    for (field, template) in &tunnel.set {
+        fields.insert(
+            field.clone(),
+            Value::String(template.render(&ctx, None, notes)),
+        );
+    }
+    CopySpec {
+        to_pipeline: tunnel.to_pipeline,
+        to_stage: tunnel.to_stage.clone(),
+        fields,
+        responsible: resolve(&tunnel.responsible, input, notes),
+    }
+}
+
+fn resolve(person: &PersonRef, input: &Input<'_>, notes: &mut Vec<String>) -> Person {
+    let assigned = || input.deal.assigned_by();
+    match person {
+        PersonRef::User(id) => Person::User(*id),
+        PersonRef::Assigned => assigned().map_or_else(
+            || Person::Unresolved("the deal has no ASSIGNED_BY_ID".into()),
+            Person::User,
+        ),
+        PersonRef::Supervisor => assigned().map_or_else(
+            || Person::Unresolved("the deal has no ASSIGNED_BY_ID, so no supervisor".into()),
+            Person::SupervisorOf,
+        ),
+        PersonRef::Field(field) => {
+            let values = scalar_values(input.deal, field);
+            let ids: Vec<u64> = values
+                .iter()
+                .filter_map(|v| v.trim().trim_start_matches("user_").parse().ok())
+                .collect();
+            if ids.len() > 1 {
+                push_note(
+                    notes,
+                    format!("field {field} holds several users: the first is used"),
+                );
+            }
+            match ids.first() {
+                Some(id) => Person::User(*id),
+                None if values.iter().all(|v| v.trim().is_empty()) => {
+                    Person::Unresolved(format!("field {field} is empty"))
+                }
+                None => Person::Unresolved(format!(
+                    "field {field} holds no user id ({})",
+                    values.join(", ")
+                )),
+            }
+        }
+    }
+}
+
+/// The moment the deal entered the stage: its `MOVED_TIME`, else the entry's time.
+fn entered_at(input: &Input<'_>, notes: &mut Vec<String>) -> DateTime<FixedOffset> {
+    match input
+        .deal
+        .get("MOVED_TIME")
+        .and_then(Value::as_str)
+        .map(DateTime::parse_from_rfc3339)
+    {
+        Some(Ok(moved)) => moved,
+        _ => {
+            push_note(
+                notes,
+                "the deal has no MOVED_TIME: the stage entry's time is used".into(),
+            );
+            input.entry.created_time
+        }
+    }
+}
+
+fn deadline(
+    d: &Deadline,
+    input: &Input<'_>,
+    notes: &mut Vec<String>,
+) -> Option<DateTime<FixedOffset>> {
+    let cal = input.calendar;
+    let (base, field) = match &d.base {
+        DeadlineBase::AfterEntry(p) => (Some(cal.add(entered_at(input, notes), *p)), None),
+        DeadlineBase::AfterField(p, f) => (
+            field_moment(f, input, notes).map(|m| cal.add(m, *p)),
+            Some(f),
+        ),
+        DeadlineBase::BeforeField(p, f) => (
+            field_moment(f, input, notes).map(|m| cal.subtract(m, *p)),
+            Some(f),
+        ),
+        DeadlineBase::At(local) => (Some(cal.at_local(*local)), None),
+        DeadlineBase::AtInstant(at) => (Some(cal.fixed(*at)), None),
+    };
+    match base {
+        Some(at) => Some(d.time.map_or(at, |t| cal.with_time(at, t))),
+        None => {
+            let field = field.map_or("", String::as_str);
+            match &d.fallback {
+                Some(fallback) => {
+                    notes.push(format!("deadline field {field} empty: fallback used"));
+                    deadline(fallback, input, notes)
+                }
+                None => {
+                    notes.push(format!(
+                        "deadline field {field} empty, no fallback: task without deadline"
+                    ));
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// A deal field as a deadline base. A `date` field arrives as midnight UTC printed in the
+/// server's offset: its day is the UTC date and it means the end of working hours that day.
+/// Without a catalog the type is unknown; a bare date or exactly 00:00 UTC is read as a date.
+fn field_moment(
+    field: &str,
+    input: &Input<'_>,
+    notes: &mut Vec<String>,
+) -> Option<DateTime<FixedOffset>> {
+    let raw = scalar_values(input.deal, field)
+        .into_iter()
+        .find(|v| !v.trim().is_empty())?;
+    let raw = raw.trim();
+    let as_date = |date: NaiveDate| Some(input.calendar.end_of_day(date));
+    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return as_date(date);
+    }
+    let Ok(moment) = DateTime::parse_from_rfc3339(raw) else {
+        notes.push(format!(
+            "field {field} holds \"{raw}\", not a date: treated as empty"
+        ));
+        return None;
+    };
+    let utc = moment.naive_utc();
+    match input.catalog.field_type(field) {
+        Some("date") => as_date(utc.date()),
+        Some(_) => Some(moment),
+        None => {
+            if utc.time().num_seconds_from_midnight() == 0 {
+                push_note(
+                    notes,
+                    format!("type of {field} unknown (no catalog): midnight UTC read as a date"),
+                );
+                as_date(utc.date())
+            } else {
+                Some(moment)
+            }
+        }
+    }
+}

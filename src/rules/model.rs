@@ -1,0 +1,163 @@
+//! Valid rules only. Every value here went through `compile`, so evaluation never meets a bad
+//! duration, an unknown person or a stage of the wrong pipeline. Fields are private to the
+//! `rules` module: nothing outside can build a rule that skipped validation.
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, NaiveTime};
+
+use crate::calendar::Period;
+use crate::rules::condition::Condition;
+use crate::rules::template::Template;
+
+/// The five kinds of rules (`rules.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Task,
+    Require,
+    LossReason,
+    Nps,
+    Tunnel,
+}
+
+impl RuleKind {
+    /// The TOML table name: `task` for `[[task]]`.
+    pub fn table(self) -> &'static str {
+        match self {
+            RuleKind::Task => "task",
+            RuleKind::Require => "require",
+            RuleKind::LossReason => "loss_reason",
+            RuleKind::Nps => "nps",
+            RuleKind::Tunnel => "tunnel",
+        }
+    }
+}
+
+/// One loaded rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub(super) name: String,
+    pub(super) kind: RuleKind,
+    /// Where it was defined, for duplicate-name reports and logs.
+    pub(super) file: String,
+    pub(super) line: usize,
+    /// `None`: every pipeline (only with won/lost stages).
+    pub(super) pipeline: Option<u64>,
+    pub(super) stage: StageMatch,
+    pub(super) when: Vec<Condition>,
+    pub(super) body: Body,
+}
+
+impl Rule {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> RuleKind {
+        self.kind
+    }
+
+    /// The pipeline the rule is bound to; `None` means every pipeline.
+    pub fn pipeline(&self) -> Option<u64> {
+        self.pipeline
+    }
+
+    /// The file the rule was defined in, and the line of its table header.
+    pub fn location(&self) -> (&str, usize) {
+        (&self.file, self.line)
+    }
+}
+
+/// Which entries a rule concerns within its pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StageMatch {
+    /// An exact `STAGE_ID`.
+    Exact(String),
+    /// Any success stage (`STAGE_SEMANTIC_ID = "S"`).
+    Won,
+    /// Any failure stage (`STAGE_SEMANTIC_ID = "F"`).
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Body {
+    Task(TaskTemplate),
+    Require(Require),
+    LossReason(LossReason),
+    Nps {
+        task: TaskTemplate,
+        score_field: Option<String>,
+    },
+    Tunnel(Tunnel),
+}
+
+/// What `[[task]]`, `[[nps]]` and `[loss_reason.review]` have in common.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TaskTemplate {
+    pub(super) title: Template,
+    pub(super) description: Option<Template>,
+    pub(super) responsible: PersonRef,
+    pub(super) auditors: Vec<PersonRef>,
+    pub(super) deadline: Deadline,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnMissing {
+    Revert,
+    Warn,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Require {
+    pub(super) fields: Vec<String>,
+    pub(super) on_missing: OnMissing,
+    pub(super) message: Option<Template>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct LossReason {
+    pub(super) field: String,
+    /// Accepted values (option labels for a list field); `None`: any non-empty value.
+    pub(super) allowed: Option<Vec<String>>,
+    pub(super) on_missing: OnMissing,
+    pub(super) message: Option<Template>,
+    pub(super) review: Option<TaskTemplate>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Tunnel {
+    pub(super) to_pipeline: u64,
+    pub(super) to_stage: String,
+    pub(super) copy: Vec<String>,
+    pub(super) set: Vec<(String, Template)>,
+    pub(super) responsible: PersonRef,
+}
+
+/// A person as a rule names them; resolved against the deal at evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PersonRef {
+    Assigned,
+    Supervisor,
+    User(u64),
+    Field(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Deadline {
+    pub(super) base: DeadlineBase,
+    /// Pins the time of day of the result.
+    pub(super) time: Option<NaiveTime>,
+    /// Used when the field of a field-relative deadline is empty.
+    pub(super) fallback: Option<Box<Deadline>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum DeadlineBase {
+    /// After the stage entry (`MOVED_TIME`).
+    AfterEntry(Period),
+    AfterField(Period, String),
+    BeforeField(Period, String),
+    /// A wall-clock moment in the calendar's zone.
+    At(NaiveDateTime),
+    /// A moment written with its UTC offset.
+    AtInstant(DateTime<FixedOffset>),
+}
