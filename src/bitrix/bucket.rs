@@ -199,7 +199,7 @@ mod tests {
         // Two more per second after that, no more.
         assert!(bucket.try_acquire(t0 + secs(1.0)).is_ok());
         assert!(bucket.try_acquire(t0 + secs(1.0)).is_err());
-        assert!((bucket.level(t0 + secs(10.0)) - 25.0).abs() < 1e-6);
+        assert!((bucket.level(t0 + secs(10.0)) - 27.0).abs() < 1e-6);
         assert_eq!(bucket.level(t0 + secs(100.0)), 0.0);
     }
 
@@ -237,10 +237,11 @@ mod tests {
             assert!(!bucket.on_rejected(*ticket, t0));
         }
         assert_eq!((bucket.capacity(), bucket.rate()), (5.0, 1.0));
-        // A request sent after the adaptation that is refused again adapts again.
+        // A request sent after the adaptation that is refused again adapts again; nothing was
+        // accepted lately, so the capacity drops to the floor.
         let late = bucket.try_acquire(t0 + secs(20.0)).expect("token");
         assert!(bucket.on_rejected(late, t0 + secs(20.0)));
-        assert_eq!((bucket.capacity(), bucket.rate()), (2.0, 0.5));
+        assert_eq!((bucket.capacity(), bucket.rate()), (1.0, 0.5));
     }
 
     #[test]
@@ -278,9 +279,10 @@ mod tests {
         assert_eq!((bucket.capacity(), bucket.rate()), (45.0, 2.0));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn concurrent_waiters_never_over_issue() {
-        let bucket = std::sync::Arc::new(Bucket::new(5, 1.0));
+    #[tokio::test]
+    async fn concurrent_waiters_are_served_in_turn_without_over_issuing() {
+        // Capacity 4 at once, then one every 50 ms.
+        let bucket = std::sync::Arc::new(Bucket::new(5, 20.0));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..10 {
@@ -300,11 +302,13 @@ mod tests {
             );
         }
         times.sort_by(f64::total_cmp);
-        // Capacity 4 at once, then one per second.
-        assert!(times[3] < 0.01, "{times:?}");
+        assert!(times[3] < 0.03, "{times:?}");
         for (index, time) in times.iter().enumerate().skip(4) {
-            let expected = (index - 3) as f64;
-            assert!((time - expected).abs() < 0.05, "{times:?}");
+            let earliest = (index - 3) as f64 * 0.05;
+            assert!(
+                *time >= earliest - 0.002 && *time < earliest + 0.04,
+                "{times:?}"
+            );
         }
     }
 }
