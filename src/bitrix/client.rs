@@ -1,0 +1,744 @@
+//! The client: one HTTP connection pool, one leaky bucket and one set of parked methods per
+//! portal, shared by every task through a cheap `Clone`.
+//!
+//! Each call takes a token from the bucket, POSTs JSON to `<webhook><method>.json`, reads the
+//! envelope whatever the HTTP status, and decides: done, retry after a jittered backoff, park
+//! the method (429), follow a renamed portal (302) or give up with a typed [`CallError`].
+//! [`Retry`] says whether a failure of unknown outcome may be repeated: reads and idempotent
+//! writes may, creates may not (the worker first looks for what the call may have made).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use url::Url;
+
+use super::bucket::Bucket;
+use super::envelope::{CallTime, Parsed, Response, parse_batch, parse_http};
+use super::error::{ApiError, CallError, ClientError, ErrorKind};
+use super::query::php_query;
+
+/// Most sub-calls one `batch` may carry.
+pub const BATCH_LIMIT: usize = 50;
+/// The shortest park after a 429, as Bitrix24's own SDK does.
+const MIN_PARK: Duration = Duration::from_secs(10);
+/// A `Retry::Safe` call waits out a park shorter than this instead of failing.
+const SHORT_PARK: Duration = Duration::from_secs(2);
+/// Portal renames followed within one call.
+const MAX_REDIRECTS: u32 = 3;
+/// Pages `list_all` reads at most (50 items each): it is for catalogs, not for deals.
+const MAX_PAGES: usize = 2_000;
+
+/// How to reach one portal and how hard to push it.
+#[derive(Clone)]
+pub struct ClientSettings {
+    /// The incoming webhook, e.g. `https://x.bitrix24.ru/rest/1/abc/`. A secret: it never
+    /// appears in errors, logs or `Debug`.
+    pub webhook_url: Url,
+    /// Drain rate of the portal's leaky bucket: 2 (5 on Enterprise).
+    pub requests_per_second: f64,
+    /// Size of the portal's bucket: 50 (250 on Enterprise).
+    pub burst: u32,
+    /// Per HTTP request.
+    pub timeout: Duration,
+    /// HTTP attempts per call, the first included.
+    pub max_attempts: u32,
+    /// First backoff step; doubles per retry, with full jitter.
+    pub backoff_base: Duration,
+    /// Longest backoff step.
+    pub backoff_max: Duration,
+}
+
+impl ClientSettings {
+    /// The defaults of a non-Enterprise portal for this webhook.
+    #[must_use]
+    pub fn new(webhook_url: Url) -> Self {
+        Self {
+            webhook_url,
+            requests_per_second: 2.0,
+            burst: 50,
+            timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSettings")
+            .field("webhook_url", &origin_of(&self.webhook_url))
+            .field("requests_per_second", &self.requests_per_second)
+            .field("burst", &self.burst)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_max", &self.backoff_max)
+            .finish()
+    }
+}
+
+/// May a failure whose outcome is unknown be repeated?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads and idempotent writes: every transient failure is retried.
+    Safe,
+    /// Creates: only failures that prove the call did not run (503 `QUERY_LIMIT_EXCEEDED`, a
+    /// connection that never opened) are retried; the rest return at once.
+    Unsafe,
+}
+
+/// One sub-call of [`Client::batch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchCall {
+    pub method: String,
+    /// A JSON object; sent as a PHP query string.
+    pub params: Value,
+}
+
+impl BatchCall {
+    #[must_use]
+    pub fn new(method: impl Into<String>, params: Value) -> Self {
+        Self {
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+/// Counters since the client was built, and the bucket now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientStats {
+    /// HTTP requests sent (a batch is one).
+    pub http_requests: u64,
+    /// 503 `QUERY_LIMIT_EXCEEDED` answers.
+    pub rejected_503: u64,
+    /// 429 `OPERATION_TIME_LIMIT` answers, top-level or per sub-call.
+    pub rejected_429: u64,
+    /// HTTP requests repeated after a failure.
+    pub retries: u64,
+    /// Portal renames (302) followed.
+    pub redirects: u64,
+    /// Our estimate of the portal's request counter.
+    pub bucket_level: f64,
+    /// Capacity and drain rate in force (lowered by 503s).
+    pub bucket_capacity: f64,
+    pub bucket_rate: f64,
+}
+
+#[derive(Default)]
+struct Counters {
+    http_requests: AtomicU64,
+    rejected_503: AtomicU64,
+    rejected_429: AtomicU64,
+    retries: AtomicU64,
+    redirects: AtomicU64,
+}
+
+/// What we know of one method's operating limit.
+#[derive(Debug, Default, Clone, Copy)]
+struct MethodState {
+    /// The latest `operating_reset_at` seen for it, Unix seconds.
+    reset_at: Option<f64>,
+    /// Set by a 429: calls fail fast until then.
+    parked_until: Option<SystemTime>,
+}
+
+/// The Bitrix24 REST client of one portal. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// The webhook URL in force; its origin changes when the portal is renamed (302).
+    base: RwLock<Url>,
+    /// The webhook path (`/rest/<user>/<secret>/`), to scrub from any message.
+    secret_path: String,
+    max_attempts: u32,
+    backoff_base: Duration,
+    backoff_max: Duration,
+    bucket: Bucket,
+    methods: Mutex<HashMap<String, MethodState>>,
+    counters: Counters,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("portal", &self.portal_origin())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one HTTP exchange gave.
+enum Exchange {
+    Answer(Parsed),
+    Moved(Url),
+    Failed(CallError),
+}
+
+impl Client {
+    /// Builds the client; fails only on unusable settings.
+    pub fn new(settings: ClientSettings) -> Result<Client, ClientError> {
+        let invalid = |message: &str| Err(ClientError::InvalidSettings(message.to_owned()));
+        let mut base = settings.webhook_url.clone();
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            return invalid("webhook_url must be an http(s) URL with a host");
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return invalid("webhook_url must not have a query or fragment");
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        if !(settings.requests_per_second.is_finite() && settings.requests_per_second > 0.0) {
+            return invalid("requests_per_second must be a positive number");
+        }
+        if settings.burst == 0 || settings.max_attempts == 0 || settings.timeout.is_zero() {
+            return invalid("burst, max_attempts and timeout must be positive");
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("b24-robot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| ClientError::Http(error.without_url().to_string()))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                secret_path: base.path().to_owned(),
+                base: RwLock::new(base),
+                max_attempts: settings.max_attempts,
+                backoff_base: settings.backoff_base,
+                backoff_max: settings.backoff_max.max(settings.backoff_base),
+                bucket: Bucket::new(settings.burst, settings.requests_per_second),
+                methods: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// `https://x.bitrix24.ru` (scheme, host and port): for links to deals. Follows renames.
+    #[must_use]
+    pub fn portal_origin(&self) -> String {
+        origin_of(
+            &self
+                .inner
+                .base
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Counters and the bucket now.
+    #[must_use]
+    pub fn stats(&self) -> ClientStats {
+        let counters = &self.inner.counters;
+        let (level, capacity, rate) = self
+            .inner
+            .bucket
+            .with(|core| (core.level(Instant::now()), core.capacity(), core.rate()));
+        ClientStats {
+            http_requests: counters.http_requests.load(Ordering::Relaxed),
+            rejected_503: counters.rejected_503.load(Ordering::Relaxed),
+            rejected_429: counters.rejected_429.load(Ordering::Relaxed),
+            retries: counters.retries.load(Ordering::Relaxed),
+            redirects: counters.redirects.load(Ordering::Relaxed),
+            bucket_level: level,
+            bucket_capacity: capacity,
+            bucket_rate: rate,
+        }
+    }
+
+    /// When `method` is parked after a 429, until when.
+    #[must_use]
+    pub fn parked_until(&self, method: &str) -> Option<SystemTime> {
+        let now = SystemTime::now();
+        self.methods()
+            .get(method)
+            .and_then(|state| state.parked_until)
+            .filter(|until| *until > now)
+    }
+
+    /// One REST call, with the bucket, retries, parking and renames.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: Value,
+        retry: Retry,
+    ) -> Result<Response, CallError> {
+        let mut attempts = 0;
+        let mut redirects = 0;
+        loop {
+            self.wait_if_parked(method, retry).await?;
+            let ticket = self.inner.bucket.acquire().await;
+            self.inner
+                .counters
+                .http_requests
+                .fetch_add(1, Ordering::Relaxed);
+            let error = match self.exchange(method, &params).await {
+                Exchange::Moved(location) => {
+                    self.inner
+                        .bucket
+                        .with(|core| core.on_accepted(ticket, Instant::now()));
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(CallError::Malformed {
+                            method: method.to_owned(),
+                            message: "too many portal renames (302) in a row".into(),
+                        });
+                    }
+                    self.switch_origin(&location);
+                    continue;
+                }
+                Exchange::Answer(Parsed::Success(response)) => {
+                    self.inner
+                        .bucket
+                        .with(|core| core.on_accepted(ticket, Instant::now()));
+                    self.remember_time(method, response.time.as_ref());
+                    return Ok(response);
+                }
+                Exchange::Answer(Parsed::Error(mut error)) => {
+                    if error.is_query_limit() {
+                        let adapted = self
+                            .inner
+                            .bucket
+                            .with(|core| core.on_rejected(ticket, Instant::now()));
+                        self.inner
+                            .counters
+                            .rejected_503
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            method,
+                            adapted,
+                            "portal refused a request: 503 QUERY_LIMIT_EXCEEDED"
+                        );
+                    } else {
+                        self.inner
+                            .bucket
+                            .with(|core| core.on_accepted(ticket, Instant::now()));
+                    }
+                    if error.is_operation_limit() {
+                        error.reset_at = Some(self.park(method));
+                    }
+                    CallError::Api {
+                        method: method.to_owned(),
+                        error,
+                    }
+                }
+                Exchange::Answer(Parsed::Malformed(message)) => {
+                    self.inner
+                        .bucket
+                        .with(|core| core.on_accepted(ticket, Instant::now()));
+                    CallError::Malformed {
+                        method: method.to_owned(),
+                        message,
+                    }
+                }
+                Exchange::Failed(error) => error,
+            };
+            attempts += 1;
+            if attempts >= self.inner.max_attempts || !should_retry(&error, retry) {
+                return Err(error);
+            }
+            self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+            let delay = self.backoff(attempts - 1);
+            tracing::debug!(method, attempt = attempts, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
+            // A 503 also waits for the bucket, which is full now: `acquire` does that.
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Many calls in as few HTTP requests as possible: chunks of at most 50 sub-calls, one
+    /// `batch` each (`halt=0`, commands keyed `c0`, `c1`, ... in order). One result per input,
+    /// in input order. A chunk's own failure is returned for each of its sub-calls; a sub-call
+    /// of a parked method is not sent and gets [`CallError::MethodParked`].
+    pub async fn batch(
+        &self,
+        calls: Vec<BatchCall>,
+        retry: Retry,
+    ) -> Vec<Result<Response, CallError>> {
+        let mut results: Vec<Option<Result<Response, CallError>>> =
+            (0..calls.len()).map(|_| None).collect();
+        let mut pending = Vec::new();
+        for (index, call) in calls.into_iter().enumerate() {
+            match self.parked_until(&call.method) {
+                Some(until) => {
+                    results[index] = Some(Err(CallError::MethodParked {
+                        method: call.method,
+                        until,
+                    }))
+                }
+                None => pending.push((index, call)),
+            }
+        }
+        let mut chunks = tokio::task::JoinSet::new();
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(BATCH_LIMIT));
+            let chunk = std::mem::replace(&mut pending, rest);
+            let client = self.clone();
+            chunks.spawn(async move { client.batch_chunk(chunk, retry).await });
+        }
+        while let Some(done) = chunks.join_next().await {
+            match done {
+                Ok(outcomes) => {
+                    for (index, outcome) in outcomes {
+                        results[index] = Some(outcome);
+                    }
+                }
+                // A chunk task only ends early if it panicked: its slots stay empty below.
+                Err(error) => tracing::error!(error = %error, "batch chunk task failed"),
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(CallError::Malformed {
+                        method: "batch".into(),
+                        message: "the batch chunk was lost".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Every item of a list method, following `next`; for small lists (catalogs). `items_key`
+    /// names the array inside `result` (`Some("items")` for `crm.item.list`), `None` when
+    /// `result` is the array.
+    pub async fn list_all(
+        &self,
+        method: &str,
+        params: Value,
+        items_key: Option<&str>,
+    ) -> Result<Vec<Value>, CallError> {
+        let mut params = match params {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => {
+                return Err(CallError::Api {
+                    method: method.to_owned(),
+                    error: ApiError::new(
+                        0,
+                        "INVALID_PARAMS",
+                        "list parameters must be a JSON object",
+                    ),
+                });
+            }
+        };
+        let mut items = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let response = self
+                .call(method, Value::Object(params.clone()), Retry::Safe)
+                .await?;
+            let page = match items_key {
+                Some(key) => response.result.get(key).cloned(),
+                None => Some(response.result),
+            };
+            match page {
+                Some(Value::Array(page)) => items.extend(page),
+                Some(Value::Object(page)) => items.extend(page.into_iter().map(|(_, item)| item)),
+                _ => {
+                    return Err(CallError::Malformed {
+                        method: method.to_owned(),
+                        message: "a list page without an array of items".into(),
+                    });
+                }
+            }
+            let current = params.get("start").and_then(Value::as_u64);
+            match response.next {
+                Some(next) if Some(next) != current => {
+                    params.insert("start".into(), Value::from(next));
+                }
+                _ => return Ok(items),
+            }
+        }
+        Err(CallError::Malformed {
+            method: method.to_owned(),
+            message: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    async fn batch_chunk(
+        &self,
+        chunk: Vec<(usize, BatchCall)>,
+        retry: Retry,
+    ) -> Vec<(usize, Result<Response, CallError>)> {
+        let keys: Vec<String> = (0..chunk.len()).map(|n| format!("c{n}")).collect();
+        let mut cmd = Map::new();
+        for (key, (_, call)) in keys.iter().zip(&chunk) {
+            let query = php_query(&call.params);
+            let command = if query.is_empty() {
+                call.method.clone()
+            } else {
+                format!("{}?{query}", call.method)
+            };
+            cmd.insert(key.clone(), Value::String(command));
+        }
+        let body = serde_json::json!({"halt": 0, "cmd": cmd});
+        let answer = self.call("batch", body, retry).await;
+        let parsed = match answer {
+            Err(error) => {
+                return chunk
+                    .into_iter()
+                    .map(|(index, call)| (index, Err(error.for_method(&call.method))))
+                    .collect();
+            }
+            Ok(response) => parse_batch(200, &response.result, &keys),
+        };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                return chunk
+                    .into_iter()
+                    .map(|(index, call)| {
+                        (
+                            index,
+                            Err(CallError::Malformed {
+                                method: call.method,
+                                message: message.clone(),
+                            }),
+                        )
+                    })
+                    .collect();
+            }
+        };
+        chunk
+            .into_iter()
+            .zip(parsed)
+            .map(|((index, call), (outcome, time))| {
+                self.remember_time(&call.method, time.as_ref());
+                let result = match outcome {
+                    Parsed::Success(response) => Ok(response),
+                    Parsed::Error(mut error) => {
+                        if error.is_operation_limit() {
+                            error.reset_at = Some(self.park(&call.method));
+                        }
+                        Err(CallError::Api {
+                            method: call.method,
+                            error,
+                        })
+                    }
+                    Parsed::Malformed(message) => Err(CallError::Malformed {
+                        method: call.method,
+                        message,
+                    }),
+                };
+                (index, result)
+            })
+            .collect()
+    }
+
+    /// One POST, redirects not followed.
+    async fn exchange(&self, method: &str, params: &Value) -> Exchange {
+        let url = {
+            let base = self
+                .inner
+                .base
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            base.join(&format!("{method}.json"))
+        };
+        let url = match url {
+            Ok(url) => url,
+            Err(_) => {
+                return Exchange::Failed(CallError::Api {
+                    method: method.to_owned(),
+                    error: ApiError::new(
+                        0,
+                        "INVALID_METHOD_NAME",
+                        "the method name does not fit in a URL",
+                    ),
+                });
+            }
+        };
+        let started = Instant::now();
+        let sent = self
+            .inner
+            .http
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(params)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return Exchange::Failed(self.transport_error(method, &error, !error.is_connect()));
+            }
+        };
+        let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| Url::parse(value).ok())
+                .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some());
+            return match location {
+                Some(location) => Exchange::Moved(location),
+                None => Exchange::Failed(CallError::Malformed {
+                    method: method.to_owned(),
+                    message: format!("HTTP {status} without a usable Location"),
+                }),
+            };
+        }
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return Exchange::Failed(self.transport_error(method, &error, true)),
+        };
+        tracing::debug!(
+            method,
+            status,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "bitrix24 call"
+        );
+        Exchange::Answer(parse_http(status, &body))
+    }
+
+    fn transport_error(&self, method: &str, error: &reqwest::Error, sent: bool) -> CallError {
+        let mut message = String::new();
+        let mut source: Option<&dyn std::error::Error> = Some(error);
+        while let Some(current) = source {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&current.to_string());
+            source = current.source();
+        }
+        let message = self.scrub(&message.replace(
+            &error.url().map(Url::to_string).unwrap_or_default(),
+            "<webhook>",
+        ));
+        let message = if error.is_timeout() {
+            format!("timed out: {message}")
+        } else {
+            message
+        };
+        CallError::Transport {
+            method: method.to_owned(),
+            message,
+            sent,
+        }
+    }
+
+    /// Removes the webhook path (with its secret) from a message, whatever put it there.
+    fn scrub(&self, message: &str) -> String {
+        let secret = self.inner.secret_path.trim_matches('/');
+        if secret.is_empty() {
+            message.to_owned()
+        } else {
+            message.replace(secret, "<webhook>")
+        }
+    }
+
+    fn switch_origin(&self, location: &Url) {
+        let mut base = self
+            .inner
+            .base
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = origin_of(&base);
+        let mut moved = base.clone();
+        let switched = moved.set_scheme(location.scheme()).is_ok()
+            && moved.set_host(location.host_str()).is_ok()
+            && moved.set_port(location.port()).is_ok();
+        if switched && origin_of(&moved) != old {
+            tracing::warn!(from = %old, to = %origin_of(&moved), "portal renamed (302): using the new address");
+            *base = moved;
+            self.inner
+                .counters
+                .redirects
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn methods(&self) -> std::sync::MutexGuard<'_, HashMap<String, MethodState>> {
+        self.inner
+            .methods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remember_time(&self, method: &str, time: Option<&CallTime>) {
+        if let Some(reset_at) = time.and_then(|time| time.operating_reset_at) {
+            self.methods()
+                .entry(method.to_owned())
+                .or_default()
+                .reset_at = Some(reset_at);
+        }
+    }
+
+    /// Parks `method` after a 429 until its last known reset, at least [`MIN_PARK`].
+    fn park(&self, method: &str) -> SystemTime {
+        let now = SystemTime::now();
+        let mut methods = self.methods();
+        let state = methods.entry(method.to_owned()).or_default();
+        let reset = state
+            .reset_at
+            .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+            .map(|seconds| UNIX_EPOCH + Duration::from_secs_f64(seconds));
+        let until = reset.map_or(now + MIN_PARK, |reset| reset.max(now + MIN_PARK));
+        state.parked_until = Some(state.parked_until.map_or(until, |old| old.max(until)));
+        drop(methods);
+        self.inner
+            .counters
+            .rejected_429
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            method,
+            park_secs = until.duration_since(now).unwrap_or_default().as_secs(),
+            "method parked: 429 OPERATION_TIME_LIMIT"
+        );
+        until
+    }
+
+    async fn wait_if_parked(&self, method: &str, retry: Retry) -> Result<(), CallError> {
+        let Some(until) = self.parked_until(method) else {
+            return Ok(());
+        };
+        let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+        if retry == Retry::Safe && left < SHORT_PARK {
+            tokio::time::sleep(left).await;
+            return Ok(());
+        }
+        Err(CallError::MethodParked {
+            method: method.to_owned(),
+            until,
+        })
+    }
+
+    /// Full jitter: uniform in `[0, min(max, base * 2^n)]`.
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .inner
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(retry.min(20)))
+            .min(self.inner.backoff_max);
+        Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.as_secs_f64()))
+    }
+}
+
+/// Whether the client repeats the call itself.
+fn should_retry(error: &CallError, retry: Retry) -> bool {
+    match error {
+        CallError::Api { error, .. } if error.is_query_limit() => true,
+        CallError::Transport { sent: false, .. } => true,
+        _ => retry == Retry::Safe && error.kind() == ErrorKind::Transient,
+    }
+}
+
+fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
