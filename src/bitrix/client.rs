@@ -282,16 +282,14 @@ impl Client {
         let mut redirects = 0;
         loop {
             self.wait_if_parked(method, retry).await?;
-            let ticket = self.inner.bucket.acquire().await;
+            let permit = self.inner.bucket.acquire().await;
             self.inner
                 .counters
                 .http_requests
                 .fetch_add(1, Ordering::Relaxed);
             let error = match self.exchange(method, &params).await {
                 Exchange::Moved(location) => {
-                    self.inner
-                        .bucket
-                        .with(|core| core.on_accepted(ticket, Instant::now()));
+                    permit.accepted();
                     redirects += 1;
                     if redirects > MAX_REDIRECTS {
                         return Err(CallError::Malformed {
@@ -303,18 +301,13 @@ impl Client {
                     continue;
                 }
                 Exchange::Answer(Parsed::Success(response)) => {
-                    self.inner
-                        .bucket
-                        .with(|core| core.on_accepted(ticket, Instant::now()));
+                    permit.accepted();
                     self.remember_time(method, response.time.as_ref());
                     return Ok(response);
                 }
                 Exchange::Answer(Parsed::Error(mut error)) => {
                     if error.is_query_limit() {
-                        let adapted = self
-                            .inner
-                            .bucket
-                            .with(|core| core.on_rejected(ticket, Instant::now()));
+                        let adapted = permit.rejected();
                         self.inner
                             .counters
                             .rejected_503
@@ -325,9 +318,7 @@ impl Client {
                             "portal refused a request: 503 QUERY_LIMIT_EXCEEDED"
                         );
                     } else {
-                        self.inner
-                            .bucket
-                            .with(|core| core.on_accepted(ticket, Instant::now()));
+                        permit.accepted();
                     }
                     if error.is_operation_limit() {
                         error.reset_at = Some(self.park(method));
@@ -338,15 +329,17 @@ impl Client {
                     }
                 }
                 Exchange::Answer(Parsed::Malformed(message)) => {
-                    self.inner
-                        .bucket
-                        .with(|core| core.on_accepted(ticket, Instant::now()));
+                    permit.accepted();
                     CallError::Malformed {
                         method: method.to_owned(),
                         message,
                     }
                 }
-                Exchange::Failed(error) => error,
+                Exchange::Failed(error) => {
+                    // No answer: free the slot in flight before backing off.
+                    drop(permit);
+                    error
+                }
             };
             attempts += 1;
             if attempts >= self.inner.max_attempts || !should_retry(&error, retry) {
