@@ -769,7 +769,9 @@ impl<'s> FileCx<'_, 's> {
             )
             .and_then(|v| {
                 let text = self.string(v, "to_stage", "\"C2:NEW\"")?;
-                match check_stage(text, to_pipeline, false) {
+                // Without a valid to_pipeline (reported already) there is nothing to check against.
+                let to_pipeline = to_pipeline?;
+                match check_stage(text, Some(to_pipeline), false) {
                     Ok(_) => Some(text.to_string()),
                     Err((message, help)) => {
                         let message = message.replace("the rule's pipeline", "to_pipeline");

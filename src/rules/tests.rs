@@ -1108,3 +1108,20 @@ fn several_reverting_rules_move_the_deal_back_once() {
             .contains(&"the deal is already moved back by rule \"contract-details\"".to_string())
     );
 }
+
+#[test]
+fn a_file_without_rules_loads_with_a_warning() {
+    let (set, warnings) = RuleSet::from_sources(&[
+        ("a.toml".into(), OFFER.into()),
+        ("b.toml".into(), "pipeline = 1\n".into()),
+    ])
+    .unwrap();
+    assert_eq!(set.len(), 1);
+    let shown: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        shown,
+        vec![
+            "b.toml: the file defines no rules (add [[task]], [[require]], [[loss_reason]], [[nps]] or [[tunnel]] sections, or remove the file)"
+        ]
+    );
+}
