@@ -89,6 +89,9 @@ const TUNNEL_KEYS: &[&str] = &[
     "responsible",
 ];
 const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
+/// Units for duration suggestions: plural unless the amount is 1.
+const UNITS: &[&str] = &["minutes", "hours", "days", "workdays"];
+const UNIT: &[&str] = &["minute", "hour", "day", "workday"];
 const PERSON_WORDS: &[&str] = &["assigned", "supervisor"];
 const MAX_NAME: usize = 64;
 
@@ -296,13 +299,9 @@ impl<'s> FileCx<'_, 's> {
                 format!("remove it: the rule fires on entering {fires} stage of its pipeline"),
             );
         }
-        let without_stage: Vec<&str> = table
-            .iter()
-            .filter(|(k, _)| k.get_ref().as_ref() == "stage")
-            .map(|_| "stage")
-            .collect();
+        // `stage` on nps/loss_reason was reported above with its own message.
         let mut allowed_here: Vec<&str> = allowed.to_vec();
-        allowed_here.extend(without_stage);
+        allowed_here.push("stage");
         self.unknown_keys(table, &allowed_here, &format!("in {section}"));
 
         let own_entry = entry(table, "pipeline");
@@ -770,7 +769,9 @@ impl<'s> FileCx<'_, 's> {
             )
             .and_then(|v| {
                 let text = self.string(v, "to_stage", "\"C2:NEW\"")?;
-                match check_stage(text, to_pipeline, false) {
+                // Without a valid to_pipeline (reported already) there is nothing to check against.
+                let to_pipeline = to_pipeline?;
+                match check_stage(text, Some(to_pipeline), false) {
                     Ok(_) => Some(text.to_string()),
                     Err((message, help)) => {
                         let message = message.replace("the rule's pipeline", "to_pipeline");
@@ -861,7 +862,23 @@ impl<'s> FileCx<'_, 's> {
             match text.parse::<Period>() {
                 Ok(p) => Some(p),
                 Err(message) => {
-                    cx.error(v.span(), message, "");
+                    // A misspelt unit gets a corrected duration instead of the list of units.
+                    let mut words = text.split_whitespace();
+                    let amount = words.next().unwrap_or_default();
+                    let unit = words.next().unwrap_or_default();
+                    let whole = amount.parse::<u32>().is_ok() && words.next().is_none();
+                    let units = if amount == "1" { UNIT } else { UNITS };
+                    match suggest(unit, units).filter(|_| whole) {
+                        Some(fixed) if message.contains("unknown unit") => {
+                            let short = message.split(" (").next().unwrap_or(&message).to_string();
+                            cx.error(
+                                v.span(),
+                                short,
+                                format!("did you mean \"{amount} {fixed}\"?"),
+                            );
+                        }
+                        _ => cx.error(v.span(), message, ""),
+                    }
                     None
                 }
             }

@@ -1030,9 +1030,98 @@ fn every_problem_of_every_file_is_reported_at_once() {
         vec![
             "a.toml:6:1: rule \"offer\": unknown key \"titel\" in [[task]] (did you mean \"title\"?)",
             "a.toml:2:1: rule \"offer\": [[task]] without \"title\" (add title = \"...\", a template such as \"Call {TITLE}\")",
-            "b.toml:5:22: rule \"nps\": bad duration \"3 dayz\": unknown unit \"dayz\" (use minute(s), hour(s), day(s) or workday(s))",
+            "b.toml:5:22: rule \"nps\": bad duration \"3 dayz\": unknown unit \"dayz\" (did you mean \"3 days\"?)",
             "c.toml:1:5: TOML syntax error: string values must be quoted, expected literal string",
             "c.toml:1:1: unknown key \"x\" at the top level of a rule file (allowed keys: pipeline, task, require, loss_reason, nps, tunnel)",
+        ]
+    );
+}
+
+#[test]
+fn a_review_without_deadline_is_reported_at_its_section() {
+    let errs = errors(&LOSS.replace(
+        "deadline = { after = \"1 workday\" }\n\n[[task]]",
+        "\n[[task]]",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            "sales.toml:8:1: rule \"loss-reason\": [loss_reason.review] without \"deadline\" (a task needs a deadline: add deadline = { after = \"1 workday\" })"
+        ]
+    );
+}
+
+#[test]
+fn deadline_forms_are_checked() {
+    let errs = errors(&OFFER.replace(
+        "{ after = \"2 workdays\", time = \"18:00\" }",
+        "{ before = \"1 day\", fallback = { after = \"1 day\" }, time = \"6pm\" }",
+    ));
+    assert_eq!(
+        errs,
+        vec![
+            "sales.toml:9:23: rule \"offer\": deadline \"before\" needs a \"field\" (add field = \"UF_CRM_EVENT_DATE\": the date it counts back from)",
+            "sales.toml:9:71: rule \"offer\": bad time of day \"6pm\" (write \"HH:MM\", as in time = \"18:00\")",
+            "sales.toml:9:32: rule \"offer\": \"fallback\" is only used when a deadline's field is empty (remove it, or add field = \"...\")",
+        ]
+    );
+    let errs = errors(&OFFER.replace("time = \"18:00\"", "before = \"1 day\""));
+    assert_eq!(
+        errs,
+        vec![
+            "sales.toml:9:36: rule \"offer\": deadline has both \"after\" and \"before\" (keep one of them)"
+        ]
+    );
+}
+
+#[test]
+fn a_tunnel_fires_on_won_by_default_and_on_lost_when_asked() {
+    let won = load(WON);
+    let lost_entry = entry("C1:LOSE", 1, StageSemantic::Failure);
+    let run = Run::new(deal(json!({})), lost_entry.clone());
+    assert!(run.evaluate(&won).decisions.is_empty());
+    let lost = load(&WON.replace("to_pipeline = 2", "stage = \"lost\"\nto_pipeline = 2"));
+    let names: Vec<String> = run
+        .evaluate(&lost)
+        .decisions
+        .into_iter()
+        .map(|d| d.rule)
+        .collect();
+    assert_eq!(names, vec!["repeat-sales"]);
+}
+
+#[test]
+fn several_reverting_rules_move_the_deal_back_once() {
+    let text = format!(
+        "{CONTRACT}\n[[require]]\nname = \"inn-again\"\nstage = \"C1:PREPARATION\"\nfields = [\"UF_CRM_INN\"]\n"
+    );
+    let evaluation = preparation().evaluate(&load(&text));
+    let moves = evaluation
+        .effects()
+        .filter(|(_, e)| matches!(e, Effect::MoveBack { .. }))
+        .count();
+    assert_eq!(moves, 1);
+    assert_eq!(evaluation.decisions[1].rule, "inn-again");
+    assert!(
+        evaluation.decisions[1]
+            .notes
+            .contains(&"the deal is already moved back by rule \"contract-details\"".to_string())
+    );
+}
+
+#[test]
+fn a_file_without_rules_loads_with_a_warning() {
+    let (set, warnings) = RuleSet::from_sources(&[
+        ("a.toml".into(), OFFER.into()),
+        ("b.toml".into(), "pipeline = 1\n".into()),
+    ])
+    .unwrap();
+    assert_eq!(set.len(), 1);
+    let shown: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        shown,
+        vec![
+            "b.toml: the file defines no rules (add [[task]], [[require]], [[loss_reason]], [[nps]] or [[tunnel]] sections, or remove the file)"
         ]
     );
 }
