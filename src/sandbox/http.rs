@@ -194,6 +194,29 @@ enum Fault {
     Malformed,
 }
 
+/// Rolls the fault dice once: the rates are consecutive slices of `0.0..1.0`.
+fn choose_fault(faults: &super::Faults, rng: &mut impl Rng) -> Fault {
+    let roll: f64 = rng.random();
+    let slices = [
+        (faults.error_rate, Fault::ErrorBefore),
+        (faults.error_after_rate, Fault::ErrorAfter),
+        (faults.drop_rate, Fault::DropBefore),
+        (faults.malformed_rate, Fault::Malformed),
+    ];
+    let mut edge = 0.0;
+    for (rate, fault) in slices {
+        edge += rate.max(0.0);
+        if roll < edge {
+            // A drop happens before or after executing, half and half.
+            if fault == Fault::DropBefore && rng.random_bool(0.5) {
+                return Fault::DropAfter;
+            }
+            return fault;
+        }
+    }
+    Fault::None
+}
+
 fn json_response(status: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
@@ -308,29 +331,7 @@ pub async fn handle(
             return error_response(&err);
         }
         let faults = shared.faults.clone();
-        let roll: f64 = shared.rng.random();
-        let mut edge = faults.error_rate;
-        let fault = if roll < edge {
-            Fault::ErrorBefore
-        } else if roll < {
-            edge += faults.error_after_rate;
-            edge
-        } {
-            Fault::ErrorAfter
-        } else if roll < {
-            edge += faults.drop_rate;
-            edge
-        } {
-            if shared.rng.random_bool(0.5) {
-                Fault::DropBefore
-            } else {
-                Fault::DropAfter
-            }
-        } else if roll < edge + faults.malformed_rate {
-            Fault::Malformed
-        } else {
-            Fault::None
-        };
+        let fault = choose_fault(&faults, &mut shared.rng);
         let ctx = CallCtx {
             offset: shared.portal.offset,
             started,

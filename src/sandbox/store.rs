@@ -521,7 +521,6 @@ impl PortalState {
             ("IS_MANUAL_OPPORTUNITY", json!("N")),
             ("TAX_VALUE", json!("0.00")),
             ("COMPANY_ID", json!("0")),
-            ("CONTACT_ID", json!("0")),
             ("BEGINDATE", json!(format_date(today, self.offset))),
             (
                 "CLOSEDATE",
