@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 pub const TOKEN: &str = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas";
 
 /// A running service and its portal.
+#[allow(dead_code)] // each test file uses a part of it
 pub struct TestApp {
     pub sim: SimPortal,
     pub port: u16,
@@ -123,6 +124,7 @@ pub async fn start_on(
     TestApp { sim, port, store, client: reqwest::Client::new(), dir, stop: Some(tx), task: Some(task) }
 }
 
+#[allow(dead_code)]
 impl TestApp {
     pub fn events_url(&self) -> String {
         format!("http://127.0.0.1:{}/bitrix24/events", self.port)

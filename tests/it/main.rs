@@ -2,4 +2,16 @@
 //! against the project's simulated Bitrix24 portal.
 
 mod helpers;
+
+// The service core (issue 2)
+mod crash;
+mod effects_once;
+mod faults;
+mod intake;
 mod stage_entries;
+mod sweep;
+
+// The rule language (issue 3)
+mod check;
+mod kinds;
+mod shipped_rules;
