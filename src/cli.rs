@@ -12,7 +12,11 @@ use crate::startup::{Application, shutdown_signal};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "b24-robot", version, about = "A sales department's standards, applied by themselves in Bitrix24")]
+#[command(
+    name = "b24-robot",
+    version,
+    about = "A sales department's standards, applied by themselves in Bitrix24"
+)]
 pub struct Cli {
     /// Config file (TOML). Default: b24-robot.toml in the working directory, if it exists.
     #[arg(long, global = true, value_name = "PATH")]
@@ -37,7 +41,10 @@ pub enum Command {
 
 /// Runs the parsed command; the exit code follows the convention above.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
@@ -91,10 +98,16 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
     };
     telemetry::init(settings.log.format, &settings.log.level);
     let Some(rules) = load_rules(&settings) else {
-        eprintln!("error: the rules do not load; nothing started (fix them, then start again: the sweep catches up)");
+        eprintln!(
+            "error: the rules do not load; nothing started (fix them, then start again: the sweep catches up)"
+        );
         return ExitCode::from(1);
     };
-    tracing::info!(rules = rules.len(), version = rules.version(), "rules loaded");
+    tracing::info!(
+        rules = rules.len(),
+        version = rules.version(),
+        "rules loaded"
+    );
     let app = match Application::build(settings, rules).await {
         Ok(app) => app,
         Err(error) => {
@@ -118,7 +131,12 @@ fn check(config: Option<PathBuf>) -> ExitCode {
     };
     match load_rules(&settings) {
         Some(rules) => {
-            println!("ok: {} rule(s) in {}, version {}", rules.len(), settings.rules.dir.display(), rules.version());
+            println!(
+                "ok: {} rule(s) in {}, version {}",
+                rules.len(),
+                settings.rules.dir.display(),
+                rules.version()
+            );
             ExitCode::SUCCESS
         }
         None => ExitCode::from(1),

@@ -52,7 +52,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
     }
 }
 
@@ -202,7 +206,9 @@ struct RawRules {
 
 impl Default for RawRules {
     fn default() -> Self {
-        RawRules { dir: "rules".into() }
+        RawRules {
+            dir: "rules".into(),
+        }
     }
 }
 
@@ -231,7 +237,9 @@ impl Default for RawCalendar {
     fn default() -> Self {
         RawCalendar {
             timezone: "Europe/Moscow".into(),
-            workdays: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+            workdays: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
             hours: "09:00-18:00".into(),
             holidays: Vec::new(),
         }
@@ -247,7 +255,10 @@ struct RawSync {
 
 impl Default for RawSync {
     fn default() -> Self {
-        RawSync { poll_interval: "60s".into(), dedupe_window: "24h".into() }
+        RawSync {
+            poll_interval: "60s".into(),
+            dedupe_window: "24h".into(),
+        }
     }
 }
 
@@ -282,7 +293,10 @@ struct RawLog {
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog { format: "pretty".into(), level: "info".into() }
+        RawLog {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
     }
 }
 
@@ -302,7 +316,11 @@ pub struct Sources {
 impl Sources {
     /// The sources of a real run: the given file and the process environment.
     pub fn from_process(file: Option<PathBuf>) -> Sources {
-        Sources { file, env: std::env::vars().collect(), overrides: Vec::new() }
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+            overrides: Vec::new(),
+        }
     }
 }
 
@@ -326,7 +344,9 @@ impl Settings {
         let mut builder = config::Config::builder();
         if let Some(path) = &file {
             builder = builder.add_source(
-                config::File::from(path.as_path()).format(config::FileFormat::Toml).required(true),
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
             );
         }
         let env: config::Map<String, String> = sources
@@ -376,7 +396,10 @@ fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> St
     // out as "unknown field `x`, expected one of ...": add where to look.
     match file {
         Some(path) if !text.contains(&path.display().to_string()) => {
-            format!("{text} (in {} or the B24ROBOT__ environment)", path.display())
+            format!(
+                "{text} (in {} or the B24ROBOT__ environment)",
+                path.display()
+            )
         }
         _ => text,
     }
@@ -391,11 +414,24 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     };
 
     let mut listen = None;
-    check("server.listen", raw.server.listen.parse::<SocketAddr>().map(|a| listen = Some(a)).map_err(
-        |_| format!("{:?} is not an address:port such as \"127.0.0.1:8080\"", raw.server.listen),
-    ));
+    check(
+        "server.listen",
+        raw.server
+            .listen
+            .parse::<SocketAddr>()
+            .map(|a| listen = Some(a))
+            .map_err(|_| {
+                format!(
+                    "{:?} is not an address:port such as \"127.0.0.1:8080\"",
+                    raw.server.listen
+                )
+            }),
+    );
     let mut max_body = 0;
-    check("server.max_body", parse_size(&raw.server.max_body).map(|v| max_body = v));
+    check(
+        "server.max_body",
+        parse_size(&raw.server.max_body).map(|v| max_body = v),
+    );
     let mut request_timeout = Duration::ZERO;
     check(
         "server.request_timeout",
@@ -403,34 +439,67 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     );
 
     let mut webhook_url = None;
-    check("portal.webhook_url", parse_webhook_url(&raw.portal.webhook_url).map(|v| webhook_url = v));
+    check(
+        "portal.webhook_url",
+        parse_webhook_url(&raw.portal.webhook_url).map(|v| webhook_url = v),
+    );
     check(
         "portal.requests_per_second",
-        positive(raw.portal.requests_per_second, "a number of requests per second above 0"),
+        positive(
+            raw.portal.requests_per_second,
+            "a number of requests per second above 0",
+        ),
     );
     check(
         "portal.burst",
-        if raw.portal.burst >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.portal.burst >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     let mut portal_timeout = Duration::ZERO;
-    check("portal.timeout", parse_duration(&raw.portal.timeout).map(|v| portal_timeout = v));
+    check(
+        "portal.timeout",
+        parse_duration(&raw.portal.timeout).map(|v| portal_timeout = v),
+    );
     check(
         "portal.max_attempts",
-        if raw.portal.max_attempts >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.portal.max_attempts >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     let mut portal_retry_base = Duration::ZERO;
-    check("portal.retry_base", parse_duration(&raw.portal.retry_base).map(|v| portal_retry_base = v));
+    check(
+        "portal.retry_base",
+        parse_duration(&raw.portal.retry_base).map(|v| portal_retry_base = v),
+    );
     let mut portal_retry_max = Duration::ZERO;
-    check("portal.retry_max", parse_duration(&raw.portal.retry_max).map(|v| portal_retry_max = v));
+    check(
+        "portal.retry_max",
+        parse_duration(&raw.portal.retry_max).map(|v| portal_retry_max = v),
+    );
 
     let mut poll_interval = Duration::ZERO;
-    check("sync.poll_interval", parse_duration(&raw.sync.poll_interval).map(|v| poll_interval = v));
+    check(
+        "sync.poll_interval",
+        parse_duration(&raw.sync.poll_interval).map(|v| poll_interval = v),
+    );
     let mut dedupe_window = Duration::ZERO;
-    check("sync.dedupe_window", parse_duration(&raw.sync.dedupe_window).map(|v| dedupe_window = v));
+    check(
+        "sync.dedupe_window",
+        parse_duration(&raw.sync.dedupe_window).map(|v| dedupe_window = v),
+    );
 
     check(
         "worker.concurrency",
-        if raw.worker.concurrency >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.worker.concurrency >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     check(
         "worker.deals_per_batch",
@@ -442,12 +511,22 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     );
     check(
         "worker.max_attempts",
-        if raw.worker.max_attempts >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.worker.max_attempts >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     let mut worker_retry_base = Duration::ZERO;
-    check("worker.retry_base", parse_duration(&raw.worker.retry_base).map(|v| worker_retry_base = v));
+    check(
+        "worker.retry_base",
+        parse_duration(&raw.worker.retry_base).map(|v| worker_retry_base = v),
+    );
     let mut worker_retry_max = Duration::ZERO;
-    check("worker.retry_max", parse_duration(&raw.worker.retry_max).map(|v| worker_retry_max = v));
+    check(
+        "worker.retry_max",
+        parse_duration(&raw.worker.retry_max).map(|v| worker_retry_max = v),
+    );
 
     let mut format = LogFormat::Pretty;
     check(
@@ -458,7 +537,9 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 format = LogFormat::Json;
                 Ok(())
             }
-            other => Err(format!("{other:?} is not a log format (use \"pretty\" or \"json\")")),
+            other => Err(format!(
+                "{other:?} is not a log format (use \"pretty\" or \"json\")"
+            )),
         },
     );
     check(
@@ -494,10 +575,17 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 retry_base: portal_retry_base,
                 retry_max: portal_retry_max,
             },
-            rules: RulesSettings { dir: base_dir.join(&raw.rules.dir) },
-            storage: StorageSettings { dir: base_dir.join(&raw.storage.dir) },
+            rules: RulesSettings {
+                dir: base_dir.join(&raw.rules.dir),
+            },
+            storage: StorageSettings {
+                dir: base_dir.join(&raw.storage.dir),
+            },
             calendar,
-            sync: SyncSettings { poll_interval, dedupe_window },
+            sync: SyncSettings {
+                poll_interval,
+                dedupe_window,
+            },
             worker: WorkerSettings {
                 concurrency: raw.worker.concurrency,
                 deals_per_batch: raw.worker.deals_per_batch,
@@ -505,14 +593,21 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 retry_base: worker_retry_base,
                 retry_max: worker_retry_max,
             },
-            log: LogSettings { format, level: raw.log.level },
+            log: LogSettings {
+                format,
+                level: raw.log.level,
+            },
         }),
         _ => Err(ConfigError::Invalid(errors)),
     }
 }
 
 fn positive(value: f64, what: &str) -> Result<(), String> {
-    if value.is_finite() && value > 0.0 { Ok(()) } else { Err(format!("{value} is not {what}")) }
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{value} is not {what}"))
+    }
 }
 
 fn parse_webhook_url(text: &str) -> Result<Option<Secret>, String> {
@@ -539,11 +634,13 @@ fn parse_webhook_url(text: &str) -> Result<Option<Secret>, String> {
 /// Parses `"60s"`, `"5m"`, `"24h"`, `"500ms"`, `"2d"` (also with spaces and long unit names).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (write e.g. \"500ms\", \"60s\", \"5m\", \"24h\")"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration (write e.g. \"500ms\", \"60s\", \"5m\", \"24h\")")
+    })?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "s" | "sec" | "second" | "seconds" => value,
@@ -552,7 +649,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" | "day" | "days" => value * 86400.0,
         "" => return Err(format!("{text:?} has no unit (write e.g. \"{number}s\")")),
         other => {
-            return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"));
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+            ));
         }
     };
     if !seconds.is_finite() || seconds <= 0.0 {
@@ -566,13 +665,18 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: usize =
-        number.parse().map_err(|_| format!("{text:?} is not a size (write e.g. \"64KiB\")"))?;
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write e.g. \"64KiB\")"))?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (use B, KiB or MiB)")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use B, KiB or MiB)"
+            ));
+        }
     };
     match value.checked_mul(factor) {
         Some(v) if v > 0 => Ok(v),
@@ -616,7 +720,9 @@ fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<String>> {
     for day in &raw.holidays {
         match NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d") {
             Ok(d) => holidays.push(d),
-            Err(_) => errors.push(format!("calendar.holidays: {day:?} is not a date YYYY-MM-DD")),
+            Err(_) => errors.push(format!(
+                "calendar.holidays: {day:?} is not a date YYYY-MM-DD"
+            )),
         }
     }
     match (tz, hours, errors.is_empty()) {
@@ -646,7 +752,10 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> Sources {
         Sources {
             file: None,
-            env: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             overrides: Vec::new(),
         }
     }
@@ -664,7 +773,10 @@ mod tests {
     #[test]
     fn environment_sets_keys_and_lists() {
         let s = Settings::load(&env(&[
-            ("B24ROBOT__PORTAL__WEBHOOK_URL", "https://x.bitrix24.ru/rest/1/abc"),
+            (
+                "B24ROBOT__PORTAL__WEBHOOK_URL",
+                "https://x.bitrix24.ru/rest/1/abc",
+            ),
             ("B24ROBOT__PORTAL__APPLICATION_TOKEN", "12345"),
             ("B24ROBOT__PORTAL__REQUESTS_PER_SECOND", "1.5"),
             ("B24ROBOT__CALENDAR__WORKDAYS", "mon,tue"),
@@ -691,7 +803,10 @@ mod tests {
         assert!(text.contains("sync.poll_interval"), "{text}");
         assert!(text.contains("calendar.timezone"), "{text}");
         assert!(text.contains("portal.webhook_url"), "{text}");
-        assert!(!text.contains("secret"), "the URL must not be echoed: {text}");
+        assert!(
+            !text.contains("secret"),
+            "the URL must not be echoed: {text}"
+        );
     }
 
     #[test]
@@ -702,8 +817,14 @@ mod tests {
 
     #[test]
     fn missing_explicit_config_file_is_an_error() {
-        let sources = Sources { file: Some("/nonexistent/b24.toml".into()), ..Sources::default() };
-        assert!(matches!(Settings::load(&sources), Err(ConfigError::FileNotFound(_))));
+        let sources = Sources {
+            file: Some("/nonexistent/b24.toml".into()),
+            ..Sources::default()
+        };
+        assert!(matches!(
+            Settings::load(&sources),
+            Err(ConfigError::FileNotFound(_))
+        ));
     }
 
     #[test]
@@ -711,7 +832,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("conf.toml");
         std::fs::write(&path, "[rules]\ndir = \"my-rules\"\n").expect("write");
-        let s = Settings::load(&Sources { file: Some(path), ..Sources::default() }).expect("ok");
+        let s = Settings::load(&Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .expect("ok");
         assert_eq!(s.rules.dir, dir.path().join("my-rules"));
         assert_eq!(s.storage.dir, dir.path().join("data"));
     }
@@ -719,12 +844,18 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug() {
         let s = Settings::load(&env(&[
-            ("B24ROBOT__PORTAL__WEBHOOK_URL", "https://x.bitrix24.ru/rest/1/topsecret/"),
+            (
+                "B24ROBOT__PORTAL__WEBHOOK_URL",
+                "https://x.bitrix24.ru/rest/1/topsecret/",
+            ),
             ("B24ROBOT__PORTAL__APPLICATION_TOKEN", "tokensecret"),
         ]))
         .expect("valid");
         let debug = format!("{s:?}");
-        assert!(!debug.contains("topsecret") && !debug.contains("tokensecret"), "{debug}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains("tokensecret"),
+            "{debug}"
+        );
     }
 
     #[test]

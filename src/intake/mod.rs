@@ -50,7 +50,10 @@ pub struct IntakeCounters {
 
 pub fn router(state: IntakeState, max_body: usize) -> Router {
     Router::new()
-        .route("/bitrix24/events", post(receive_event).layer(DefaultBodyLimit::max(max_body)))
+        .route(
+            "/bitrix24/events",
+            post(receive_event).layer(DefaultBodyLimit::max(max_body)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -67,16 +70,25 @@ async fn readyz(State(state): State<IntakeState>) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive_event(
+    State(state): State<IntakeState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let counters = &state.counters;
     // The body limit layer has already answered 413 for a body over `server.max_body`.
     let form = FormBody::parse(&body);
     if !token_matches(form.application_token(), state.application_token.expose()) {
         counters.unauthorized.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("event refused: wrong or missing auth[application_token]");
-        return reply(StatusCode::UNAUTHORIZED, "wrong or missing auth[application_token]");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "wrong or missing auth[application_token]",
+        );
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let parsed = check_content_type(content_type).and_then(|()| parse_event(&form));
     let event = match parsed {
         Ok(event) => event,
@@ -88,7 +100,11 @@ async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, bod
     };
     if !event.name().is_recorded() {
         counters.ignored.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(event = event.name().as_str(), deal_id = event.deal_id(), "event ignored");
+        tracing::debug!(
+            event = event.name().as_str(),
+            deal_id = event.deal_id(),
+            "event ignored"
+        );
         return reply(StatusCode::OK, "ignored");
     }
     if state.closing.load(Ordering::SeqCst) {
@@ -97,7 +113,12 @@ async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, bod
     match record(&state, &event).await {
         Ok(Recorded::New { event_id }) => {
             counters.recorded.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(event_id, deal_id = event.deal_id(), event = event.name().as_str(), "event recorded");
+            tracing::debug!(
+                event_id,
+                deal_id = event.deal_id(),
+                event = event.name().as_str(),
+                "event recorded"
+            );
             state.scheduler.wake(event.deal_id());
             reply(StatusCode::OK, "recorded")
         }
@@ -108,14 +129,20 @@ async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, bod
         Err(error) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(deal_id = event.deal_id(), %error, "event could not be recorded");
-            reply(StatusCode::SERVICE_UNAVAILABLE, "could not record the event")
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not record the event",
+            )
         }
     }
 }
 
 /// Records the event and flushes. A duplicate is flushed too: the first copy may still be on its
 /// way to disk, and its 200 must not go out before it is there.
-async fn record(state: &IntakeState, event: &event::DealEvent) -> Result<Recorded, crate::store::StoreError> {
+async fn record(
+    state: &IntakeState,
+    event: &event::DealEvent,
+) -> Result<Recorded, crate::store::StoreError> {
     let store = state.store.clone();
     let key = event.dedupe_key().to_string();
     let deal_id = event.deal_id();
@@ -126,9 +153,16 @@ async fn record(state: &IntakeState, event: &event::DealEvent) -> Result<Recorde
         Ok(recorded)
     })
     .await
-    .map_err(|e| crate::store::StoreError::Sled(sled::Error::Unsupported(format!("intake task: {e}"))))?
+    .map_err(|e| {
+        crate::store::StoreError::Sled(sled::Error::Unsupported(format!("intake task: {e}")))
+    })?
 }
 
 fn reply(status: StatusCode, text: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{text}\n"),
+    )
+        .into_response()
 }

@@ -58,7 +58,13 @@ impl RulesHandle {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activity {
     /// A new stage entry was recorded; `acted` tells whether the rules ran for it.
-    StageEntry { deal_id: u64, entry_id: u64, stage_id: String, acted: bool, note: String },
+    StageEntry {
+        deal_id: u64,
+        entry_id: u64,
+        stage_id: String,
+        acted: bool,
+        note: String,
+    },
     /// An effect was applied (`id` from Bitrix24) or failed for good.
     Effect {
         deal_id: u64,
@@ -107,7 +113,10 @@ impl Worker {
             let stop = stop.clone();
             rounds.spawn(async move {
                 loop {
-                    let deals = worker.scheduler.take(worker.settings.deals_per_batch, &stop).await;
+                    let deals = worker
+                        .scheduler
+                        .take(worker.settings.deals_per_batch, &stop)
+                        .await;
                     if deals.is_empty() {
                         break;
                     }
