@@ -22,6 +22,8 @@ use crate::calendar::Calendar;
 pub const ENV_PREFIX: &str = "B24ROBOT";
 /// The config file read when `--config` is not given; its absence is fine.
 pub const DEFAULT_CONFIG_FILE: &str = "b24-robot.toml";
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 2] = ["calendar.workdays", "calendar.holidays"];
 
 /// Why the settings could not be loaded. Each message names the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -349,21 +351,38 @@ impl Settings {
                     .required(true),
             );
         }
-        let env: config::Map<String, String> = sources
-            .env
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // Lists from the environment are comma-separated. They are split here rather than by
+        // `config`'s list parsing, which only works with `try_parsing`, and that would also turn
+        // an all-digit token such as "0123" into the number 123.
+        let mut env: config::Map<String, String> = config::Map::new();
+        let mut lists: Vec<(String, Vec<String>)> = Vec::new();
+        for (k, v) in &sources.env {
+            let Some(rest) = k.strip_prefix(&format!("{ENV_PREFIX}__")) else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            if LIST_KEYS.contains(&key.as_str()) {
+                let items = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from);
+                lists.push((key, items.collect()));
+            } else {
+                env.insert(k.clone(), v.clone());
+            }
+        }
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("calendar.workdays")
-                .with_list_parse_key("calendar.holidays")
                 .source(Some(env)),
         );
+        for (key, items) in lists {
+            builder = builder
+                .set_override(key.as_str(), items)
+                .map_err(|e| ConfigError::Source(e.to_string()))?;
+        }
         for (key, value) in &sources.overrides {
             builder = builder
                 .set_override(key.as_str(), value.as_str())
@@ -780,6 +799,8 @@ mod tests {
             ("B24ROBOT__PORTAL__APPLICATION_TOKEN", "12345"),
             ("B24ROBOT__PORTAL__REQUESTS_PER_SECOND", "1.5"),
             ("B24ROBOT__CALENDAR__WORKDAYS", "mon,tue"),
+            ("B24ROBOT__CALENDAR__HOLIDAYS", "2027-01-01, 2027-01-02"),
+            ("B24ROBOT__SERVER__ADMIN_TOKEN", "0123"),
             ("OTHER", "ignored"),
         ]))
         .expect("valid");
@@ -789,6 +810,23 @@ mod tests {
         );
         assert_eq!(s.portal.application_token.expose(), "12345");
         assert_eq!(s.portal.requests_per_second, 1.5);
+        assert_eq!(
+            s.server.admin_token.expose(),
+            "0123",
+            "an all-digit secret stays text"
+        );
+        assert!(
+            s.calendar
+                .is_working_day(chrono::NaiveDate::from_ymd_opt(2027, 1, 4).expect("date"))
+        );
+        assert!(
+            !s.calendar
+                .is_working_day(chrono::NaiveDate::from_ymd_opt(2027, 1, 6).expect("date"))
+        );
+        assert!(
+            !s.calendar
+                .is_working_day(chrono::NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"))
+        );
     }
 
     #[test]

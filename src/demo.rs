@@ -244,7 +244,17 @@ impl Story {
     }
 
     /// As `settle`, waiting at least `min` (for the sweep).
+    ///
+    /// It ends at the start of a new second: Bitrix24's `ts` counts seconds, and two deliveries
+    /// of the same event name for the same deal in one second are one delivery to the service
+    /// (its dedupe key). People do not click that fast; a scripted story does.
     async fn settle_for(&mut self, min: Duration) {
+        self.wait(min).await;
+        let into_second = crate::store::now_ms() % 1000;
+        tokio::time::sleep(Duration::from_millis(1000 - into_second)).await;
+    }
+
+    async fn wait(&mut self, min: Duration) {
         let start = Instant::now();
         let mut quiet_since = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
