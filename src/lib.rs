@@ -24,6 +24,7 @@ pub mod calendar;
 pub mod cli;
 pub mod configuration;
 pub mod demo;
+pub mod dry_run;
 pub mod intake;
 pub mod rules;
 pub mod sandbox;

@@ -752,5 +752,9 @@ fn field_moment(
 /// message often does), so that appended sentences never read "..".
 fn end_sentence(text: &str) -> String {
     let trimmed = text.trim_end();
-    if trimmed.ends_with(['.', '!', '?']) { trimmed.to_string() } else { format!("{trimmed}.") }
+    if trimmed.ends_with(['.', '!', '?']) {
+        trimmed.to_string()
+    } else {
+        format!("{trimmed}.")
+    }
 }

@@ -24,12 +24,13 @@ pub fn marker(deal_id: u64, entry_id: u64, rule: &str, index: u32) -> String {
     format!("b24robot:{deal_id}:{entry_id}:{rule}:{index}")
 }
 
-/// Builds the REST call of an effect. `resolve` maps a person to a user id (or why not).
+/// Builds the REST call of an effect. `resolve` maps a person to the value sent for them: a user
+/// id for the worker, a `<unresolved: ...>` placeholder for `dry-run` (or why not at all).
 pub fn plan(
     effect: &Effect,
     deal_id: u64,
     marker: String,
-    resolve: &mut dyn FnMut(&Person) -> Result<u64, String>,
+    resolve: &mut dyn FnMut(&Person) -> Result<Value, String>,
 ) -> Result<PlannedCall, String> {
     match effect {
         Effect::CreateTask(task) => {
@@ -212,7 +213,7 @@ mod tests {
     #[test]
     fn a_task_is_bound_to_the_deal_and_carries_its_marker() {
         let call = plan(&task(), 5, marker(5, 100, "call", 0), &mut |p| match p {
-            Person::User(u) => Ok(*u),
+            Person::User(u) => Ok(json!(u)),
             _ => Err("no".into()),
         })
         .expect("planned");

@@ -14,7 +14,7 @@
 //! with its `XML_ID` compared here; a copy by `ORIGINATOR_ID`/`ORIGIN_ID`) and creates it only
 //! when it is not there.
 
-mod effects;
+pub mod effects;
 mod portal;
 mod round;
 mod scheduler;
@@ -31,7 +31,7 @@ use crate::configuration::WorkerSettings;
 use crate::rules::RuleSet;
 use crate::store::Store;
 
-pub use effects::{ORIGINATOR, marker};
+pub use effects::{ORIGINATOR, PlannedCall, marker, plan};
 pub use portal::{CatalogCache, People};
 pub use scheduler::Scheduler;
 pub use sweep::{ensure_history_floor, sweep_once};

@@ -442,13 +442,14 @@ impl Worker {
                 }
             }
         }
-        let mut resolve = |person: &Person| -> Result<u64, String> {
+        let mut resolve = |person: &Person| -> Result<Value, String> {
             match person {
-                Person::User(id) => Ok(*id),
+                Person::User(id) => Ok(json!(id)),
                 Person::SupervisorOf(user) => supervisors
                     .get(user)
                     .cloned()
-                    .unwrap_or_else(|| Err("no supervisor".into())),
+                    .unwrap_or_else(|| Err("no supervisor".into()))
+                    .map(|id| json!(id)),
                 Person::Unresolved(why) => Err(format!("responsible not resolved: {why}")),
             }
         };
