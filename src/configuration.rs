@@ -897,6 +897,24 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_every_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b24-robot.toml");
+        let example = include_str!("../b24-robot.example.toml");
+        std::fs::write(&path, example).expect("write");
+        let s = Settings::load(&Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .expect("the example loads");
+        let d = Settings::defaults();
+        assert_eq!(format!("{:?}", s.server), format!("{:?}", d.server));
+        assert_eq!(format!("{:?}", s.sync), format!("{:?}", d.sync));
+        assert_eq!(format!("{:?}", s.worker), format!("{:?}", d.worker));
+        assert_eq!(s.portal.burst, d.portal.burst);
+    }
+
+    #[test]
     fn durations_and_sizes_parse() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));

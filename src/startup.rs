@@ -193,7 +193,11 @@ impl Application {
 
         let closing = intake.closing.clone();
         let stop_http = CancellationToken::new();
-        let app = intake::router(intake.clone(), settings.server.max_body);
+        let app = intake::router(
+            intake.clone(),
+            settings.server.max_body,
+            settings.server.request_timeout,
+        );
         let http = {
             let stop_http = stop_http.clone();
             tokio::spawn(async move {

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -48,7 +49,9 @@ pub struct IntakeCounters {
     pub failed: AtomicU64,
 }
 
-pub fn router(state: IntakeState, max_body: usize) -> Router {
+/// The service's routes. `request_timeout` bounds a whole request, body included, so a client
+/// that sends its body slowly cannot hold a connection for long.
+pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) -> Router {
     Router::new()
         .route(
             "/bitrix24/events",
@@ -57,6 +60,14 @@ pub fn router(state: IntakeState, max_body: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| async move {
+                match tokio::time::timeout(request_timeout, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => reply(StatusCode::REQUEST_TIMEOUT, "request timed out"),
+                }
+            },
+        ))
 }
 
 async fn readyz(State(state): State<IntakeState>) -> Response {
