@@ -74,10 +74,11 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Loads the settings; every problem is printed (with `file:line:col` where it is in the file).
 fn load_settings(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
-    Settings::load(&Sources::from_process(config)).map_err(|error| {
-        for line in error.to_string().lines() {
-            eprintln!("error: {line}");
+    crate::configuration::check(&Sources::from_process(config)).map_err(|problems| {
+        for problem in problems {
+            eprintln!("error: {problem}");
         }
         ExitCode::from(1)
     })

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime, Weekday};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calendar::Calendar;
 
@@ -139,7 +139,7 @@ pub struct LogSettings {
 // ---------------------------------------------------------------------------------------------
 // The raw layer: the file and the environment as written.
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSettings {
     server: RawServer,
@@ -152,7 +152,7 @@ struct RawSettings {
     log: RawLog,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
@@ -172,7 +172,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawPortal {
     webhook_url: String,
@@ -200,7 +200,7 @@ impl Default for RawPortal {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawRules {
     dir: String,
@@ -214,7 +214,7 @@ impl Default for RawRules {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
     dir: String,
@@ -226,7 +226,7 @@ impl Default for RawStorage {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCalendar {
     timezone: String,
@@ -248,7 +248,7 @@ impl Default for RawCalendar {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSync {
     poll_interval: String,
@@ -264,7 +264,7 @@ impl Default for RawSync {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawWorker {
     concurrency: usize,
@@ -286,7 +286,7 @@ impl Default for RawWorker {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawLog {
     format: String,
@@ -764,6 +764,166 @@ fn parse_weekday(text: &str) -> Option<Weekday> {
     }
 }
 
+/// One problem of a config file, for `b24-robot check`: where it is, when it is in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// `file:line:col` when the problem is in the file; `None` for the environment or defaults.
+    pub location: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(at) => write!(f, "{at}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every key the settings know, as `section.key`.
+fn known_keys() -> Vec<(String, Vec<String>)> {
+    match serde_json::to_value(RawSettings::default()) {
+        Ok(serde_json::Value::Object(sections)) => sections
+            .into_iter()
+            .map(|(section, keys)| {
+                let keys = keys
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default();
+                (section, keys)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Loads the settings like [`Settings::load`], but reports every problem of the config file with
+/// its `file:line:col` (the file is re-read with spans): syntax errors, unknown keys with a
+/// suggestion, and bad values. Problems from the environment name their variable.
+pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
+    let path = sources.file.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+        default.is_file().then_some(default)
+    });
+    let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    let mut problems = Vec::new();
+    let mut spans: HashMap<String, (usize, usize)> = HashMap::new();
+    if let (Some(path), Some(text)) = (&path, &text) {
+        let name = path.display().to_string();
+        let index = crate::rules::LineIndex::new(text);
+        let at = |offset: usize| {
+            let (line, col) = index.position(text, offset);
+            format!("{name}:{line}:{col}")
+        };
+        let (table, errors) = toml::de::DeTable::parse_recoverable(text);
+        for e in &errors {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            problems.push(ConfigProblem {
+                location: Some(at(offset)),
+                message: e.message().trim().to_string(),
+            });
+        }
+        let known = known_keys();
+        let sections: Vec<&str> = known.iter().map(|(s, _)| s.as_str()).collect();
+        for (section, value) in table.get_ref().iter() {
+            let section_name = section.get_ref().as_ref();
+            let Some((_, keys)) = known.iter().find(|(s, _)| s == section_name) else {
+                let hint = crate::rules::suggest(section_name, &sections)
+                    .map(|s| format!(" (did you mean [{s}]?)"))
+                    .unwrap_or_else(|| format!(" (sections: {})", sections.join(", ")));
+                problems.push(ConfigProblem {
+                    location: Some(at(section.span().start)),
+                    message: format!("unknown section or key \"{section_name}\"{hint}"),
+                });
+                continue;
+            };
+            let Some(inner) = value.get_ref().as_table() else {
+                problems.push(ConfigProblem {
+                    location: Some(at(value.span().start)),
+                    message: format!("[{section_name}] must be a table of keys"),
+                });
+                continue;
+            };
+            let key_names: Vec<&str> = keys.iter().map(String::as_str).collect();
+            for (key, value) in inner.iter() {
+                let key_name = key.get_ref().as_ref();
+                let full = format!("{section_name}.{key_name}");
+                if key_names.contains(&key_name) {
+                    spans.insert(full, index.position(text, value.span().start));
+                } else {
+                    let hint = crate::rules::suggest(key_name, &key_names)
+                        .map(|k| format!(" (did you mean \"{k}\"?)"))
+                        .unwrap_or_else(|| {
+                            format!(" (keys of [{section_name}]: {})", key_names.join(", "))
+                        });
+                    problems.push(ConfigProblem {
+                        location: Some(at(key.span().start)),
+                        message: format!("unknown key \"{full}\"{hint}"),
+                    });
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+    }
+    let known = known_keys();
+    for var in sources.env.keys() {
+        let Some(rest) = var.strip_prefix(&format!("{ENV_PREFIX}__")) else {
+            continue;
+        };
+        let key = rest.to_ascii_lowercase();
+        let (section, name) = key.split_once("__").unwrap_or((key.as_str(), ""));
+        let keys = known.iter().find(|(s, _)| s == section).map(|(_, k)| k);
+        if keys.is_none_or(|k| !k.iter().any(|k| k == name)) {
+            let candidates: Vec<String> = known
+                .iter()
+                .flat_map(|(s, k)| k.iter().map(move |k| format!("{s}__{k}")))
+                .collect();
+            let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
+            let hint = crate::rules::suggest(&key, &refs)
+                .map(|k| format!(" (did you mean {ENV_PREFIX}__{}?)", k.to_ascii_uppercase()))
+                .unwrap_or_default();
+            problems.push(ConfigProblem {
+                location: None,
+                message: format!("environment variable {var}: unknown key{hint}"),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    match Settings::load(sources) {
+        Ok(settings) => Ok(settings),
+        Err(ConfigError::Invalid(lines)) => {
+            let name = path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            for line in lines {
+                let key = line.split(':').next().unwrap_or("").trim().to_string();
+                let location = spans.get(&key).map(|(l, c)| format!("{name}:{l}:{c}"));
+                let env_name = format!(
+                    "{ENV_PREFIX}__{}",
+                    key.to_ascii_uppercase().replace('.', "__")
+                );
+                let message = if location.is_none() && sources.env.contains_key(&env_name) {
+                    format!("{line} (from the environment, {env_name})")
+                } else {
+                    line
+                };
+                problems.push(ConfigProblem { location, message });
+            }
+            Err(problems)
+        }
+        Err(other) => Err(vec![ConfigProblem {
+            location: None,
+            message: other.to_string(),
+        }]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -912,6 +1072,45 @@ mod tests {
         assert_eq!(format!("{:?}", s.sync), format!("{:?}", d.sync));
         assert_eq!(format!("{:?}", s.worker), format!("{:?}", d.worker));
         assert_eq!(s.portal.burst, d.portal.burst);
+    }
+
+    #[test]
+    fn check_points_at_unknown_keys_and_bad_values_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("conf.toml");
+        std::fs::write(&path, "[portal]\nwebhok_url = \"x\"\n").expect("write");
+        let problems = check(&Sources {
+            file: Some(path.clone()),
+            ..Sources::default()
+        })
+        .expect_err("bad");
+        let text = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.ends_with(
+                "conf.toml:2:1: unknown key \"portal.webhok_url\" (did you mean \"webhook_url\"?)"
+            ),
+            "{text}"
+        );
+
+        std::fs::write(&path, "[sync]\npoll_interval = \"soon\"\n").expect("write");
+        let problems = check(&Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .expect_err("bad");
+        let text = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("conf.toml:2:17: sync.poll_interval: \"soon\" is not a duration"),
+            "{text}"
+        );
     }
 
     #[test]
