@@ -19,6 +19,10 @@ use crate::store::{
     RECORD_VERSION, StoreError, now_ms,
 };
 
+/// Effect indexes from here on are the comments linking a tunnel copy with its source, made
+/// after the copy (they need its id); a rule's own effects are numbered from 0.
+const LINK_COMMENTS: u32 = 1000;
+
 /// How a deal's job ends this round.
 #[derive(Debug, Clone, PartialEq)]
 enum Ending {
@@ -257,6 +261,21 @@ impl Worker {
                         effect.state = EffectState::Done { id: id.clone() };
                         effect.updated_at_ms = now_ms();
                         self.store.put_effect(&effect)?;
+                        if effect.kind == EffectKind::CopyDeal {
+                            // The crash may have come before the link comments were recorded.
+                            let known = self.store.effects(deal_id)?;
+                            for link in self.link_comments(&effect, &id) {
+                                let exists = known.iter().any(|e| {
+                                    e.entry_id == link.entry_id
+                                        && e.rule == link.rule
+                                        && e.index == link.index
+                                });
+                                if !exists {
+                                    self.store.put_effect(&link)?;
+                                    job.writes.push(link);
+                                }
+                            }
+                        }
                         self.emit_effect(&effect, Ok(id));
                         continue;
                     }
@@ -558,6 +577,18 @@ impl Worker {
 
     /// Sends every write of the round in one batch and records each result.
     async fn write(&self, jobs: &mut [Job]) -> Result<(), StoreError> {
+        // A second pass only for follow-ups of this round's writes (the comments linking a
+        // tunnel copy with its source need the copy's id).
+        for _ in 0..2 {
+            if !self.write_once(jobs).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the jobs' writes; returns whether follow-up writes were recorded for another pass.
+    async fn write_once(&self, jobs: &mut [Job]) -> Result<bool, StoreError> {
         let mut calls = Vec::new();
         let mut owners = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
@@ -570,9 +601,10 @@ impl Worker {
             }
         }
         if calls.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let results = self.client.batch(calls, Retry::Unsafe).await;
+        let mut follow_ups: Vec<Vec<EffectRecord>> = vec![Vec::new(); jobs.len()];
         for ((j, w), result) in owners.into_iter().zip(results) {
             let job = &mut jobs[j];
             let mut effect = job.writes[w].clone();
@@ -583,6 +615,9 @@ impl Worker {
                         tracing::info!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
                             event_id = job.event_id(), method = %effect.method, id = %id, "effect applied");
                         effect.state = EffectState::Done { id: id.clone() };
+                        if effect.kind == EffectKind::CopyDeal {
+                            follow_ups[j].extend(self.link_comments(&effect, &id));
+                        }
                         self.emit_effect(&effect, Ok(id));
                     }
                     None => {
@@ -614,7 +649,64 @@ impl Worker {
             }
             self.store.put_effect(&effect)?;
         }
-        self.store.flush_async().await
+        let mut more = false;
+        for (job, next) in jobs.iter_mut().zip(follow_ups) {
+            for effect in &next {
+                self.store.put_effect(effect)?;
+            }
+            more |= !next.is_empty();
+            job.writes = next;
+        }
+        self.store.flush_async().await?;
+        Ok(more)
+    }
+
+    /// The two timeline comments that link a tunnel copy and its source deal, as intents.
+    fn link_comments(&self, copy: &EffectRecord, copy_id: &str) -> Vec<EffectRecord> {
+        let origin = &self.portal_origin;
+        let source = copy.deal_id;
+        let pipeline = copy
+            .params
+            .pointer("/fields/CATEGORY_ID")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let texts = [
+            (
+                source.to_string(),
+                format!(
+                    "Copied into pipeline {pipeline} as deal #{copy_id}: {origin}/crm/deal/details/{copy_id}/ (rule \"{}\")",
+                    copy.rule
+                ),
+            ),
+            (
+                copy_id.to_string(),
+                format!(
+                    "Copy of deal #{source}: {origin}/crm/deal/details/{source}/ (rule \"{}\")",
+                    copy.rule
+                ),
+            ),
+        ];
+        texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (on, text))| {
+                let index = LINK_COMMENTS + copy.index * 2 + i as u32;
+                EffectRecord {
+                    v: RECORD_VERSION,
+                    deal_id: copy.deal_id,
+                    entry_id: copy.entry_id,
+                    rule: copy.rule.clone(),
+                    index,
+                    kind: EffectKind::Comment,
+                    method: "crm.timeline.comment.add".into(),
+                    params: json!({ "fields": { "ENTITY_ID": on.parse::<u64>().map(Value::from).unwrap_or(Value::String(on)), "ENTITY_TYPE": "deal", "COMMENT": text } }),
+                    marker: effects::marker(copy.deal_id, copy.entry_id, &copy.rule, index),
+                    state: EffectState::Pending,
+                    attempts: 1,
+                    updated_at_ms: now_ms(),
+                }
+            })
+            .collect()
     }
 
     /// Completes, retries or postpones every job of the round, then frees its deals.
