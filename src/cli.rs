@@ -30,7 +30,12 @@ pub enum Command {
     /// Run the service: take the portal's events, apply the rules.
     Serve,
     /// Load the config and every rule file; report every problem; exit 1 if there is one.
-    Check,
+    Check {
+        /// Also check, against the live portal, that every pipeline, stage, field and list value
+        /// the rules name exists.
+        #[arg(long)]
+        portal: bool,
+    },
     /// Print the writes the rules would make for a deal entering its stage; touches no portal.
     DryRun {
         /// A crm.deal.get answer (JSON), with or without its {"result": ...} envelope.
@@ -67,7 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Serve => runtime.block_on(serve(cli.config)),
-        Command::Check => check(cli.config),
+        Command::Check { portal } => runtime.block_on(check(cli.config, portal)),
         Command::DryRun { deal, from, rules } => dry_run(cli.config, &deal, &from, rules),
         Command::Healthcheck => runtime.block_on(healthcheck(cli.config)),
         Command::Demo { rules } => runtime.block_on(crate::demo::run(rules)),
@@ -141,22 +146,45 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn check(config: Option<PathBuf>) -> ExitCode {
+async fn check(config: Option<PathBuf>, portal: bool) -> ExitCode {
     let settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    match load_rules(&settings) {
-        Some(rules) => {
+    let Some(rules) = load_rules(&settings) else {
+        return ExitCode::from(1);
+    };
+    println!(
+        "ok: {} rule(s) in {}, version {}",
+        rules.len(),
+        settings.rules.dir.display(),
+        rules.version()
+    );
+    if !portal {
+        return ExitCode::SUCCESS;
+    }
+    let client = match crate::startup::client(&settings) {
+        Ok(c) => c,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match crate::portal_check::check(&rules, &client).await {
+        Ok(problems) if problems.is_empty() => {
             println!(
-                "ok: {} rule(s) in {}, version {}",
-                rules.len(),
-                settings.rules.dir.display(),
-                rules.version()
+                "ok: every pipeline, stage, field and list value the rules name exists on the portal"
             );
             ExitCode::SUCCESS
         }
-        None => ExitCode::from(1),
+        Ok(problems) => {
+            print_diagnostics(&problems);
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("error: the portal could not be read: {error}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod configuration;
 pub mod demo;
 pub mod dry_run;
 pub mod intake;
+pub mod portal_check;
 pub mod rules;
 pub mod sandbox;
 pub mod startup;

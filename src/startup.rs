@@ -44,6 +44,27 @@ pub enum StartupError {
     Serve(std::io::Error),
 }
 
+/// The REST client the settings describe.
+pub fn client(settings: &Settings) -> Result<Client, StartupError> {
+    let webhook = settings
+        .portal
+        .webhook_url
+        .clone()
+        .ok_or(StartupError::NoWebhook)?;
+    let webhook_url = url::Url::parse(webhook.expose())
+        .map_err(|e| StartupError::Client(format!("portal.webhook_url: {e}")))?;
+    Client::new(ClientSettings {
+        webhook_url,
+        requests_per_second: settings.portal.requests_per_second,
+        burst: settings.portal.burst,
+        timeout: settings.portal.timeout,
+        max_attempts: settings.portal.max_attempts,
+        backoff_base: settings.portal.retry_base,
+        backoff_max: settings.portal.retry_max,
+    })
+    .map_err(|e| StartupError::Client(e.to_string()))
+}
+
 pub struct Application {
     listener: TcpListener,
     port: u16,
@@ -63,23 +84,7 @@ impl Application {
         rules: RuleSet,
         activity: Option<mpsc::UnboundedSender<Activity>>,
     ) -> Result<Application, StartupError> {
-        let webhook = settings
-            .portal
-            .webhook_url
-            .clone()
-            .ok_or(StartupError::NoWebhook)?;
-        let webhook_url = url::Url::parse(webhook.expose())
-            .map_err(|e| StartupError::Client(format!("portal.webhook_url: {e}")))?;
-        let client = Client::new(ClientSettings {
-            webhook_url,
-            requests_per_second: settings.portal.requests_per_second,
-            burst: settings.portal.burst,
-            timeout: settings.portal.timeout,
-            max_attempts: settings.portal.max_attempts,
-            backoff_base: settings.portal.retry_base,
-            backoff_max: settings.portal.retry_max,
-        })
-        .map_err(|e| StartupError::Client(e.to_string()))?;
+        let client = client(&settings)?;
 
         std::fs::create_dir_all(&settings.storage.dir).map_err(|e| {
             StoreError::Sled(sled::Error::Io(std::io::Error::new(

@@ -95,7 +95,7 @@ pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
     let lower = word.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (edit_distance(&lower, c), *c))
+        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), *c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)

@@ -24,7 +24,7 @@ pub use evaluate::{
 };
 pub use model::{Rule, RuleKind};
 
-use model::{Body, DeadlineBase, PersonRef};
+use model::{Body, DeadlineBase, PersonRef, StageMatch};
 
 /// A loaded, valid set of rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,13 +148,65 @@ impl RuleSet {
     /// Every deal field the rules name (templates, `when`, require, deadlines, people,
     /// tunnels), sorted; `check --portal` verifies that the portal has them.
     pub fn referenced_fields(&self) -> Vec<String> {
+        let fields: BTreeSet<String> = self
+            .rules
+            .iter()
+            .flat_map(Rule::referenced_fields)
+            .collect();
+        fields.into_iter().collect()
+    }
+}
+
+/// What one rule names on the portal, for `check --portal`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortalRefs {
+    /// Pipelines (`CATEGORY_ID`): the rule's own and a tunnel's target.
+    pub pipelines: Vec<u64>,
+    /// Exact stage ids: the rule's stage and a tunnel's target stage.
+    pub stages: Vec<String>,
+    /// Deal fields.
+    pub fields: Vec<String>,
+    /// A loss reason's field and its accepted values (option labels of a list field).
+    pub allowed: Option<(String, Vec<String>)>,
+}
+
+impl Rule {
+    /// The pipelines, stages, fields and list values this rule names.
+    pub fn portal_refs(&self) -> PortalRefs {
+        let mut refs = PortalRefs {
+            fields: self.referenced_fields().into_iter().collect(),
+            ..PortalRefs::default()
+        };
+        refs.pipelines.extend(self.pipeline);
+        if let StageMatch::Exact(stage) = &self.stage {
+            refs.stages.push(stage.clone());
+        }
+        match &self.body {
+            Body::Tunnel(tunnel) => {
+                refs.pipelines.push(tunnel.to_pipeline);
+                refs.stages.push(tunnel.to_stage.clone());
+            }
+            Body::LossReason(loss) => {
+                refs.allowed = loss
+                    .allowed
+                    .clone()
+                    .map(|values| (loss.field.clone(), values));
+            }
+            _ => {}
+        }
+        refs
+    }
+
+    /// Every deal field this rule names.
+    pub fn referenced_fields(&self) -> BTreeSet<String> {
+        let rule = self;
         let mut fields = BTreeSet::new();
         let mut add = |f: &str| {
             if f != template::DEAL_URL && f != template::MISSING {
                 fields.insert(f.to_string());
             }
         };
-        for rule in &self.rules {
+        {
             for condition in &rule.when {
                 add(&condition.field);
             }
@@ -209,7 +261,7 @@ impl RuleSet {
                 }
             }
         }
-        fields.into_iter().collect()
+        fields
     }
 }
 

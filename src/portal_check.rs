@@ -1,0 +1,309 @@
+//! `b24-robot check --portal`: do the pipelines, stages, fields and list values that the rules
+//! name exist on the live portal? Bitrix24 silently ignores an unknown field in a write, so a
+//! typo in a field code would otherwise only show as a rule that never works.
+//!
+//! Three reads in two `batch`es: pipelines and fields, then each named pipeline's stages.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::bitrix::{BatchCall, CallError, Client, Retry};
+use crate::rules::{Diagnostic, RuleSet, Severity};
+
+/// What the portal has.
+#[derive(Debug, Default)]
+struct Portal {
+    /// Pipeline id → name.
+    pipelines: BTreeMap<u64, String>,
+    /// Pipeline id → its stage ids.
+    stages: BTreeMap<u64, Vec<String>>,
+    /// Field code → option labels (empty for fields that are not lists).
+    fields: BTreeMap<String, Vec<String>>,
+}
+
+/// The pipeline a stage id belongs to: `C1:NEW` is in 1, `NEW` in 0.
+fn pipeline_of(stage: &str) -> u64 {
+    stage
+        .strip_prefix('C')
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn entity_id(pipeline: u64) -> String {
+    if pipeline == 0 {
+        "DEAL_STAGE".into()
+    } else {
+        format!("DEAL_STAGE_{pipeline}")
+    }
+}
+
+async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Portal, CallError> {
+    let first = client
+        .batch(
+            vec![
+                BatchCall {
+                    method: "crm.category.list".into(),
+                    params: json!({ "entityTypeId": 2 }),
+                },
+                BatchCall {
+                    method: "crm.deal.fields".into(),
+                    params: json!({}),
+                },
+            ],
+            Retry::Safe,
+        )
+        .await;
+    let mut answers = first.into_iter();
+    let categories = answers
+        .next()
+        .ok_or_else(|| missing("crm.category.list"))??;
+    let fields = answers.next().ok_or_else(|| missing("crm.deal.fields"))??;
+
+    let mut portal = Portal::default();
+    let list = categories
+        .result
+        .get("categories")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for c in list {
+        let id = c.get("id").and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        });
+        if let Some(id) = id {
+            portal.pipelines.insert(
+                id,
+                c.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+    }
+    // The default pipeline always exists, even where the list leaves it out.
+    portal
+        .pipelines
+        .entry(0)
+        .or_insert_with(|| "General".into());
+    if let Value::Object(map) = &fields.result {
+        for (code, description) in map {
+            let options = description
+                .get("items")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.get("VALUE").and_then(Value::as_str).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            portal.fields.insert(code.clone(), options);
+        }
+    }
+
+    let wanted: Vec<u64> = pipelines
+        .iter()
+        .copied()
+        .filter(|p| portal.pipelines.contains_key(p))
+        .collect();
+    let calls = wanted
+        .iter()
+        .map(|p| BatchCall {
+            method: "crm.status.list".into(),
+            params: json!({ "filter": { "ENTITY_ID": entity_id(*p) }, "order": { "SORT": "ASC" } }),
+        })
+        .collect();
+    for (pipeline, answer) in wanted
+        .into_iter()
+        .zip(client.batch(calls, Retry::Safe).await)
+    {
+        let answer = answer?;
+        let stages = answer
+            .result
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| {
+                        i.get("STATUS_ID")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        portal.stages.insert(pipeline, stages);
+    }
+    Ok(portal)
+}
+
+fn missing(method: &str) -> CallError {
+    CallError::Malformed {
+        method: method.into(),
+        message: "no answer in the batch".into(),
+    }
+}
+
+/// Checks every rule against the portal; returns the problems (empty: all good).
+pub async fn check(rules: &RuleSet, client: &Client) -> Result<Vec<Diagnostic>, CallError> {
+    let mut pipelines = BTreeSet::new();
+    for rule in rules.rules() {
+        let refs = rule.portal_refs();
+        pipelines.extend(refs.pipelines.iter().copied());
+        pipelines.extend(refs.stages.iter().map(|s| pipeline_of(s)));
+    }
+    let portal = read_portal(client, &pipelines).await?;
+    Ok(compare(rules, &portal))
+}
+
+fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let field_codes: Vec<&str> = portal.fields.keys().map(String::as_str).collect();
+    for rule in rules.rules() {
+        let (file, line) = rule.location();
+        let mut report = |message: String, help: Option<String>| {
+            problems.push(Diagnostic {
+                file: file.to_string(),
+                line,
+                column: 1,
+                rule: Some(rule.name().to_string()),
+                message,
+                help,
+                severity: Severity::Error,
+            });
+        };
+        let refs = rule.portal_refs();
+        for pipeline in &refs.pipelines {
+            if !portal.pipelines.contains_key(pipeline) {
+                let there: Vec<String> = portal
+                    .pipelines
+                    .iter()
+                    .map(|(id, name)| format!("{id} \"{name}\""))
+                    .collect();
+                report(
+                    format!("pipeline {pipeline} does not exist on the portal"),
+                    Some(format!("pipelines there: {}", there.join(", "))),
+                );
+            }
+        }
+        for stage in &refs.stages {
+            let pipeline = pipeline_of(stage);
+            let Some(stages) = portal.stages.get(&pipeline) else {
+                continue;
+            };
+            if !stages.iter().any(|s| s == stage) {
+                let names: Vec<&str> = stages.iter().map(String::as_str).collect();
+                let help = match crate::rules::suggest(stage, &names) {
+                    Some(s) => format!("did you mean \"{s}\"?"),
+                    None => format!("stages of pipeline {pipeline}: {}", names.join(", ")),
+                };
+                report(
+                    format!(
+                        "stage \"{stage}\" does not exist in pipeline {pipeline} on the portal"
+                    ),
+                    Some(help),
+                );
+            }
+        }
+        for field in &refs.fields {
+            // Fields of every deal that crm.deal.fields may not list.
+            if matches!(field.as_str(), "ID") || portal.fields.contains_key(field) {
+                continue;
+            }
+            let help = crate::rules::suggest(field, &field_codes)
+                .map(|s| format!("did you mean \"{s}\"?"))
+                .unwrap_or_else(|| {
+                    "custom fields are named UF_CRM_...; see crm.deal.fields".into()
+                });
+            report(
+                format!("field \"{field}\" does not exist on the portal"),
+                Some(help),
+            );
+        }
+        if let Some((field, values)) = &refs.allowed {
+            let Some(options) = portal.fields.get(field).filter(|o| !o.is_empty()) else {
+                continue;
+            };
+            for value in values {
+                if !options.contains(value) {
+                    let labels: Vec<&str> = options.iter().map(String::as_str).collect();
+                    let help = crate::rules::suggest(value, &labels)
+                        .map(|s| format!("did you mean \"{s}\"?"))
+                        .unwrap_or_else(|| format!("options: {}", labels.join(", ")));
+                    report(
+                        format!("\"{value}\" is not an option of the list field {field}"),
+                        Some(help),
+                    );
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitrix::ClientSettings;
+    use crate::sandbox::{SimConfig, SimPortal};
+
+    #[tokio::test]
+    async fn rules_naming_what_the_portal_lacks_are_reported_with_suggestions() {
+        let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
+        crate::demo::seed_portal(&sim);
+        let url = url::Url::parse(&sim.webhook_url()).expect("url");
+        let client = Client::new(ClientSettings::new(url)).expect("client");
+
+        let (shipped, _) = crate::demo::embedded_rules()
+            .map(|r| (r, ()))
+            .expect("shipped rules load");
+        assert_eq!(
+            check(&shipped, &client).await.expect("portal answers"),
+            Vec::new()
+        );
+
+        let broken = r#"
+[[task]]
+name = "typo-stage"
+pipeline = 1
+stage = "C1:PREPARATON"
+title = "{UF_CRM_INNN}"
+deadline = { after = "1 day" }
+
+[[tunnel]]
+name = "nowhere"
+pipeline = 0
+to_pipeline = 7
+to_stage = "C7:NEW"
+
+[[loss_reason]]
+name = "why"
+field = "UF_CRM_LOSS_REASON"
+allowed = ["Too expensiv"]
+"#;
+        let (rules, _) =
+            RuleSet::from_sources(&[("b.toml".into(), broken.into())]).expect("loads offline");
+        let text: Vec<String> = check(&rules, &client)
+            .await
+            .expect("answers")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let all = text.join("\n");
+        assert!(all.contains("stage \"C1:PREPARATON\" does not exist in pipeline 1 on the portal (did you mean \"C1:PREPARATION\"?)"), "{all}");
+        assert!(
+            all.contains(
+                "field \"UF_CRM_INNN\" does not exist on the portal (did you mean \"UF_CRM_INN\"?)"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("pipeline 7 does not exist on the portal"),
+            "{all}"
+        );
+        assert!(all.contains("\"Too expensiv\" is not an option of the list field UF_CRM_LOSS_REASON (did you mean \"Too expensive\"?)"), "{all}");
+    }
+}
