@@ -26,6 +26,22 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum JobsAction {
+    /// Every queued job, parked ones first, with their last error.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-run a parked job (or every parked job with --all).
+    Retry {
+        /// The deal whose job to re-run.
+        deal: Option<u64>,
+        #[arg(long, conflicts_with = "deal")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: take the portal's events, apply the rules.
     Serve,
@@ -50,6 +66,19 @@ pub enum Command {
     },
     /// Exit 0 if the running service answers /healthz (for container health checks).
     Healthcheck,
+    /// A deal's stage entries, what each rule decided and why, and the effects with their ids.
+    Explain {
+        /// The deal id.
+        deal: u64,
+        /// Print the JSON of the admin API instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The job queue: list the queued and parked jobs, or re-run parked ones.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
         /// Rules folder to play instead of the built-in example rules.
@@ -75,12 +104,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { portal } => runtime.block_on(check(cli.config, portal)),
         Command::DryRun { deal, from, rules } => dry_run(cli.config, &deal, &from, rules),
         Command::Healthcheck => runtime.block_on(healthcheck(cli.config)),
+        Command::Explain { deal, json } => {
+            runtime.block_on(crate::admin_cli::explain(cli.config, deal, json))
+        }
+        Command::Jobs { action } => runtime.block_on(crate::admin_cli::jobs(cli.config, action)),
         Command::Demo { rules } => runtime.block_on(crate::demo::run(rules)),
     }
 }
 
 /// Loads the settings; every problem is printed (with `file:line:col` where it is in the file).
-fn load_settings(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
+pub(crate) fn load_settings(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
     crate::configuration::check(&Sources::from_process(config)).map_err(|problems| {
         for problem in problems {
             eprintln!("error: {problem}");

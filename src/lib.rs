@@ -19,6 +19,8 @@
 //! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries.
 //! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
 
+pub mod admin;
+pub mod admin_cli;
 pub mod bitrix;
 pub mod calendar;
 pub mod cli;

@@ -198,11 +198,17 @@ impl Application {
 
         let closing = intake.closing.clone();
         let stop_http = CancellationToken::new();
+        let admin = crate::admin::router(crate::admin::AdminState {
+            store: intake.store.clone(),
+            scheduler: intake.scheduler.clone(),
+            token: settings.server.admin_token.clone(),
+        });
         let app = intake::router(
             intake.clone(),
             settings.server.max_body,
             settings.server.request_timeout,
-        );
+        )
+        .merge(admin);
         let http = {
             let stop_http = stop_http.clone();
             tokio::spawn(async move {

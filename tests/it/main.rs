@@ -3,6 +3,9 @@
 
 mod helpers;
 
+// Operations
+mod admin;
+
 // The service core (issue 2)
 mod crash;
 mod effects_once;

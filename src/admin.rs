@@ -1,0 +1,265 @@
+//! The admin API under `/admin/` (Bearer `server.admin_token`; no token configured: off, 404)
+//! and the reports behind the admin commands.
+//!
+//! The commands (`explain`, `jobs`) ask the running service through this API, because the
+//! service holds the store's lock; when no service runs they open the store themselves. Both
+//! paths build the same JSON with [`deal_report`] and [`jobs_report`], so they print the same.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::configuration::Secret;
+use crate::store::{Store, StoreError};
+use crate::worker::Scheduler;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    pub scheduler: Scheduler,
+    pub token: Secret,
+}
+
+/// The admin routes, to be merged into the service's router. With an empty token they are not
+/// mounted at all.
+pub fn router(state: AdminState) -> Router {
+    if state.token.is_empty() {
+        return Router::new();
+    }
+    let token = Arc::new(state.token.clone());
+    Router::new()
+        .route("/admin/deals/{id}", get(deal))
+        .route("/admin/jobs", get(jobs))
+        .route("/admin/jobs/retry", post(retry_all))
+        .route("/admin/jobs/{id}/retry", post(retry_one))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let token = token.clone();
+                async move {
+                    if authorized(&request, token.expose()) {
+                        next.run(request).await
+                    } else {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [(header::WWW_AUTHENTICATE, "Bearer")],
+                            "admin token required\n",
+                        )
+                            .into_response()
+                    }
+                }
+            },
+        ))
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time. Never from a query string.
+fn authorized(request: &Request, token: &str) -> bool {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(p) if !token.is_empty() => p.as_bytes().ct_eq(token.as_bytes()).into(),
+        _ => false,
+    }
+}
+
+async fn deal(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+    json_or_error(deal_report(&state.store, id))
+}
+
+async fn jobs(State(state): State<AdminState>) -> Response {
+    json_or_error(jobs_report(&state.store))
+}
+
+async fn retry_all(State(state): State<AdminState>) -> Response {
+    retry(&state, None).await
+}
+
+async fn retry_one(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+    retry(&state, Some(id)).await
+}
+
+async fn retry(state: &AdminState, deal: Option<u64>) -> Response {
+    let revived = state.store.retry_parked(deal).and_then(|revived| {
+        state.store.flush()?;
+        Ok(revived)
+    });
+    match revived {
+        Ok(deals) => {
+            for &d in &deals {
+                state.scheduler.wake(d);
+            }
+            axum::Json(json!({ "retried": deals })).into_response()
+        }
+        Err(error) => store_error(&error),
+    }
+}
+
+fn json_or_error(report: Result<Value, StoreError>) -> Response {
+    match report {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(error) => store_error(&error),
+    }
+}
+
+fn store_error(error: &StoreError) -> Response {
+    tracing::error!(%error, "admin API: store error");
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+}
+
+/// A deal's stage entries with the decisions about them, its effects, and its queued job.
+pub fn deal_report(store: &Store, deal_id: u64) -> Result<Value, StoreError> {
+    let state = store.deal_state(deal_id)?;
+    let entries = store.entries(deal_id)?;
+    let effects = store.effects(deal_id)?;
+    let queued = store.queued(deal_id)?;
+    Ok(json!({
+        "deal_id": deal_id,
+        "known": state.is_some(),
+        "state": state,
+        "queued": queued,
+        "entries": entries,
+        "effects": effects,
+    }))
+}
+
+/// Every queued job, parked ones first.
+pub fn jobs_report(store: &Store) -> Result<Value, StoreError> {
+    let mut jobs = store.all_queued()?;
+    jobs.sort_by_key(|q| (!q.parked, q.first_at_ms));
+    let parked = jobs.iter().filter(|q| q.parked).count();
+    Ok(json!({ "queued": jobs.len(), "parked": parked, "jobs": jobs }))
+}
+
+/// A deal report for people: its stage entries, what each rule decided and why, and the effects
+/// with their Bitrix24 ids.
+pub fn format_deal_report(report: &Value) -> String {
+    let mut out = String::new();
+    let deal = report["deal_id"].as_u64().unwrap_or(0);
+    if report["known"] != json!(true) && report["entries"].as_array().is_none_or(Vec::is_empty) {
+        out.push_str(&format!(
+            "deal {deal}: not known to b24-robot (no stage entry recorded)\n"
+        ));
+    } else {
+        let stage = report["state"]["stage_id"].as_str().unwrap_or("?");
+        out.push_str(&format!("deal {deal}: last recorded stage {stage}\n"));
+    }
+    if let Some(q) = report.get("queued").filter(|q| !q.is_null()) {
+        let parked = q["parked"] == json!(true);
+        out.push_str(&format!(
+            "  job: {} ({} event(s), {} failed attempt(s){})\n",
+            if parked { "PARKED" } else { "queued" },
+            q["events"],
+            q["attempts"],
+            q["last_error"]
+                .as_str()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    let effects = report["effects"].as_array().cloned().unwrap_or_default();
+    for entry in report["entries"].as_array().cloned().unwrap_or_default() {
+        let e = &entry["entry"];
+        let action = entry["action"].as_str().unwrap_or("?");
+        let why = match action {
+            "acted" => "rules evaluated".to_string(),
+            "echo" => "the service's own move: no rules".to_string(),
+            "superseded" => format!(
+                "superseded: the deal was already in {}",
+                entry["now_in"].as_str().unwrap_or("?")
+            ),
+            other => other.to_string(),
+        };
+        out.push_str(&format!(
+            "  entry {} {} at {}: {} (rules {})\n",
+            e["id"],
+            e["stage_id"].as_str().unwrap_or("?"),
+            e["created_time"].as_str().unwrap_or("?"),
+            why,
+            entry["ruleset_version"].as_str().unwrap_or("?")
+        ));
+        for decision in entry["decisions"].as_array().cloned().unwrap_or_default() {
+            let rule = decision["rule"].as_str().unwrap_or("?");
+            let outcome = &decision["outcome"];
+            let verdict = if let Some(fired) = outcome.get("Fired") {
+                format!("fired ({} effect(s))", fired.as_array().map_or(0, Vec::len))
+            } else if let Some(skipped) = outcome.get("Skipped") {
+                format!("skipped: {}", describe_skip(skipped))
+            } else if let Some(failed) = outcome.get("Failed") {
+                format!("failed: {}", failed.as_str().unwrap_or("?"))
+            } else {
+                outcome.to_string()
+            };
+            out.push_str(&format!("    rule {rule}: {verdict}\n"));
+            for note in decision["notes"].as_array().cloned().unwrap_or_default() {
+                out.push_str(&format!("      note: {}\n", note.as_str().unwrap_or("")));
+            }
+            for effect in effects
+                .iter()
+                .filter(|f| f["entry_id"] == e["id"] && f["rule"] == decision["rule"])
+            {
+                let state = &effect["state"];
+                let result = match state["state"].as_str() {
+                    Some("done") => format!("done, id {}", state["id"].as_str().unwrap_or("?")),
+                    Some("failed") => format!("FAILED: {}", state["error"].as_str().unwrap_or("?")),
+                    Some("pending") => "pending (not confirmed yet)".to_string(),
+                    other => other.unwrap_or("?").to_string(),
+                };
+                out.push_str(&format!(
+                    "      {} -> {result}\n",
+                    effect["method"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn describe_skip(skipped: &Value) -> String {
+    match skipped {
+        Value::String(s) if s == "ConditionFalse" => "condition false".into(),
+        Value::Object(map) if map.contains_key("Reverted") => {
+            format!(
+                "reverted by rule {}",
+                map["Reverted"]["by"].as_str().unwrap_or("?")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The queue for people.
+pub fn format_jobs_report(report: &Value) -> String {
+    let mut out = format!(
+        "{} job(s) queued, {} parked\n",
+        report["queued"], report["parked"]
+    );
+    for q in report["jobs"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "  deal {}: {} {} event(s), {} attempt(s){}\n",
+            q["deal_id"],
+            if q["parked"] == json!(true) {
+                "PARKED"
+            } else {
+                "queued"
+            },
+            q["events"],
+            q["attempts"],
+            q["last_error"]
+                .as_str()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
