@@ -36,7 +36,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { rules: vec![task_rules()], sim: SimConfig::default(), settings: Vec::new(), events: true }
+        Options {
+            rules: vec![task_rules()],
+            sim: SimConfig::default(),
+            settings: Vec::new(),
+            events: true,
+        }
     }
 }
 
@@ -60,12 +65,19 @@ deadline = { after = "2 days" }
 
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        b24_robot::telemetry::init(b24_robot::configuration::LogFormat::Pretty, "b24_robot=debug");
+        b24_robot::telemetry::init(
+            b24_robot::configuration::LogFormat::Pretty,
+            "b24_robot=debug",
+        );
     }
 }
 
 /// Fast timings for tests: short retries and sweeps, so the suite stays quick.
-pub fn test_settings(dir: &std::path::Path, webhook_url: &str, extra: &[(&'static str, String)]) -> Settings {
+pub fn test_settings(
+    dir: &std::path::Path,
+    webhook_url: &str,
+    extra: &[(&'static str, String)],
+) -> Settings {
     let mut overrides: Vec<(String, String)> = vec![
         ("server.listen".into(), "127.0.0.1:0".into()),
         ("storage.dir".into(), dir.display().to_string()),
@@ -80,7 +92,11 @@ pub fn test_settings(dir: &std::path::Path, webhook_url: &str, extra: &[(&'stati
         ("sync.poll_interval".into(), "60s".into()),
     ];
     overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    Settings::load(&Sources { overrides, ..Sources::default() }).expect("test settings are valid")
+    Settings::load(&Sources {
+        overrides,
+        ..Sources::default()
+    })
+    .expect("test settings are valid")
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -89,7 +105,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
     init_logs();
-    let sim = SimPortal::start(options.sim).await.expect("simulated portal starts");
+    let sim = SimPortal::start(options.sim)
+        .await
+        .expect("simulated portal starts");
     b24_robot::demo::seed_portal(&sim);
     let dir = tempfile::tempdir().expect("temp dir");
     start_on(sim, dir, &options.rules, &options.settings, options.events).await
@@ -105,11 +123,16 @@ pub async fn start_on(
 ) -> TestApp {
     let settings = test_settings(dir.path(), &sim.webhook_url(), extra);
     let (rules, _) = RuleSet::from_sources(rules).expect("test rules load");
-    let app = Application::build(settings, rules).await.expect("application builds");
+    let app = Application::build(settings, rules)
+        .await
+        .expect("application builds");
     let port = app.port();
     let store = app.store();
     if events {
-        sim.set_event_handler(Some(format!("http://127.0.0.1:{port}/bitrix24/events")), TOKEN);
+        sim.set_event_handler(
+            Some(format!("http://127.0.0.1:{port}/bitrix24/events")),
+            TOKEN,
+        );
     } else {
         sim.set_event_handler(None, TOKEN);
     }
@@ -121,7 +144,15 @@ pub async fn start_on(
         .await
         .expect("the service stops cleanly");
     });
-    TestApp { sim, port, store, client: reqwest::Client::new(), dir, stop: Some(tx), task: Some(task) }
+    TestApp {
+        sim,
+        port,
+        store,
+        client: reqwest::Client::new(),
+        dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
 }
 
 #[allow(dead_code)]
@@ -162,16 +193,28 @@ impl TestApp {
             } else {
                 empty_since = None;
             }
-            assert!(start.elapsed() < limit, "the service did not settle within {limit:?}: {} queued", self.store.queue_len());
+            assert!(
+                start.elapsed() < limit,
+                "the service did not settle within {limit:?}: {} queued",
+                self.store.queue_len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Waits until `check` holds (or panics after `limit`).
-    pub async fn wait_until(&self, limit: Duration, what: &str, check: impl Fn(&SimPortal) -> bool) {
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&SimPortal) -> bool,
+    ) {
         let start = Instant::now();
         while !check(&self.sim) {
-            assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -202,9 +245,13 @@ pub async fn new_deal(sim: &SimPortal, title: &str) -> u64 {
 /// A raw event body from `fixtures/events/`, with `{DEAL_ID}` replaced.
 #[allow(dead_code)]
 pub fn fixture(name: &str, deal_id: u64) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/events").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
-    text.trim_end_matches(['\r', '\n']).replace("{DEAL_ID}", &deal_id.to_string())
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/events")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    text.trim_end_matches(['\r', '\n'])
+        .replace("{DEAL_ID}", &deal_id.to_string())
 }
 
 /// A started simulated portal seeded like the demo's, with no event handler yet: what a test
@@ -212,14 +259,21 @@ pub fn fixture(name: &str, deal_id: u64) -> String {
 #[allow(dead_code)]
 pub async fn seeded_portal(config: SimConfig) -> SimPortal {
     init_logs();
-    let sim = SimPortal::start(config).await.expect("simulated portal starts");
+    let sim = SimPortal::start(config)
+        .await
+        .expect("simulated portal starts");
     b24_robot::demo::seed_portal(&sim);
     sim
 }
 
 /// Creates a deal in `stage` of the default pipeline with extra fields, assigned to user 3.
 #[allow(dead_code)]
-pub async fn new_deal_with(sim: &SimPortal, title: &str, stage: &str, extra: serde_json::Value) -> u64 {
+pub async fn new_deal_with(
+    sim: &SimPortal,
+    title: &str,
+    stage: &str,
+    extra: serde_json::Value,
+) -> u64 {
     let mut fields = serde_json::json!({
         "TITLE": title, "ASSIGNED_BY_ID": "3", "OPPORTUNITY": "1000.00", "CURRENCY_ID": "RUB",
         "CATEGORY_ID": "0", "STAGE_ID": stage
@@ -241,7 +295,11 @@ pub fn rule_file(name: &str, text: &str) -> (String, String) {
 #[allow(dead_code)]
 impl TestApp {
     /// Posts `body` with the given `Content-Type` (none when `None`).
-    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, content_type: Option<&str>) -> reqwest::Response {
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+    ) -> reqwest::Response {
         let mut request = self.client.post(self.events_url()).body(body);
         if let Some(ct) = content_type {
             request = request.header("Content-Type", ct);
@@ -255,7 +313,12 @@ impl TestApp {
         self.settle(limit).await;
         let quiet = Duration::from_millis(400);
         let start = Instant::now();
-        let work = |sim: &SimPortal| sim.requests().iter().filter(|r| r.method != "crm.stagehistory.list").count();
+        let work = |sim: &SimPortal| {
+            sim.requests()
+                .iter()
+                .filter(|r| r.method != "crm.stagehistory.list")
+                .count()
+        };
         let mut count = work(&self.sim);
         let mut since = Instant::now();
         loop {
@@ -267,13 +330,19 @@ impl TestApp {
             } else if since.elapsed() >= quiet && self.store.queue_len() == 0 {
                 return;
             }
-            assert!(start.elapsed() < limit, "the portal did not go quiet within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "the portal did not go quiet within {limit:?}"
+            );
         }
     }
 
     /// The number of tasks bound to each of `deals`, in order.
     pub fn task_counts(&self, deals: &[u64]) -> Vec<usize> {
-        deals.iter().map(|d| self.sim.tasks_for_deal(*d).len()).collect()
+        deals
+            .iter()
+            .map(|d| self.sim.tasks_for_deal(*d).len())
+            .collect()
     }
 }
 
@@ -283,7 +352,11 @@ impl TestApp {
     /// portal from now on is only seen through events (and later sweeps).
     pub async fn started(&self) {
         self.wait_until(Duration::from_secs(10), "the start-up sweep", |sim| {
-            sim.requests().iter().filter(|r| r.method == "crm.stagehistory.list").count() >= 2
+            sim.requests()
+                .iter()
+                .filter(|r| r.method == "crm.stagehistory.list")
+                .count()
+                >= 2
         })
         .await;
         self.settle_quiet(Duration::from_secs(10)).await;
