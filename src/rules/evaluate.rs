@@ -449,7 +449,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
     };
     let mut text = template.render(&ctx, Some(&missing.labels), &mut notes);
     if let Some(extra) = &missing.detail {
-        text = format!("{text}. {extra}");
+        text = format!("{} {extra}", end_sentence(&text));
     }
     let mut effects = Vec::new();
     let mut reverts = false;
@@ -460,7 +460,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
                 Some(by) => notes.push(format!("the deal is already moved back by rule \"{by}\"")),
                 None => effects.push(Effect::MoveBack { to_stage: previous.to_string() }),
             }
-            text = format!("{text}. The deal was moved back to {previous}.");
+            text = format!("{} The deal was moved back to {previous}.", end_sentence(&text));
         }
         (OnMissing::Revert, None) => notes.push(
             "revert acts as warn: the deal has no previous stage in this pipeline (created here or moved in from another pipeline)".into(),
@@ -745,5 +745,16 @@ fn field_moment(
                 Some(moment)
             }
         }
+    }
+}
+
+/// The text as a sentence: a full stop added unless it already ends with one (an integrator's
+/// message often does), so that appended sentences never read "..".
+fn end_sentence(text: &str) -> String {
+    let trimmed = text.trim_end();
+    if trimmed.ends_with(['.', '!', '?']) {
+        trimmed.to_string()
+    } else {
+        format!("{trimmed}.")
     }
 }
