@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use b24_robot::store::EntryAction;
 
-use crate::helpers::{Options, TestApp, new_deal, spawn_app, spawn_app_with};
+use crate::helpers::{Options, TestApp, new_deal, next_second, spawn_app, spawn_app_with};
 
 async fn app_with_settled_deal(title: &str) -> (TestApp, u64) {
     let app = spawn_app().await;
@@ -137,6 +137,8 @@ async fn a_field_edit_without_a_stage_change_creates_nothing_and_costs_one_batch
     .await;
     app.settle_quiet(Duration::from_secs(10)).await;
     let tasks_before = app.sim.tasks().len();
+    // Another second than the move's event: see `next_second`.
+    next_second().await;
     let before = app.sim.request_count();
 
     let delivery = app
@@ -176,7 +178,9 @@ async fn a_deal_that_leaves_a_stage_and_re_enters_it_between_two_reads_gets_its_
     .await;
     app.settle_quiet(Duration::from_secs(10)).await;
 
-    // A→B→A with no read in between: only the last event arrives.
+    // A→B→A with no read in between: only the last event arrives (in another second than
+    // the first move's event: see `next_second`).
+    next_second().await;
     app.sim.move_deal_silently(deal, "EXECUTING").await;
     app.sim.move_deal(deal, "PREPARATION").await;
     app.wait_until(Duration::from_secs(10), "a second task", |sim| {

@@ -362,3 +362,13 @@ impl TestApp {
         self.settle_quiet(Duration::from_secs(10)).await;
     }
 }
+
+/// Sleeps to the start of the next wall-clock second. Bitrix24's `ts` counts seconds, and two
+/// deliveries of the same event for the same deal within one second are one delivery to the
+/// service (the spec's dedupe key); a test that makes two such changes in a row waits here
+/// between them, as the demo does.
+#[allow(dead_code)]
+pub async fn next_second() {
+    let into_second = b24_robot::store::now_ms() % 1000;
+    tokio::time::sleep(Duration::from_millis(1000 - into_second + 5)).await;
+}
