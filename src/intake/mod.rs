@@ -133,8 +133,11 @@ async fn receive_event(
             state.scheduler.wake(event.deal_id());
             reply(StatusCode::OK, "recorded")
         }
-        Ok(Recorded::Duplicate) => {
+        Ok(Recorded::Duplicate { requeued }) => {
             counters.duplicate.fetch_add(1, Ordering::Relaxed);
+            if requeued {
+                state.scheduler.wake(event.deal_id());
+            }
             reply(StatusCode::OK, "duplicate")
         }
         Err(error) => {

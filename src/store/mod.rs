@@ -55,8 +55,9 @@ pub fn now_ms() -> u64 {
 pub enum Recorded {
     /// New: queued for its deal under this event id.
     New { event_id: u64 },
-    /// The same delivery was recorded within the dedupe window.
-    Duplicate,
+    /// The same delivery was recorded within the dedupe window. `requeued`: the deal had no
+    /// pending work and is queued for one more read.
+    Duplicate { requeued: bool },
 }
 
 #[derive(Clone)]
@@ -132,13 +133,23 @@ impl Store {
         let event_id = self.next_id()?;
         let window_ms = window.as_millis() as u64;
         let result = (&self.dedupe, &self.queue).transaction(|(dedupe, queue)| {
+            let key = deal_id.to_be_bytes();
             if let Some(seen) = dedupe.get(dedupe_key.as_bytes())?
                 && now_ms.saturating_sub(be_u64(&seen)) < window_ms
             {
-                return Ok(Recorded::Duplicate);
+                // Bitrix24 never re-sends an event, and `ts` counts whole seconds: a delivery
+                // with a known key is as likely another change made within the same second as a
+                // real duplicate. Not recorded again; but when the deal has no pending work, it
+                // is queued for one more read (which applies nothing twice: effects are keyed by
+                // stage entry) so that such a change is not left to the next sweep.
+                if queue.get(key)?.is_none() {
+                    let recheck = merge_event(None, deal_id, None, now_ms);
+                    queue.insert(&key, encode(&recheck).map_err(abort)?)?;
+                    return Ok(Recorded::Duplicate { requeued: true });
+                }
+                return Ok(Recorded::Duplicate { requeued: false });
             }
             dedupe.insert(dedupe_key.as_bytes(), &now_ms.to_be_bytes())?;
-            let key = deal_id.to_be_bytes();
             let current = match queue.get(key)? {
                 Some(bytes) => Some(decode::<QueuedDeal>("queue", &key, &bytes).map_err(abort)?),
                 None => None,
@@ -547,10 +558,18 @@ mod tests {
         ));
         assert_eq!(
             s.record_event("k1", 5, 2000, DAY).expect("ok"),
-            Recorded::Duplicate
+            Recorded::Duplicate { requeued: false }
         );
         let q = s.queued(5).expect("ok").expect("queued");
         assert_eq!(q.events, 1);
+        // Processed since: the same key queues one more read, without recording an event.
+        s.complete(5, q.generation).expect("ok");
+        assert_eq!(
+            s.record_event("k1", 5, 3000, DAY).expect("ok"),
+            Recorded::Duplicate { requeued: true }
+        );
+        let q = s.queued(5).expect("ok").expect("queued again");
+        assert!(q.event_ids.is_empty());
     }
 
     #[test]
