@@ -449,7 +449,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
     };
     let mut text = template.render(&ctx, Some(&missing.labels), &mut notes);
     if let Some(extra) = &missing.detail {
-        text = format!("{text}. {extra}");
+        text = sentences(&text, extra);
     }
     let mut effects = Vec::new();
     let mut reverts = false;
@@ -460,7 +460,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
                 Some(by) => notes.push(format!("the deal is already moved back by rule \"{by}\"")),
                 None => effects.push(Effect::MoveBack { to_stage: previous.to_string() }),
             }
-            text = format!("{text}. The deal was moved back to {previous}.");
+            text = sentences(&text, &format!("The deal was moved back to {previous}."));
         }
         (OnMissing::Revert, None) => notes.push(
             "revert acts as warn: the deal has no previous stage in this pipeline (created here or moved in from another pipeline)".into(),
@@ -475,6 +475,19 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
         message: notice,
     });
     (decision(rule, Outcome::Fired(effects), notes), reverts)
+}
+
+/// Two sentences of a gate's message. A message that already ends a sentence (the shipped
+/// "...: the deal was moved back.") used to get a second period: "back.. The deal".
+fn sentences(first: &str, second: &str) -> String {
+    let first = first.trim_end();
+    if first.is_empty() {
+        second.to_string()
+    } else if first.ends_with(['.', '!', '?']) {
+        format!("{first} {second}")
+    } else {
+        format!("{first}. {second}")
+    }
 }
 
 /// What a gate found missing: labels for `{MISSING}`, and an optional explanation.
