@@ -204,7 +204,13 @@ impl<'s> FileCx<'_, 's> {
         // Source order, so duplicates are reported at the later definition.
         rules.sort_by_key(|(span, _, _)| span.start);
         for (span, kind, table) in rules {
-            if let Some(rule) = self.rule(span, kind, table, (file_pipeline, file_pipeline_broken), names) {
+            if let Some(rule) = self.rule(
+                span,
+                kind,
+                table,
+                (file_pipeline, file_pipeline_broken),
+                names,
+            ) {
                 self.out.rules.push(rule);
             }
         }
