@@ -12,7 +12,11 @@ use crate::startup::{Application, shutdown_signal};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
-#[command(name = "b24-robot", version, about = "A sales department's standards, applied by themselves in Bitrix24")]
+#[command(
+    name = "b24-robot",
+    version,
+    about = "A sales department's standards, applied by themselves in Bitrix24"
+)]
 pub struct Cli {
     /// Config file (TOML). Default: b24-robot.toml in the working directory, if it exists.
     #[arg(long, global = true, value_name = "PATH")]
@@ -27,6 +31,20 @@ pub enum Command {
     Serve,
     /// Load the config and every rule file; report every problem; exit 1 if there is one.
     Check,
+    /// Print the writes the rules would make for a deal entering its stage; touches no portal.
+    DryRun {
+        /// A crm.deal.get answer (JSON), with or without its {"result": ...} envelope.
+        #[arg(long, value_name = "FILE")]
+        deal: PathBuf,
+        /// The stage the deal comes from (its STAGE_ID).
+        #[arg(long, value_name = "STAGE")]
+        from: String,
+        /// Rules folder (default: rules.dir of the config).
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+    },
+    /// Exit 0 if the running service answers /healthz (for container health checks).
+    Healthcheck,
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
         /// Rules folder to play instead of the built-in example rules.
@@ -37,7 +55,10 @@ pub enum Command {
 
 /// Runs the parsed command; the exit code follows the convention above.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
@@ -47,14 +68,17 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve => runtime.block_on(serve(cli.config)),
         Command::Check => check(cli.config),
+        Command::DryRun { deal, from, rules } => dry_run(cli.config, &deal, &from, rules),
+        Command::Healthcheck => runtime.block_on(healthcheck(cli.config)),
         Command::Demo { rules } => runtime.block_on(crate::demo::run(rules)),
     }
 }
 
+/// Loads the settings; every problem is printed (with `file:line:col` where it is in the file).
 fn load_settings(config: Option<PathBuf>) -> Result<Settings, ExitCode> {
-    Settings::load(&Sources::from_process(config)).map_err(|error| {
-        for line in error.to_string().lines() {
-            eprintln!("error: {line}");
+    crate::configuration::check(&Sources::from_process(config)).map_err(|problems| {
+        for problem in problems {
+            eprintln!("error: {problem}");
         }
         ExitCode::from(1)
     })
@@ -91,10 +115,16 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
     };
     telemetry::init(settings.log.format, &settings.log.level);
     let Some(rules) = load_rules(&settings) else {
-        eprintln!("error: the rules do not load; nothing started (fix them, then start again: the sweep catches up)");
+        eprintln!(
+            "error: the rules do not load; nothing started (fix them, then start again: the sweep catches up)"
+        );
         return ExitCode::from(1);
     };
-    tracing::info!(rules = rules.len(), version = rules.version(), "rules loaded");
+    tracing::info!(
+        rules = rules.len(),
+        version = rules.version(),
+        "rules loaded"
+    );
     let app = match Application::build(settings, rules).await {
         Ok(app) => app,
         Err(error) => {
@@ -118,9 +148,101 @@ fn check(config: Option<PathBuf>) -> ExitCode {
     };
     match load_rules(&settings) {
         Some(rules) => {
-            println!("ok: {} rule(s) in {}, version {}", rules.len(), settings.rules.dir.display(), rules.version());
+            println!(
+                "ok: {} rule(s) in {}, version {}",
+                rules.len(),
+                settings.rules.dir.display(),
+                rules.version()
+            );
             ExitCode::SUCCESS
         }
         None => ExitCode::from(1),
+    }
+}
+
+fn dry_run(
+    config: Option<PathBuf>,
+    deal: &std::path::Path,
+    from: &str,
+    rules_dir: Option<PathBuf>,
+) -> ExitCode {
+    let mut settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(dir) = rules_dir {
+        settings.rules.dir = dir;
+    }
+    let Some(rules) = load_rules(&settings) else {
+        return ExitCode::from(1);
+    };
+    let text = match std::fs::read_to_string(deal) {
+        Ok(t) => t,
+        Err(error) => {
+            eprintln!("error: {}: {error}", deal.display());
+            return ExitCode::from(1);
+        }
+    };
+    let deal = match crate::dry_run::parse_deal(&text) {
+        Ok(d) => d,
+        Err(error) => {
+            eprintln!("error: {}: {error}", deal.display());
+            return ExitCode::from(1);
+        }
+    };
+    let origin = settings
+        .portal
+        .webhook_url
+        .as_ref()
+        .and_then(|u| url::Url::parse(u.expose()).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "https://<portal>".into());
+    let lines = crate::dry_run::run(
+        &rules,
+        &deal,
+        from,
+        &settings.calendar,
+        &origin,
+        chrono::Utc::now(),
+    );
+    for line in lines {
+        match line {
+            crate::dry_run::Line::Write(value) => println!("{value}"),
+            crate::dry_run::Line::Note(text) => eprintln!("# {text}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn healthcheck(config: Option<PathBuf>) -> ExitCode {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut addr = settings.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match client.get(format!("http://{addr}/healthz")).send().await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("unhealthy: /healthz answered {}", r.status());
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {}", error.without_url());
+            ExitCode::from(1)
+        }
     }
 }

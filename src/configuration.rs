@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime, Weekday};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calendar::Calendar;
 
@@ -22,6 +22,8 @@ use crate::calendar::Calendar;
 pub const ENV_PREFIX: &str = "B24ROBOT";
 /// The config file read when `--config` is not given; its absence is fine.
 pub const DEFAULT_CONFIG_FILE: &str = "b24-robot.toml";
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 2] = ["calendar.workdays", "calendar.holidays"];
 
 /// Why the settings could not be loaded. Each message names the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +54,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
     }
 }
 
@@ -133,7 +139,7 @@ pub struct LogSettings {
 // ---------------------------------------------------------------------------------------------
 // The raw layer: the file and the environment as written.
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSettings {
     server: RawServer,
@@ -146,7 +152,7 @@ struct RawSettings {
     log: RawLog,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
@@ -166,7 +172,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawPortal {
     webhook_url: String,
@@ -194,7 +200,7 @@ impl Default for RawPortal {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawRules {
     dir: String,
@@ -202,11 +208,13 @@ struct RawRules {
 
 impl Default for RawRules {
     fn default() -> Self {
-        RawRules { dir: "rules".into() }
+        RawRules {
+            dir: "rules".into(),
+        }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
     dir: String,
@@ -218,7 +226,7 @@ impl Default for RawStorage {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCalendar {
     timezone: String,
@@ -231,14 +239,16 @@ impl Default for RawCalendar {
     fn default() -> Self {
         RawCalendar {
             timezone: "Europe/Moscow".into(),
-            workdays: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+            workdays: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
             hours: "09:00-18:00".into(),
             holidays: Vec::new(),
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSync {
     poll_interval: String,
@@ -247,11 +257,14 @@ struct RawSync {
 
 impl Default for RawSync {
     fn default() -> Self {
-        RawSync { poll_interval: "60s".into(), dedupe_window: "24h".into() }
+        RawSync {
+            poll_interval: "60s".into(),
+            dedupe_window: "24h".into(),
+        }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawWorker {
     concurrency: usize,
@@ -273,7 +286,7 @@ impl Default for RawWorker {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawLog {
     format: String,
@@ -282,7 +295,10 @@ struct RawLog {
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog { format: "pretty".into(), level: "info".into() }
+        RawLog {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
     }
 }
 
@@ -302,7 +318,11 @@ pub struct Sources {
 impl Sources {
     /// The sources of a real run: the given file and the process environment.
     pub fn from_process(file: Option<PathBuf>) -> Sources {
-        Sources { file, env: std::env::vars().collect(), overrides: Vec::new() }
+        Sources {
+            file,
+            env: std::env::vars().collect(),
+            overrides: Vec::new(),
+        }
     }
 }
 
@@ -326,24 +346,43 @@ impl Settings {
         let mut builder = config::Config::builder();
         if let Some(path) = &file {
             builder = builder.add_source(
-                config::File::from(path.as_path()).format(config::FileFormat::Toml).required(true),
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
             );
         }
-        let env: config::Map<String, String> = sources
-            .env
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // Lists from the environment are comma-separated. They are split here rather than by
+        // `config`'s list parsing, which only works with `try_parsing`, and that would also turn
+        // an all-digit token such as "0123" into the number 123.
+        let mut env: config::Map<String, String> = config::Map::new();
+        let mut lists: Vec<(String, Vec<String>)> = Vec::new();
+        for (k, v) in &sources.env {
+            let Some(rest) = k.strip_prefix(&format!("{ENV_PREFIX}__")) else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            if LIST_KEYS.contains(&key.as_str()) {
+                let items = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from);
+                lists.push((key, items.collect()));
+            } else {
+                env.insert(k.clone(), v.clone());
+            }
+        }
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("__")
                 .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("calendar.workdays")
-                .with_list_parse_key("calendar.holidays")
                 .source(Some(env)),
         );
+        for (key, items) in lists {
+            builder = builder
+                .set_override(key.as_str(), items)
+                .map_err(|e| ConfigError::Source(e.to_string()))?;
+        }
         for (key, value) in &sources.overrides {
             builder = builder
                 .set_override(key.as_str(), value.as_str())
@@ -376,7 +415,10 @@ fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> St
     // out as "unknown field `x`, expected one of ...": add where to look.
     match file {
         Some(path) if !text.contains(&path.display().to_string()) => {
-            format!("{text} (in {} or the B24ROBOT__ environment)", path.display())
+            format!(
+                "{text} (in {} or the B24ROBOT__ environment)",
+                path.display()
+            )
         }
         _ => text,
     }
@@ -391,11 +433,24 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     };
 
     let mut listen = None;
-    check("server.listen", raw.server.listen.parse::<SocketAddr>().map(|a| listen = Some(a)).map_err(
-        |_| format!("{:?} is not an address:port such as \"127.0.0.1:8080\"", raw.server.listen),
-    ));
+    check(
+        "server.listen",
+        raw.server
+            .listen
+            .parse::<SocketAddr>()
+            .map(|a| listen = Some(a))
+            .map_err(|_| {
+                format!(
+                    "{:?} is not an address:port such as \"127.0.0.1:8080\"",
+                    raw.server.listen
+                )
+            }),
+    );
     let mut max_body = 0;
-    check("server.max_body", parse_size(&raw.server.max_body).map(|v| max_body = v));
+    check(
+        "server.max_body",
+        parse_size(&raw.server.max_body).map(|v| max_body = v),
+    );
     let mut request_timeout = Duration::ZERO;
     check(
         "server.request_timeout",
@@ -403,34 +458,67 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     );
 
     let mut webhook_url = None;
-    check("portal.webhook_url", parse_webhook_url(&raw.portal.webhook_url).map(|v| webhook_url = v));
+    check(
+        "portal.webhook_url",
+        parse_webhook_url(&raw.portal.webhook_url).map(|v| webhook_url = v),
+    );
     check(
         "portal.requests_per_second",
-        positive(raw.portal.requests_per_second, "a number of requests per second above 0"),
+        positive(
+            raw.portal.requests_per_second,
+            "a number of requests per second above 0",
+        ),
     );
     check(
         "portal.burst",
-        if raw.portal.burst >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.portal.burst >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     let mut portal_timeout = Duration::ZERO;
-    check("portal.timeout", parse_duration(&raw.portal.timeout).map(|v| portal_timeout = v));
+    check(
+        "portal.timeout",
+        parse_duration(&raw.portal.timeout).map(|v| portal_timeout = v),
+    );
     check(
         "portal.max_attempts",
-        if raw.portal.max_attempts >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.portal.max_attempts >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     let mut portal_retry_base = Duration::ZERO;
-    check("portal.retry_base", parse_duration(&raw.portal.retry_base).map(|v| portal_retry_base = v));
+    check(
+        "portal.retry_base",
+        parse_duration(&raw.portal.retry_base).map(|v| portal_retry_base = v),
+    );
     let mut portal_retry_max = Duration::ZERO;
-    check("portal.retry_max", parse_duration(&raw.portal.retry_max).map(|v| portal_retry_max = v));
+    check(
+        "portal.retry_max",
+        parse_duration(&raw.portal.retry_max).map(|v| portal_retry_max = v),
+    );
 
     let mut poll_interval = Duration::ZERO;
-    check("sync.poll_interval", parse_duration(&raw.sync.poll_interval).map(|v| poll_interval = v));
+    check(
+        "sync.poll_interval",
+        parse_duration(&raw.sync.poll_interval).map(|v| poll_interval = v),
+    );
     let mut dedupe_window = Duration::ZERO;
-    check("sync.dedupe_window", parse_duration(&raw.sync.dedupe_window).map(|v| dedupe_window = v));
+    check(
+        "sync.dedupe_window",
+        parse_duration(&raw.sync.dedupe_window).map(|v| dedupe_window = v),
+    );
 
     check(
         "worker.concurrency",
-        if raw.worker.concurrency >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.worker.concurrency >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     check(
         "worker.deals_per_batch",
@@ -442,12 +530,22 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     );
     check(
         "worker.max_attempts",
-        if raw.worker.max_attempts >= 1 { Ok(()) } else { Err("must be at least 1".into()) },
+        if raw.worker.max_attempts >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        },
     );
     let mut worker_retry_base = Duration::ZERO;
-    check("worker.retry_base", parse_duration(&raw.worker.retry_base).map(|v| worker_retry_base = v));
+    check(
+        "worker.retry_base",
+        parse_duration(&raw.worker.retry_base).map(|v| worker_retry_base = v),
+    );
     let mut worker_retry_max = Duration::ZERO;
-    check("worker.retry_max", parse_duration(&raw.worker.retry_max).map(|v| worker_retry_max = v));
+    check(
+        "worker.retry_max",
+        parse_duration(&raw.worker.retry_max).map(|v| worker_retry_max = v),
+    );
 
     let mut format = LogFormat::Pretty;
     check(
@@ -458,7 +556,9 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 format = LogFormat::Json;
                 Ok(())
             }
-            other => Err(format!("{other:?} is not a log format (use \"pretty\" or \"json\")")),
+            other => Err(format!(
+                "{other:?} is not a log format (use \"pretty\" or \"json\")"
+            )),
         },
     );
     check(
@@ -494,10 +594,17 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 retry_base: portal_retry_base,
                 retry_max: portal_retry_max,
             },
-            rules: RulesSettings { dir: base_dir.join(&raw.rules.dir) },
-            storage: StorageSettings { dir: base_dir.join(&raw.storage.dir) },
+            rules: RulesSettings {
+                dir: base_dir.join(&raw.rules.dir),
+            },
+            storage: StorageSettings {
+                dir: base_dir.join(&raw.storage.dir),
+            },
             calendar,
-            sync: SyncSettings { poll_interval, dedupe_window },
+            sync: SyncSettings {
+                poll_interval,
+                dedupe_window,
+            },
             worker: WorkerSettings {
                 concurrency: raw.worker.concurrency,
                 deals_per_batch: raw.worker.deals_per_batch,
@@ -505,14 +612,21 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 retry_base: worker_retry_base,
                 retry_max: worker_retry_max,
             },
-            log: LogSettings { format, level: raw.log.level },
+            log: LogSettings {
+                format,
+                level: raw.log.level,
+            },
         }),
         _ => Err(ConfigError::Invalid(errors)),
     }
 }
 
 fn positive(value: f64, what: &str) -> Result<(), String> {
-    if value.is_finite() && value > 0.0 { Ok(()) } else { Err(format!("{value} is not {what}")) }
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{value} is not {what}"))
+    }
 }
 
 fn parse_webhook_url(text: &str) -> Result<Option<Secret>, String> {
@@ -539,11 +653,13 @@ fn parse_webhook_url(text: &str) -> Result<Option<Secret>, String> {
 /// Parses `"60s"`, `"5m"`, `"24h"`, `"500ms"`, `"2d"` (also with spaces and long unit names).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (write e.g. \"500ms\", \"60s\", \"5m\", \"24h\")"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a duration (write e.g. \"500ms\", \"60s\", \"5m\", \"24h\")")
+    })?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "s" | "sec" | "second" | "seconds" => value,
@@ -552,7 +668,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" | "day" | "days" => value * 86400.0,
         "" => return Err(format!("{text:?} has no unit (write e.g. \"{number}s\")")),
         other => {
-            return Err(format!("{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"));
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+            ));
         }
     };
     if !seconds.is_finite() || seconds <= 0.0 {
@@ -566,13 +684,18 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: usize =
-        number.parse().map_err(|_| format!("{text:?} is not a size (write e.g. \"64KiB\")"))?;
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write e.g. \"64KiB\")"))?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (use B, KiB or MiB)")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use B, KiB or MiB)"
+            ));
+        }
     };
     match value.checked_mul(factor) {
         Some(v) if v > 0 => Ok(v),
@@ -616,7 +739,9 @@ fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<String>> {
     for day in &raw.holidays {
         match NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d") {
             Ok(d) => holidays.push(d),
-            Err(_) => errors.push(format!("calendar.holidays: {day:?} is not a date YYYY-MM-DD")),
+            Err(_) => errors.push(format!(
+                "calendar.holidays: {day:?} is not a date YYYY-MM-DD"
+            )),
         }
     }
     match (tz, hours, errors.is_empty()) {
@@ -639,6 +764,166 @@ fn parse_weekday(text: &str) -> Option<Weekday> {
     }
 }
 
+/// One problem of a config file, for `b24-robot check`: where it is, when it is in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// `file:line:col` when the problem is in the file; `None` for the environment or defaults.
+    pub location: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(at) => write!(f, "{at}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every key the settings know, as `section.key`.
+fn known_keys() -> Vec<(String, Vec<String>)> {
+    match serde_json::to_value(RawSettings::default()) {
+        Ok(serde_json::Value::Object(sections)) => sections
+            .into_iter()
+            .map(|(section, keys)| {
+                let keys = keys
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default();
+                (section, keys)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Loads the settings like [`Settings::load`], but reports every problem of the config file with
+/// its `file:line:col` (the file is re-read with spans): syntax errors, unknown keys with a
+/// suggestion, and bad values. Problems from the environment name their variable.
+pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
+    let path = sources.file.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+        default.is_file().then_some(default)
+    });
+    let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    let mut problems = Vec::new();
+    let mut spans: HashMap<String, (usize, usize)> = HashMap::new();
+    if let (Some(path), Some(text)) = (&path, &text) {
+        let name = path.display().to_string();
+        let index = crate::rules::LineIndex::new(text);
+        let at = |offset: usize| {
+            let (line, col) = index.position(text, offset);
+            format!("{name}:{line}:{col}")
+        };
+        let (table, errors) = toml::de::DeTable::parse_recoverable(text);
+        for e in &errors {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            problems.push(ConfigProblem {
+                location: Some(at(offset)),
+                message: e.message().trim().to_string(),
+            });
+        }
+        let known = known_keys();
+        let sections: Vec<&str> = known.iter().map(|(s, _)| s.as_str()).collect();
+        for (section, value) in table.get_ref().iter() {
+            let section_name = section.get_ref().as_ref();
+            let Some((_, keys)) = known.iter().find(|(s, _)| s == section_name) else {
+                let hint = crate::rules::suggest(section_name, &sections)
+                    .map(|s| format!(" (did you mean [{s}]?)"))
+                    .unwrap_or_else(|| format!(" (sections: {})", sections.join(", ")));
+                problems.push(ConfigProblem {
+                    location: Some(at(section.span().start)),
+                    message: format!("unknown section or key \"{section_name}\"{hint}"),
+                });
+                continue;
+            };
+            let Some(inner) = value.get_ref().as_table() else {
+                problems.push(ConfigProblem {
+                    location: Some(at(value.span().start)),
+                    message: format!("[{section_name}] must be a table of keys"),
+                });
+                continue;
+            };
+            let key_names: Vec<&str> = keys.iter().map(String::as_str).collect();
+            for (key, value) in inner.iter() {
+                let key_name = key.get_ref().as_ref();
+                let full = format!("{section_name}.{key_name}");
+                if key_names.contains(&key_name) {
+                    spans.insert(full, index.position(text, value.span().start));
+                } else {
+                    let hint = crate::rules::suggest(key_name, &key_names)
+                        .map(|k| format!(" (did you mean \"{k}\"?)"))
+                        .unwrap_or_else(|| {
+                            format!(" (keys of [{section_name}]: {})", key_names.join(", "))
+                        });
+                    problems.push(ConfigProblem {
+                        location: Some(at(key.span().start)),
+                        message: format!("unknown key \"{full}\"{hint}"),
+                    });
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+    }
+    let known = known_keys();
+    for var in sources.env.keys() {
+        let Some(rest) = var.strip_prefix(&format!("{ENV_PREFIX}__")) else {
+            continue;
+        };
+        let key = rest.to_ascii_lowercase();
+        let (section, name) = key.split_once("__").unwrap_or((key.as_str(), ""));
+        let keys = known.iter().find(|(s, _)| s == section).map(|(_, k)| k);
+        if keys.is_none_or(|k| !k.iter().any(|k| k == name)) {
+            let candidates: Vec<String> = known
+                .iter()
+                .flat_map(|(s, k)| k.iter().map(move |k| format!("{s}__{k}")))
+                .collect();
+            let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
+            let hint = crate::rules::suggest(&key, &refs)
+                .map(|k| format!(" (did you mean {ENV_PREFIX}__{}?)", k.to_ascii_uppercase()))
+                .unwrap_or_default();
+            problems.push(ConfigProblem {
+                location: None,
+                message: format!("environment variable {var}: unknown key{hint}"),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    match Settings::load(sources) {
+        Ok(settings) => Ok(settings),
+        Err(ConfigError::Invalid(lines)) => {
+            let name = path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            for line in lines {
+                let key = line.split(':').next().unwrap_or("").trim().to_string();
+                let location = spans.get(&key).map(|(l, c)| format!("{name}:{l}:{c}"));
+                let env_name = format!(
+                    "{ENV_PREFIX}__{}",
+                    key.to_ascii_uppercase().replace('.', "__")
+                );
+                let message = if location.is_none() && sources.env.contains_key(&env_name) {
+                    format!("{line} (from the environment, {env_name})")
+                } else {
+                    line
+                };
+                problems.push(ConfigProblem { location, message });
+            }
+            Err(problems)
+        }
+        Err(other) => Err(vec![ConfigProblem {
+            location: None,
+            message: other.to_string(),
+        }]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,7 +931,10 @@ mod tests {
     fn env(pairs: &[(&str, &str)]) -> Sources {
         Sources {
             file: None,
-            env: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             overrides: Vec::new(),
         }
     }
@@ -664,10 +952,15 @@ mod tests {
     #[test]
     fn environment_sets_keys_and_lists() {
         let s = Settings::load(&env(&[
-            ("B24ROBOT__PORTAL__WEBHOOK_URL", "https://x.bitrix24.ru/rest/1/abc"),
+            (
+                "B24ROBOT__PORTAL__WEBHOOK_URL",
+                "https://x.bitrix24.ru/rest/1/abc",
+            ),
             ("B24ROBOT__PORTAL__APPLICATION_TOKEN", "12345"),
             ("B24ROBOT__PORTAL__REQUESTS_PER_SECOND", "1.5"),
             ("B24ROBOT__CALENDAR__WORKDAYS", "mon,tue"),
+            ("B24ROBOT__CALENDAR__HOLIDAYS", "2027-01-01, 2027-01-02"),
+            ("B24ROBOT__SERVER__ADMIN_TOKEN", "0123"),
             ("OTHER", "ignored"),
         ]))
         .expect("valid");
@@ -677,6 +970,23 @@ mod tests {
         );
         assert_eq!(s.portal.application_token.expose(), "12345");
         assert_eq!(s.portal.requests_per_second, 1.5);
+        assert_eq!(
+            s.server.admin_token.expose(),
+            "0123",
+            "an all-digit secret stays text"
+        );
+        assert!(
+            s.calendar
+                .is_working_day(chrono::NaiveDate::from_ymd_opt(2027, 1, 4).expect("date"))
+        );
+        assert!(
+            !s.calendar
+                .is_working_day(chrono::NaiveDate::from_ymd_opt(2027, 1, 6).expect("date"))
+        );
+        assert!(
+            !s.calendar
+                .is_working_day(chrono::NaiveDate::from_ymd_opt(2027, 1, 1).expect("date"))
+        );
     }
 
     #[test]
@@ -691,7 +1001,10 @@ mod tests {
         assert!(text.contains("sync.poll_interval"), "{text}");
         assert!(text.contains("calendar.timezone"), "{text}");
         assert!(text.contains("portal.webhook_url"), "{text}");
-        assert!(!text.contains("secret"), "the URL must not be echoed: {text}");
+        assert!(
+            !text.contains("secret"),
+            "the URL must not be echoed: {text}"
+        );
     }
 
     #[test]
@@ -702,8 +1015,14 @@ mod tests {
 
     #[test]
     fn missing_explicit_config_file_is_an_error() {
-        let sources = Sources { file: Some("/nonexistent/b24.toml".into()), ..Sources::default() };
-        assert!(matches!(Settings::load(&sources), Err(ConfigError::FileNotFound(_))));
+        let sources = Sources {
+            file: Some("/nonexistent/b24.toml".into()),
+            ..Sources::default()
+        };
+        assert!(matches!(
+            Settings::load(&sources),
+            Err(ConfigError::FileNotFound(_))
+        ));
     }
 
     #[test]
@@ -711,7 +1030,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("conf.toml");
         std::fs::write(&path, "[rules]\ndir = \"my-rules\"\n").expect("write");
-        let s = Settings::load(&Sources { file: Some(path), ..Sources::default() }).expect("ok");
+        let s = Settings::load(&Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .expect("ok");
         assert_eq!(s.rules.dir, dir.path().join("my-rules"));
         assert_eq!(s.storage.dir, dir.path().join("data"));
     }
@@ -719,12 +1042,75 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug() {
         let s = Settings::load(&env(&[
-            ("B24ROBOT__PORTAL__WEBHOOK_URL", "https://x.bitrix24.ru/rest/1/topsecret/"),
+            (
+                "B24ROBOT__PORTAL__WEBHOOK_URL",
+                "https://x.bitrix24.ru/rest/1/topsecret/",
+            ),
             ("B24ROBOT__PORTAL__APPLICATION_TOKEN", "tokensecret"),
         ]))
         .expect("valid");
         let debug = format!("{s:?}");
-        assert!(!debug.contains("topsecret") && !debug.contains("tokensecret"), "{debug}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains("tokensecret"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn the_example_config_documents_every_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b24-robot.toml");
+        let example = include_str!("../b24-robot.example.toml");
+        std::fs::write(&path, example).expect("write");
+        let s = Settings::load(&Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .expect("the example loads");
+        let d = Settings::defaults();
+        assert_eq!(format!("{:?}", s.server), format!("{:?}", d.server));
+        assert_eq!(format!("{:?}", s.sync), format!("{:?}", d.sync));
+        assert_eq!(format!("{:?}", s.worker), format!("{:?}", d.worker));
+        assert_eq!(s.portal.burst, d.portal.burst);
+    }
+
+    #[test]
+    fn check_points_at_unknown_keys_and_bad_values_in_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("conf.toml");
+        std::fs::write(&path, "[portal]\nwebhok_url = \"x\"\n").expect("write");
+        let problems = check(&Sources {
+            file: Some(path.clone()),
+            ..Sources::default()
+        })
+        .expect_err("bad");
+        let text = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.ends_with(
+                "conf.toml:2:1: unknown key \"portal.webhok_url\" (did you mean \"webhook_url\"?)"
+            ),
+            "{text}"
+        );
+
+        std::fs::write(&path, "[sync]\npoll_interval = \"soon\"\n").expect("write");
+        let problems = check(&Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .expect_err("bad");
+        let text = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("conf.toml:2:17: sync.poll_interval: \"soon\" is not a duration"),
+            "{text}"
+        );
     }
 
     #[test]

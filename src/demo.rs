@@ -20,15 +20,26 @@ use crate::worker::Activity;
 
 /// The shipped example rules, built into the binary.
 pub const EMBEDDED_RULES: [(&str, &str); 3] = [
-    ("rules/10-new-clients.toml", include_str!("../rules/10-new-clients.toml")),
-    ("rules/20-repeat-clients.toml", include_str!("../rules/20-repeat-clients.toml")),
-    ("rules/30-outcomes.toml", include_str!("../rules/30-outcomes.toml")),
+    (
+        "rules/10-new-clients.toml",
+        include_str!("../rules/10-new-clients.toml"),
+    ),
+    (
+        "rules/20-repeat-clients.toml",
+        include_str!("../rules/20-repeat-clients.toml"),
+    ),
+    (
+        "rules/30-outcomes.toml",
+        include_str!("../rules/30-outcomes.toml"),
+    ),
 ];
 
 /// The embedded rules, loaded.
 pub fn embedded_rules() -> Result<RuleSet, Vec<crate::rules::Diagnostic>> {
-    let sources: Vec<(String, String)> =
-        EMBEDDED_RULES.iter().map(|(name, text)| (name.to_string(), text.to_string())).collect();
+    let sources: Vec<(String, String)> = EMBEDDED_RULES
+        .iter()
+        .map(|(name, text)| (name.to_string(), text.to_string()))
+        .collect();
     RuleSet::from_sources(&sources).map(|(rules, _)| rules)
 }
 
@@ -48,13 +59,24 @@ pub fn seed_portal(sim: &SimPortal) {
         ],
     );
     sim.add_field("UF_CRM_INN", "string", "Tax ID (INN)", false, &[]);
-    sim.add_field("UF_CRM_CONTRACT_NO", "string", "Contract number", false, &[]);
+    sim.add_field(
+        "UF_CRM_CONTRACT_NO",
+        "string",
+        "Contract number",
+        false,
+        &[],
+    );
     sim.add_field(
         "UF_CRM_LOSS_REASON",
         "enumeration",
         "Loss reason",
         false,
-        &[(11, "Too expensive"), (12, "Chose a competitor"), (13, "Stopped answering"), (14, "No budget")],
+        &[
+            (11, "Too expensive"),
+            (12, "Chose a competitor"),
+            (13, "Stopped answering"),
+            (14, "No budget"),
+        ],
     );
     sim.add_field("UF_CRM_NPS", "double", "NPS score", false, &[]);
     sim.add_department(1, "Company", None, Some(1));
@@ -80,12 +102,24 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
         Some(dir) => RuleSet::load_dir(dir).map(|(r, _)| r),
         None => embedded_rules(),
     }
-    .map_err(|diagnostics| diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    .map_err(|diagnostics| {
+        diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
 
-    let sim = SimPortal::start(SimConfig::default()).await.map_err(|e| format!("simulated portal: {e}"))?;
+    let sim = SimPortal::start(SimConfig::default())
+        .await
+        .map_err(|e| format!("simulated portal: {e}"))?;
     seed_portal(&sim);
 
-    let store_dir = std::env::temp_dir().join(format!("b24-robot-demo-{}-{}", std::process::id(), crate::store::now_ms()));
+    let store_dir = std::env::temp_dir().join(format!(
+        "b24-robot-demo-{}-{}",
+        std::process::id(),
+        crate::store::now_ms()
+    ));
     let token = format!("demo-{}", crate::store::now_ms());
     let sources = Sources {
         overrides: vec![
@@ -103,17 +137,30 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
     crate::telemetry::init(settings.log.format, &settings.log.level);
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let app = Application::build_with_activity(settings, rules.clone(), Some(tx)).await.map_err(|e| e.to_string())?;
+    let app = Application::build_with_activity(settings, rules.clone(), Some(tx))
+        .await
+        .map_err(|e| e.to_string())?;
     let store = app.store();
-    sim.set_event_handler(Some(format!("http://127.0.0.1:{}/bitrix24/events", app.port())), &token);
+    sim.set_event_handler(
+        Some(format!("http://127.0.0.1:{}/bitrix24/events", app.port())),
+        &token,
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stop_rx.await;
     }));
 
-    println!("b24-robot demo: {} rules (version {}) against a simulated portal", rules.len(), rules.version());
+    println!(
+        "b24-robot demo: {} rules (version {}) against a simulated portal",
+        rules.len(),
+        rules.version()
+    );
     println!();
-    let mut story = Story { rx, store, sim: sim.clone() };
+    let mut story = Story {
+        rx,
+        store,
+        sim: sim.clone(),
+    };
 
     story.say("Vera creates a deal for Romashka LLC (new client)");
     let romashka = sim
@@ -128,7 +175,11 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
     sim.move_deal(romashka, "PREPAYMENT_INVOICE").await;
     story.settle().await;
     story.say("Vera fills them in and moves it again");
-    sim.update_deal(romashka, json!({"UF_CRM_INN": "7701234567", "UF_CRM_CONTRACT_NO": "2026-117"})).await;
+    sim.update_deal(
+        romashka,
+        json!({"UF_CRM_INN": "7701234567", "UF_CRM_CONTRACT_NO": "2026-117"}),
+    )
+    .await;
     story.settle().await;
     sim.move_deal(romashka, "PREPAYMENT_INVOICE").await;
     story.settle().await;
@@ -145,15 +196,18 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
     sim.move_deal(vasilek, "LOSE").await;
     story.settle().await;
     story.say("Gleb gives the reason and closes it as lost");
-    sim.update_deal(vasilek, json!({"UF_CRM_LOSS_REASON": "11"})).await;
+    sim.update_deal(vasilek, json!({"UF_CRM_LOSS_REASON": "11"}))
+        .await;
     story.settle().await;
     sim.move_deal(vasilek, "LOSE").await;
     story.settle().await;
 
     story.say("A deal moves while its event is lost on the way: the sweep finds it");
     let lost = sim
-        .create_deal(json!({"TITLE": "Lyutik: annual support", "ASSIGNED_BY_ID": "3", "CURRENCY_ID": "RUB",
-            "OPPORTUNITY": "50000.00", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
+        .create_deal(
+            json!({"TITLE": "Lyutik: annual support", "ASSIGNED_BY_ID": "3", "CURRENCY_ID": "RUB",
+            "OPPORTUNITY": "50000.00", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}),
+        )
         .await;
     story.settle().await;
     sim.move_deal_silently(lost, "PREPARATION").await;
@@ -190,7 +244,17 @@ impl Story {
     }
 
     /// As `settle`, waiting at least `min` (for the sweep).
+    ///
+    /// It ends at the start of a new second: Bitrix24's `ts` counts seconds, and two deliveries
+    /// of the same event name for the same deal in one second are one delivery to the service
+    /// (its dedupe key). People do not click that fast; a scripted story does.
     async fn settle_for(&mut self, min: Duration) {
+        self.wait(min).await;
+        let into_second = crate::store::now_ms() % 1000;
+        tokio::time::sleep(Duration::from_millis(1000 - into_second)).await;
+    }
+
+    async fn wait(&mut self, min: Duration) {
         let start = Instant::now();
         let mut quiet_since = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
@@ -214,7 +278,13 @@ impl Story {
 
     fn print(&self, activity: &Activity) {
         match activity {
-            Activity::StageEntry { deal_id, stage_id, acted, note, .. } => {
+            Activity::StageEntry {
+                deal_id,
+                stage_id,
+                acted,
+                note,
+                ..
+            } => {
                 let title = self.title(*deal_id);
                 if *acted {
                     println!("  deal {deal_id} \"{title}\" entered {stage_id}");
@@ -222,7 +292,13 @@ impl Story {
                     println!("  deal {deal_id} \"{title}\" entered {stage_id} ({note})");
                 }
             }
-            Activity::Effect { rule, method, params, result, .. } => {
+            Activity::Effect {
+                rule,
+                method,
+                params,
+                result,
+                ..
+            } => {
                 let what = describe(method, params);
                 match result {
                     Ok(id) => println!("    [{rule}] {what} -> #{id}"),
@@ -242,7 +318,11 @@ impl Story {
 }
 
 fn describe(method: &str, params: &Value) -> String {
-    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
     match method {
         "tasks.task.add" => {
             let f = &params["fields"];
@@ -252,15 +332,29 @@ fn describe(method: &str, params: &Value) -> String {
                 text(&f["TITLE"]),
                 text(&f["RESPONSIBLE_ID"]),
                 deadline,
-                f.get("AUDITORS").map(|a| format!(" auditors {a}")).unwrap_or_default()
+                f.get("AUDITORS")
+                    .map(|a| format!(" auditors {a}"))
+                    .unwrap_or_default()
             )
         }
         "crm.deal.update" => format!("moved back to {}", text(&params["fields"]["STAGE_ID"])),
-        "crm.timeline.comment.add" => format!("timeline comment \"{}\"", text(&params["fields"]["COMMENT"])),
-        "im.notify.system.add" => format!("notified user {}: \"{}\"", text(&params["USER_ID"]), text(&params["MESSAGE"])),
+        "crm.timeline.comment.add" => format!(
+            "timeline comment \"{}\"",
+            text(&params["fields"]["COMMENT"])
+        ),
+        "im.notify.system.add" => format!(
+            "notified user {}: \"{}\"",
+            text(&params["USER_ID"]),
+            text(&params["MESSAGE"])
+        ),
         "crm.deal.add" => {
             let f = &params["fields"];
-            format!("copied as \"{}\" into {} responsible {}", text(&f["TITLE"]), text(&f["STAGE_ID"]), text(&f["ASSIGNED_BY_ID"]))
+            format!(
+                "copied as \"{}\" into {} responsible {}",
+                text(&f["TITLE"]),
+                text(&f["STAGE_ID"]),
+                text(&f["ASSIGNED_BY_ID"])
+            )
         }
         other => format!("{other} {params}"),
     }

@@ -21,13 +21,14 @@
 
 pub mod bitrix;
 pub mod calendar;
+pub mod cli;
+pub mod configuration;
+pub mod demo;
+pub mod dry_run;
+pub mod intake;
 pub mod rules;
 pub mod sandbox;
-pub mod configuration;
-pub mod store;
-pub mod intake;
-pub mod worker;
-pub mod telemetry;
 pub mod startup;
-pub mod cli;
-pub mod demo;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -21,7 +21,8 @@ use crate::intake::{self, IntakeCounters, IntakeState};
 use crate::rules::RuleSet;
 use crate::store::{Store, StoreError, now_ms};
 use crate::worker::{
-    Activity, CatalogCache, People, RulesHandle, Scheduler, Worker, ensure_history_floor, sweep_once,
+    Activity, CatalogCache, People, RulesHandle, Scheduler, Worker, ensure_history_floor,
+    sweep_once,
 };
 
 /// How long shutdown may take in all (the spec gives 10 s; keep a margin for the flush).
@@ -31,7 +32,9 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("portal.webhook_url is not set: give the incoming webhook's URL (https://<portal>/rest/<user>/<code>/)")]
+    #[error(
+        "portal.webhook_url is not set: give the incoming webhook's URL (https://<portal>/rest/<user>/<code>/)"
+    )]
     NoWebhook,
     #[error("portal client: {0}")]
     Client(String),
@@ -60,9 +63,13 @@ impl Application {
         rules: RuleSet,
         activity: Option<mpsc::UnboundedSender<Activity>>,
     ) -> Result<Application, StartupError> {
-        let webhook = settings.portal.webhook_url.clone().ok_or(StartupError::NoWebhook)?;
-        let webhook_url =
-            url::Url::parse(webhook.expose()).map_err(|e| StartupError::Client(format!("portal.webhook_url: {e}")))?;
+        let webhook = settings
+            .portal
+            .webhook_url
+            .clone()
+            .ok_or(StartupError::NoWebhook)?;
+        let webhook_url = url::Url::parse(webhook.expose())
+            .map_err(|e| StartupError::Client(format!("portal.webhook_url: {e}")))?;
         let client = Client::new(ClientSettings {
             webhook_url,
             requests_per_second: settings.portal.requests_per_second,
@@ -104,14 +111,21 @@ impl Application {
             let wait = settings.portal.timeout.min(Duration::from_secs(10));
             match tokio::time::timeout(wait, ensure_history_floor(&worker)).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "stage history starting point not read yet; will retry"),
-                Err(_) => tracing::warn!("stage history starting point not read yet (portal slow); will retry"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "stage history starting point not read yet; will retry")
+                }
+                Err(_) => tracing::warn!(
+                    "stage history starting point not read yet (portal slow); will retry"
+                ),
             }
         }
 
         let listener = TcpListener::bind(settings.server.listen)
             .await
-            .map_err(|error| StartupError::Listen { addr: settings.server.listen.to_string(), error })?;
+            .map_err(|error| StartupError::Listen {
+                addr: settings.server.listen.to_string(),
+                error,
+            })?;
         let port = listener.local_addr().map_err(StartupError::Serve)?.port();
         let intake = IntakeState {
             store,
@@ -122,7 +136,13 @@ impl Application {
             counters: Arc::new(IntakeCounters::default()),
             closing: Arc::new(AtomicBool::new(false)),
         };
-        Ok(Application { listener, port, settings, worker, intake })
+        Ok(Application {
+            listener,
+            port,
+            settings,
+            worker,
+            intake,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -138,8 +158,17 @@ impl Application {
     }
 
     /// Runs until `shutdown` resolves, then stops in order (see the module documentation).
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
-        let Application { listener, settings, worker, intake, .. } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Application {
+            listener,
+            settings,
+            worker,
+            intake,
+            ..
+        } = self;
         if application_token_missing(&settings) {
             tracing::warn!("portal.application_token is empty: every event will be refused (401)");
         }
@@ -151,16 +180,30 @@ impl Application {
         let stop_worker = CancellationToken::new();
         let worker_task = tokio::spawn(worker.clone().run(stop_worker.clone()));
         let stop_background = CancellationToken::new();
-        let sweeper = tokio::spawn(run_sweeper(worker.clone(), settings.sync.poll_interval, stop_background.clone()));
-        let pruner = tokio::spawn(run_pruner(intake.store.clone(), settings.sync.dedupe_window, stop_background.clone()));
+        let sweeper = tokio::spawn(run_sweeper(
+            worker.clone(),
+            settings.sync.poll_interval,
+            stop_background.clone(),
+        ));
+        let pruner = tokio::spawn(run_pruner(
+            intake.store.clone(),
+            settings.sync.dedupe_window,
+            stop_background.clone(),
+        ));
 
         let closing = intake.closing.clone();
         let stop_http = CancellationToken::new();
-        let app = intake::router(intake.clone(), settings.server.max_body);
+        let app = intake::router(
+            intake.clone(),
+            settings.server.max_body,
+            settings.server.request_timeout,
+        );
         let http = {
             let stop_http = stop_http.clone();
             tokio::spawn(async move {
-                axum::serve(listener, app).with_graceful_shutdown(stop_http.cancelled_owned()).await
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_http.cancelled_owned())
+                    .await
             })
         };
         tracing::info!(listen = %settings.server.listen, "b24-robot is serving");
@@ -173,8 +216,13 @@ impl Application {
         stop_background.cancel();
         stop_worker.cancel();
 
-        if tokio::time::timeout_at(deadline, worker_task).await.is_err() {
-            tracing::warn!("a round was still in flight at the deadline: abandoned (its intents are kept)");
+        if tokio::time::timeout_at(deadline, worker_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a round was still in flight at the deadline: abandoned (its intents are kept)"
+            );
         }
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
         pruner.abort();
@@ -224,7 +272,8 @@ async fn run_pruner(store: Store, window: Duration, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         let store = store.clone();
-        let pruned = tokio::task::spawn_blocking(move || store.prune_dedupe(now_ms(), window)).await;
+        let pruned =
+            tokio::task::spawn_blocking(move || store.prune_dedupe(now_ms(), window)).await;
         if let Ok(Err(error)) = pruned {
             tracing::warn!(%error, "pruning delivery keys failed");
         }

@@ -132,7 +132,12 @@ pub enum ParseError {
 /// Checks the content type: Bitrix24 always posts a form.
 pub fn check_content_type(content_type: Option<&str>) -> Result<(), ParseError> {
     let ct = content_type.unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence == "application/x-www-form-urlencoded" {
         Ok(())
     } else if ct.is_empty() {
@@ -144,7 +149,11 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), ParseError> 
 
 /// Turns a decoded form into a [`DealEvent`].
 pub fn parse_event(form: &FormBody) -> Result<DealEvent, ParseError> {
-    let name = EventName::parse(form.get("event").filter(|s| !s.trim().is_empty()).ok_or(ParseError::NoEvent)?);
+    let name = EventName::parse(
+        form.get("event")
+            .filter(|s| !s.trim().is_empty())
+            .ok_or(ParseError::NoEvent)?,
+    );
     let raw_id = form.get("data[FIELDS][ID]").ok_or(ParseError::NoDealId)?;
     let deal_id = raw_id
         .trim()
@@ -153,7 +162,10 @@ pub fn parse_event(form: &FormBody) -> Result<DealEvent, ParseError> {
         .filter(|id| *id > 0)
         .ok_or_else(|| ParseError::BadDealId(truncate(raw_id, 40)))?;
     let ts = match form.get("ts").map(str::trim).filter(|s| !s.is_empty()) {
-        Some(t) => Some(t.parse::<u64>().map_err(|_| ParseError::BadTs(truncate(t, 40)))?),
+        Some(t) => Some(
+            t.parse::<u64>()
+                .map_err(|_| ParseError::BadTs(truncate(t, 40)))?,
+        ),
         None => None,
     };
     let member_id = form.get("auth[member_id]").map(str::to_string);
@@ -167,18 +179,30 @@ pub fn parse_event(form: &FormBody) -> Result<DealEvent, ParseError> {
         ),
         None => format!("body|{:016x}", fnv1a(form.normalised().as_bytes())),
     };
-    Ok(DealEvent { name, deal_id, ts, member_id, dedupe_key })
+    Ok(DealEvent {
+        name,
+        deal_id,
+        ts,
+        member_id,
+        dedupe_key,
+    })
 }
 
 fn truncate(text: &str, max: usize) -> String {
     let clean: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
-    if text.chars().count() > max { format!("{clean}…") } else { clean }
+    if text.chars().count() > max {
+        format!("{clean}…")
+    } else {
+        clean
+    }
 }
 
 /// FNV-1a, 64 bits: a stable hash (std's hasher may change between releases, and the key is
 /// stored).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -190,7 +214,10 @@ mod tests {
     #[test]
     fn percent_encoded_brackets_parse() {
         let form = FormBody::parse(ENCODED.as_bytes());
-        assert_eq!(form.application_token(), Some("jvh9y1ulvt2m6k5or90v9mg8nn32ozas"));
+        assert_eq!(
+            form.application_token(),
+            Some("jvh9y1ulvt2m6k5or90v9mg8nn32ozas")
+        );
         let e = parse_event(&form).expect("valid");
         assert_eq!(e.name(), &EventName::DealUpdate);
         assert_eq!(e.deal_id(), 7405);
@@ -209,23 +236,44 @@ mod tests {
     #[test]
     fn malformed_bodies_get_one_line_reasons() {
         let cases = [
-            ("auth[application_token]=t&data[FIELDS][ID]=1", ParseError::NoEvent),
+            (
+                "auth[application_token]=t&data[FIELDS][ID]=1",
+                ParseError::NoEvent,
+            ),
             ("event=ONCRMDEALUPDATE", ParseError::NoDealId),
-            ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=abc", ParseError::BadDealId("abc".into())),
-            ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=0", ParseError::BadDealId("0".into())),
-            ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=-5", ParseError::BadDealId("-5".into())),
-            ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=1&ts=yesterday", ParseError::BadTs("yesterday".into())),
+            (
+                "event=ONCRMDEALUPDATE&data[FIELDS][ID]=abc",
+                ParseError::BadDealId("abc".into()),
+            ),
+            (
+                "event=ONCRMDEALUPDATE&data[FIELDS][ID]=0",
+                ParseError::BadDealId("0".into()),
+            ),
+            (
+                "event=ONCRMDEALUPDATE&data[FIELDS][ID]=-5",
+                ParseError::BadDealId("-5".into()),
+            ),
+            (
+                "event=ONCRMDEALUPDATE&data[FIELDS][ID]=1&ts=yesterday",
+                ParseError::BadTs("yesterday".into()),
+            ),
         ];
         for (body, expected) in cases {
-            assert_eq!(parse_event(&FormBody::parse(body.as_bytes())), Err(expected), "{body}");
+            assert_eq!(
+                parse_event(&FormBody::parse(body.as_bytes())),
+                Err(expected),
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn the_same_delivery_has_the_same_key_and_another_ts_another() {
         let a = parse_event(&FormBody::parse(ENCODED.as_bytes())).expect("valid");
-        let b = parse_event(&FormBody::parse(ENCODED.replace("1766047124", "1766047125").as_bytes()))
-            .expect("valid");
+        let b = parse_event(&FormBody::parse(
+            ENCODED.replace("1766047124", "1766047125").as_bytes(),
+        ))
+        .expect("valid");
         assert_ne!(a.dedupe_key(), b.dedupe_key());
         let raw = ENCODED.replace("%5B", "[").replace("%5D", "]");
         let c = parse_event(&FormBody::parse(raw.as_bytes())).expect("valid");
@@ -243,7 +291,9 @@ mod tests {
 
     #[test]
     fn content_type_must_be_a_form() {
-        assert!(check_content_type(Some("application/x-www-form-urlencoded; charset=UTF-8")).is_ok());
+        assert!(
+            check_content_type(Some("application/x-www-form-urlencoded; charset=UTF-8")).is_ok()
+        );
         assert!(check_content_type(Some("application/json")).is_err());
         assert!(check_content_type(None).is_err());
     }

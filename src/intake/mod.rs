@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -48,12 +49,25 @@ pub struct IntakeCounters {
     pub failed: AtomicU64,
 }
 
-pub fn router(state: IntakeState, max_body: usize) -> Router {
+/// The service's routes. `request_timeout` bounds a whole request, body included, so a client
+/// that sends its body slowly cannot hold a connection for long.
+pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) -> Router {
     Router::new()
-        .route("/bitrix24/events", post(receive_event).layer(DefaultBodyLimit::max(max_body)))
+        .route(
+            "/bitrix24/events",
+            post(receive_event).layer(DefaultBodyLimit::max(max_body)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| async move {
+                match tokio::time::timeout(request_timeout, next.run(request)).await {
+                    Ok(response) => response,
+                    Err(_) => reply(StatusCode::REQUEST_TIMEOUT, "request timed out"),
+                }
+            },
+        ))
 }
 
 async fn readyz(State(state): State<IntakeState>) -> Response {
@@ -67,16 +81,25 @@ async fn readyz(State(state): State<IntakeState>) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive_event(
+    State(state): State<IntakeState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let counters = &state.counters;
     // The body limit layer has already answered 413 for a body over `server.max_body`.
     let form = FormBody::parse(&body);
     if !token_matches(form.application_token(), state.application_token.expose()) {
         counters.unauthorized.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("event refused: wrong or missing auth[application_token]");
-        return reply(StatusCode::UNAUTHORIZED, "wrong or missing auth[application_token]");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            "wrong or missing auth[application_token]",
+        );
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let parsed = check_content_type(content_type).and_then(|()| parse_event(&form));
     let event = match parsed {
         Ok(event) => event,
@@ -88,7 +111,11 @@ async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, bod
     };
     if !event.name().is_recorded() {
         counters.ignored.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(event = event.name().as_str(), deal_id = event.deal_id(), "event ignored");
+        tracing::debug!(
+            event = event.name().as_str(),
+            deal_id = event.deal_id(),
+            "event ignored"
+        );
         return reply(StatusCode::OK, "ignored");
     }
     if state.closing.load(Ordering::SeqCst) {
@@ -97,7 +124,12 @@ async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, bod
     match record(&state, &event).await {
         Ok(Recorded::New { event_id }) => {
             counters.recorded.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(event_id, deal_id = event.deal_id(), event = event.name().as_str(), "event recorded");
+            tracing::debug!(
+                event_id,
+                deal_id = event.deal_id(),
+                event = event.name().as_str(),
+                "event recorded"
+            );
             state.scheduler.wake(event.deal_id());
             reply(StatusCode::OK, "recorded")
         }
@@ -108,14 +140,20 @@ async fn receive_event(State(state): State<IntakeState>, headers: HeaderMap, bod
         Err(error) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(deal_id = event.deal_id(), %error, "event could not be recorded");
-            reply(StatusCode::SERVICE_UNAVAILABLE, "could not record the event")
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not record the event",
+            )
         }
     }
 }
 
 /// Records the event and flushes. A duplicate is flushed too: the first copy may still be on its
 /// way to disk, and its 200 must not go out before it is there.
-async fn record(state: &IntakeState, event: &event::DealEvent) -> Result<Recorded, crate::store::StoreError> {
+async fn record(
+    state: &IntakeState,
+    event: &event::DealEvent,
+) -> Result<Recorded, crate::store::StoreError> {
     let store = state.store.clone();
     let key = event.dedupe_key().to_string();
     let deal_id = event.deal_id();
@@ -126,9 +164,16 @@ async fn record(state: &IntakeState, event: &event::DealEvent) -> Result<Recorde
         Ok(recorded)
     })
     .await
-    .map_err(|e| crate::store::StoreError::Sled(sled::Error::Unsupported(format!("intake task: {e}"))))?
+    .map_err(|e| {
+        crate::store::StoreError::Sled(sled::Error::Unsupported(format!("intake task: {e}")))
+    })?
 }
 
 fn reply(status: StatusCode, text: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{text}\n"),
+    )
+        .into_response()
 }

@@ -449,7 +449,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
     };
     let mut text = template.render(&ctx, Some(&missing.labels), &mut notes);
     if let Some(extra) = &missing.detail {
-        text = sentences(&text, extra);
+        text = format!("{} {extra}", end_sentence(&text));
     }
     let mut effects = Vec::new();
     let mut reverts = false;
@@ -460,7 +460,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
                 Some(by) => notes.push(format!("the deal is already moved back by rule \"{by}\"")),
                 None => effects.push(Effect::MoveBack { to_stage: previous.to_string() }),
             }
-            text = sentences(&text, &format!("The deal was moved back to {previous}."));
+            text = format!("{} The deal was moved back to {previous}.", end_sentence(&text));
         }
         (OnMissing::Revert, None) => notes.push(
             "revert acts as warn: the deal has no previous stage in this pipeline (created here or moved in from another pipeline)".into(),
@@ -475,19 +475,6 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
         message: notice,
     });
     (decision(rule, Outcome::Fired(effects), notes), reverts)
-}
-
-/// Two sentences of a gate's message. A message that already ends a sentence (the shipped
-/// "...: the deal was moved back.") used to get a second period: "back.. The deal".
-fn sentences(first: &str, second: &str) -> String {
-    let first = first.trim_end();
-    if first.is_empty() {
-        second.to_string()
-    } else if first.ends_with(['.', '!', '?']) {
-        format!("{first} {second}")
-    } else {
-        format!("{first}. {second}")
-    }
 }
 
 /// What a gate found missing: labels for `{MISSING}`, and an optional explanation.
@@ -758,5 +745,16 @@ fn field_moment(
                 Some(moment)
             }
         }
+    }
+}
+
+/// The text as a sentence: a full stop added unless it already ends with one (an integrator's
+/// message often does), so that appended sentences never read "..".
+fn end_sentence(text: &str) -> String {
+    let trimmed = text.trim_end();
+    if trimmed.ends_with(['.', '!', '?']) {
+        trimmed.to_string()
+    } else {
+        format!("{trimmed}.")
     }
 }

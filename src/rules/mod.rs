@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 pub use diagnostics::{Diagnostic, Severity};
+pub(crate) use diagnostics::{LineIndex, suggest};
 pub use evaluate::{
     CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
     StageEntry, StageSemantic, TaskSpec, evaluate,

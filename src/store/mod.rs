@@ -31,14 +31,23 @@ pub enum StoreError {
     #[error("storage: {0}")]
     Sled(#[from] sled::Error),
     #[error("storage: record {tree}/{key} cannot be read: {message}")]
-    Corrupt { tree: &'static str, key: String, message: String },
-    #[error("storage: the store at {path} is in use by another process (is b24-robot already running?)")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error(
+        "storage: the store at {path} is in use by another process (is b24-robot already running?)"
+    )]
     Locked { path: String },
 }
 
 /// Milliseconds since the Unix epoch, the store's clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// What became of an event delivery.
@@ -69,11 +78,13 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                StoreError::Locked { path: dir.display().to_string() }
+                StoreError::Locked {
+                    path: dir.display().to_string(),
+                }
             }
-            sled::Error::Io(io) if io.to_string().contains("lock") => {
-                StoreError::Locked { path: dir.display().to_string() }
-            }
+            sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
+                path: dir.display().to_string(),
+            },
             other => StoreError::Sled(other),
         })?;
         Ok(Store {
@@ -121,10 +132,10 @@ impl Store {
         let event_id = self.next_id()?;
         let window_ms = window.as_millis() as u64;
         let result = (&self.dedupe, &self.queue).transaction(|(dedupe, queue)| {
-            if let Some(seen) = dedupe.get(dedupe_key.as_bytes())? {
-                if now_ms.saturating_sub(be_u64(&seen)) < window_ms {
-                    return Ok(Recorded::Duplicate);
-                }
+            if let Some(seen) = dedupe.get(dedupe_key.as_bytes())?
+                && now_ms.saturating_sub(be_u64(&seen)) < window_ms
+            {
+                return Ok(Recorded::Duplicate);
             }
             dedupe.insert(dedupe_key.as_bytes(), &now_ms.to_be_bytes())?;
             let key = deal_id.to_be_bytes();
@@ -174,7 +185,10 @@ impl Store {
 
     pub fn queued(&self, deal_id: u64) -> Result<Option<QueuedDeal>, StoreError> {
         let key = deal_id.to_be_bytes();
-        self.queue.get(key)?.map(|b| decode("queue", &key, &b)).transpose()
+        self.queue
+            .get(key)?
+            .map(|b| decode("queue", &key, &b))
+            .transpose()
     }
 
     /// Every queued deal, parked ones included.
@@ -194,12 +208,21 @@ impl Store {
 
     /// The deal's job is done: removes its queue record if no event came in since `generation`
     /// was read. Returns the record still queued (a newer event arrived) if any.
-    pub fn complete(&self, deal_id: u64, generation: u64) -> Result<Option<QueuedDeal>, StoreError> {
+    pub fn complete(
+        &self,
+        deal_id: u64,
+        generation: u64,
+    ) -> Result<Option<QueuedDeal>, StoreError> {
         self.update_queued(deal_id, |q| {
             if q.generation == generation {
                 None
             } else {
-                Some(QueuedDeal { attempts: 0, not_before_ms: 0, last_error: None, ..q })
+                Some(QueuedDeal {
+                    attempts: 0,
+                    not_before_ms: 0,
+                    last_error: None,
+                    ..q
+                })
             }
         })
     }
@@ -228,7 +251,11 @@ impl Store {
     /// Puts a job back without counting an attempt (e.g. a method parked by the portal).
     pub fn postpone(&self, deal_id: u64, not_before_ms: u64, why: &str) -> Result<(), StoreError> {
         self.update_queued(deal_id, |q| {
-            Some(QueuedDeal { not_before_ms, last_error: Some(why.to_string()), ..q })
+            Some(QueuedDeal {
+                not_before_ms,
+                last_error: Some(why.to_string()),
+                ..q
+            })
         })?;
         Ok(())
     }
@@ -239,7 +266,12 @@ impl Store {
         for q in self.all_queued()? {
             if q.parked && deal_id.is_none_or(|d| d == q.deal_id) {
                 self.update_queued(q.deal_id, |q| {
-                    Some(QueuedDeal { parked: false, attempts: 0, not_before_ms: 0, ..q })
+                    Some(QueuedDeal {
+                        parked: false,
+                        attempts: 0,
+                        not_before_ms: 0,
+                        ..q
+                    })
                 })?;
                 revived.push(q.deal_id);
             }
@@ -275,7 +307,10 @@ impl Store {
 
     pub fn deal_state(&self, deal_id: u64) -> Result<Option<DealState>, StoreError> {
         let key = deal_id.to_be_bytes();
-        self.deals.get(key)?.map(|b| decode("deals", &key, &b)).transpose()
+        self.deals
+            .get(key)?
+            .map(|b| decode("deals", &key, &b))
+            .transpose()
     }
 
     pub fn deal_count(&self) -> usize {
@@ -355,8 +390,11 @@ impl Store {
 
     /// Sets the history floor (and the sweep cursor) once; a floor already set is kept.
     pub fn init_history_floor(&self, id: u64) -> Result<u64, StoreError> {
-        let previous =
-            self.meta.compare_and_swap(META_HISTORY_FLOOR, None as Option<&[u8]>, Some(&id.to_be_bytes()))?;
+        let previous = self.meta.compare_and_swap(
+            META_HISTORY_FLOOR,
+            None as Option<&[u8]>,
+            Some(&id.to_be_bytes()),
+        )?;
         match previous {
             Ok(()) => {
                 self.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
@@ -381,7 +419,12 @@ impl Store {
     }
 }
 
-fn merge_event(current: Option<QueuedDeal>, deal_id: u64, event_id: Option<u64>, now_ms: u64) -> QueuedDeal {
+fn merge_event(
+    current: Option<QueuedDeal>,
+    deal_id: u64,
+    event_id: Option<u64>,
+    now_ms: u64,
+) -> QueuedDeal {
     let mut q = current.unwrap_or(QueuedDeal {
         v: RECORD_VERSION,
         deal_id,
@@ -442,12 +485,18 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     })
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     let version = serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .and_then(|v| v.get("v").and_then(serde_json::Value::as_u64));
-    if let Some(v) = version {
-        if v > u64::from(RECORD_VERSION) {
+    if let Some(v) = version
+        && v > u64::from(RECORD_VERSION)
+    {
+        {
             return Err(StoreError::Corrupt {
                 tree,
                 key: hex(key),
@@ -492,8 +541,14 @@ mod tests {
     #[test]
     fn the_same_delivery_is_recorded_once() {
         let (_d, s) = store();
-        assert!(matches!(s.record_event("k1", 5, 1000, DAY).expect("ok"), Recorded::New { .. }));
-        assert_eq!(s.record_event("k1", 5, 2000, DAY).expect("ok"), Recorded::Duplicate);
+        assert!(matches!(
+            s.record_event("k1", 5, 1000, DAY).expect("ok"),
+            Recorded::New { .. }
+        ));
+        assert_eq!(
+            s.record_event("k1", 5, 2000, DAY).expect("ok"),
+            Recorded::Duplicate
+        );
         let q = s.queued(5).expect("ok").expect("queued");
         assert_eq!(q.events, 1);
     }
@@ -501,9 +556,11 @@ mod tests {
     #[test]
     fn a_delivery_outside_the_window_is_recorded_again() {
         let (_d, s) = store();
-        s.record_event("k1", 5, 0, Duration::from_secs(1)).expect("ok");
+        s.record_event("k1", 5, 0, Duration::from_secs(1))
+            .expect("ok");
         assert!(matches!(
-            s.record_event("k1", 5, 5000, Duration::from_secs(1)).expect("ok"),
+            s.record_event("k1", 5, 5000, Duration::from_secs(1))
+                .expect("ok"),
             Recorded::New { .. }
         ));
     }
@@ -517,7 +574,10 @@ mod tests {
         assert_eq!((q.events, q.generation), (2, 2));
         // A worker read generation 2; an event arrives while it works.
         s.record_event("c", 7, 0, DAY).expect("ok");
-        assert!(s.complete(7, 2).expect("ok").is_some(), "the late event keeps the deal queued");
+        assert!(
+            s.complete(7, 2).expect("ok").is_some(),
+            "the late event keeps the deal queued"
+        );
         assert!(s.complete(7, 3).expect("ok").is_none());
         assert!(s.queued(7).expect("ok").is_none());
     }

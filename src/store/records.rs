@@ -137,7 +137,11 @@ pub struct EffectRecord {
 pub enum EffectState {
     Pending,
     /// Applied; `id` is what Bitrix24 returned (task id, comment id, new deal id...).
-    Done { id: String },
+    Done {
+        id: String,
+    },
     /// Failed for good (validation, permission, no supervisor...): not retried.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }

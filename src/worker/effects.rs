@@ -24,12 +24,13 @@ pub fn marker(deal_id: u64, entry_id: u64, rule: &str, index: u32) -> String {
     format!("b24robot:{deal_id}:{entry_id}:{rule}:{index}")
 }
 
-/// Builds the REST call of an effect. `resolve` maps a person to a user id (or why not).
+/// Builds the REST call of an effect. `resolve` maps a person to the value sent for them: a user
+/// id for the worker, a `<unresolved: ...>` placeholder for `dry-run` (or why not at all).
 pub fn plan(
     effect: &Effect,
     deal_id: u64,
     marker: String,
-    resolve: &mut dyn FnMut(&Person) -> Result<u64, String>,
+    resolve: &mut dyn FnMut(&Person) -> Result<Value, String>,
 ) -> Result<PlannedCall, String> {
     match effect {
         Effect::CreateTask(task) => {
@@ -114,7 +115,11 @@ fn origin_id(marker: &str) -> String {
 pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
     match effect.kind {
         EffectKind::Task => {
-            let title = effect.params.pointer("/fields/TITLE").cloned().unwrap_or(Value::Null);
+            let title = effect
+                .params
+                .pointer("/fields/TITLE")
+                .cloned()
+                .unwrap_or(Value::Null);
             Some((
                 "tasks.task.list".into(),
                 json!({
@@ -138,9 +143,15 @@ pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
 pub fn found_in_lookup(effect: &EffectRecord, result: &Value) -> Option<String> {
     match effect.kind {
         EffectKind::Task => {
-            let tasks = result.get("tasks").or(Some(result)).and_then(Value::as_array)?;
+            let tasks = result
+                .get("tasks")
+                .or(Some(result))
+                .and_then(Value::as_array)?;
             tasks.iter().find_map(|t| {
-                let xml = t.get("xmlId").or_else(|| t.get("XML_ID")).and_then(Value::as_str);
+                let xml = t
+                    .get("xmlId")
+                    .or_else(|| t.get("XML_ID"))
+                    .and_then(Value::as_str);
                 (xml == Some(effect.marker.as_str()))
                     .then(|| id_text(t.get("id").or_else(|| t.get("ID"))))
                     .flatten()
@@ -161,7 +172,11 @@ pub fn found_in_lookup(effect: &EffectRecord, result: &Value) -> Option<String> 
 /// The id in a write's answer: `{"task":{"id":"3711"}}`, `999`, `true`...
 pub fn created_id(kind: EffectKind, result: &Value, deal_id: u64) -> Option<String> {
     match kind {
-        EffectKind::Task => id_text(result.pointer("/task/id").or_else(|| result.pointer("/task/ID"))),
+        EffectKind::Task => id_text(
+            result
+                .pointer("/task/id")
+                .or_else(|| result.pointer("/task/ID")),
+        ),
         EffectKind::MoveBack => Some(deal_id.to_string()),
         EffectKind::Comment | EffectKind::Notify | EffectKind::CopyDeal => match result {
             Value::Bool(false) | Value::Null => None,
@@ -198,13 +213,16 @@ mod tests {
     #[test]
     fn a_task_is_bound_to_the_deal_and_carries_its_marker() {
         let call = plan(&task(), 5, marker(5, 100, "call", 0), &mut |p| match p {
-            Person::User(u) => Ok(*u),
+            Person::User(u) => Ok(json!(u)),
             _ => Err("no".into()),
         })
         .expect("planned");
         assert_eq!(call.method, "tasks.task.add");
         assert_eq!(call.params["fields"]["UF_CRM_TASK"], json!(["D_5"]));
-        assert_eq!(call.params["fields"]["XML_ID"], json!("b24robot:5:100:call:0"));
+        assert_eq!(
+            call.params["fields"]["XML_ID"],
+            json!("b24robot:5:100:call:0")
+        );
         assert_eq!(call.params["fields"]["AUDITORS"], json!([3]));
     }
 
@@ -234,8 +252,14 @@ mod tests {
 
     #[test]
     fn created_ids_are_read_from_each_answer_shape() {
-        assert_eq!(created_id(EffectKind::Task, &json!({"task": {"id": "3711"}}), 1), Some("3711".into()));
-        assert_eq!(created_id(EffectKind::Comment, &json!(999), 1), Some("999".into()));
+        assert_eq!(
+            created_id(EffectKind::Task, &json!({"task": {"id": "3711"}}), 1),
+            Some("3711".into())
+        );
+        assert_eq!(
+            created_id(EffectKind::Comment, &json!(999), 1),
+            Some("999".into())
+        );
         assert_eq!(created_id(EffectKind::CopyDeal, &json!(false), 1), None);
     }
 }

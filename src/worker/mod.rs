@@ -14,7 +14,7 @@
 //! with its `XML_ID` compared here; a copy by `ORIGINATOR_ID`/`ORIGIN_ID`) and creates it only
 //! when it is not there.
 
-mod effects;
+pub mod effects;
 mod portal;
 mod round;
 mod scheduler;
@@ -31,7 +31,7 @@ use crate::configuration::WorkerSettings;
 use crate::rules::RuleSet;
 use crate::store::Store;
 
-pub use effects::{ORIGINATOR, marker};
+pub use effects::{ORIGINATOR, PlannedCall, marker, plan};
 pub use portal::{CatalogCache, People};
 pub use scheduler::Scheduler;
 pub use sweep::{ensure_history_floor, sweep_once};
@@ -58,7 +58,13 @@ impl RulesHandle {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Activity {
     /// A new stage entry was recorded; `acted` tells whether the rules ran for it.
-    StageEntry { deal_id: u64, entry_id: u64, stage_id: String, acted: bool, note: String },
+    StageEntry {
+        deal_id: u64,
+        entry_id: u64,
+        stage_id: String,
+        acted: bool,
+        note: String,
+    },
     /// An effect was applied (`id` from Bitrix24) or failed for good.
     Effect {
         deal_id: u64,
@@ -107,7 +113,10 @@ impl Worker {
             let stop = stop.clone();
             rounds.spawn(async move {
                 loop {
-                    let deals = worker.scheduler.take(worker.settings.deals_per_batch, &stop).await;
+                    let deals = worker
+                        .scheduler
+                        .take(worker.settings.deals_per_batch, &stop)
+                        .await;
                     if deals.is_empty() {
                         break;
                     }

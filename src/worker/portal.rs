@@ -17,8 +17,15 @@ use crate::rules::{FieldCatalog, StageEntry, StageSemantic};
 pub const CACHE_TTL: Duration = Duration::from_secs(600);
 
 /// The fields asked of `crm.stagehistory.list`.
-pub const HISTORY_SELECT: [&str; 7] =
-    ["ID", "TYPE_ID", "OWNER_ID", "CREATED_TIME", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "STAGE_ID"];
+pub const HISTORY_SELECT: [&str; 7] = [
+    "ID",
+    "TYPE_ID",
+    "OWNER_ID",
+    "CREATED_TIME",
+    "CATEGORY_ID",
+    "STAGE_SEMANTIC_ID",
+    "STAGE_ID",
+];
 
 /// Parses one `crm.stagehistory.list` item. Numbers may come as numbers or strings.
 pub fn parse_entry(item: &Value) -> Result<(u64, StageEntry), String> {
@@ -35,7 +42,10 @@ pub fn parse_entry(item: &Value) -> Result<(u64, StageEntry), String> {
         Some("F") => StageSemantic::Failure,
         _ => StageSemantic::Process,
     };
-    let created = item.get("CREATED_TIME").and_then(Value::as_str).unwrap_or_default();
+    let created = item
+        .get("CREATED_TIME")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let created_time = DateTime::parse_from_rfc3339(created)
         .or_else(|_| DateTime::parse_from_str(created, "%Y-%m-%dT%H:%M:%S%z"))
         .map_err(|_| format!("history entry {id}: CREATED_TIME {created:?} is not a date-time"))?;
@@ -55,8 +65,13 @@ pub fn parse_entry(item: &Value) -> Result<(u64, StageEntry), String> {
 /// Reads an integer that Bitrix24 may send as a number or a string.
 pub fn number(item: &Value, key: &str) -> Result<u64, String> {
     match item.get(key) {
-        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| format!("{key} {n} is not a positive integer")),
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| format!("{key} {s:?} is not an integer")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| format!("{key} {n} is not a positive integer")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{key} {s:?} is not an integer")),
         _ => Err(format!("no {key}")),
     }
 }
@@ -81,7 +96,10 @@ impl CatalogCache {
     /// The cached catalog if it is fresh.
     pub fn fresh(&self) -> Option<Arc<FieldCatalog>> {
         let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, c)| c.clone())
+        guard
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, c)| c.clone())
     }
 
     /// The cached catalog, however old (better than none when the portal fails).
@@ -92,7 +110,8 @@ impl CatalogCache {
 
     pub fn store(&self, fields: &Value) -> Arc<FieldCatalog> {
         let catalog = Arc::new(FieldCatalog::from_deal_fields(fields));
-        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), catalog.clone()));
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), catalog.clone()));
         catalog
     }
 }
@@ -106,17 +125,23 @@ pub enum PersonError {
     Transient(String),
 }
 
+/// A supervisor found (or why none is), and when.
+type Cached = (Instant, Result<u64, String>);
+
 /// Supervisors found by walking the company structure, cached.
 #[derive(Default)]
 pub struct People {
-    supervisors: Mutex<HashMap<u64, (Instant, Result<u64, String>)>>,
+    supervisors: Mutex<HashMap<u64, Cached>>,
 }
 
 impl People {
     /// The cached answer for `user`'s supervisor, if fresh.
     pub fn cached_supervisor(&self, user: u64) -> Option<Result<u64, String>> {
         let guard = self.supervisors.lock().unwrap_or_else(|e| e.into_inner());
-        guard.get(&user).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, r)| r.clone())
+        guard
+            .get(&user)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, r)| r.clone())
     }
 
     /// The head of `user`'s (first) department; when `user` heads it or it has no head, the head
@@ -135,35 +160,57 @@ impl People {
     }
 
     fn remember(&self, user: u64, value: Result<u64, String>) {
-        self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).insert(user, (Instant::now(), value));
+        self.supervisors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user, (Instant::now(), value));
     }
 }
 
 async fn walk_up(client: &Client, user: u64) -> Result<u64, PersonError> {
-    let answer = client.call("user.get", json!({ "ID": user }), Retry::Safe).await.map_err(transient)?;
-    let first = answer.result.as_array().and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
+    let answer = client
+        .call("user.get", json!({ "ID": user }), Retry::Safe)
+        .await
+        .map_err(transient)?;
+    let first = answer
+        .result
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or(Value::Null);
     if first.is_null() {
-        return Err(PersonError::NotFound(format!("no supervisor: user {user} not found")));
+        return Err(PersonError::NotFound(format!(
+            "no supervisor: user {user} not found"
+        )));
     }
     let mut department = match first.get("UF_DEPARTMENT") {
-        Some(Value::Array(ids)) => ids.first().and_then(|v| number(&json!({ "x": v }), "x").ok()),
+        Some(Value::Array(ids)) => ids
+            .first()
+            .and_then(|v| number(&json!({ "x": v }), "x").ok()),
         Some(other) => number(&json!({ "x": other }), "x").ok(),
         None => None,
     };
     // The company structure is a tree; the bound guards against a cycle in bad data.
     for _ in 0..32 {
         let Some(dep) = department else { break };
-        let answer =
-            client.call("department.get", json!({ "ID": dep }), Retry::Safe).await.map_err(transient)?;
-        let Some(d) = answer.result.as_array().and_then(|a| a.first()).cloned() else { break };
-        if let Ok(head) = number(&d, "UF_HEAD") {
-            if head != 0 && head != user {
-                return Ok(head);
-            }
+        let answer = client
+            .call("department.get", json!({ "ID": dep }), Retry::Safe)
+            .await
+            .map_err(transient)?;
+        let Some(d) = answer.result.as_array().and_then(|a| a.first()).cloned() else {
+            break;
+        };
+        if let Ok(head) = number(&d, "UF_HEAD")
+            && head != 0
+            && head != user
+        {
+            return Ok(head);
         }
         department = number(&d, "PARENT").ok().filter(|p| *p != 0);
     }
-    Err(PersonError::NotFound(format!("no supervisor for user {user}")))
+    Err(PersonError::NotFound(format!(
+        "no supervisor for user {user}"
+    )))
 }
 
 fn transient(error: CallError) -> PersonError {
@@ -184,12 +231,25 @@ mod tests {
             "CREATED_TIME": "2024-04-25T14:59:11+00:00", "CATEGORY_ID": 0,
             "STAGE_SEMANTIC_ID": "P", "STAGE_ID": "NEW"}))
         .expect("valid");
-        assert_eq!((owner, e.id, e.stage_id.as_str(), e.semantic), (21, 35, "NEW", StageSemantic::Process));
+        assert_eq!(
+            (owner, e.id, e.stage_id.as_str(), e.semantic),
+            (21, 35, "NEW", StageSemantic::Process)
+        );
     }
 
     #[test]
     fn a_history_entry_without_a_stage_is_an_error() {
-        assert!(parse_entry(&json!({"ID": 1, "OWNER_ID": 2, "CREATED_TIME": "2024-04-25T14:59:11+00:00"})).is_err());
-        assert!(parse_entry(&json!({"ID": 1, "OWNER_ID": 2, "STAGE_ID": "NEW", "CREATED_TIME": "yesterday"})).is_err());
+        assert!(
+            parse_entry(
+                &json!({"ID": 1, "OWNER_ID": 2, "CREATED_TIME": "2024-04-25T14:59:11+00:00"})
+            )
+            .is_err()
+        );
+        assert!(
+            parse_entry(
+                &json!({"ID": 1, "OWNER_ID": 2, "STAGE_ID": "NEW", "CREATED_TIME": "yesterday"})
+            )
+            .is_err()
+        );
     }
 }

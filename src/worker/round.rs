@@ -11,11 +11,17 @@ use super::effects::{self, PlannedCall};
 use super::portal::{HISTORY_SELECT, PersonError, list_items, parse_entry};
 use super::{Activity, Worker};
 use crate::bitrix::{BatchCall, CallError, ErrorKind, Response, Retry};
-use crate::rules::{Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, evaluate};
+use crate::rules::{
+    Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, evaluate,
+};
 use crate::store::{
     DealState, Echo, EffectKind, EffectRecord, EffectState, EntryAction, EntryRecord, QueuedDeal,
     RECORD_VERSION, StoreError, now_ms,
 };
+
+/// Effect indexes from here on are the comments linking a tunnel copy with its source, made
+/// after the copy (they need its id); a rule's own effects are numbered from 0.
+const LINK_COMMENTS: u32 = 1000;
 
 /// How a deal's job ends this round.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +107,10 @@ impl Worker {
             // The starting point of the stage history is not known yet (the portal was not
             // reachable at start); the sweep sets it.
             for job in &mut jobs {
-                job.end(Ending::Postpone(now_ms() + 1_000, "waiting for the stage history's starting point".into()));
+                job.end(Ending::Postpone(
+                    now_ms() + 1_000,
+                    "waiting for the stage history's starting point".into(),
+                ));
             }
             return self.finish(jobs).await;
         };
@@ -116,7 +125,10 @@ impl Worker {
     async fn read_and_decide(&self, jobs: &mut [Job], floor: u64) -> Result<(), StoreError> {
         let mut calls = Vec::new();
         let catalog_at = if self.catalog.fresh().is_none() {
-            calls.push(BatchCall { method: "crm.deal.fields".into(), params: json!({}) });
+            calls.push(BatchCall {
+                method: "crm.deal.fields".into(),
+                params: json!({}),
+            });
             Some(0)
         } else {
             None
@@ -136,7 +148,10 @@ impl Worker {
                 params: json!({ "entityTypeId": 2, "filter": filter, "order": { "ID": "ASC" }, "select": HISTORY_SELECT }),
             });
             let deal = calls.len();
-            calls.push(BatchCall { method: "crm.deal.get".into(), params: json!({ "id": job.deal_id }) });
+            calls.push(BatchCall {
+                method: "crm.deal.get".into(),
+                params: json!({ "id": job.deal_id }),
+            });
             let mut lookups = Vec::new();
             for (i, effect) in job.pending.iter().enumerate() {
                 if let Some((method, params)) = effects::lookup_call(effect) {
@@ -146,24 +161,37 @@ impl Worker {
             }
             slots.push((history, deal, lookups));
         }
-        let mut results: Vec<Option<Result<Response, CallError>>> =
-            self.client.batch(calls, Retry::Safe).await.into_iter().map(Some).collect();
+        let mut results: Vec<Option<Result<Response, CallError>>> = self
+            .client
+            .batch(calls, Retry::Safe)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
 
         let catalog = match catalog_at.and_then(|i| results[i].take()) {
             Some(Ok(answer)) => self.catalog.store(&answer.result),
             Some(Err(error)) => {
                 tracing::warn!(%error, "crm.deal.fields failed; labels fall back to field codes");
-                self.catalog.any().unwrap_or_else(|| Arc::new(FieldCatalog::empty()))
+                self.catalog
+                    .any()
+                    .unwrap_or_else(|| Arc::new(FieldCatalog::empty()))
             }
-            None => self.catalog.any().unwrap_or_else(|| Arc::new(FieldCatalog::empty())),
+            None => self
+                .catalog
+                .any()
+                .unwrap_or_else(|| Arc::new(FieldCatalog::empty())),
         };
 
         for (job, (history_at, deal_at, lookups)) in jobs.iter_mut().zip(slots) {
             let history = results[history_at].take();
             let deal = results[deal_at].take();
-            let lookups: Vec<(usize, Option<Result<Response, CallError>>)> =
-                lookups.into_iter().map(|(i, at)| (i, results[at].take())).collect();
-            self.decide(job, floor, history, deal, lookups, &catalog).await?;
+            let lookups: Vec<(usize, Option<Result<Response, CallError>>)> = lookups
+                .into_iter()
+                .map(|(i, at)| (i, results[at].take()))
+                .collect();
+            self.decide(job, floor, history, deal, lookups, &catalog)
+                .await?;
         }
         Ok(())
     }
@@ -181,27 +209,50 @@ impl Worker {
         let deal = match deal {
             Some(Ok(answer)) => match answer.result {
                 Value::Object(map) => Deal::new(map),
-                _ => return Ok(job.end(Ending::Retry("crm.deal.get: the answer is not a deal".into()))),
+                _ => {
+                    {
+                        job.end(Ending::Retry(
+                            "crm.deal.get: the answer is not a deal".into(),
+                        ));
+                        return Ok(());
+                    };
+                }
             },
             Some(Err(error)) if error.kind() == ErrorKind::NotFound => {
                 return self.deal_deleted(job);
             }
-            Some(Err(error)) => return Ok(job.end(failure(&error))),
-            None => return Ok(job.end(Ending::Retry("crm.deal.get: no answer".into()))),
+            Some(Err(error)) => {
+                job.end(failure(&error));
+                return Ok(());
+            }
+            None => {
+                job.end(Ending::Retry("crm.deal.get: no answer".into()));
+                return Ok(());
+            }
         };
         let mut entries = match history {
             Some(Ok(answer)) => match self.history_items(deal_id, answer).await {
                 Ok(items) => items,
-                Err(ending) => return Ok(job.end(ending)),
+                Err(ending) => {
+                    job.end(ending);
+                    return Ok(());
+                }
             },
-            Some(Err(error)) => return Ok(job.end(failure(&error))),
-            None => return Ok(job.end(Ending::Retry("crm.stagehistory.list: no answer".into()))),
+            Some(Err(error)) => {
+                job.end(failure(&error));
+                return Ok(());
+            }
+            None => {
+                job.end(Ending::Retry("crm.stagehistory.list: no answer".into()));
+                return Ok(());
+            }
         };
         entries.sort_by_key(|e| e.id);
 
         // Effects of earlier rounds: found (applied before), or to send again.
         let pending = std::mem::take(&mut job.pending);
-        let mut lookups: HashMap<usize, Option<Result<Response, CallError>>> = lookups.into_iter().collect();
+        let mut lookups: HashMap<usize, Option<Result<Response, CallError>>> =
+            lookups.into_iter().collect();
         for (i, mut effect) in pending.into_iter().enumerate() {
             match lookups.remove(&i) {
                 Some(Some(Ok(answer))) => {
@@ -210,6 +261,21 @@ impl Worker {
                         effect.state = EffectState::Done { id: id.clone() };
                         effect.updated_at_ms = now_ms();
                         self.store.put_effect(&effect)?;
+                        if effect.kind == EffectKind::CopyDeal {
+                            // The crash may have come before the link comments were recorded.
+                            let known = self.store.effects(deal_id)?;
+                            for link in self.link_comments(&effect, &id) {
+                                let exists = known.iter().any(|e| {
+                                    e.entry_id == link.entry_id
+                                        && e.rule == link.rule
+                                        && e.index == link.index
+                                });
+                                if !exists {
+                                    self.store.put_effect(&link)?;
+                                    job.writes.push(link);
+                                }
+                            }
+                        }
                         self.emit_effect(&effect, Ok(id));
                         continue;
                     }
@@ -230,7 +296,11 @@ impl Worker {
             job.writes.push(effect);
         }
 
-        let seen = if job.known { job.state.last_entry_id.max(floor) } else { floor };
+        let seen = if job.known {
+            job.state.last_entry_id.max(floor)
+        } else {
+            floor
+        };
         let new: Vec<&StageEntry> = entries.iter().filter(|e| e.id > seen).collect();
         let Some(newest) = new.last().copied() else {
             // An update without a new stage entry runs no rules.
@@ -250,18 +320,22 @@ impl Worker {
         // The service's own move (a revert): the first new entry into that stage past the id it
         // knew then.
         let mut echo_entry = None;
-        if let Some(echo) = job.state.echo.clone() {
-            if let Some(e) = new.iter().find(|e| e.id > echo.after_entry_id && e.stage_id == echo.to_stage) {
-                echo_entry = Some(e.id);
-                job.state.echo = None;
-            }
+        if let Some(echo) = job.state.echo.clone()
+            && let Some(e) = new
+                .iter()
+                .find(|e| e.id > echo.after_entry_id && e.stage_id == echo.to_stage)
+        {
+            echo_entry = Some(e.id);
+            job.state.echo = None;
         }
         let previous_stage = {
             let before = entries.iter().rev().find(|e| e.id < newest.id);
             match before {
                 Some(b) if b.category_id == newest.category_id => Some(b.stage_id.clone()),
                 Some(_) => None,
-                None if job.state.category_id == Some(newest.category_id) => job.state.stage_id.clone(),
+                None if job.state.category_id == Some(newest.category_id) => {
+                    job.state.stage_id.clone()
+                }
                 None => None,
             }
         };
@@ -276,7 +350,9 @@ impl Worker {
             } else if is_newest && current_stage.as_deref() == Some(entry.stage_id.as_str()) {
                 EntryAction::Acted
             } else {
-                EntryAction::Superseded { now_in: current_stage.clone() }
+                EntryAction::Superseded {
+                    now_in: current_stage.clone(),
+                }
             };
             let mut decisions = Vec::new();
             if action == EntryAction::Acted {
@@ -301,7 +377,10 @@ impl Worker {
             let note = match &action {
                 EntryAction::Acted => format!("{} rule(s) concerned", decisions.len()),
                 EntryAction::Superseded { now_in } => {
-                    format!("superseded: the deal is now in {}", now_in.as_deref().unwrap_or("?"))
+                    format!(
+                        "superseded: the deal is now in {}",
+                        now_in.as_deref().unwrap_or("?")
+                    )
                 }
                 EntryAction::Echo => "the service's own move: no rules".into(),
             };
@@ -329,15 +408,23 @@ impl Worker {
         }
         for effect in &intents {
             if effect.kind == EffectKind::MoveBack {
-                let to_stage = effect.params.pointer("/fields/STAGE_ID").and_then(Value::as_str).unwrap_or("");
-                job.state.echo = Some(Echo { to_stage: to_stage.to_string(), after_entry_id: newest.id });
+                let to_stage = effect
+                    .params
+                    .pointer("/fields/STAGE_ID")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                job.state.echo = Some(Echo {
+                    to_stage: to_stage.to_string(),
+                    after_entry_id: newest.id,
+                });
             }
         }
         job.state.last_entry_id = newest.id;
         job.state.stage_id = Some(newest.stage_id.clone());
         job.state.category_id = Some(newest.category_id);
         job.state.deleted = false;
-        self.store.commit_deal(deal_id, &job.state, &records, &intents)?;
+        self.store
+            .commit_deal(deal_id, &job.state, &records, &intents)?;
         for effect in intents {
             match &effect.state {
                 EffectState::Pending => job.writes.push(effect),
@@ -350,7 +437,12 @@ impl Worker {
     }
 
     /// Turns the fired decisions into effect records with their people resolved.
-    async fn plan(&self, job: &Job, entry: &StageEntry, decisions: &mut [Decision]) -> Result<Vec<EffectRecord>, Ending> {
+    async fn plan(
+        &self,
+        job: &Job,
+        entry: &StageEntry,
+        decisions: &mut [Decision],
+    ) -> Result<Vec<EffectRecord>, Ending> {
         // Supervisors need the portal: resolve them all first.
         let mut supervisors: HashMap<u64, Result<u64, String>> = HashMap::new();
         for decision in decisions.iter() {
@@ -369,16 +461,22 @@ impl Worker {
                 }
             }
         }
-        let mut resolve = |person: &Person| -> Result<u64, String> {
+        let mut resolve = |person: &Person| -> Result<Value, String> {
             match person {
-                Person::User(id) => Ok(*id),
-                Person::SupervisorOf(user) => supervisors.get(user).cloned().unwrap_or_else(|| Err("no supervisor".into())),
+                Person::User(id) => Ok(json!(id)),
+                Person::SupervisorOf(user) => supervisors
+                    .get(user)
+                    .cloned()
+                    .unwrap_or_else(|| Err("no supervisor".into()))
+                    .map(|id| json!(id)),
                 Person::Unresolved(why) => Err(format!("responsible not resolved: {why}")),
             }
         };
         let mut records = Vec::new();
         for decision in decisions.iter_mut() {
-            let Outcome::Fired(list) = &decision.outcome else { continue };
+            let Outcome::Fired(list) = &decision.outcome else {
+                continue;
+            };
             for (index, effect) in list.iter().enumerate() {
                 let index = index as u32;
                 let marker = effects::marker(job.deal_id, entry.id, &decision.rule, index);
@@ -387,9 +485,16 @@ impl Worker {
                     Ok(call) => (call, EffectState::Pending),
                     Err(error) => {
                         tracing::warn!(deal_id = job.deal_id, rule = %decision.rule, %error, "effect failed for good");
-                        decision.notes.push(format!("effect {index} failed: {error}"));
+                        decision
+                            .notes
+                            .push(format!("effect {index} failed: {error}"));
                         (
-                            PlannedCall { kind: kind_of(effect), method: String::new(), params: Value::Null, marker },
+                            PlannedCall {
+                                kind: kind_of(effect),
+                                method: String::new(),
+                                params: Value::Null,
+                                marker,
+                            },
                             EffectState::Failed { error },
                         )
                     }
@@ -415,13 +520,18 @@ impl Worker {
     }
 
     /// Every item of the deal's history answer, following `next` for the rare long history.
-    async fn history_items(&self, deal_id: u64, first: Response) -> Result<Vec<StageEntry>, Ending> {
+    async fn history_items(
+        &self,
+        deal_id: u64,
+        first: Response,
+    ) -> Result<Vec<StageEntry>, Ending> {
         let mut entries = Vec::new();
         let mut page = first;
         let mut params = None;
         loop {
-            let items = list_items(&page.result, "items")
-                .ok_or_else(|| Ending::Retry("crm.stagehistory.list: no items in the answer".into()))?;
+            let items = list_items(&page.result, "items").ok_or_else(|| {
+                Ending::Retry("crm.stagehistory.list: no items in the answer".into())
+            })?;
             for item in items {
                 match parse_entry(item) {
                     Ok((owner, entry)) if owner == deal_id => entries.push(entry),
@@ -429,7 +539,9 @@ impl Worker {
                     Err(e) => return Err(Ending::Retry(format!("crm.stagehistory.list: {e}"))),
                 }
             }
-            let Some(next) = page.next.filter(|_| !items.is_empty()) else { break };
+            let Some(next) = page.next.filter(|_| !items.is_empty()) else {
+                break;
+            };
             let base = params.get_or_insert_with(|| {
                 json!({ "entityTypeId": 2, "filter": { "OWNER_ID": deal_id, ">ID": entries.first().map(|e| e.id.saturating_sub(1)).unwrap_or(0) },
                         "order": { "ID": "ASC" }, "select": HISTORY_SELECT })
@@ -445,10 +557,16 @@ impl Worker {
     }
 
     fn deal_deleted(&self, job: &mut Job) -> Result<(), StoreError> {
-        tracing::info!(deal_id = job.deal_id, event_id = job.event_id(), "deal deleted: job completed");
+        tracing::info!(
+            deal_id = job.deal_id,
+            event_id = job.event_id(),
+            "deal deleted: job completed"
+        );
         job.state.deleted = true;
         for mut effect in std::mem::take(&mut job.pending) {
-            effect.state = EffectState::Failed { error: "deal deleted".into() };
+            effect.state = EffectState::Failed {
+                error: "deal deleted".into(),
+            };
             effect.updated_at_ms = now_ms();
             self.store.put_effect(&effect)?;
         }
@@ -459,18 +577,34 @@ impl Worker {
 
     /// Sends every write of the round in one batch and records each result.
     async fn write(&self, jobs: &mut [Job]) -> Result<(), StoreError> {
+        // A second pass only for follow-ups of this round's writes (the comments linking a
+        // tunnel copy with its source need the copy's id).
+        for _ in 0..2 {
+            if !self.write_once(jobs).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the jobs' writes; returns whether follow-up writes were recorded for another pass.
+    async fn write_once(&self, jobs: &mut [Job]) -> Result<bool, StoreError> {
         let mut calls = Vec::new();
         let mut owners = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
             for (w, effect) in job.writes.iter().enumerate() {
-                calls.push(BatchCall { method: effect.method.clone(), params: effect.params.clone() });
+                calls.push(BatchCall {
+                    method: effect.method.clone(),
+                    params: effect.params.clone(),
+                });
                 owners.push((j, w));
             }
         }
         if calls.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let results = self.client.batch(calls, Retry::Unsafe).await;
+        let mut follow_ups: Vec<Vec<EffectRecord>> = vec![Vec::new(); jobs.len()];
         for ((j, w), result) in owners.into_iter().zip(results) {
             let job = &mut jobs[j];
             let mut effect = job.writes[w].clone();
@@ -481,11 +615,19 @@ impl Worker {
                         tracing::info!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
                             event_id = job.event_id(), method = %effect.method, id = %id, "effect applied");
                         effect.state = EffectState::Done { id: id.clone() };
+                        if effect.kind == EffectKind::CopyDeal {
+                            follow_ups[j].extend(self.link_comments(&effect, &id));
+                        }
                         self.emit_effect(&effect, Ok(id));
                     }
                     None => {
-                        let error = format!("{}: the portal answered {} without an id", effect.method, answer.result);
-                        effect.state = EffectState::Failed { error: error.clone() };
+                        let error = format!(
+                            "{}: the portal answered {} without an id",
+                            effect.method, answer.result
+                        );
+                        effect.state = EffectState::Failed {
+                            error: error.clone(),
+                        };
                         self.emit_effect(&effect, Err(error));
                     }
                 },
@@ -495,7 +637,9 @@ impl Worker {
                 }
                 Err(error) => {
                     tracing::warn!(deal_id = job.deal_id, rule = %effect.rule, %error, "effect failed for good");
-                    effect.state = EffectState::Failed { error: error.to_string() };
+                    effect.state = EffectState::Failed {
+                        error: error.to_string(),
+                    };
                     if effect.kind == EffectKind::MoveBack {
                         job.state.echo = None;
                         self.store.put_deal_state(job.deal_id, &job.state)?;
@@ -505,7 +649,64 @@ impl Worker {
             }
             self.store.put_effect(&effect)?;
         }
-        self.store.flush_async().await
+        let mut more = false;
+        for (job, next) in jobs.iter_mut().zip(follow_ups) {
+            for effect in &next {
+                self.store.put_effect(effect)?;
+            }
+            more |= !next.is_empty();
+            job.writes = next;
+        }
+        self.store.flush_async().await?;
+        Ok(more)
+    }
+
+    /// The two timeline comments that link a tunnel copy and its source deal, as intents.
+    fn link_comments(&self, copy: &EffectRecord, copy_id: &str) -> Vec<EffectRecord> {
+        let origin = &self.portal_origin;
+        let source = copy.deal_id;
+        let pipeline = copy
+            .params
+            .pointer("/fields/CATEGORY_ID")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let texts = [
+            (
+                source.to_string(),
+                format!(
+                    "Copied into pipeline {pipeline} as deal #{copy_id}: {origin}/crm/deal/details/{copy_id}/ (rule \"{}\")",
+                    copy.rule
+                ),
+            ),
+            (
+                copy_id.to_string(),
+                format!(
+                    "Copy of deal #{source}: {origin}/crm/deal/details/{source}/ (rule \"{}\")",
+                    copy.rule
+                ),
+            ),
+        ];
+        texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (on, text))| {
+                let index = LINK_COMMENTS + copy.index * 2 + i as u32;
+                EffectRecord {
+                    v: RECORD_VERSION,
+                    deal_id: copy.deal_id,
+                    entry_id: copy.entry_id,
+                    rule: copy.rule.clone(),
+                    index,
+                    kind: EffectKind::Comment,
+                    method: "crm.timeline.comment.add".into(),
+                    params: json!({ "fields": { "ENTITY_ID": on.parse::<u64>().map(Value::from).unwrap_or(Value::String(on)), "ENTITY_TYPE": "deal", "COMMENT": text } }),
+                    marker: effects::marker(copy.deal_id, copy.entry_id, &copy.rule, index),
+                    state: EffectState::Pending,
+                    attempts: 1,
+                    updated_at_ms: now_ms(),
+                }
+            })
+            .collect()
     }
 
     /// Completes, retries or postpones every job of the round, then frees its deals.
@@ -515,16 +716,24 @@ impl Worker {
         for job in &jobs {
             match job.ending.clone().unwrap_or(Ending::Done) {
                 Ending::Done => {
-                    if self.store.complete(job.deal_id, job.queued.generation)?.is_some() {
+                    if self
+                        .store
+                        .complete(job.deal_id, job.queued.generation)?
+                        .is_some()
+                    {
                         wake.push(job.deal_id);
                     } else {
-                        self.emit(Activity::DealDone { deal_id: job.deal_id });
+                        self.emit(Activity::DealDone {
+                            deal_id: job.deal_id,
+                        });
                     }
                 }
                 Ending::Retry(error) => {
                     let attempts = job.queued.attempts + 1;
                     let due = now_ms() + self.backoff_ms(attempts);
-                    let updated = self.store.fail(job.deal_id, &error, due, self.settings.max_attempts)?;
+                    let updated =
+                        self.store
+                            .fail(job.deal_id, &error, due, self.settings.max_attempts)?;
                     if updated.as_ref().is_some_and(|q| q.parked) {
                         tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error,
                             "job parked after too many attempts (b24-robot jobs retry)");
@@ -555,7 +764,9 @@ impl Worker {
     fn backoff_ms(&self, attempts: u32) -> u64 {
         let base = self.settings.retry_base.as_millis() as u64;
         let cap = self.settings.retry_max.as_millis() as u64;
-        let exp = base.saturating_mul(1u64 << attempts.saturating_sub(1).min(20)).min(cap);
+        let exp = base
+            .saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
+            .min(cap);
         // Half fixed, half jitter: spread retries of many deals without ever retrying at once.
         exp / 2 + rand::rng().random_range(0..=exp / 2)
     }
@@ -575,7 +786,10 @@ impl Worker {
 fn failure(error: &CallError) -> Ending {
     match error {
         CallError::MethodParked { until, .. } => {
-            let until_ms = until.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let until_ms = until
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             Ending::Postpone(until_ms.max(now_ms() + 1_000), error.to_string())
         }
         _ => Ending::Retry(error.to_string()),
@@ -584,7 +798,9 @@ fn failure(error: &CallError) -> Ending {
 
 fn people_of(effect: &Effect) -> Vec<&Person> {
     match effect {
-        Effect::CreateTask(t) => std::iter::once(&t.responsible).chain(t.auditors.iter()).collect(),
+        Effect::CreateTask(t) => std::iter::once(&t.responsible)
+            .chain(t.auditors.iter())
+            .collect(),
         Effect::Notify { user, .. } => vec![user],
         Effect::CopyDeal(c) => vec![&c.responsible],
         Effect::AddComment { .. } | Effect::MoveBack { .. } => Vec::new(),

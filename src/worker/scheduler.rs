@@ -54,11 +54,11 @@ impl Scheduler {
             }
             if s.waiting.contains(&deal_id) {
                 // Already waiting; an earlier due time wins.
-                if let Some(&(due, _)) = s.delayed.iter().find(|(_, d)| *d == deal_id) {
-                    if due_ms < due {
-                        s.delayed.remove(&(due, deal_id));
-                        push(&mut s, deal_id, due_ms);
-                    }
+                if let Some(&(due, _)) = s.delayed.iter().find(|(_, d)| *d == deal_id)
+                    && due_ms < due
+                {
+                    s.delayed.remove(&(due, deal_id));
+                    push(&mut s, deal_id, due_ms);
                 }
                 return;
             }
@@ -84,7 +84,9 @@ impl Scheduler {
                 }
                 let mut taken = Vec::new();
                 while taken.len() < max {
-                    let Some(deal) = s.ready.pop_front() else { break };
+                    let Some(deal) = s.ready.pop_front() else {
+                        break;
+                    };
                     s.waiting.remove(&deal);
                     s.in_flight.insert(deal);
                     taken.push(deal);

@@ -36,10 +36,17 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
         .await?;
     let items = list_items(&answer.result, "items")
         .ok_or_else(|| SweepError::Malformed("no items in the answer".into()))?;
-    let newest = items.iter().filter_map(|i| number(i, "ID").ok()).max().unwrap_or(0);
+    let newest = items
+        .iter()
+        .filter_map(|i| number(i, "ID").ok())
+        .max()
+        .unwrap_or(0);
     let floor = worker.store.init_history_floor(newest)?;
     worker.store.flush_async().await?;
-    tracing::info!(floor, "stage history starting point recorded: older entries are not acted on");
+    tracing::info!(
+        floor,
+        "stage history starting point recorded: older entries are not acted on"
+    );
     Ok(floor)
 }
 
@@ -62,10 +69,16 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
         let mut last = cursor;
         for item in items {
             let (Ok(id), Ok(owner)) = (number(item, "ID"), number(item, "OWNER_ID")) else {
-                return Err(SweepError::Malformed(format!("entry without ID/OWNER_ID: {item}")));
+                return Err(SweepError::Malformed(format!(
+                    "entry without ID/OWNER_ID: {item}"
+                )));
             };
             last = last.max(id);
-            let known = worker.store.deal_state(owner)?.map(|s| s.last_entry_id).unwrap_or(0);
+            let known = worker
+                .store
+                .deal_state(owner)?
+                .map(|s| s.last_entry_id)
+                .unwrap_or(0);
             if id > known && !queued.contains(&owner) {
                 worker.store.enqueue(owner, now_ms())?;
                 queued.push(owner);
@@ -87,7 +100,11 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
         worker.scheduler.wake(deal);
     }
     if !queued.is_empty() {
-        tracing::info!(deals = queued.len(), cursor, "sweep queued deals whose moves no event reported");
+        tracing::info!(
+            deals = queued.len(),
+            cursor,
+            "sweep queued deals whose moves no event reported"
+        );
     }
     Ok(queued.len())
 }

@@ -36,7 +36,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { rules: vec![task_rules()], sim: SimConfig::default(), settings: Vec::new(), events: true }
+        Options {
+            rules: vec![task_rules()],
+            sim: SimConfig::default(),
+            settings: Vec::new(),
+            events: true,
+        }
     }
 }
 
@@ -60,12 +65,19 @@ deadline = { after = "2 days" }
 
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        b24_robot::telemetry::init(b24_robot::configuration::LogFormat::Pretty, "b24_robot=debug");
+        b24_robot::telemetry::init(
+            b24_robot::configuration::LogFormat::Pretty,
+            "b24_robot=debug",
+        );
     }
 }
 
 /// Fast timings for tests: short retries and sweeps, so the suite stays quick.
-pub fn test_settings(dir: &std::path::Path, webhook_url: &str, extra: &[(&'static str, String)]) -> Settings {
+pub fn test_settings(
+    dir: &std::path::Path,
+    webhook_url: &str,
+    extra: &[(&'static str, String)],
+) -> Settings {
     let mut overrides: Vec<(String, String)> = vec![
         ("server.listen".into(), "127.0.0.1:0".into()),
         ("storage.dir".into(), dir.display().to_string()),
@@ -80,7 +92,11 @@ pub fn test_settings(dir: &std::path::Path, webhook_url: &str, extra: &[(&'stati
         ("sync.poll_interval".into(), "60s".into()),
     ];
     overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    Settings::load(&Sources { overrides, ..Sources::default() }).expect("test settings are valid")
+    Settings::load(&Sources {
+        overrides,
+        ..Sources::default()
+    })
+    .expect("test settings are valid")
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -89,7 +105,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
     init_logs();
-    let sim = SimPortal::start(options.sim).await.expect("simulated portal starts");
+    let sim = SimPortal::start(options.sim)
+        .await
+        .expect("simulated portal starts");
     b24_robot::demo::seed_portal(&sim);
     let dir = tempfile::tempdir().expect("temp dir");
     start_on(sim, dir, &options.rules, &options.settings, options.events).await
@@ -105,11 +123,16 @@ pub async fn start_on(
 ) -> TestApp {
     let settings = test_settings(dir.path(), &sim.webhook_url(), extra);
     let (rules, _) = RuleSet::from_sources(rules).expect("test rules load");
-    let app = Application::build(settings, rules).await.expect("application builds");
+    let app = Application::build(settings, rules)
+        .await
+        .expect("application builds");
     let port = app.port();
     let store = app.store();
     if events {
-        sim.set_event_handler(Some(format!("http://127.0.0.1:{port}/bitrix24/events")), TOKEN);
+        sim.set_event_handler(
+            Some(format!("http://127.0.0.1:{port}/bitrix24/events")),
+            TOKEN,
+        );
     } else {
         sim.set_event_handler(None, TOKEN);
     }
@@ -121,7 +144,15 @@ pub async fn start_on(
         .await
         .expect("the service stops cleanly");
     });
-    TestApp { sim, port, store, client: reqwest::Client::new(), dir, stop: Some(tx), task: Some(task) }
+    TestApp {
+        sim,
+        port,
+        store,
+        client: reqwest::Client::new(),
+        dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
 }
 
 #[allow(dead_code)]
@@ -162,16 +193,28 @@ impl TestApp {
             } else {
                 empty_since = None;
             }
-            assert!(start.elapsed() < limit, "the service did not settle within {limit:?}: {} queued", self.store.queue_len());
+            assert!(
+                start.elapsed() < limit,
+                "the service did not settle within {limit:?}: {} queued",
+                self.store.queue_len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Waits until `check` holds (or panics after `limit`).
-    pub async fn wait_until(&self, limit: Duration, what: &str, check: impl Fn(&SimPortal) -> bool) {
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&SimPortal) -> bool,
+    ) {
         let start = Instant::now();
         while !check(&self.sim) {
-            assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -13,7 +13,10 @@ async fn a_stage_move_creates_exactly_one_task_with_title_responsible_and_deadli
     app.settle(Duration::from_secs(10)).await;
     let delivery = app.sim.move_deal(deal, "PREPARATION").await;
     assert_eq!(delivery.status, Some(200));
-    app.wait_until(Duration::from_secs(10), "a task for the deal", |sim| !sim.tasks_for_deal(deal).is_empty()).await;
+    app.wait_until(Duration::from_secs(10), "a task for the deal", |sim| {
+        !sim.tasks_for_deal(deal).is_empty()
+    })
+    .await;
     app.settle(Duration::from_secs(10)).await;
 
     let tasks = app.sim.tasks_for_deal(deal);
@@ -21,10 +24,15 @@ async fn a_stage_move_creates_exactly_one_task_with_title_responsible_and_deadli
     let task = &tasks[0];
     assert_eq!(task["TITLE"], "Send the offer: Romashka LLC");
     assert_eq!(task["RESPONSIBLE_ID"].to_string().trim_matches('"'), "3");
-    let moved = app.sim.deal(deal).expect("deal")["MOVED_TIME"].as_str().expect("MOVED_TIME").to_string();
-    let moved: DateTime<FixedOffset> = DateTime::parse_from_rfc3339(&moved).expect("MOVED_TIME parses");
+    let moved = app.sim.deal(deal).expect("deal")["MOVED_TIME"]
+        .as_str()
+        .expect("MOVED_TIME")
+        .to_string();
+    let moved: DateTime<FixedOffset> =
+        DateTime::parse_from_rfc3339(&moved).expect("MOVED_TIME parses");
     let deadline = task["DEADLINE"].as_str().expect("a deadline");
-    let deadline: DateTime<FixedOffset> = DateTime::parse_from_rfc3339(deadline).expect("deadline with offset");
+    let deadline: DateTime<FixedOffset> =
+        DateTime::parse_from_rfc3339(deadline).expect("deadline with offset");
     assert_eq!(deadline - moved, chrono::Duration::days(2));
     app.stop().await;
 }
