@@ -158,7 +158,11 @@ impl<'s> FileCx<'_, 's> {
         }
         let doc = doc.get_ref();
         self.unknown_keys(doc, TOP_LEVEL, "at the top level of a rule file");
-        let file_pipeline = entry(doc, "pipeline").and_then(|(_, v)| self.pipeline_value(v));
+        let file_entry = entry(doc, "pipeline");
+        let file_pipeline = file_entry.and_then(|(_, v)| self.pipeline_value(v));
+        // A top-level pipeline that does not parse is reported once, here; the rules relying on
+        // it must not add "stage needs a pipeline" errors of their own.
+        let file_pipeline_broken = file_entry.is_some() && file_pipeline.is_none();
         let kinds = [
             ("task", RuleKind::Task),
             ("require", RuleKind::Require),
@@ -200,7 +204,13 @@ impl<'s> FileCx<'_, 's> {
         // Source order, so duplicates are reported at the later definition.
         rules.sort_by_key(|(span, _, _)| span.start);
         for (span, kind, table) in rules {
-            if let Some(rule) = self.rule(span, kind, table, file_pipeline, names) {
+            if let Some(rule) = self.rule(
+                span,
+                kind,
+                table,
+                (file_pipeline, file_pipeline_broken),
+                names,
+            ) {
                 self.out.rules.push(rule);
             }
         }
@@ -229,7 +239,7 @@ impl<'s> FileCx<'_, 's> {
         span: Range<usize>,
         kind: RuleKind,
         table: &DeTable<'s>,
-        file_pipeline: Option<u64>,
+        (file_pipeline, file_pipeline_broken): (Option<u64>, bool),
         names: &mut HashMap<String, (String, usize)>,
     ) -> Option<Rule> {
         let errors_before = self.out.errors.len();
@@ -267,7 +277,8 @@ impl<'s> FileCx<'_, 's> {
                             let (file, first) = (file.clone(), *first);
                             self.error(
                                 v.span(),
-                                format!("duplicate rule name (first defined at {file}:{first})"),
+                                // One parenthesised part per message: the fix. (Was "(first defined at ...) (...)".)
+                                format!("duplicate rule name, first defined at {file}:{first}"),
                                 "rule names are unique across all files: rename one of them",
                             );
                         } else {
@@ -301,14 +312,20 @@ impl<'s> FileCx<'_, 's> {
         }
         // `stage` on nps/loss_reason was reported above with its own message.
         let mut allowed_here: Vec<&str> = allowed.to_vec();
-        allowed_here.push("stage");
+        // Only where it is missing: the "allowed keys" help listed "stage" twice for [[task]].
+        if !allowed_here.contains(&"stage") {
+            allowed_here.push("stage");
+        }
         self.unknown_keys(table, &allowed_here, &format!("in {section}"));
 
         let own_entry = entry(table, "pipeline");
         let own_pipeline = own_entry.and_then(|(_, v)| self.pipeline_value(v));
         // A pipeline that failed to parse was already reported; checking the stage against a
         // guess would only add a second, misleading error.
-        let pipeline_broken = own_entry.is_some() && own_pipeline.is_none();
+        let pipeline_broken = match own_entry {
+            Some(_) => own_pipeline.is_none(),
+            None => file_pipeline_broken,
+        };
         let pipeline = own_pipeline.or(file_pipeline);
         let stage = match kind {
             RuleKind::LossReason => Some(StageMatch::Lost),
@@ -559,10 +576,16 @@ impl<'s> FileCx<'_, 's> {
                     return None;
                 }
                 if let Ok(id) = text.trim().parse::<u64>() {
+                    // `auditors` is an array: "write auditors = 17" was wrong advice there.
+                    let fix = if key == "auditors" {
+                        format!("write {id}, without quotes, as in auditors = [{id}]")
+                    } else {
+                        format!("write {key} = {id}, without quotes")
+                    };
                     self.error(
                         v.span(),
                         format!("user id \"{text}\" is written as a string"),
-                        format!("write {key} = {id}, without quotes"),
+                        fix,
                     );
                     return None;
                 }

@@ -843,7 +843,7 @@ fn duplicate_names_are_reported_at_the_second_with_the_first_location() {
     assert_eq!(
         errs,
         vec![
-            "b.toml:3:8: rule \"offer\": duplicate rule name (first defined at a.toml:3) (rule names are unique across all files: rename one of them)"
+            "b.toml:3:8: rule \"offer\": duplicate rule name, first defined at a.toml:3 (rule names are unique across all files: rename one of them)"
         ]
     );
 }
@@ -922,7 +922,7 @@ fn bad_people_are_reported_with_the_forms_allowed() {
         errs,
         vec![
             "sales.toml:8:13: rule \"offer\": unknown person \"supervsor\" (did you mean \"supervisor\"?)",
-            "sales.toml:8:26: rule \"offer\": user id \"3\" is written as a string (write auditors = 3, without quotes)",
+            "sales.toml:8:26: rule \"offer\": user id \"3\" is written as a string (write 3, without quotes, as in auditors = [3])",
             "sales.toml:8:31: rule \"offer\": unknown person \"boss\" (use \"assigned\", \"supervisor\", a user id such as 17, or \"field:UF_CRM_X\")",
         ]
     );
