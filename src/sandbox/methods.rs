@@ -39,6 +39,7 @@ pub const METHODS: &[&str] = &[
     "tasks.task.add",
     "tasks.task.list",
     "crm.timeline.comment.add",
+    "crm.timeline.comment.list",
     "im.notify.system.add",
     "user.get",
     "department.get",
@@ -142,6 +143,7 @@ pub fn call(
         "tasks.task.add" => task_add(st, params),
         "tasks.task.list" => task_list(st, params),
         "crm.timeline.comment.add" => comment_add(st, params),
+        "crm.timeline.comment.list" => comment_list(st, params),
         "im.notify.system.add" => notify_add(st, params),
         "user.get" => user_get(st, params),
         "department.get" => department_get(st, params),
@@ -935,6 +937,66 @@ fn comment_add(st: &mut PortalState, params: &Value) -> Result<Reply, ApiError> 
         .unwrap_or(st.webhook_user);
     let id = st.add_comment(entity_id, &entity_type, &comment, author);
     Ok(Reply::of(json!(id)))
+}
+
+/// `crm.timeline.comment.list`: `ENTITY_ID` and `ENTITY_TYPE` are required filter keys; order by
+/// `ID`/`CREATED`; pages of 50; an empty `select` returns every field.
+fn comment_list(st: &PortalState, params: &Value) -> Result<Reply, ApiError> {
+    let filter = object_param(params, "filter").unwrap_or_default();
+    let entity_id = filter.get("ENTITY_ID").and_then(positive_id);
+    let entity_type = filter
+        .get("ENTITY_TYPE")
+        .and_then(scalar_string)
+        .map(|t| t.to_ascii_lowercase());
+    let (Some(entity_id), Some(entity_type)) = (entity_id, entity_type) else {
+        return Err(ApiError::new(
+            400,
+            "INVALID_ARG_VALUE",
+            "ENTITY_ID and ENTITY_TYPE are required in filter",
+        ));
+    };
+    let mut items: Vec<Map<String, Value>> = st
+        .comments
+        .iter()
+        .filter(|c| {
+            c.get("ENTITY_ID").and_then(Value::as_u64) == Some(entity_id)
+                && c.get("ENTITY_TYPE").and_then(Value::as_str) == Some(entity_type.as_str())
+        })
+        .filter_map(|c| c.as_object().cloned())
+        .collect();
+    let order = object_param(params, "order");
+    sort_items(&mut items, order, ("ID", false), st.offset);
+    let select = select_list(params);
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|c| {
+            let mut out: Map<String, Value> = c
+                .into_iter()
+                .filter(|(k, _)| {
+                    select.is_empty() || select.iter().any(|s| s.eq_ignore_ascii_case(k))
+                })
+                .map(|(k, v)| {
+                    (
+                        k,
+                        if let Value::Number(n) = v {
+                            json!(n.to_string())
+                        } else {
+                            v
+                        },
+                    )
+                })
+                .collect();
+            out.entry("ID".to_string()).or_insert(Value::Null);
+            Value::Object(out)
+        })
+        .collect();
+    let (page, total, next) = page(items, params);
+    Ok(Reply {
+        result: Value::Array(page),
+        total,
+        next,
+        ..Reply::default()
+    })
 }
 
 fn notify_add(st: &mut PortalState, params: &Value) -> Result<Reply, ApiError> {

@@ -110,8 +110,8 @@ fn origin_id(marker: &str) -> String {
 }
 
 /// The read that finds what an earlier attempt of this effect may have created, if one exists.
-/// `None`: nothing to look for (the write is harmless to repeat: a move, a tagged notification)
-/// or nothing can be looked up with the methods the service uses (a comment).
+/// `None`: nothing to look for (the write is harmless to repeat: a move, a notification whose
+/// `TAG` makes Bitrix24 replace the older one).
 pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
     match effect.kind {
         EffectKind::Task => {
@@ -135,12 +135,30 @@ pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
                 "select": ["ID", "ORIGINATOR_ID", "ORIGIN_ID"],
             }),
         )),
-        EffectKind::Comment | EffectKind::Notify | EffectKind::MoveBack => None,
+        EffectKind::Comment => {
+            let fields = effect.params.get("fields")?;
+            Some((
+                "crm.timeline.comment.list".into(),
+                json!({
+                    "filter": { "ENTITY_ID": fields.get("ENTITY_ID")?, "ENTITY_TYPE": "deal" },
+                    "order": { "ID": "DESC" },
+                    "select": ["ID", "COMMENT", "CREATED"],
+                }),
+            ))
+        }
+        EffectKind::Notify | EffectKind::MoveBack => None,
     }
 }
 
 /// The id of what an earlier attempt created, from the lookup's answer, matched on our side.
-pub fn found_in_lookup(effect: &EffectRecord, result: &Value) -> Option<String> {
+/// A comment carries no marker: it matches by its exact text, and only when it is newer than
+/// `known_comment` (the last comment the service knows it made on the deal), so that an older
+/// comment with the same words (an earlier revert) is not taken for this one.
+pub fn found_in_lookup(
+    effect: &EffectRecord,
+    result: &Value,
+    known_comment: u64,
+) -> Option<String> {
     match effect.kind {
         EffectKind::Task => {
             let tasks = result
@@ -163,6 +181,17 @@ pub fn found_in_lookup(effect: &EffectRecord, result: &Value) -> Option<String> 
                 let same = d.get("ORIGIN_ID").and_then(Value::as_str) == Some(origin.as_str())
                     && d.get("ORIGINATOR_ID").and_then(Value::as_str) == Some(ORIGINATOR);
                 same.then(|| id_text(d.get("ID"))).flatten()
+            })
+        }
+        EffectKind::Comment => {
+            let text = effect
+                .params
+                .pointer("/fields/COMMENT")
+                .and_then(Value::as_str)?;
+            result.as_array()?.iter().find_map(|c| {
+                let id = id_text(c.get("ID"))?;
+                let newer = id.parse::<u64>().is_ok_and(|n| n > known_comment);
+                (newer && c.get("COMMENT").and_then(Value::as_str) == Some(text)).then_some(id)
             })
         }
         _ => None,
@@ -246,8 +275,23 @@ mod tests {
             {"id": "1", "title": "Call", "xmlId": "b24robot:5:99:call:0"},
             {"id": "2", "title": "Call", "xmlId": "b24robot:5:100:call:0"}
         ]});
-        assert_eq!(found_in_lookup(&record, &answer), Some("2".into()));
-        assert_eq!(found_in_lookup(&record, &json!({"tasks": []})), None);
+        assert_eq!(found_in_lookup(&record, &answer, 0), Some("2".into()));
+        assert_eq!(found_in_lookup(&record, &json!({"tasks": []}), 0), None);
+
+        let comment = EffectRecord {
+            kind: EffectKind::Comment,
+            method: "crm.timeline.comment.add".into(),
+            params: json!({"fields": {"ENTITY_ID": 5, "ENTITY_TYPE": "deal", "COMMENT": "Fill in INN."}}),
+            ..record
+        };
+        let listed =
+            json!([{"ID": "12", "COMMENT": "Fill in INN."}, {"ID": "9", "COMMENT": "Other"}]);
+        assert_eq!(found_in_lookup(&comment, &listed, 0), Some("12".into()));
+        assert_eq!(
+            found_in_lookup(&comment, &listed, 12),
+            None,
+            "an older comment with the same words is not ours"
+        );
     }
 
     #[test]

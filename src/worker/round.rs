@@ -42,6 +42,9 @@ struct Job {
     known: bool,
     /// Effects recorded by an earlier round and still pending.
     pending: Vec<EffectRecord>,
+    /// The highest id of a comment this deal already got from the service: a lookup for a
+    /// pending comment only accepts a newer one with the same text.
+    known_comments: u64,
     ending: Option<Ending>,
     /// Writes to send this round.
     writes: Vec<EffectRecord>,
@@ -80,14 +83,23 @@ impl Worker {
             match self.store.queued(deal_id)? {
                 Some(queued) if !queued.parked => {
                     let state = self.store.deal_state(deal_id)?;
-                    let pending = self
+                    let (pending, settled): (Vec<EffectRecord>, Vec<EffectRecord>) = self
                         .store
                         .effects(deal_id)?
                         .into_iter()
-                        .filter(|e| e.state == EffectState::Pending)
-                        .collect();
+                        .partition(|e| e.state == EffectState::Pending);
+                    let known_comments = settled
+                        .iter()
+                        .filter(|e| e.kind == EffectKind::Comment)
+                        .filter_map(|e| match &e.state {
+                            EffectState::Done { id } => id.parse().ok(),
+                            _ => None,
+                        })
+                        .max()
+                        .unwrap_or(0);
                     jobs.push(Job {
                         deal_id,
+                        known_comments,
                         queued,
                         known: state.is_some(),
                         state: state.unwrap_or_default(),
@@ -256,7 +268,9 @@ impl Worker {
         for (i, mut effect) in pending.into_iter().enumerate() {
             match lookups.remove(&i) {
                 Some(Some(Ok(answer))) => {
-                    if let Some(id) = effects::found_in_lookup(&effect, &answer.result) {
+                    if let Some(id) =
+                        effects::found_in_lookup(&effect, &answer.result, job.known_comments)
+                    {
                         tracing::info!(deal_id, rule = %effect.rule, id = %id, "effect found applied by an earlier attempt");
                         effect.state = EffectState::Done { id: id.clone() };
                         effect.updated_at_ms = now_ms();
@@ -279,6 +293,13 @@ impl Worker {
                         self.emit_effect(&effect, Ok(id));
                         continue;
                     }
+                }
+                Some(Some(Err(error)))
+                    if effect.kind == EffectKind::Comment && !error.is_retryable() =>
+                {
+                    // A portal that cannot list comments (method or scope missing): send it again
+                    // rather than never (the only kind where a repeat is the lesser harm).
+                    tracing::debug!(deal_id, %error, "comment lookup unavailable; sending again");
                 }
                 Some(Some(Err(error))) => {
                     job.end(failure(&error));

@@ -26,6 +26,10 @@ struct State {
     delayed: BTreeSet<(u64, u64)>,
     /// Being processed by a round: not handed out again until released.
     in_flight: HashSet<u64>,
+    /// Woken while in flight: due again as soon as the round releases them. Without this, an
+    /// event recorded after the round completed the deal's queue record but before it released
+    /// the deal would sit in the store with nobody to schedule it.
+    rerun: HashSet<u64>,
 }
 
 impl Scheduler {
@@ -39,8 +43,8 @@ impl Scheduler {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The deal has new work now. A deal being processed is left alone: its round sees the newer
-    /// queue generation when it completes and puts it back.
+    /// The deal has new work now. A deal being processed is marked to run again once its round
+    /// releases it.
     pub fn wake(&self, deal_id: u64) {
         self.schedule_at(deal_id, 0);
     }
@@ -50,6 +54,9 @@ impl Scheduler {
         {
             let mut s = self.lock();
             if s.in_flight.contains(&deal_id) {
+                if due_ms <= now_ms() {
+                    s.rerun.insert(deal_id);
+                }
                 return;
             }
             if s.waiting.contains(&deal_id) {
@@ -109,9 +116,16 @@ impl Scheduler {
         }
     }
 
-    /// The round is done with the deal.
+    /// The round is done with the deal; a deal woken meanwhile is due again now.
     pub fn release(&self, deal_id: u64) {
-        self.lock().in_flight.remove(&deal_id);
+        let again = {
+            let mut s = self.lock();
+            s.in_flight.remove(&deal_id);
+            s.rerun.remove(&deal_id)
+        };
+        if again {
+            self.wake(deal_id);
+        }
     }
 
     /// Deals waiting (ready or delayed).
@@ -141,10 +155,16 @@ mod tests {
         s.wake(2);
         assert_eq!(s.take(10, &stop).await, vec![1, 2]);
         s.wake(1);
-        assert_eq!(s.waiting(), 0, "in flight: left to the round");
+        assert_eq!(s.waiting(), 0, "in flight: not handed out twice");
         s.release(1);
-        s.wake(1);
-        assert_eq!(s.take(10, &stop).await, vec![1]);
+        assert_eq!(
+            s.take(10, &stop).await,
+            vec![1],
+            "woken while in flight: due on release"
+        );
+        s.release(1);
+        s.release(2);
+        assert_eq!(s.waiting(), 0);
     }
 
     #[tokio::test]
