@@ -79,6 +79,15 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Reproduce a figure of BENCHMARKS.md (throughput, strict-portal, requests, intake,
+    /// memory) against the built-in simulated portal, on loopback.
+    Bench {
+        /// Which benchmark.
+        name: String,
+        /// Its size: deals (throughput, strict-portal, requests, memory) or senders (intake).
+        #[arg(long)]
+        size: Option<u64>,
+    },
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
         /// Rules folder to play instead of the built-in example rules.
@@ -109,6 +118,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Jobs { action } => runtime.block_on(crate::admin_cli::jobs(cli.config, action)),
         Command::Demo { rules } => runtime.block_on(crate::demo::run(rules)),
+        Command::Bench { name, size } => runtime.block_on(crate::bench::run(&name, size)),
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod admin_cli;
+pub mod bench;
 pub mod bitrix;
 pub mod calendar;
 pub mod cli;
