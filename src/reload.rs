@@ -32,7 +32,19 @@ pub const MAX_WAIT: Duration = Duration::from_millis(1_000);
 /// What the rules folder held at the last look, shared by the reloader, `/readyz` and the
 /// metrics.
 #[derive(Debug, Clone, Default)]
-pub struct RulesStatus(Arc<Mutex<Option<Result<String, Vec<String>>>>>);
+pub struct RulesStatus(Arc<Mutex<OnDisk>>);
+
+/// The folder at the last look.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum OnDisk {
+    /// Not read since the start: the rules in force are what it held then.
+    #[default]
+    Unread,
+    /// It loads whole; this is its version.
+    Loads(String),
+    /// It does not load, for these reasons.
+    Refused(Vec<String>),
+}
 
 /// The folder next to the rules in force, as `/readyz` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,17 +62,17 @@ impl RulesStatus {
     /// folder held at start.
     pub fn view(&self, in_force: &str) -> DiskView {
         match &*self.lock() {
-            None => DiskView {
+            OnDisk::Unread => DiskView {
                 rules_on_disk: Some(in_force.to_string()),
                 stale: false,
                 errors: Vec::new(),
             },
-            Some(Ok(version)) => DiskView {
+            OnDisk::Loads(version) => DiskView {
                 rules_on_disk: Some(version.clone()),
                 stale: version != in_force,
                 errors: Vec::new(),
             },
-            Some(Err(errors)) => DiskView {
+            OnDisk::Refused(errors) => DiskView {
                 rules_on_disk: None,
                 stale: true,
                 errors: errors.clone(),
@@ -68,12 +80,12 @@ impl RulesStatus {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Result<String, Vec<String>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OnDisk> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set(&self, state: Result<String, Vec<String>>) {
-        *self.lock() = Some(state);
+    fn set(&self, state: OnDisk) {
+        *self.lock() = state;
     }
 }
 
@@ -124,9 +136,9 @@ impl Reloader {
         let dir = self.dir.display().to_string();
         match loaded {
             Ok((set, warnings)) => {
-                let was_refused = matches!(&*self.status.lock(), Some(Err(_)));
+                let was_refused = matches!(&*self.status.lock(), OnDisk::Refused(_));
                 let version = set.version().to_string();
-                self.status.set(Ok(version.clone()));
+                self.status.set(OnDisk::Loads(version.clone()));
                 if version == in_force.version() {
                     if trigger == Trigger::Signal || was_refused {
                         tracing::info!(rules_dir = %dir, version = %version, "rules unchanged: the folder is the rule set in force");
@@ -152,8 +164,8 @@ impl Reloader {
                     .filter(|d| d.severity == Severity::Error)
                     .map(ToString::to_string)
                     .collect();
-                let repeated = matches!(&*self.status.lock(), Some(Err(e)) if *e == errors);
-                self.status.set(Err(errors.clone()));
+                let repeated = *self.status.lock() == OnDisk::Refused(errors.clone());
+                self.status.set(OnDisk::Refused(errors.clone()));
                 if trigger == Trigger::Change && repeated {
                     return Outcome::Refused(errors);
                 }

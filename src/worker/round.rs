@@ -56,8 +56,10 @@ impl Job {
         }
     }
 
-    fn event_id(&self) -> u64 {
-        self.queued.event_ids.last().copied().unwrap_or(0)
+    /// The newest event behind this job; `None` when only the sweep queued it (then the field is
+    /// left out of the log line rather than logged as a made-up id).
+    fn event_id(&self) -> Option<u64> {
+        self.queued.event_ids.last().copied()
     }
 }
 
