@@ -174,7 +174,7 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
         "rules loaded"
     );
     let app = match Application::build(settings, rules).await {
-        Ok(app) => app,
+        Ok(app) => app.with_rule_reload(),
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(1);

@@ -18,6 +18,8 @@
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones).
 //! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries.
 //! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
+//! - [`metrics`] (`GET /metrics`) and [`reload`] (rules re-read on SIGHUP or a change) are for
+//!   the operators.
 
 pub mod admin;
 pub mod admin_cli;
@@ -29,7 +31,9 @@ pub mod configuration;
 pub mod demo;
 pub mod dry_run;
 pub mod intake;
+pub mod metrics;
 pub mod portal_check;
+pub mod reload;
 pub mod rules;
 pub mod sandbox;
 pub mod startup;

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bitrix::{Client, ClientSettings};
 use crate::configuration::Settings;
 use crate::intake::{self, IntakeCounters, IntakeState};
+use crate::metrics::{Metrics, MetricsState};
+use crate::reload::{Reloader, RulesStatus};
 use crate::rules::RuleSet;
 use crate::store::{Store, StoreError, now_ms};
 use crate::worker::{
@@ -71,6 +73,9 @@ pub struct Application {
     settings: Settings,
     worker: Arc<Worker>,
     intake: IntakeState,
+    metrics: Arc<Metrics>,
+    /// Re-read `rules.dir` on SIGHUP and on changes ([`Application::with_rule_reload`]).
+    reload_rules: bool,
 }
 
 impl Application {
@@ -95,6 +100,7 @@ impl Application {
         let store = Store::open(&settings.storage.dir)?;
         let scheduler = Scheduler::new();
         let rules = RulesHandle::new(rules);
+        let metrics = Arc::new(Metrics::default());
         let worker = Arc::new(Worker {
             store: store.clone(),
             portal_origin: client.portal_origin(),
@@ -106,6 +112,7 @@ impl Application {
             catalog: CatalogCache::default(),
             people: People::default(),
             activity,
+            metrics: metrics.clone(),
         });
 
         // The starting point of the stage history, before any event can be taken, so that a move
@@ -139,6 +146,7 @@ impl Application {
             application_token: settings.portal.application_token.clone(),
             dedupe_window: settings.sync.dedupe_window,
             counters: Arc::new(IntakeCounters::default()),
+            rules_status: RulesStatus::default(),
             closing: Arc::new(AtomicBool::new(false)),
         };
         Ok(Application {
@@ -147,7 +155,17 @@ impl Application {
             settings,
             worker,
             intake,
+            metrics,
+            reload_rules: false,
         })
+    }
+
+    /// Re-reads `rules.dir` on SIGHUP and whenever a file in it changes (see [`crate::reload`]).
+    /// For an application whose rules came from that folder (`serve`), not from elsewhere.
+    #[must_use]
+    pub fn with_rule_reload(mut self) -> Application {
+        self.reload_rules = true;
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -172,6 +190,8 @@ impl Application {
             settings,
             worker,
             intake,
+            metrics,
+            reload_rules,
             ..
         } = self;
         if application_token_missing(&settings) {
@@ -196,6 +216,18 @@ impl Application {
             stop_background.clone(),
         ));
 
+        let reloader = reload_rules.then(|| {
+            tokio::spawn(crate::reload::run(
+                Reloader {
+                    dir: settings.rules.dir.clone(),
+                    rules: intake.rules.clone(),
+                    status: intake.rules_status.clone(),
+                    metrics: metrics.clone(),
+                },
+                stop_background.clone(),
+            ))
+        });
+
         let closing = intake.closing.clone();
         let stop_http = CancellationToken::new();
         let admin = crate::admin::router(crate::admin::AdminState {
@@ -208,7 +240,15 @@ impl Application {
             settings.server.max_body,
             settings.server.request_timeout,
         )
-        .merge(admin);
+        .merge(admin)
+        .merge(crate::metrics::router(MetricsState {
+            metrics,
+            intake: intake.counters.clone(),
+            store: intake.store.clone(),
+            client: worker.client.clone(),
+            rules: intake.rules.clone(),
+            rules_status: intake.rules_status.clone(),
+        }));
         let http = {
             let stop_http = stop_http.clone();
             tokio::spawn(async move {
@@ -237,6 +277,9 @@ impl Application {
         }
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
         pruner.abort();
+        if let Some(reloader) = reloader {
+            let _ = tokio::time::timeout_at(deadline, reloader).await;
+        }
         match tokio::time::timeout_at(deadline, http).await {
             Ok(Ok(Err(error))) => tracing::warn!(%error, "server stopped with an error"),
             Ok(_) => {}

@@ -31,6 +31,9 @@ const MIN_PARK: Duration = Duration::from_secs(10);
 const SHORT_PARK: Duration = Duration::from_secs(2);
 /// Portal renames followed within one call.
 const MAX_REDIRECTS: u32 = 3;
+/// Most `(method, outcome)` pairs counted apart in [`Client::call_counts`]; the methods are the
+/// service's own, this only bounds the worst case. New pairs past it count as method `other`.
+const MAX_COUNTED_CALLS: usize = 256;
 /// Pages `list_all` reads at most (50 items each): it is for catalogs, not for deals.
 const MAX_PAGES: usize = 2_000;
 
@@ -139,6 +142,8 @@ struct Counters {
     rejected_429: AtomicU64,
     retries: AtomicU64,
     redirects: AtomicU64,
+    /// Calls (batch commands included) by method and outcome, for the metrics.
+    calls: Mutex<HashMap<(String, &'static str), u64>>,
 }
 
 /// What we know of one method's operating limit.
@@ -261,6 +266,44 @@ impl Client {
         }
     }
 
+    /// Calls so far by method and outcome (`ok` or the [`ErrorKind`] of the failure), sorted; a
+    /// batch counts as `batch` and each of its commands by its own method.
+    #[must_use]
+    pub fn call_counts(&self) -> Vec<(String, &'static str, u64)> {
+        let calls = self
+            .inner
+            .counters
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut counts: Vec<_> = calls
+            .iter()
+            .map(|((method, outcome), n)| (method.clone(), *outcome, *n))
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    fn count_call(&self, method: &str, result: &Result<Response, CallError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) => error.kind().label(),
+        };
+        let mut calls = self
+            .inner
+            .counters
+            .calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let known = calls.contains_key(&(method.to_owned(), outcome));
+        let method = if known || calls.len() < MAX_COUNTED_CALLS {
+            method
+        } else {
+            "other"
+        };
+        *calls.entry((method.to_owned(), outcome)).or_insert(0) += 1;
+    }
+
     /// When `method` is parked after a 429, until when.
     #[must_use]
     pub fn parked_until(&self, method: &str) -> Option<SystemTime> {
@@ -273,6 +316,17 @@ impl Client {
 
     /// One REST call, with the bucket, retries, parking and renames.
     pub async fn call(
+        &self,
+        method: &str,
+        params: Value,
+        retry: Retry,
+    ) -> Result<Response, CallError> {
+        let result = self.call_counted(method, params, retry).await;
+        self.count_call(method, &result);
+        result
+    }
+
+    async fn call_counted(
         &self,
         method: &str,
         params: Value,
@@ -519,15 +573,16 @@ impl Client {
                             error.reset_at = Some(self.park(&call.method));
                         }
                         Err(CallError::Api {
-                            method: call.method,
+                            method: call.method.clone(),
                             error,
                         })
                     }
                     Parsed::Malformed(message) => Err(CallError::Malformed {
-                        method: call.method,
+                        method: call.method.clone(),
                         message,
                     }),
                 };
+                self.count_call(&call.method, &result);
                 (index, result)
             })
             .collect()

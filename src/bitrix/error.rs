@@ -142,6 +142,23 @@ pub enum ErrorKind {
     Blocked,
 }
 
+impl ErrorKind {
+    /// A short snake_case name, for metrics labels.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::OperationLimit { .. } => "operation_limit",
+            ErrorKind::Transient => "transient",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Permission => "permission",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Blocked => "blocked",
+        }
+    }
+}
+
 /// A failed REST call. The message never contains the webhook URL.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {

@@ -34,6 +34,8 @@ pub struct IntakeState {
     pub application_token: Secret,
     pub dedupe_window: Duration,
     pub counters: Arc<IntakeCounters>,
+    /// What the rules folder holds next to the rules in force (hot reload), for `/readyz`.
+    pub rules_status: crate::reload::RulesStatus,
     /// Set at shutdown: new events are refused with 503 so the sender sees they were not taken.
     pub closing: Arc<AtomicBool>,
 }
@@ -72,11 +74,15 @@ pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) ->
 
 async fn readyz(State(state): State<IntakeState>) -> Response {
     let rules = state.rules.current();
+    let disk = state.rules_status.view(rules.version());
     let body = serde_json::json!({
         "ready": true,
         "rules_version": rules.version(),
         "rules": rules.len(),
         "queue": state.store.queue_len(),
+        "rules_on_disk": disk.rules_on_disk,
+        "stale": disk.stale,
+        "errors": disk.errors,
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }

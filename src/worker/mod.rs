@@ -90,6 +90,8 @@ pub struct Worker {
     pub catalog: CatalogCache,
     pub people: People,
     pub activity: Option<mpsc::UnboundedSender<Activity>>,
+    /// Stage entries and effects, counted for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Worker {

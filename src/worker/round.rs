@@ -11,6 +11,7 @@ use super::effects::{self, PlannedCall};
 use super::portal::{HISTORY_SELECT, PersonError, list_items, parse_entry};
 use super::{Activity, Worker};
 use crate::bitrix::{BatchCall, CallError, ErrorKind, Response, Retry};
+use crate::metrics::EffectResult;
 use crate::rules::{
     Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, evaluate,
 };
@@ -58,8 +59,10 @@ impl Job {
         }
     }
 
-    fn event_id(&self) -> u64 {
-        self.queued.event_ids.last().copied().unwrap_or(0)
+    /// The newest event behind this job; `None` when only the sweep queued it (then the field is
+    /// left out of the log line rather than logged as a made-up id).
+    fn event_id(&self) -> Option<u64> {
+        self.queued.event_ids.last().copied()
     }
 }
 
@@ -271,7 +274,7 @@ impl Worker {
                     if let Some(id) =
                         effects::found_in_lookup(&effect, &answer.result, job.known_comments)
                     {
-                        tracing::info!(deal_id, rule = %effect.rule, id = %id, "effect found applied by an earlier attempt");
+                        tracing::info!(deal_id, entry_id = effect.entry_id, rule = %effect.rule, event_id = job.event_id(), id = %id, "effect found applied by an earlier attempt");
                         effect.state = EffectState::Done { id: id.clone() };
                         effect.updated_at_ms = now_ms();
                         self.store.put_effect(&effect)?;
@@ -409,6 +412,7 @@ impl Worker {
                 deal_id, entry_id = entry.id, stage = %entry.stage_id, event_id = job.event_id(),
                 acted = action == EntryAction::Acted, "{note}"
             );
+            self.metrics.stage_entry(&action);
             self.emit(Activity::StageEntry {
                 deal_id,
                 entry_id: entry.id,
@@ -505,7 +509,7 @@ impl Worker {
                 let (call, state) = match planned {
                     Ok(call) => (call, EffectState::Pending),
                     Err(error) => {
-                        tracing::warn!(deal_id = job.deal_id, rule = %decision.rule, %error, "effect failed for good");
+                        tracing::warn!(deal_id = job.deal_id, entry_id = entry.id, rule = %decision.rule, event_id = job.event_id(), %error, "effect failed for good");
                         decision
                             .notes
                             .push(format!("effect {index} failed: {error}"));
@@ -653,11 +657,15 @@ impl Worker {
                     }
                 },
                 Err(error) if error.is_retryable() || error.outcome_unknown() => {
-                    tracing::warn!(deal_id = job.deal_id, rule = %effect.rule, %error, "effect not applied yet; will retry");
+                    tracing::warn!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
+                        event_id = job.event_id(), %error, "effect not applied yet; will retry");
+                    self.metrics
+                        .effect(&effect.rule, effect.kind, EffectResult::Retried);
                     job.end(failure(&error));
                 }
                 Err(error) => {
-                    tracing::warn!(deal_id = job.deal_id, rule = %effect.rule, %error, "effect failed for good");
+                    tracing::warn!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
+                        event_id = job.event_id(), %error, "effect failed for good");
                     effect.state = EffectState::Failed {
                         error: error.to_string(),
                     };
@@ -759,7 +767,7 @@ impl Worker {
                         tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error,
                             "job parked after too many attempts (b24-robot jobs retry)");
                     } else {
-                        tracing::warn!(deal_id = job.deal_id, attempts, %error, "job failed; will retry");
+                        tracing::warn!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error, "job failed; will retry");
                         later.push((job.deal_id, due));
                     }
                 }
@@ -793,6 +801,12 @@ impl Worker {
     }
 
     fn emit_effect(&self, effect: &EffectRecord, result: Result<String, String>) {
+        let counted = if result.is_ok() {
+            EffectResult::Applied
+        } else {
+            EffectResult::Failed
+        };
+        self.metrics.effect(&effect.rule, effect.kind, counted);
         self.emit(Activity::Effect {
             deal_id: effect.deal_id,
             entry_id: effect.entry_id,

@@ -126,6 +126,11 @@ pub async fn start_on(
     let app = Application::build(settings, rules)
         .await
         .expect("application builds");
+    launch(sim, dir, app, events)
+}
+
+/// Runs a built application until [`TestApp::stop`], as the portal's event handler or not.
+fn launch(sim: SimPortal, dir: tempfile::TempDir, app: Application, events: bool) -> TestApp {
     let port = app.port();
     let store = app.store();
     if events {
@@ -371,4 +376,62 @@ impl TestApp {
 pub async fn next_second() {
     let into_second = b24_robot::store::now_ms() % 1000;
     tokio::time::sleep(Duration::from_millis(1000 - into_second + 5)).await;
+}
+
+// ----- added for operations (issue 5) -----
+
+/// Starts the service as `serve` does: its rules read from a real folder, `<dir>/rules` (see
+/// [`TestApp::rules_dir`]), that it re-reads on SIGHUP and when a file in it changes.
+#[allow(dead_code)]
+pub async fn spawn_app_with_rules_dir(files: &[(String, String)]) -> TestApp {
+    let sim = seeded_portal(SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules_dir = dir.path().join("rules");
+    std::fs::create_dir_all(&rules_dir).expect("rules folder");
+    for (name, text) in files {
+        std::fs::write(rules_dir.join(name), text).expect("rule file");
+    }
+    let settings = test_settings(
+        dir.path(),
+        &sim.webhook_url(),
+        &[("rules.dir", rules_dir.display().to_string())],
+    );
+    let (rules, _) = RuleSet::load_dir(&rules_dir).expect("test rules load");
+    let app = Application::build(settings, rules)
+        .await
+        .expect("application builds")
+        .with_rule_reload();
+    launch(sim, dir, app, true)
+}
+
+#[allow(dead_code)]
+impl TestApp {
+    /// The rules folder of [`spawn_app_with_rules_dir`].
+    pub fn rules_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("rules")
+    }
+
+    /// `GET /readyz` as JSON (asserting the 200).
+    pub async fn readyz(&self) -> serde_json::Value {
+        let answer = self
+            .client
+            .get(format!("http://127.0.0.1:{}/readyz", self.port))
+            .send()
+            .await
+            .expect("the service answers");
+        assert_eq!(answer.status(), 200, "/readyz");
+        answer.json().await.expect("/readyz is JSON")
+    }
+
+    /// `GET /metrics` as text (asserting the 200).
+    pub async fn metrics_text(&self) -> String {
+        let answer = self
+            .client
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+            .expect("the service answers");
+        assert_eq!(answer.status(), 200, "/metrics");
+        answer.text().await.expect("text")
+    }
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 // Operations
 mod admin;
+mod operations;
 
 // The service core (issue 2)
 mod crash;

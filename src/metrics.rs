@@ -1,0 +1,413 @@
+//! `GET /metrics`: what the service did and how it is doing, in Prometheus' text format
+//! (version 0.0.4). Every name starts with `b24robot_`.
+//!
+//! Written by hand rather than through the `metrics` facade and its exporter: each
+//! [`Application`](crate::startup::Application) owns its own counters (the tests run many in one
+//! process, where a global recorder would mix them), most values are read at scrape time from
+//! what already counts them (the intake's counters, the REST client's stats, the store's queue,
+//! the rules handle), and the format is a few lines of text.
+//!
+//! Labels stay bounded: results, actions, kinds and outcomes are closed lists; method names are
+//! the service's own; rule names come from the rule files, and past [`MAX_SERIES`] series a new
+//! one is counted under `rule="_other"`. Deal ids are never labels.
+
+use std::collections::BTreeMap;
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::bitrix::Client;
+use crate::intake::IntakeCounters;
+use crate::reload::RulesStatus;
+use crate::store::{EffectKind, EntryAction, Store, now_ms};
+use crate::worker::RulesHandle;
+
+/// Most `(rule, kind, result)` series kept for effects; more rules than that share one series.
+pub const MAX_SERIES: usize = 2_000;
+
+/// How one effect ended (or did not, yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EffectResult {
+    /// Done: the portal gave its id (or an earlier attempt was found to have made it).
+    Applied,
+    /// Failed for good: recorded with its error, not tried again.
+    Failed,
+    /// An attempt failed in a way that may pass: the job is tried again later.
+    Retried,
+}
+
+impl EffectResult {
+    fn label(self) -> &'static str {
+        match self {
+            EffectResult::Applied => "applied",
+            EffectResult::Failed => "failed",
+            EffectResult::Retried => "retried",
+        }
+    }
+}
+
+/// What a rule reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new rule set is in force.
+    Applied,
+    /// The files on disk are the rules in force already.
+    Unchanged,
+    /// The files on disk do not load whole: the rules in force keep running.
+    Refused,
+}
+
+/// The counters the service increments as it works; gauges are read at scrape time.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Stage entries recorded: acted on, superseded, the service's own move (echo).
+    stage_entries: [AtomicU64; 3],
+    effects: Mutex<BTreeMap<(String, &'static str, EffectResult), u64>>,
+    /// Reloads: applied, unchanged, refused.
+    reloads: [AtomicU64; 3],
+}
+
+impl Metrics {
+    pub fn stage_entry(&self, action: &EntryAction) {
+        let i = match action {
+            EntryAction::Acted => 0,
+            EntryAction::Superseded { .. } => 1,
+            EntryAction::Echo => 2,
+        };
+        self.stage_entries[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn effect(&self, rule: &str, kind: EffectKind, result: EffectResult) {
+        let mut effects = self.effects.lock().unwrap_or_else(PoisonError::into_inner);
+        let kind = kind_label(kind);
+        let known = effects.contains_key(&(rule.to_string(), kind, result));
+        let rule = if known || effects.len() < MAX_SERIES {
+            rule
+        } else {
+            "_other"
+        };
+        *effects.entry((rule.to_string(), kind, result)).or_insert(0) += 1;
+    }
+
+    pub fn reload(&self, result: ReloadResult) {
+        let i = match result {
+            ReloadResult::Applied => 0,
+            ReloadResult::Unchanged => 1,
+            ReloadResult::Refused => 2,
+        };
+        self.reloads[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn kind_label(kind: EffectKind) -> &'static str {
+    match kind {
+        EffectKind::Task => "task",
+        EffectKind::Comment => "comment",
+        EffectKind::Notify => "notify",
+        EffectKind::MoveBack => "move_back",
+        EffectKind::CopyDeal => "copy_deal",
+    }
+}
+
+/// Everything a scrape reads.
+#[derive(Clone)]
+pub struct MetricsState {
+    pub metrics: Arc<Metrics>,
+    pub intake: Arc<IntakeCounters>,
+    pub store: Store,
+    pub client: Client,
+    pub rules: RulesHandle,
+    pub rules_status: RulesStatus,
+}
+
+/// `GET /metrics`, to be merged into the service's router.
+pub fn router(state: MetricsState) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(state)
+}
+
+async fn scrape(State(state): State<MetricsState>) -> Response {
+    // The queue is read from sled: off the async threads.
+    let text = tokio::task::spawn_blocking(move || render(&state, now_ms())).await;
+    match text {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "rendering the metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
+        }
+    }
+}
+
+/// The whole exposition, as of `now_ms`.
+pub fn render(state: &MetricsState, now_ms: u64) -> String {
+    let mut out = Exposition::default();
+    let m = &state.metrics;
+
+    out.family(
+        "b24robot_build_info",
+        "gauge",
+        "The running build (always 1).",
+    );
+    out.sample(
+        "b24robot_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+
+    let intake = &state.intake;
+    out.family(
+        "b24robot_events_received_total",
+        "counter",
+        "Outgoing-webhook events received, by what was done with them.",
+    );
+    for (result, counter) in [
+        ("recorded", &intake.recorded),
+        ("duplicate", &intake.duplicate),
+        ("ignored", &intake.ignored),
+        ("unauthorized", &intake.unauthorized),
+        ("malformed", &intake.malformed),
+        ("failed", &intake.failed),
+    ] {
+        out.sample(
+            "b24robot_events_received_total",
+            &[("result", result)],
+            counter.load(Ordering::Relaxed),
+        );
+    }
+
+    match state.store.all_queued() {
+        Ok(queued) => {
+            let waiting: Vec<_> = queued.iter().filter(|q| !q.parked).collect();
+            let parked = queued.len() - waiting.len();
+            let oldest = waiting.iter().map(|q| q.first_at_ms).min();
+            let age = oldest.map_or(0.0, |at| now_ms.saturating_sub(at) as f64 / 1000.0);
+            out.gauge(
+                "b24robot_queue_depth",
+                "Deals with queued work (parked ones not included).",
+                waiting.len(),
+            );
+            out.gauge(
+                "b24robot_queue_oldest_age_seconds",
+                "Age of the oldest queued, not parked job (0 when none).",
+                age,
+            );
+            out.gauge(
+                "b24robot_queue_parked",
+                "Jobs parked after too many failed attempts (b24-robot jobs retry).",
+                parked,
+            );
+        }
+        Err(error) => tracing::warn!(%error, "metrics: the queue could not be read"),
+    }
+
+    out.family(
+        "b24robot_stage_entries_total",
+        "counter",
+        "Stage entries recorded, by what was done: rules run (acted), left already (superseded), the service's own move (echo).",
+    );
+    for (action, counter) in ["acted", "superseded", "echo"]
+        .into_iter()
+        .zip(&m.stage_entries)
+    {
+        out.sample(
+            "b24robot_stage_entries_total",
+            &[("action", action)],
+            counter.load(Ordering::Relaxed),
+        );
+    }
+
+    out.family(
+        "b24robot_effects_total",
+        "counter",
+        "Rule effects by rule, kind and result (applied, failed for good, retried).",
+    );
+    let effects = m
+        .effects
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for ((rule, kind, result), n) in effects {
+        out.sample(
+            "b24robot_effects_total",
+            &[("rule", &rule), ("kind", kind), ("result", result.label())],
+            n,
+        );
+    }
+
+    let stats = state.client.stats();
+    out.family(
+        "b24robot_rest_calls_total",
+        "counter",
+        "REST calls by method and outcome; a batch counts as `batch` and each of its commands by its own method.",
+    );
+    for (method, outcome, n) in state.client.call_counts() {
+        out.sample(
+            "b24robot_rest_calls_total",
+            &[("method", &method), ("outcome", outcome)],
+            n,
+        );
+    }
+    out.counter(
+        "b24robot_rest_http_requests_total",
+        "HTTP requests sent to the portal (retries included; a batch is one).",
+        stats.http_requests,
+    );
+    out.counter(
+        "b24robot_rest_retries_total",
+        "HTTP requests repeated after a failure.",
+        stats.retries,
+    );
+    out.counter(
+        "b24robot_rest_query_limit_exceeded_total",
+        "503 QUERY_LIMIT_EXCEEDED answers (the portal's leaky bucket overflowed).",
+        stats.rejected_503,
+    );
+    out.counter(
+        "b24robot_rest_operation_time_limit_total",
+        "429 OPERATION_TIME_LIMIT answers, top-level or inside a batch (the method is parked).",
+        stats.rejected_429,
+    );
+    out.counter(
+        "b24robot_rest_redirects_total",
+        "Portal renames (302) followed.",
+        stats.redirects,
+    );
+    out.gauge(
+        "b24robot_bucket_level",
+        "Our estimate of the portal's request counter (leaky bucket).",
+        stats.bucket_level,
+    );
+    out.gauge(
+        "b24robot_bucket_capacity",
+        "Leaky bucket size in force (lowered after a 503).",
+        stats.bucket_capacity,
+    );
+    out.gauge(
+        "b24robot_bucket_rate",
+        "Leaky bucket drain in force, requests per second.",
+        stats.bucket_rate,
+    );
+
+    let rules = state.rules.current();
+    let disk = state.rules_status.view(rules.version());
+    out.gauge("b24robot_rules", "Rules in force.", rules.len());
+    out.family(
+        "b24robot_rules_info",
+        "gauge",
+        "The rule set in force (always 1); its version is the hash every decision records.",
+    );
+    out.sample("b24robot_rules_info", &[("version", rules.version())], 1);
+    out.gauge(
+        "b24robot_rules_stale",
+        "1 when the rules folder is not the rule set in force (a change was refused: see /readyz).",
+        u8::from(disk.stale),
+    );
+    out.family(
+        "b24robot_rule_reloads_total",
+        "counter",
+        "Rule reloads (SIGHUP or a change in the rules folder), by result.",
+    );
+    for (result, counter) in ["applied", "unchanged", "refused"]
+        .into_iter()
+        .zip(&m.reloads)
+    {
+        out.sample(
+            "b24robot_rule_reloads_total",
+            &[("result", result)],
+            counter.load(Ordering::Relaxed),
+        );
+    }
+    out.text
+}
+
+/// The text format: `# HELP`, `# TYPE`, then `name{label="value"} number` lines.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", help.replace('\n', " "));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{key}=\"{}\"", escape(value));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: impl Display) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], value);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: impl Display) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// A label value as the format wants it: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::default();
+        out.sample("x", &[("rule", "a \"b\"\\c\nd")], 1);
+        assert_eq!(out.text, "x{rule=\"a \\\"b\\\"\\\\c\\nd\"} 1\n");
+    }
+
+    #[test]
+    fn effects_past_the_series_limit_share_one_rule_label() {
+        let metrics = Metrics::default();
+        for i in 0..MAX_SERIES + 5 {
+            metrics.effect(&format!("r{i}"), EffectKind::Task, EffectResult::Applied);
+        }
+        metrics.effect("r0", EffectKind::Task, EffectResult::Applied);
+        let effects = metrics.effects.lock().unwrap();
+        assert_eq!(effects.len(), MAX_SERIES + 1);
+        assert_eq!(
+            effects[&("_other".to_string(), "task", EffectResult::Applied)],
+            5
+        );
+        assert_eq!(
+            effects[&("r0".to_string(), "task", EffectResult::Applied)],
+            2
+        );
+    }
+}
