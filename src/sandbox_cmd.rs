@@ -29,9 +29,18 @@ use crate::sandbox::SimPortal;
 pub enum Step {
     /// Narration, printed as `* text`.
     Say(String),
-    Create { deal: String, fields: Value },
-    Move { deal: String, to: String },
-    Update { deal: String, fields: Value },
+    Create {
+        deal: String,
+        fields: Value,
+    },
+    Move {
+        deal: String,
+        to: String,
+    },
+    Update {
+        deal: String,
+        fields: Value,
+    },
     /// Wait at least this long (for the sweep), printing what happens.
     Wait(Duration),
 }
@@ -60,7 +69,10 @@ pub fn parse_scenario(name: &str, text: &str) -> Result<Vec<Step>, Vec<Diagnosti
         if actions.len() > 1 {
             r.error(
                 span.clone(),
-                format!("a step does one thing, this one has {}", actions.join(" and ")),
+                format!(
+                    "a step does one thing, this one has {}",
+                    actions.join(" and ")
+                ),
                 "split it into several [[step]] sections",
             );
             continue;
@@ -170,7 +182,11 @@ fn wait_duration(text: &str) -> Option<Duration> {
         return s.trim().parse().ok().map(Duration::from_secs);
     }
     if let Some(m) = text.strip_suffix('m') {
-        return m.trim().parse::<u64>().ok().map(|m| Duration::from_secs(m * 60));
+        return m
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|m| Duration::from_secs(m * 60));
     }
     None
 }
@@ -199,6 +215,7 @@ pub async fn run(
         },
         None => None,
     };
+    quiet_portal_refusals();
     let result = match steps {
         Some(steps) => play(&rules, steps).await,
         None => serve(&rules, listen).await,
@@ -224,6 +241,24 @@ fn read_scenario(path: &Path) -> Result<Vec<Step>, ExitCode> {
         }
         ExitCode::from(2)
     })
+}
+
+/// The simulated portal panics on what a real portal refuses (an unknown stage); [`act`] turns
+/// that into an answer, so the default hook's backtrace would only be noise. Other panics are
+/// still reported in full.
+fn quiet_portal_refusals() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if !text.starts_with("simulated portal") {
+            default(info);
+        }
+    }));
 }
 
 /// Runs a user action on the simulated portal, which panics on what a real portal refuses (an
@@ -321,7 +356,9 @@ async fn serve(rules: &RuleSet, listen: SocketAddr) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let base = format!("http://{addr}");
     println!("control API on {base} (Ctrl-C stops):");
-    println!("  curl -s -X POST {base}/deals -d '{{\"TITLE\":\"Acme\",\"ASSIGNED_BY_ID\":\"3\",\"STAGE_ID\":\"NEW\"}}'");
+    println!(
+        "  curl -s -X POST {base}/deals -d '{{\"TITLE\":\"Acme\",\"ASSIGNED_BY_ID\":\"3\",\"STAGE_ID\":\"NEW\"}}'"
+    );
     println!("  curl -s -X POST {base}/deals/1/move -d '{{\"stage\":\"PREPARATION\"}}'");
     println!("  curl -s -X POST {base}/deals/1/update -d '{{\"UF_CRM_INN\":\"7701234567\"}}'");
     println!("  curl -s {base}/deals/1    curl -s {base}/deals    curl -s {base}/tasks");
@@ -349,7 +386,10 @@ pub fn router(sim: SimPortal) -> Router {
         .route("/deals/{id}/move", post(move_deal))
         .route("/deals/{id}/update", post(update_deal))
         .route("/tasks", get(list_tasks))
-        .route("/comments", get(|State(sim): State<SimPortal>| async move { Json(sim.comments()) }))
+        .route(
+            "/comments",
+            get(|State(sim): State<SimPortal>| async move { Json(sim.comments()) }),
+        )
         .route(
             "/notifications",
             get(|State(sim): State<SimPortal>| async move { Json(sim.notifications()) }),
@@ -368,14 +408,18 @@ async fn help() -> &'static str {
 }
 
 fn refused(message: String) -> Response {
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": message }))).into_response()
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "error": message })),
+    )
+        .into_response()
 }
 
-fn body_fields(body: &Value) -> Result<Map<String, Value>, Response> {
-    body.as_object()
-        .cloned()
-        .ok_or_else(|| refused("the body must be a JSON object of deal fields".into()))
+fn body_fields(body: &Value) -> Option<Map<String, Value>> {
+    body.as_object().cloned()
 }
+
+const NOT_FIELDS: &str = "the body must be a JSON object of deal fields";
 
 async fn list_deals(State(sim): State<SimPortal>) -> Json<Vec<Value>> {
     Json(sim.deals())
@@ -388,14 +432,17 @@ async fn list_tasks(State(sim): State<SimPortal>) -> Json<Vec<Value>> {
 async fn get_deal(State(sim): State<SimPortal>, UrlPath(id): UrlPath<u64>) -> Response {
     match sim.deal(id) {
         Some(deal) => Json(deal).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such deal"}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such deal"})),
+        )
+            .into_response(),
     }
 }
 
 async fn create_deal(State(sim): State<SimPortal>, Json(body): Json<Value>) -> Response {
-    let fields = match body_fields(&body) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let Some(fields) = body_fields(&body) else {
+        return refused(NOT_FIELDS.into());
     };
     let s = sim.clone();
     match act(async move { s.create_deal(Value::Object(fields)).await }).await {
@@ -412,17 +459,28 @@ async fn move_deal(
     UrlPath(id): UrlPath<u64>,
     Json(body): Json<Value>,
 ) -> Response {
-    let Some(stage) = body.get("stage").and_then(Value::as_str).map(str::to_string) else {
+    let Some(stage) = body
+        .get("stage")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
         return refused("the body must be {\"stage\": \"<STAGE_ID>\"}".into());
     };
     if sim.deal(id).is_none() {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such deal"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such deal"})),
+        )
+            .into_response();
     }
     println!("* HTTP: move deal {id} to {stage}");
     let s = sim.clone();
     match act(async move { s.move_deal(id, &stage).await }).await {
         Ok(_) => Json(sim.deal(id).unwrap_or(Value::Null)).into_response(),
-        Err(e) => refused(e),
+        Err(e) => {
+            println!("  refused: {e}");
+            refused(e)
+        }
     }
 }
 
@@ -431,14 +489,20 @@ async fn update_deal(
     UrlPath(id): UrlPath<u64>,
     Json(body): Json<Value>,
 ) -> Response {
-    let fields = match body_fields(&body) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let Some(fields) = body_fields(&body) else {
+        return refused(NOT_FIELDS.into());
     };
     if sim.deal(id).is_none() {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such deal"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such deal"})),
+        )
+            .into_response();
     }
-    println!("* HTTP: update deal {id}: {}", Value::Object(fields.clone()));
+    println!(
+        "* HTTP: update deal {id}: {}",
+        Value::Object(fields.clone())
+    );
     let s = sim.clone();
     match act(async move { s.update_deal(id, Value::Object(fields)).await }).await {
         Ok(_) => Json(sim.deal(id).unwrap_or(Value::Null)).into_response(),
@@ -482,15 +546,14 @@ wait = "2s"
 
     #[test]
     fn a_scenario_with_a_typo_or_an_unknown_deal_is_refused_with_positions() {
-        let errors = parse_scenario(
-            "s.toml",
-            "[[step]]\nmove = \"acme\"\ntoo = \"WON\"\n",
-        )
-        .expect_err("invalid");
+        let errors = parse_scenario("s.toml", "[[step]]\nmove = \"acme\"\ntoo = \"WON\"\n")
+            .expect_err("invalid");
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert!(
-            shown.iter().any(|e| e.starts_with("s.toml:3:1: unknown key \"too\"")
-                && e.contains("did you mean \"to\"?")),
+            shown
+                .iter()
+                .any(|e| e.starts_with("s.toml:3:1: unknown key \"too\"")
+                    && e.contains("did you mean \"to\"?")),
             "{shown:?}"
         );
         assert!(

@@ -87,11 +87,7 @@ fn common(p: &mut serde_json::Map<String, Value>, with_stage: bool) {
     p.insert("when".into(), reference("when", WHEN));
 }
 
-fn rule(
-    description: &str,
-    properties: serde_json::Map<String, Value>,
-    required: &[&str],
-) -> Value {
+fn rule(description: &str, properties: serde_json::Map<String, Value>, required: &[&str]) -> Value {
     json!({
         "type": "object",
         "description": description,
@@ -176,10 +172,7 @@ pub fn schema() -> Value {
         "to_stage".into(),
         json!({ "type": "string", "pattern": "^(C[0-9]+:)?[A-Z0-9_]+$", "description": "The stage of to_pipeline the copy starts in, as a STAGE_ID: \"C2:NEW\"." }),
     );
-    tunnel.insert(
-        "copy".into(),
-        field_list("The fields copied as they are."),
-    );
+    tunnel.insert("copy".into(), field_list("The fields copied as they are."));
     tunnel.insert(
         "set".into(),
         json!({

@@ -69,7 +69,10 @@ fn every_shipped_rule_is_covered_by_a_shipped_test() {
 #[test]
 fn a_passing_rule_test_file_exits_0() {
     let rules = root().join("rules").display().to_string();
-    let output = run(&root(), &["test", &fixture("passing.toml"), "--rules", &rules]);
+    let output = run(
+        &root(),
+        &["test", &fixture("passing.toml"), "--rules", &rules],
+    );
     let (stdout, stderr) = texts(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.ends_with("1 passed, 0 failed\n"), "{stdout}");
@@ -323,7 +326,10 @@ fn the_schema_lists_every_key_the_loader_accepts() {
         let props = schema["definitions"][kind]["properties"]
             .as_object()
             .expect("properties");
-        assert!(props.contains_key("name") && props.contains_key("when"), "{kind}");
+        assert!(
+            props.contains_key("name") && props.contains_key("when"),
+            "{kind}"
+        );
         assert_eq!(
             schema["definitions"][kind]["additionalProperties"],
             Value::Bool(false),
@@ -366,7 +372,10 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
         if info.split_whitespace().any(|w| w == "rule-test") {
             tests += 1;
             let file = b24_robot::rule_tests::parse(&name, &text, &rules).unwrap_or_else(|e| {
-                panic!("{name}: {:#?}", e.iter().map(ToString::to_string).collect::<Vec<_>>())
+                panic!(
+                    "{name}: {:#?}",
+                    e.iter().map(ToString::to_string).collect::<Vec<_>>()
+                )
             });
             let summary = b24_robot::rule_tests::run(
                 &file,
@@ -378,11 +387,17 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
         if info.split_whitespace().any(|w| w == "scenario") {
             scenarios += 1;
             b24_robot::sandbox_cmd::parse_scenario(&name, &text).unwrap_or_else(|e| {
-                panic!("{name}: {:#?}", e.iter().map(ToString::to_string).collect::<Vec<_>>())
+                panic!(
+                    "{name}: {:#?}",
+                    e.iter().map(ToString::to_string).collect::<Vec<_>>()
+                )
             });
         }
     }
-    assert!(tests >= 1 && scenarios >= 1, "{tests} tests, {scenarios} scenarios");
+    assert!(
+        tests >= 1 && scenarios >= 1,
+        "{tests} tests, {scenarios} scenarios"
+    );
 }
 
 // ----- sandbox -----
