@@ -88,6 +88,30 @@ pub enum Command {
         #[arg(long)]
         size: Option<u64>,
     },
+    /// Run the rule tests (TOML files of cases: a deal, a stage entry, the effects expected).
+    Test {
+        /// A test file or a folder of them.
+        #[arg(value_name = "DIR", default_value = "rules/tests")]
+        dir: PathBuf,
+        /// Rules folder (default: rules.dir of the config).
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+    },
+    /// Print a JSON Schema of the rule files, for editors (Taplo / Even Better TOML).
+    Schema,
+    /// The service against a simulated portal with your rules: play a scenario, or move deals
+    /// by HTTP.
+    Sandbox {
+        /// Rules folder (default: rules.dir of the config).
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+        /// A scenario file (TOML) to play; without it the sandbox runs until Ctrl-C.
+        #[arg(long, value_name = "FILE")]
+        scenario: Option<PathBuf>,
+        /// Address of the sandbox's control API (without --scenario).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+    },
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
         /// Rules folder to play instead of the built-in example rules.
@@ -119,6 +143,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Jobs { action } => runtime.block_on(crate::admin_cli::jobs(cli.config, action)),
         Command::Demo { rules } => runtime.block_on(crate::demo::run(rules)),
         Command::Bench { name, size } => runtime.block_on(crate::bench::run(&name, size)),
+        Command::Test { dir, rules } => rule_tests(cli.config, &dir, rules),
+        Command::Schema => {
+            println!("{}", crate::schema::text());
+            ExitCode::SUCCESS
+        }
+        Command::Sandbox {
+            rules,
+            scenario,
+            listen,
+        } => runtime.block_on(crate::sandbox_cmd::run(cli.config, rules, scenario, listen)),
     }
 }
 
@@ -283,6 +317,25 @@ fn dry_run(
         }
     }
     ExitCode::SUCCESS
+}
+
+fn rule_tests(
+    config: Option<PathBuf>,
+    dir: &std::path::Path,
+    rules_dir: Option<PathBuf>,
+) -> ExitCode {
+    let mut settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(dir) = rules_dir {
+        settings.rules.dir = dir;
+    }
+    let Some(rules) = load_rules(&settings) else {
+        eprintln!("error: the rules do not load: no test was run");
+        return ExitCode::from(1);
+    };
+    crate::rule_tests::command(dir, &rules, &settings.calendar)
 }
 
 async fn healthcheck(config: Option<PathBuf>) -> ExitCode {

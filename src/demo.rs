@@ -110,57 +110,11 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
             .join("\n")
     })?;
 
-    let sim = SimPortal::start(SimConfig::default())
-        .await
-        .map_err(|e| format!("simulated portal: {e}"))?;
-    seed_portal(&sim);
-
-    let store_dir = std::env::temp_dir().join(format!(
-        "b24-robot-demo-{}-{}",
-        std::process::id(),
-        crate::store::now_ms()
-    ));
-    let token = format!("demo-{}", crate::store::now_ms());
-    let sources = Sources {
-        overrides: vec![
-            ("server.listen".into(), "127.0.0.1:0".into()),
-            ("storage.dir".into(), store_dir.display().to_string()),
-            ("portal.webhook_url".into(), sim.webhook_url()),
-            ("portal.application_token".into(), token.clone()),
-            ("sync.poll_interval".into(), "1s".into()),
-            ("worker.retry_base".into(), "200ms".into()),
-            ("log.level".into(), "warn".into()),
-        ],
-        ..Sources::default()
-    };
-    let settings = Settings::load(&sources).map_err(|e| e.to_string())?;
-    crate::telemetry::init(settings.log.format, &settings.log.level);
-
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = Application::build_with_activity(settings, rules.clone(), Some(tx))
-        .await
-        .map_err(|e| e.to_string())?;
-    let store = app.store();
-    sim.set_event_handler(
-        Some(format!("http://127.0.0.1:{}/bitrix24/events", app.port())),
-        &token,
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stop_rx.await;
-    }));
-
-    println!(
-        "b24-robot demo: {} rules (version {}) against a simulated portal",
-        rules.len(),
-        rules.version()
-    );
-    println!();
-    let mut story = Story {
-        rx,
-        store,
-        sim: sim.clone(),
-    };
+    let Running {
+        sim,
+        mut story,
+        stop,
+    } = start(&rules, "demo").await?;
 
     story.say("Vera creates a deal for Romashka LLC (new client)");
     let romashka = sim
@@ -213,10 +167,7 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
     sim.move_deal_silently(lost, "PREPARATION").await;
     story.settle_for(Duration::from_secs(3)).await;
 
-    let _ = stop_tx.send(());
-    let stopped = server.await.map_err(|e| e.to_string())?;
-    stopped.map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_dir_all(&store_dir);
+    stop.stop().await?;
     println!();
     println!(
         "done: {} tasks, {} deals, {} REST requests to the portal",
@@ -227,19 +178,109 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-struct Story {
-    rx: mpsc::UnboundedReceiver<Activity>,
+/// The service started against a seeded simulated portal, and what stops it.
+pub(crate) struct Running {
+    pub(crate) sim: SimPortal,
+    pub(crate) story: Story,
+    pub(crate) stop: Stopper,
+}
+
+/// Stops the service and removes its temporary store.
+pub(crate) struct Stopper {
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), crate::startup::StartupError>>,
+    store_dir: PathBuf,
+}
+
+impl Stopper {
+    pub(crate) async fn stop(self) -> Result<(), String> {
+        let _ = self.stop_tx.send(());
+        let stopped = self.server.await.map_err(|e| e.to_string())?;
+        stopped.map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&self.store_dir);
+        Ok(())
+    }
+}
+
+/// Starts a simulated portal shaped by [`seed_portal`] and the real service against it, with
+/// `rules`, a temporary store and a free port; prints the banner. `what` names the command.
+pub(crate) async fn start(rules: &RuleSet, what: &str) -> Result<Running, String> {
+    let sim = SimPortal::start(SimConfig::default())
+        .await
+        .map_err(|e| format!("simulated portal: {e}"))?;
+    seed_portal(&sim);
+
+    let store_dir = std::env::temp_dir().join(format!(
+        "b24-robot-{what}-{}-{}",
+        std::process::id(),
+        crate::store::now_ms()
+    ));
+    let token = format!("{what}-{}", crate::store::now_ms());
+    let sources = Sources {
+        overrides: vec![
+            ("server.listen".into(), "127.0.0.1:0".into()),
+            ("storage.dir".into(), store_dir.display().to_string()),
+            ("portal.webhook_url".into(), sim.webhook_url()),
+            ("portal.application_token".into(), token.clone()),
+            ("sync.poll_interval".into(), "1s".into()),
+            ("worker.retry_base".into(), "200ms".into()),
+            ("log.level".into(), "warn".into()),
+        ],
+        ..Sources::default()
+    };
+    let settings = Settings::load(&sources).map_err(|e| e.to_string())?;
+    crate::telemetry::init(settings.log.format, &settings.log.level);
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Application::build_with_activity(settings, rules.clone(), Some(tx))
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = app.store();
+    sim.set_event_handler(
+        Some(format!("http://127.0.0.1:{}/bitrix24/events", app.port())),
+        &token,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stop_rx.await;
+    }));
+
+    println!(
+        "b24-robot {what}: {} rules (version {}) against a simulated portal",
+        rules.len(),
+        rules.version()
+    );
+    println!();
+    let story = Story {
+        rx,
+        store,
+        sim: sim.clone(),
+    };
+
+    Ok(Running {
+        sim,
+        story,
+        stop: Stopper {
+            stop_tx,
+            server,
+            store_dir,
+        },
+    })
+}
+
+pub(crate) struct Story {
+    pub(crate) rx: mpsc::UnboundedReceiver<Activity>,
     store: Store,
     sim: SimPortal,
 }
 
 impl Story {
-    fn say(&self, text: &str) {
+    pub(crate) fn say(&self, text: &str) {
         println!("* {text}");
     }
 
     /// Prints what the service does until it has nothing left to do.
-    async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         self.settle_for(Duration::ZERO).await;
     }
 
@@ -248,13 +289,13 @@ impl Story {
     /// It ends at the start of a new second: Bitrix24's `ts` counts seconds, and two deliveries
     /// of the same event name for the same deal in one second are one delivery to the service
     /// (its dedupe key). People do not click that fast; a scripted story does.
-    async fn settle_for(&mut self, min: Duration) {
+    pub(crate) async fn settle_for(&mut self, min: Duration) {
         self.wait(min).await;
         let into_second = crate::store::now_ms() % 1000;
         tokio::time::sleep(Duration::from_millis(1000 - into_second)).await;
     }
 
-    async fn wait(&mut self, min: Duration) {
+    pub(crate) async fn wait(&mut self, min: Duration) {
         let start = Instant::now();
         let mut quiet_since = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
@@ -276,7 +317,7 @@ impl Story {
         }
     }
 
-    fn print(&self, activity: &Activity) {
+    pub(crate) fn print(&self, activity: &Activity) {
         match activity {
             Activity::StageEntry {
                 deal_id,
@@ -317,7 +358,8 @@ impl Story {
     }
 }
 
-fn describe(method: &str, params: &Value) -> String {
+/// One line for people about a REST write: what the demo, the sandbox and the rule tests print.
+pub(crate) fn describe(method: &str, params: &Value) -> String {
     let text = |v: &Value| {
         v.as_str()
             .map(str::to_string)

@@ -187,7 +187,12 @@ fn toml_blocks(markdown: &str) -> Vec<Block> {
             }
             Some(mut block) => {
                 if trimmed.starts_with("```") {
-                    if block.info.split_whitespace().next() == Some("toml") {
+                    // `toml rule-test` and `toml scenario` blocks are not rule files: tools.rs
+                    // checks them.
+                    let mut words = block.info.split_whitespace();
+                    if words.next() == Some("toml")
+                        && !words.any(|w| w == "rule-test" || w == "scenario")
+                    {
                         blocks.push(block);
                     }
                 } else {

@@ -19,3 +19,6 @@ mod sweep;
 mod check;
 mod kinds;
 mod shipped_rules;
+
+// Tools for integrators (issue 5)
+mod tools;
