@@ -18,3 +18,7 @@ mod sweep;
 mod check;
 mod kinds;
 mod shipped_rules;
+
+// Reliability (issue 4)
+mod crash_cycles;
+mod hardening;
