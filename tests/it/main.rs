@@ -1,6 +1,7 @@
 //! One integration binary: the real service (intake over HTTP, worker, sweep, sled store)
 //! against the project's simulated Bitrix24 portal.
 
+mod child;
 mod helpers;
 
 // Operations
