@@ -25,7 +25,7 @@ fn flaky(seed: u64) -> Faults {
         error_after_rate: 0.05,
         drop_rate: 0.04,
         malformed_rate: 0.03,
-        delay: Some(Duration::from_millis(10)),
+        delay: Some(Duration::from_millis(20)),
         seed: Some(seed),
         ..Faults::default()
     }
@@ -51,7 +51,7 @@ async fn fifty_kill_9_cycles_under_portal_faults_lose_nothing_and_duplicate_noth
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let per_cycle = 3;
+    let per_cycle = 4;
     let (sim, deals) = portal_with_deals(cycles * per_cycle).await;
     let site = Site::new();
     let seed = std::env::var("B24ROBOT_CRASH_SEED")
@@ -66,7 +66,7 @@ async fn fifty_kill_9_cycles_under_portal_faults_lose_nothing_and_duplicate_noth
         let service = Service::start_with(&sim, &site, cycle % 4, &ENV).await;
         let mover = tokio::spawn(move_each(sim.clone(), batch.to_vec()));
         // Anywhere from before the first delivery to well into the work.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
         service.kill_9();
         acknowledged.extend(mover.await.expect("mover"));
     }

@@ -276,7 +276,11 @@ async fn a_flood_of_500_deliveries_for_one_deal_costs_a_few_reads() {
     app.settle_quiet(Duration::from_secs(20)).await;
 
     let reads = deal_reads(&app) - reads_before;
-    assert_eq!(app.task_counts(&[deal]), vec![1], "one stage entry, one task");
+    assert_eq!(
+        app.task_counts(&[deal]),
+        vec![1],
+        "one stage entry, one task"
+    );
     // A round reads the deal once for every delivery recorded before it started; deliveries
     // that arrive during a round cost one more read after it. Measured: about 13 reads while
     // the other tests run alongside; the bound leaves room for a slower machine.
