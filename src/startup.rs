@@ -29,6 +29,8 @@ use crate::worker::{
 
 /// How long shutdown may take in all (the spec gives 10 s; keep a margin for the flush).
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+/// How long requests in flight get to finish once intake is closed; slower ones are dropped.
+const HTTP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -249,14 +251,15 @@ impl Application {
             rules: intake.rules.clone(),
             rules_status: intake.rules_status.clone(),
         }));
-        let http = {
-            let stop_http = stop_http.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop_http.cancelled_owned())
-                    .await
-            })
-        };
+        // Served by hand rather than by `axum::serve`: a header-read timeout and a connection
+        // cap (slow-loris clients), see `intake::serve`.
+        let http = tokio::spawn(intake::serve::serve(
+            listener,
+            app,
+            intake::serve::Limits::for_request_timeout(settings.server.request_timeout),
+            stop_http.clone(),
+            HTTP_GRACE,
+        ));
         tracing::info!(listen = %settings.server.listen, "b24-robot is serving");
 
         shutdown.await;
@@ -280,10 +283,8 @@ impl Application {
         if let Some(reloader) = reloader {
             let _ = tokio::time::timeout_at(deadline, reloader).await;
         }
-        match tokio::time::timeout_at(deadline, http).await {
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "server stopped with an error"),
-            Ok(_) => {}
-            Err(_) => tracing::warn!("open connections did not close in time"),
+        if tokio::time::timeout_at(deadline, http).await.is_err() {
+            tracing::warn!("open connections did not close in time");
         }
         intake.store.flush_async().await?;
         tracing::info!("stopped");

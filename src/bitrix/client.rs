@@ -29,6 +29,8 @@ pub const BATCH_LIMIT: usize = 50;
 const MIN_PARK: Duration = Duration::from_secs(10);
 /// A `Retry::Safe` call waits out a park shorter than this instead of failing.
 const SHORT_PARK: Duration = Duration::from_secs(2);
+/// The longest park: a reset further away than Bitrix24's ten-minute window is not believed.
+const MAX_PARK: Duration = Duration::from_secs(15 * 60);
 /// Portal renames followed within one call.
 const MAX_REDIRECTS: u32 = 3;
 /// Most `(method, outcome)` pairs counted apart in [`Client::call_counts`]; the methods are the
@@ -733,11 +735,7 @@ impl Client {
         let now = SystemTime::now();
         let mut methods = self.methods();
         let state = methods.entry(method.to_owned()).or_default();
-        let reset = state
-            .reset_at
-            .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
-            .map(|seconds| UNIX_EPOCH + Duration::from_secs_f64(seconds));
-        let until = reset.map_or(now + MIN_PARK, |reset| reset.max(now + MIN_PARK));
+        let until = park_until(now, state.reset_at);
         state.parked_until = Some(state.parked_until.map_or(until, |old| old.max(until)));
         drop(methods);
         self.inner
@@ -776,6 +774,26 @@ impl Client {
             .min(self.inner.backoff_max);
         Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.as_secs_f64()))
     }
+}
+
+/// Until when a method is parked after a 429: its last known `operating_reset_at`, at least
+/// [`MIN_PARK`] from `now`, at most [`MAX_PARK`].
+///
+/// `operating_reset_at` comes from the portal's answer. A huge value used to panic here
+/// (`Duration::from_secs_f64` and `SystemTime + Duration` both panic on overflow; found by the
+/// envelope property test): it is now capped, as Bitrix24's own window is ten minutes.
+pub(crate) fn park_until(now: SystemTime, reset_at: Option<f64>) -> SystemTime {
+    let earliest = now + MIN_PARK;
+    let latest = now + MAX_PARK;
+    let reset = reset_at
+        .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+        .map(|seconds| {
+            Duration::try_from_secs_f64(seconds)
+                .ok()
+                .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
+                .unwrap_or(latest)
+        });
+    reset.map_or(earliest, |reset| reset.clamp(earliest, latest))
 }
 
 /// Whether the client repeats the call itself.

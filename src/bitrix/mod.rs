@@ -17,6 +17,8 @@ mod bucket;
 mod client;
 mod envelope;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod query;
 
 #[cfg(test)]

@@ -289,6 +289,152 @@ mod tests {
         assert!(!token_matches(Some(""), ""));
     }
 
+    // ----- fuzzing: property tests with many cases -----
+
+    use proptest::prelude::*;
+
+    /// Cases per property: `PROPTEST_CASES` for a longer run, else what CI affords.
+    fn fuzz_cases(ci: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ci)
+    }
+
+    /// The keys the parser reads; the extra keys of a property test avoid them.
+    const KNOWN: [&str; 5] = [
+        "event",
+        "data[FIELDS][ID]",
+        "ts",
+        "auth[application_token]",
+        "auth[member_id]",
+    ];
+
+    /// Text with the characters that make form bodies hard: separators, brackets, percent
+    /// signs, plus signs, controls, non-ASCII letters and emoji.
+    fn nasty_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,40}",
+            "[=&%+\\[\\]a-zA-Z0-9 \\-]{0,40}",
+            "[\\x00-\\x1f\\u{80}-\\u{ff}\\u{400}-\\u{44f}\\u{1F600}-\\u{1F64F}]{0,20}",
+        ]
+    }
+
+    /// Numbers as they may come: huge, negative, padded, with signs and exponents.
+    fn number_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[0-9]{15,60}",
+            "[ +\\-]?[0-9]{0,25}(\\.[0-9]{0,5})?(e[0-9]{1,3})?[ ]?",
+            Just(u64::MAX.to_string()),
+            Just("18446744073709551616".to_string()),
+        ]
+    }
+
+    /// Encodes pairs as a form body, percent-encoded (as PHP does) or with raw brackets.
+    fn encode(pairs: &[(String, String)], raw_brackets: bool) -> String {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            form.append_pair(k, v);
+        }
+        let body = form.finish();
+        if raw_brackets {
+            body.replace("%5B", "[").replace("%5D", "]")
+        } else {
+            body
+        }
+    }
+
+    /// Every input gets a value or an error, and an error is one short line.
+    fn parses_or_refuses(form: &FormBody) {
+        if let Err(error) = parse_event(form) {
+            let text = error.to_string();
+            assert!(!text.contains('\n'), "{text:?}");
+            assert!(text.chars().count() < 400, "{text:?}");
+        }
+        let _ = token_matches(form.application_token(), "jvh9y1ulvt2m6k5or90v9mg8nn32ozas");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases(4000)))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+            parses_or_refuses(&FormBody::parse(&body));
+        }
+
+        #[test]
+        fn arbitrary_pairs_never_panic(
+            pairs in proptest::collection::vec(
+                (prop_oneof![nasty_text(), proptest::sample::select(KNOWN.to_vec()).prop_map(String::from)],
+                 prop_oneof![nasty_text(), number_text()]),
+                0..12),
+            raw in any::<bool>(),
+        ) {
+            parses_or_refuses(&FormBody::parse(encode(&pairs, raw).as_bytes()));
+        }
+
+        #[test]
+        fn deal_ids_parse_exactly_when_they_are_positive_u64s(id in number_text(), ts in number_text()) {
+            let body = encode(
+                &[("event".into(), "ONCRMDEALUPDATE".into()), ("data[FIELDS][ID]".into(), id.clone()), ("ts".into(), ts.clone())],
+                false,
+            );
+            let parsed = parse_event(&FormBody::parse(body.as_bytes()));
+            let expected_id = id.trim().parse::<u64>().ok().filter(|n| *n > 0);
+            let expected_ts = ts.trim().parse::<u64>().ok();
+            match (expected_id, ts.trim().is_empty(), expected_ts) {
+                (None, _, _) => prop_assert!(matches!(parsed, Err(ParseError::BadDealId(_))), "{parsed:?}"),
+                (Some(_), false, None) => prop_assert!(matches!(parsed, Err(ParseError::BadTs(_))), "{parsed:?}"),
+                (Some(id), _, ts) => {
+                    let event = parsed.expect("valid");
+                    prop_assert_eq!(event.deal_id(), id);
+                    prop_assert_eq!(event.ts(), ts);
+                }
+            }
+        }
+
+        #[test]
+        fn a_valid_event_with_random_extra_keys_keeps_its_deal_and_name(
+            deal in 1..u64::MAX,
+            ts in any::<u64>(),
+            extra in proptest::collection::vec((nasty_text(), nasty_text()), 0..10),
+            seed in any::<u64>(),
+            raw in any::<bool>(),
+        ) {
+            let mut pairs: Vec<(String, String)> = vec![
+                ("event".into(), "onCrmDealUpdate".into()),
+                ("data[FIELDS][ID]".into(), deal.to_string()),
+                ("ts".into(), ts.to_string()),
+                ("auth[application_token]".into(), "tok".into()),
+            ];
+            // Extra keys go anywhere, but never replace one the parser reads (keys are trimmed).
+            for (i, (k, v)) in extra.into_iter().enumerate() {
+                if KNOWN.contains(&k.trim()) {
+                    continue;
+                }
+                let at = (seed.rotate_left(i as u32 * 7) as usize) % (pairs.len() + 1);
+                pairs.insert(at, (k, v));
+            }
+            let form = FormBody::parse(encode(&pairs, raw).as_bytes());
+            let event = parse_event(&form).expect("a valid event stays valid");
+            prop_assert_eq!(event.deal_id(), deal);
+            prop_assert_eq!(event.ts(), Some(ts));
+            prop_assert_eq!(event.name(), &EventName::DealUpdate);
+            prop_assert!(token_matches(form.application_token(), "tok"));
+        }
+
+        #[test]
+        fn content_types_and_tokens_never_panic(ct in nasty_text(), presented in nasty_text(), configured in nasty_text()) {
+            let _ = check_content_type(Some(&ct));
+            prop_assert_eq!(
+                token_matches(Some(&presented), &configured),
+                !configured.is_empty() && presented == configured
+            );
+        }
+    }
+
     #[test]
     fn content_type_must_be_a_form() {
         assert!(

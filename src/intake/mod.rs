@@ -7,6 +7,7 @@
 //! malformed (400).
 
 pub mod event;
+pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -279,4 +279,6 @@ fn version(files: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

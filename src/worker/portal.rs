@@ -252,4 +252,47 @@ mod tests {
             .is_err()
         );
     }
+
+    // Fuzzing: history items and list answers of any shape parse or are refused.
+    use proptest::prelude::*;
+
+    /// Cases per property: `PROPTEST_CASES` for a longer run, else what CI affords.
+    fn fuzz_cases(ci: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ci)
+    }
+
+    fn field() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,12}".prop_map(Value::String),
+            "[ +-]?[0-9]{0,25}".prop_map(Value::String),
+            "[+-]?[0-9]{1,6}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([+-][0-9]{2}:?[0-9]{2}|Z)?"
+                .prop_map(Value::String),
+            proptest::collection::vec(any::<u8>().prop_map(Value::from), 0..3).prop_map(Value::Array),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases(3000)))]
+
+        #[test]
+        fn history_items_of_any_shape_never_panic(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(HISTORY_SELECT.to_vec()), field()),
+                0..9,
+            ),
+            list_key in prop_oneof![Just("items"), Just("tasks"), Just("x")],
+        ) {
+            let item = Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+            let _ = parse_entry(&item);
+            let _ = list_items(&item, list_key);
+            let _ = list_items(&json!([item]), list_key);
+        }
+    }
 }

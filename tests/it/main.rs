@@ -1,6 +1,7 @@
 //! One integration binary: the real service (intake over HTTP, worker, sweep, sled store)
 //! against the project's simulated Bitrix24 portal.
 
+mod child;
 mod helpers;
 
 // Operations
@@ -22,3 +23,7 @@ mod shipped_rules;
 
 // Tools for integrators (issue 5)
 mod tools;
+
+// Reliability (issue 4)
+mod crash_cycles;
+mod hardening;
