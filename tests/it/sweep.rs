@@ -148,3 +148,41 @@ async fn entries_older_than_the_first_start_are_not_acted_on() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_long_backlog_of_history_is_read_in_one_batch_of_pages() {
+    let app = spawn_app_with(Options {
+        events: false,
+        settings: vec![("sync.poll_interval", "1s".into())],
+        sim: SimConfig {
+            requests_per_second: 200.0,
+            burst: 1000,
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut deals = Vec::new();
+    for i in 0..130 {
+        deals.push(new_deal(&app.sim, &format!("Deal {i}")).await);
+    }
+    for &deal in &deals {
+        app.sim.move_deal_silently(deal, "PREPARATION").await;
+    }
+    app.wait_until(
+        Duration::from_secs(30),
+        "a task for each of 130 deals",
+        |sim| deals.iter().all(|d| sim.tasks_for_deal(*d).len() == 1),
+    )
+    .await;
+    let paged = app.sim.requests().into_iter().any(|r| {
+        r.method == "batch"
+            && r.sub_methods.len() >= 2
+            && r.sub_methods.iter().all(|m| m == "crm.stagehistory.list")
+    });
+    assert!(
+        paged,
+        "the sweep read its further pages together in one batch"
+    );
+    app.stop().await;
+}
