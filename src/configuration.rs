@@ -104,6 +104,8 @@ pub struct RulesSettings {
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
     pub dir: PathBuf,
+    /// How long stage entries, their decisions and their settled effects are kept.
+    pub decisions_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -218,11 +220,15 @@ impl Default for RawRules {
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
     dir: String,
+    decisions_retention: String,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
-        RawStorage { dir: "data".into() }
+        RawStorage {
+            dir: "data".into(),
+            decisions_retention: "180d".into(),
+        }
     }
 }
 
@@ -501,6 +507,11 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
         parse_duration(&raw.portal.retry_max).map(|v| portal_retry_max = v),
     );
 
+    let mut decisions_retention = Duration::ZERO;
+    check(
+        "storage.decisions_retention",
+        parse_duration(&raw.storage.decisions_retention).map(|v| decisions_retention = v),
+    );
     let mut poll_interval = Duration::ZERO;
     check(
         "sync.poll_interval",
@@ -599,6 +610,7 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
             },
             storage: StorageSettings {
                 dir: base_dir.join(&raw.storage.dir),
+                decisions_retention,
             },
             calendar,
             sync: SyncSettings {

@@ -215,6 +215,7 @@ impl Application {
         let pruner = tokio::spawn(run_pruner(
             intake.store.clone(),
             settings.sync.dedupe_window,
+            settings.storage.decisions_retention,
             stop_background.clone(),
         ));
 
@@ -319,18 +320,39 @@ async fn run_sweeper(worker: Arc<Worker>, every: Duration, stop: CancellationTok
 }
 
 /// Forgets old delivery keys now and then, so the dedupe tree stays bounded.
-async fn run_pruner(store: Store, window: Duration, stop: CancellationToken) {
+/// Forgets old delivery keys now and then, so the dedupe tree stays bounded; and, less often,
+/// the stage entries and decisions older than `storage.decisions_retention`.
+async fn run_pruner(store: Store, window: Duration, retention: Duration, stop: CancellationToken) {
     let every = (window / 24).clamp(Duration::from_secs(10), Duration::from_secs(600));
+    let mut last_entries_prune: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
+        let entries_due =
+            last_entries_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+        if entries_due {
+            last_entries_prune = Some(std::time::Instant::now());
+        }
         let store = store.clone();
-        let pruned =
-            tokio::task::spawn_blocking(move || store.prune_dedupe(now_ms(), window)).await;
+        let pruned = tokio::task::spawn_blocking(move || {
+            store.prune_dedupe(now_ms(), window)?;
+            if entries_due {
+                let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
+                let removed = store.prune_entries(cutoff)?;
+                if removed > 0 {
+                    tracing::info!(
+                        removed,
+                        "stage entries past storage.decisions_retention forgotten"
+                    );
+                }
+            }
+            Ok::<(), StoreError>(())
+        })
+        .await;
         if let Ok(Err(error)) = pruned {
-            tracing::warn!(%error, "pruning delivery keys failed");
+            tracing::warn!(%error, "pruning the store failed");
         }
     }
 }

@@ -391,6 +391,38 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets stage entries recorded before `cutoff_ms`, with their decisions and their settled
+    /// effects. An entry with an effect still pending is kept whatever its age (the effect is
+    /// work owed). Deal states stay: they are what makes an old entry never act again.
+    pub fn prune_entries(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in self.entries.iter() {
+            let (key, value) = item?;
+            let record: EntryRecord = match decode("entries", &key, &value) {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            if record.recorded_at_ms >= cutoff_ms {
+                continue;
+            }
+            let effects: Vec<(sled::IVec, EffectRecord)> = self
+                .effects
+                .scan_prefix(&key)
+                .filter_map(Result::ok)
+                .filter_map(|(k, v)| decode("effects", &k, &v).ok().map(|e| (k, e)))
+                .collect();
+            if effects.iter().any(|(_, e)| e.state == EffectState::Pending) {
+                continue;
+            }
+            for (k, _) in effects {
+                self.effects.remove(k)?;
+            }
+            self.entries.remove(key)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     // ---- meta --------------------------------------------------------------------------------
 
     /// The last stage-history id that existed when the store was created: older entries are
@@ -613,6 +645,62 @@ mod tests {
         assert_eq!(q.last_error.as_deref(), Some("boom"));
         assert_eq!(s.retry_parked(None).expect("ok"), vec![9]);
         assert!(!s.queued(9).expect("ok").expect("queued").parked);
+    }
+
+    #[test]
+    fn old_entries_are_pruned_but_not_those_with_pending_effects() {
+        let (_d, s) = store();
+        let entry = |id: u64, at: u64| EntryRecord {
+            v: RECORD_VERSION,
+            deal_id: 1,
+            entry: crate::rules::StageEntry {
+                id,
+                type_id: 2,
+                stage_id: "NEW".into(),
+                category_id: 0,
+                semantic: crate::rules::StageSemantic::Process,
+                created_time: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00+00:00")
+                    .expect("time"),
+            },
+            recorded_at_ms: at,
+            action: EntryAction::Acted,
+            ruleset_version: "v".into(),
+            decisions: Vec::new(),
+            event_ids: Vec::new(),
+        };
+        let effect = |entry_id: u64, state: EffectState| EffectRecord {
+            v: RECORD_VERSION,
+            deal_id: 1,
+            entry_id,
+            rule: "r".into(),
+            index: 0,
+            kind: EffectKind::Task,
+            method: "tasks.task.add".into(),
+            params: serde_json::Value::Null,
+            marker: "m".into(),
+            state,
+            attempts: 1,
+            updated_at_ms: 0,
+        };
+        s.commit_deal(
+            1,
+            &DealState::default(),
+            &[entry(10, 100), entry(11, 100), entry(12, 5_000)],
+            &[
+                effect(10, EffectState::Done { id: "7".into() }),
+                effect(11, EffectState::Pending),
+            ],
+        )
+        .expect("commit");
+        assert_eq!(s.prune_entries(1_000).expect("prune"), 1);
+        let left: Vec<u64> = s
+            .entries(1)
+            .expect("entries")
+            .iter()
+            .map(|e| e.entry.id)
+            .collect();
+        assert_eq!(left, vec![11, 12]);
+        assert_eq!(s.effects(1).expect("effects").len(), 1);
     }
 
     #[test]
