@@ -15,6 +15,7 @@
 //! intents) go in one sled transaction, so a crash leaves either all or none of them. Durability
 //! is [`Store::flush`]: callers flush before they acknowledge anything.
 
+mod flusher;
 mod records;
 
 use std::path::Path;
@@ -63,6 +64,8 @@ pub enum Recorded {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Group commit for async callers; shared by every clone of the store.
+    flusher: std::sync::Arc<flusher::Flusher>,
     queue: sled::Tree,
     dedupe: sled::Tree,
     deals: sled::Tree,
@@ -88,7 +91,9 @@ impl Store {
             },
             other => StoreError::Sled(other),
         })?;
+        let flusher = flusher::Flusher::start(db.clone()).map_err(sled::Error::Io)?;
         Ok(Store {
+            flusher: std::sync::Arc::new(flusher),
             queue: db.open_tree("queue")?,
             dedupe: db.open_tree("dedupe")?,
             deals: db.open_tree("deals")?,
@@ -106,12 +111,13 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::flush`] from async code.
+    /// [`Store::flush`] from async code, as a group commit: concurrent callers share one flush
+    /// (see `flusher`).
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.flush())
+        self.flusher
+            .flush()
             .await
-            .map_err(|e| StoreError::Sled(sled::Error::Unsupported(format!("flush task: {e}"))))?
+            .map_err(|e| StoreError::Sled(sled::Error::Unsupported(format!("flush: {e}"))))
     }
 
     /// A fresh id, unique across restarts.
