@@ -22,6 +22,7 @@ pub use evaluate::{
     CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
     StageEntry, StageSemantic, TaskSpec, evaluate,
 };
+pub(crate) use evaluate::concerns;
 pub use model::{Rule, RuleKind};
 
 use model::{Body, DeadlineBase, PersonRef, StageMatch};
@@ -143,6 +144,14 @@ impl RuleSet {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The rules `keep` accepts, under the same version (a backfill of some of the rules).
+    pub(crate) fn only(&self, keep: impl Fn(&Rule) -> bool) -> RuleSet {
+        RuleSet {
+            rules: self.rules.iter().filter(|r| keep(r)).cloned().collect(),
+            version: self.version.clone(),
+        }
     }
 
     /// Every deal field the rules name (templates, `when`, require, deadlines, people,
