@@ -140,7 +140,13 @@ async fn backfill_start(
         return (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response();
     };
     if let Some(name) = &options.rule
-        && !b.worker.rules.current().rules().iter().any(|r| r.name() == name)
+        && !b
+            .worker
+            .rules
+            .current()
+            .rules()
+            .iter()
+            .any(|r| r.name() == name)
     {
         return (
             StatusCode::BAD_REQUEST,
@@ -240,6 +246,10 @@ pub fn format_deal_report(report: &Value) -> String {
                 entry["now_in"].as_str().unwrap_or("?")
             ),
             other => other.to_string(),
+        };
+        let why = match entry["note"].as_str() {
+            Some(note) => format!("{why} [{note}]"),
+            None => why,
         };
         out.push_str(&format!(
             "  entry {} {} at {}: {} (rules {})\n",

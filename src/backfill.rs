@@ -351,8 +351,9 @@ async fn run_inner(
                 method: "crm.deal.list".into(),
                 error,
             })?;
-        let items = list_items(&answer.result, "items")
-            .ok_or_else(|| BackfillError::Malformed("crm.deal.list: no list in the answer".into()))?;
+        let items = list_items(&answer.result, "items").ok_or_else(|| {
+            BackfillError::Malformed("crm.deal.list: no list in the answer".into())
+        })?;
         let mut last = run.progress.last_deal_id;
         let mut candidates = Vec::new();
         for item in items {
@@ -429,9 +430,9 @@ async fn count_deals(worker: &Worker, pipeline: Option<u64>) -> Result<u64, Back
             method: "crm.deal.list".into(),
             error,
         })?;
-    Ok(answer.total.unwrap_or_else(|| {
-        list_items(&answer.result, "items").map_or(0, |i| i.len() as u64)
-    }))
+    Ok(answer
+        .total
+        .unwrap_or_else(|| list_items(&answer.result, "items").map_or(0, |i| i.len() as u64)))
 }
 
 /// Gives the claimed deals back to the worker, however the backfill of a page ends.
@@ -450,7 +451,9 @@ impl Drop for Claims<'_> {
 
 /// How one deal's current entry turned out.
 enum Verdict {
-    Applied { effects: u64 },
+    Applied {
+        effects: u64,
+    },
     Already,
     Skipped,
     /// Not now (people not resolvable): at the end of the run.
@@ -567,17 +570,22 @@ impl Run<'_> {
             if !self.options.dry_run {
                 worker.resolve_pending(job, lookups)?;
             }
-            let read = |at: usize, results: &mut Vec<Option<Result<Response, CallError>>>| {
-                match results[at].take() {
+            let read =
+                |at: usize, results: &mut Vec<Option<Result<Response, CallError>>>| match results
+                    [at]
+                    .take()
+                {
                     Some(Ok(answer)) => Ok(Some(answer)),
                     Some(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(None),
                     Some(Err(error)) => Err(BackfillError::Portal {
                         method: methods[at].clone(),
                         error,
                     }),
-                    None => Err(BackfillError::Malformed(format!("{}: no answer", methods[at]))),
-                }
-            };
+                    None => Err(BackfillError::Malformed(format!(
+                        "{}: no answer",
+                        methods[at]
+                    ))),
+                };
             let history = read(history_at, &mut results)?;
             let deal = read(deal_at, &mut results)?;
             let (Some(history), Some(deal)) = (history, deal) else {
@@ -713,17 +721,18 @@ impl Run<'_> {
         let mut intents = match worker.plan(job, &entry, &mut decisions).await {
             Ok(intents) => intents,
             Err(ending) => {
-                tracing::warn!(deal_id, ?ending, "backfill: people not resolved; trying later");
+                tracing::warn!(
+                    deal_id,
+                    ?ending,
+                    "backfill: people not resolved; trying later"
+                );
                 return Ok(Verdict::Later);
             }
         };
         intents.retain(|e| e.kind != EffectKind::MoveBack);
         let count = intents.len() as u64;
         if self.options.dry_run {
-            for e in intents
-                .iter()
-                .filter(|e| e.state == EffectState::Pending)
-            {
+            for e in intents.iter().filter(|e| e.state == EffectState::Pending) {
                 self.status.write(json!({
                     "deal_id": deal_id, "entry_id": entry.id, "rule": e.rule,
                     "method": e.method, "params": e.params,

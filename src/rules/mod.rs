@@ -18,11 +18,11 @@ use std::path::Path;
 
 pub use diagnostics::{Diagnostic, Severity};
 pub(crate) use diagnostics::{LineIndex, suggest};
+pub(crate) use evaluate::concerns;
 pub use evaluate::{
     CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
     StageEntry, StageSemantic, TaskSpec, evaluate,
 };
-pub(crate) use evaluate::concerns;
 pub use model::{Rule, RuleKind};
 
 use model::{Body, DeadlineBase, PersonRef, StageMatch};
