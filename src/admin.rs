@@ -25,6 +25,8 @@ pub struct AdminState {
     pub store: Store,
     pub scheduler: Scheduler,
     pub token: Secret,
+    /// The service's backfill (`/admin/backfill`).
+    pub backfill: Option<crate::backfill::Service>,
 }
 
 /// The admin routes, to be merged into the service's router. With an empty token they are not
@@ -39,6 +41,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/jobs", get(jobs))
         .route("/admin/jobs/retry", post(retry_all))
         .route("/admin/jobs/{id}/retry", post(retry_one))
+        .route(
+            "/admin/backfill",
+            get(backfill_status)
+                .post(backfill_start)
+                .delete(backfill_cancel),
+        )
         .with_state(state)
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| {
@@ -102,6 +110,65 @@ async fn retry(state: &AdminState, deal: Option<u64>) -> Response {
             axum::Json(json!({ "retried": deals })).into_response()
         }
         Err(error) => store_error(&error),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct From {
+    #[serde(default)]
+    from: usize,
+}
+
+/// The backfill's progress: state, done/total, counts, ETA, last error; the dry-run writes from
+/// `?from=N` on.
+async fn backfill_status(
+    State(state): State<AdminState>,
+    axum::extract::Query(from): axum::extract::Query<From>,
+) -> Response {
+    match &state.backfill {
+        Some(b) => axum::Json(b.status.json(from.from)).into_response(),
+        None => (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response(),
+    }
+}
+
+/// Starts a backfill in the background with the options of the body (JSON); 409 if one runs.
+async fn backfill_start(
+    State(state): State<AdminState>,
+    axum::Json(options): axum::Json<crate::backfill::BackfillOptions>,
+) -> Response {
+    let Some(b) = &state.backfill else {
+        return (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response();
+    };
+    if let Some(name) = &options.rule
+        && !b
+            .worker
+            .rules
+            .current()
+            .rules()
+            .iter()
+            .any(|r| r.name() == name)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("no rule named \"{name}\" in the rules in force\n"),
+        )
+            .into_response();
+    }
+    if b.start(options) {
+        (StatusCode::ACCEPTED, axum::Json(b.status.json(0))).into_response()
+    } else {
+        (StatusCode::CONFLICT, "a backfill is already running\n").into_response()
+    }
+}
+
+/// Interrupts the running backfill; the same options continue it later.
+async fn backfill_cancel(State(state): State<AdminState>) -> Response {
+    match &state.backfill {
+        Some(b) => {
+            b.cancel();
+            axum::Json(b.status.json(0)).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response(),
     }
 }
 
@@ -179,6 +246,10 @@ pub fn format_deal_report(report: &Value) -> String {
                 entry["now_in"].as_str().unwrap_or("?")
             ),
             other => other.to_string(),
+        };
+        let why = match entry["note"].as_str() {
+            Some(note) => format!("{why} [{note}]"),
+            None => why,
         };
         out.push_str(&format!(
             "  entry {} {} at {}: {} (rules {})\n",

@@ -74,6 +74,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply the rules to the deals sitting in their stages now (they entered them before the
+    /// rules existed), once; resumable: the same command continues an interrupted run.
+    Backfill {
+        /// Only this rule (a gate rule named here runs with its revert acting as warn).
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+        /// Only the deals of this pipeline (CATEGORY_ID).
+        #[arg(long, value_name = "N")]
+        pipeline: Option<u64>,
+        /// Print the writes it would make (one JSON object a line) without making them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start over instead of continuing an interrupted run.
+        #[arg(long)]
+        restart: bool,
+    },
     /// The job queue: list the queued and parked jobs, or re-run parked ones.
     Jobs {
         #[command(subcommand)]
@@ -141,6 +157,20 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime.block_on(crate::admin_cli::explain(cli.config, deal, json))
         }
         Command::Jobs { action } => runtime.block_on(crate::admin_cli::jobs(cli.config, action)),
+        Command::Backfill {
+            rule,
+            pipeline,
+            dry_run,
+            restart,
+        } => runtime.block_on(crate::admin_cli::backfill(
+            cli.config,
+            crate::backfill::BackfillOptions {
+                rule,
+                pipeline,
+                dry_run,
+                restart,
+            },
+        )),
         Command::Demo { rules } => runtime.block_on(crate::demo::run(rules)),
         Command::Bench { name, size } => runtime.block_on(crate::bench::run(&name, size)),
         Command::Test { dir, rules } => rule_tests(cli.config, &dir, rules),

@@ -237,6 +237,10 @@ impl Application {
             store: intake.store.clone(),
             scheduler: intake.scheduler.clone(),
             token: settings.server.admin_token.clone(),
+            backfill: Some(crate::backfill::Service::new(
+                worker.clone(),
+                stop_background.clone(),
+            )),
         });
         let app = intake::router(
             intake.clone(),

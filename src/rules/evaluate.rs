@@ -342,7 +342,7 @@ fn decision(rule: &Rule, outcome: Outcome, notes: Vec<String>) -> Decision {
     }
 }
 
-fn concerns(rule: &Rule, entry: &StageEntry) -> bool {
+pub(crate) fn concerns(rule: &Rule, entry: &StageEntry) -> bool {
     if rule.pipeline.is_some_and(|p| p != entry.category_id) {
         return false;
     }

@@ -18,6 +18,7 @@ use std::path::Path;
 
 pub use diagnostics::{Diagnostic, Severity};
 pub(crate) use diagnostics::{LineIndex, suggest};
+pub(crate) use evaluate::concerns;
 pub use evaluate::{
     CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
     StageEntry, StageSemantic, TaskSpec, evaluate,
@@ -143,6 +144,14 @@ impl RuleSet {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The rules `keep` accepts, under the same version (a backfill of some of the rules).
+    pub(crate) fn only(&self, keep: impl Fn(&Rule) -> bool) -> RuleSet {
+        RuleSet {
+            rules: self.rules.iter().filter(|r| keep(r)).cloned().collect(),
+            version: self.version.clone(),
+        }
     }
 
     /// Every deal field the rules name (templates, `when`, require, deadlines, people,

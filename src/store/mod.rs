@@ -76,6 +76,7 @@ pub struct Store {
 
 const META_HISTORY_FLOOR: &str = "history_floor";
 const META_SWEEP_CURSOR: &str = "sweep_cursor";
+const META_BACKFILL: &str = "backfill";
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
@@ -459,6 +460,19 @@ impl Store {
 
     pub fn set_sweep_cursor(&self, id: u64) -> Result<(), StoreError> {
         self.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The last backfill's progress.
+    pub fn backfill_progress(&self) -> Result<Option<BackfillProgress>, StoreError> {
+        self.meta
+            .get(META_BACKFILL)?
+            .map(|b| decode("meta", META_BACKFILL.as_bytes(), &b))
+            .transpose()
+    }
+
+    pub fn set_backfill_progress(&self, progress: &BackfillProgress) -> Result<(), StoreError> {
+        self.meta.insert(META_BACKFILL, encode(progress)?)?;
         Ok(())
     }
 

@@ -95,6 +95,9 @@ pub struct EntryRecord {
     pub decisions: Vec<Decision>,
     /// The events that led to this entry being read (last few).
     pub event_ids: Vec<u64>,
+    /// How the entry came to be decided when not by a round: `backfill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What an effect is, for the lookup after an unknown outcome.
@@ -144,4 +147,32 @@ pub enum EffectState {
     Failed {
         error: String,
     },
+}
+
+/// A backfill's progress, kept in the store's meta so that an interrupted run continues.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackfillProgress {
+    #[serde(default = "v1")]
+    pub v: u8,
+    /// The options of the run: a run with other options starts over.
+    pub rule: Option<String>,
+    pub pipeline: Option<u64>,
+    /// Deals up to this id are done (the `>ID` of the next page).
+    pub last_deal_id: u64,
+    /// Deals busy in the worker when their page came: done at the end of the run.
+    #[serde(default)]
+    pub deferred: Vec<u64>,
+    /// Deals to look at in all (`total` of the first list), and looked at so far.
+    pub total: u64,
+    pub done: u64,
+    /// Entries the rules were applied to, and the effects recorded for them.
+    pub entries: u64,
+    pub effects: u64,
+    /// Entries whose rules had already run (by the worker or an earlier backfill).
+    pub already: u64,
+    /// Effects not applied (failed for good, or left to the worker to retry).
+    pub failed: u64,
+    pub finished: bool,
+    pub started_at_ms: u64,
+    pub updated_at_ms: u64,
 }

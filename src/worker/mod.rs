@@ -35,6 +35,9 @@ pub use effects::{ORIGINATOR, PlannedCall, marker, plan};
 pub use portal::{CatalogCache, People};
 pub use scheduler::Scheduler;
 pub use sweep::{ensure_history_floor, sweep_once};
+// For the backfill, which reads, decides and writes as a round does.
+pub(crate) use portal::{HISTORY_SELECT, list_items, number, parse_entry};
+pub(crate) use round::{Ending, Job};
 
 /// The rule set in force, swapped whole on a reload.
 #[derive(Clone)]
@@ -149,7 +152,7 @@ impl Worker {
         }
     }
 
-    fn emit(&self, activity: Activity) {
+    pub(crate) fn emit(&self, activity: Activity) {
         if let Some(tx) = &self.activity {
             let _ = tx.send(activity);
         }

@@ -26,7 +26,7 @@ const LINK_COMMENTS: u32 = 1000;
 
 /// How a deal's job ends this round.
 #[derive(Debug, Clone, PartialEq)]
-enum Ending {
+pub(crate) enum Ending {
     /// Everything done (or failed for good): complete the queue record.
     Done,
     /// Something failed that may work later: count an attempt, back off.
@@ -36,23 +36,23 @@ enum Ending {
     Postpone(u64, String),
 }
 
-struct Job {
-    deal_id: u64,
+pub(crate) struct Job {
+    pub(crate) deal_id: u64,
     queued: QueuedDeal,
-    state: DealState,
-    known: bool,
+    pub(crate) state: DealState,
+    pub(crate) known: bool,
     /// Effects recorded by an earlier round and still pending.
-    pending: Vec<EffectRecord>,
+    pub(crate) pending: Vec<EffectRecord>,
     /// The highest id of a comment this deal already got from the service: a lookup for a
     /// pending comment only accepts a newer one with the same text.
     known_comments: u64,
-    ending: Option<Ending>,
+    pub(crate) ending: Option<Ending>,
     /// Writes to send this round.
-    writes: Vec<EffectRecord>,
+    pub(crate) writes: Vec<EffectRecord>,
 }
 
 impl Job {
-    fn end(&mut self, ending: Ending) {
+    pub(crate) fn end(&mut self, ending: Ending) {
         // The first failure is the one to report; a later Done never hides it.
         if self.ending.is_none() || matches!(self.ending, Some(Ending::Done)) {
             self.ending = Some(ending);
@@ -80,36 +80,41 @@ impl Worker {
         }
     }
 
+    /// A deal's job as the store has it: its state and its pending effects.
+    pub(crate) fn load_job(&self, deal_id: u64, queued: QueuedDeal) -> Result<Job, StoreError> {
+        let state = self.store.deal_state(deal_id)?;
+        let (pending, settled): (Vec<EffectRecord>, Vec<EffectRecord>) = self
+            .store
+            .effects(deal_id)?
+            .into_iter()
+            .partition(|e| e.state == EffectState::Pending);
+        let known_comments = settled
+            .iter()
+            .filter(|e| e.kind == EffectKind::Comment)
+            .filter_map(|e| match &e.state {
+                EffectState::Done { id } => id.parse().ok(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        Ok(Job {
+            deal_id,
+            known_comments,
+            queued,
+            known: state.is_some(),
+            state: state.unwrap_or_default(),
+            pending,
+            ending: None,
+            writes: Vec::new(),
+        })
+    }
+
     async fn round_inner(&self, deals: &[u64]) -> Result<(), StoreError> {
         let mut jobs = Vec::with_capacity(deals.len());
         for &deal_id in deals {
             match self.store.queued(deal_id)? {
                 Some(queued) if !queued.parked => {
-                    let state = self.store.deal_state(deal_id)?;
-                    let (pending, settled): (Vec<EffectRecord>, Vec<EffectRecord>) = self
-                        .store
-                        .effects(deal_id)?
-                        .into_iter()
-                        .partition(|e| e.state == EffectState::Pending);
-                    let known_comments = settled
-                        .iter()
-                        .filter(|e| e.kind == EffectKind::Comment)
-                        .filter_map(|e| match &e.state {
-                            EffectState::Done { id } => id.parse().ok(),
-                            _ => None,
-                        })
-                        .max()
-                        .unwrap_or(0);
-                    jobs.push(Job {
-                        deal_id,
-                        known_comments,
-                        queued,
-                        known: state.is_some(),
-                        state: state.unwrap_or_default(),
-                        pending,
-                        ending: None,
-                        writes: Vec::new(),
-                    });
+                    jobs.push(self.load_job(deal_id, queued)?);
                 }
                 _ => self.scheduler.release(deal_id),
             }
@@ -264,61 +269,7 @@ impl Worker {
         };
         entries.sort_by_key(|e| e.id);
 
-        // Effects of earlier rounds: found (applied before), or to send again.
-        let pending = std::mem::take(&mut job.pending);
-        let mut lookups: HashMap<usize, Option<Result<Response, CallError>>> =
-            lookups.into_iter().collect();
-        for (i, mut effect) in pending.into_iter().enumerate() {
-            match lookups.remove(&i) {
-                Some(Some(Ok(answer))) => {
-                    if let Some(id) =
-                        effects::found_in_lookup(&effect, &answer.result, job.known_comments)
-                    {
-                        tracing::info!(deal_id, entry_id = effect.entry_id, rule = %effect.rule, event_id = job.event_id(), id = %id, "effect found applied by an earlier attempt");
-                        effect.state = EffectState::Done { id: id.clone() };
-                        effect.updated_at_ms = now_ms();
-                        self.store.put_effect(&effect)?;
-                        if effect.kind == EffectKind::CopyDeal {
-                            // The crash may have come before the link comments were recorded.
-                            let known = self.store.effects(deal_id)?;
-                            for link in self.link_comments(&effect, &id) {
-                                let exists = known.iter().any(|e| {
-                                    e.entry_id == link.entry_id
-                                        && e.rule == link.rule
-                                        && e.index == link.index
-                                });
-                                if !exists {
-                                    self.store.put_effect(&link)?;
-                                    job.writes.push(link);
-                                }
-                            }
-                        }
-                        self.emit_effect(&effect, Ok(id));
-                        continue;
-                    }
-                }
-                Some(Some(Err(error)))
-                    if effect.kind == EffectKind::Comment && !error.is_retryable() =>
-                {
-                    // A portal that cannot list comments (method or scope missing): send it again
-                    // rather than never (the only kind where a repeat is the lesser harm).
-                    tracing::debug!(deal_id, %error, "comment lookup unavailable; sending again");
-                }
-                Some(Some(Err(error))) => {
-                    job.end(failure(&error));
-                    continue;
-                }
-                Some(None) => {
-                    job.end(Ending::Retry("lookup: no answer".into()));
-                    continue;
-                }
-                None => {}
-            }
-            effect.attempts += 1;
-            effect.updated_at_ms = now_ms();
-            self.store.put_effect(&effect)?;
-            job.writes.push(effect);
-        }
+        self.resolve_pending(job, lookups)?;
 
         let seen = if job.known {
             job.state.last_entry_id.max(floor)
@@ -429,6 +380,7 @@ impl Worker {
                 ruleset_version: rules.version().to_string(),
                 decisions,
                 event_ids: job.queued.event_ids.clone(),
+                note: None,
             });
         }
         for effect in &intents {
@@ -461,8 +413,73 @@ impl Worker {
         Ok(())
     }
 
+    /// Effects of earlier rounds, with the answers of their lookups: found (applied before),
+    /// or queued in `job.writes` to be sent again.
+    pub(crate) fn resolve_pending(
+        &self,
+        job: &mut Job,
+        lookups: Vec<(usize, Option<Result<Response, CallError>>)>,
+    ) -> Result<(), StoreError> {
+        let deal_id = job.deal_id;
+        let pending = std::mem::take(&mut job.pending);
+        let mut lookups: HashMap<usize, Option<Result<Response, CallError>>> =
+            lookups.into_iter().collect();
+        for (i, mut effect) in pending.into_iter().enumerate() {
+            match lookups.remove(&i) {
+                Some(Some(Ok(answer))) => {
+                    if let Some(id) =
+                        effects::found_in_lookup(&effect, &answer.result, job.known_comments)
+                    {
+                        tracing::info!(deal_id, entry_id = effect.entry_id, rule = %effect.rule, event_id = job.event_id(), id = %id, "effect found applied by an earlier attempt");
+                        effect.state = EffectState::Done { id: id.clone() };
+                        effect.updated_at_ms = now_ms();
+                        self.store.put_effect(&effect)?;
+                        if effect.kind == EffectKind::CopyDeal {
+                            // The crash may have come before the link comments were recorded.
+                            let known = self.store.effects(deal_id)?;
+                            for link in self.link_comments(&effect, &id) {
+                                let exists = known.iter().any(|e| {
+                                    e.entry_id == link.entry_id
+                                        && e.rule == link.rule
+                                        && e.index == link.index
+                                });
+                                if !exists {
+                                    self.store.put_effect(&link)?;
+                                    job.writes.push(link);
+                                }
+                            }
+                        }
+                        self.emit_effect(&effect, Ok(id));
+                        continue;
+                    }
+                }
+                Some(Some(Err(error)))
+                    if effect.kind == EffectKind::Comment && !error.is_retryable() =>
+                {
+                    // A portal that cannot list comments (method or scope missing): send it again
+                    // rather than never (the only kind where a repeat is the lesser harm).
+                    tracing::debug!(deal_id, %error, "comment lookup unavailable; sending again");
+                }
+                Some(Some(Err(error))) => {
+                    job.end(failure(&error));
+                    continue;
+                }
+                Some(None) => {
+                    job.end(Ending::Retry("lookup: no answer".into()));
+                    continue;
+                }
+                None => {}
+            }
+            effect.attempts += 1;
+            effect.updated_at_ms = now_ms();
+            self.store.put_effect(&effect)?;
+            job.writes.push(effect);
+        }
+        Ok(())
+    }
+
     /// Turns the fired decisions into effect records with their people resolved.
-    async fn plan(
+    pub(crate) async fn plan(
         &self,
         job: &Job,
         entry: &StageEntry,
@@ -601,7 +618,7 @@ impl Worker {
     }
 
     /// Sends every write of the round in one batch and records each result.
-    async fn write(&self, jobs: &mut [Job]) -> Result<(), StoreError> {
+    pub(crate) async fn write(&self, jobs: &mut [Job]) -> Result<(), StoreError> {
         // A second pass only for follow-ups of this round's writes (the comments linking a
         // tunnel copy with its source need the copy's id).
         for _ in 0..2 {
@@ -800,7 +817,7 @@ impl Worker {
         exp / 2 + rand::rng().random_range(0..=exp / 2)
     }
 
-    fn emit_effect(&self, effect: &EffectRecord, result: Result<String, String>) {
+    pub(crate) fn emit_effect(&self, effect: &EffectRecord, result: Result<String, String>) {
         let counted = if result.is_ok() {
             EffectResult::Applied
         } else {

@@ -116,6 +116,17 @@ impl Scheduler {
         }
     }
 
+    /// Takes the deal out of the worker's reach, as a round does, if no round has it and it is
+    /// not waiting for one (a backfill works on it; [`Scheduler::release`] gives it back).
+    pub fn try_claim(&self, deal_id: u64) -> bool {
+        let mut s = self.lock();
+        if s.in_flight.contains(&deal_id) || s.waiting.contains(&deal_id) {
+            return false;
+        }
+        s.in_flight.insert(deal_id);
+        true
+    }
+
     /// The round is done with the deal; a deal woken meanwhile is due again now.
     pub fn release(&self, deal_id: u64) {
         let again = {

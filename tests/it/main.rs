@@ -22,6 +22,7 @@ mod kinds;
 mod shipped_rules;
 
 // Tools for integrators (issue 5)
+mod backfill;
 mod tools;
 
 // Reliability (issue 4)
