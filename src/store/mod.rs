@@ -687,6 +687,7 @@ mod tests {
             ruleset_version: "v".into(),
             decisions: Vec::new(),
             event_ids: Vec::new(),
+            note: None,
         };
         let effect = |entry_id: u64, state: EffectState| EffectRecord {
             v: RECORD_VERSION,
