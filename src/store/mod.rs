@@ -56,8 +56,8 @@ pub fn now_ms() -> u64 {
 pub enum Recorded {
     /// New: queued for its deal under this event id.
     New { event_id: u64 },
-    /// The same delivery was recorded within the dedupe window. `requeued`: the deal had no
-    /// pending work and is queued for one more read.
+    /// The same delivery was recorded within the dedupe window: not recorded as an event.
+    /// `requeued`: the deal was queued (or its pending work bumped) for one more read.
     Duplicate { requeued: bool },
 }
 
@@ -145,16 +145,20 @@ impl Store {
                 && now_ms.saturating_sub(be_u64(&seen)) < window_ms
             {
                 // Bitrix24 never re-sends an event, and `ts` counts whole seconds: a delivery
-                // with a known key is as likely another change made within the same second as a
-                // real duplicate. Not recorded again; but when the deal has no pending work, it
-                // is queued for one more read (which applies nothing twice: effects are keyed by
-                // stage entry) so that such a change is not left to the next sweep.
-                if queue.get(key)?.is_none() {
-                    let recheck = merge_event(None, deal_id, None, now_ms);
-                    queue.insert(&key, encode(&recheck).map_err(abort)?)?;
-                    return Ok(Recorded::Duplicate { requeued: true });
-                }
-                return Ok(Recorded::Duplicate { requeued: false });
+                // with a known key is as likely another change made within the same second (our
+                // own revert's echo is one) as a real duplicate. Not recorded as an event; but the
+                // deal is queued for one more read, or its pending work gets a new generation so
+                // that a round already reading it runs again. Rules never apply twice (effects are
+                // keyed by stage entry); the cost is at most one read.
+                let current = match queue.get(key)? {
+                    Some(bytes) => {
+                        Some(decode::<QueuedDeal>("queue", &key, &bytes).map_err(abort)?)
+                    }
+                    None => None,
+                };
+                let next = merge_event(current, deal_id, None, now_ms);
+                queue.insert(&key, encode(&next).map_err(abort)?)?;
+                return Ok(Recorded::Duplicate { requeued: true });
             }
             dedupe.insert(dedupe_key.as_bytes(), &now_ms.to_be_bytes())?;
             let current = match queue.get(key)? {
@@ -610,10 +614,14 @@ mod tests {
         ));
         assert_eq!(
             s.record_event("k1", 5, 2000, DAY).expect("ok"),
-            Recorded::Duplicate { requeued: false }
+            Recorded::Duplicate { requeued: true }
         );
         let q = s.queued(5).expect("ok").expect("queued");
-        assert_eq!(q.events, 1);
+        assert_eq!(q.event_ids.len(), 1, "not recorded as an event");
+        assert_eq!(
+            q.generation, 2,
+            "but a round already reading the deal runs again"
+        );
         // Processed since: the same key queues one more read, without recording an event.
         s.complete(5, q.generation).expect("ok");
         assert_eq!(

@@ -109,3 +109,86 @@ async fn without_an_admin_token_the_admin_api_does_not_exist() {
     assert_eq!(answer.status(), 404);
     app.stop().await;
 }
+
+const MIXED_RULES: &str = r#"
+pipeline = 0
+
+[[require]]
+name = "need-inn"
+stage = "PREPAYMENT_INVOICE"
+fields = ["UF_CRM_INN"]
+on_missing = "revert"
+
+[[task]]
+name = "invoice"
+stage = "PREPAYMENT_INVOICE"
+title = "Invoice {TITLE}"
+deadline = { after = "1 day" }
+
+[[task]]
+name = "big-only"
+stage = "PREPARATION"
+when = { OPPORTUNITY = { gte = 1000000 } }
+title = "Big deal: {TITLE}"
+deadline = { after = "1 day" }
+
+[[task]]
+name = "pm-task"
+stage = "PREPARATION"
+title = "Plan the project: {TITLE}"
+responsible = "field:UF_CRM_PM"
+deadline = { after = "1 day" }
+"#;
+
+#[tokio::test]
+async fn explain_shows_a_revert_a_skip_and_a_failure_with_their_reasons() {
+    let app = spawn_app_with(Options {
+        rules: vec![crate::helpers::rule_file("mixed.toml", MIXED_RULES)],
+        ..Options::default()
+    })
+    .await;
+    let deal = new_deal(&app.sim, "Acme").await;
+    app.settle(Duration::from_secs(10)).await;
+    crate::helpers::next_second().await;
+    app.sim.move_deal(deal, "PREPARATION").await;
+    app.settle(Duration::from_secs(10)).await;
+    crate::helpers::next_second().await;
+    app.sim.move_deal(deal, "PREPAYMENT_INVOICE").await;
+    app.wait_until(Duration::from_secs(10), "the revert", |sim| {
+        sim.deal(deal)
+            .is_some_and(|d| d["STAGE_ID"] == "PREPARATION")
+    })
+    .await;
+    // The move back comes back as an event: its entry is recorded as the service's own.
+    let start = std::time::Instant::now();
+    while app.store.entries(deal).expect("entries").len() < 4 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the echo entry was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.settle(Duration::from_secs(10)).await;
+    let (_sim, dir) = app.stop().await;
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+        .args(["explain", &deal.to_string()])
+        .env("B24ROBOT__STORAGE__DIR", dir.path())
+        .output()
+        .expect("the binary runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("rule big-only: skipped: condition false"),
+        "{text}"
+    );
+    assert!(text.contains("rule pm-task: fired"), "{text}");
+    assert!(text.contains("FAILED: responsible not resolved"), "{text}");
+    assert!(text.contains("rule need-inn: fired"), "{text}");
+    assert!(text.contains("crm.deal.update -> done"), "{text}");
+    assert!(
+        text.contains("rule invoice: skipped: reverted by rule need-inn"),
+        "{text}"
+    );
+    assert!(text.contains("the service's own move: no rules"), "{text}");
+}

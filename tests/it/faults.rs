@@ -340,3 +340,44 @@ async fn wait_for_store(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn answers_slower_than_the_client_timeout_never_duplicate_a_task() {
+    let (sim, mut settings) = fast_portal();
+    settings.push(("portal.timeout", "300ms".into()));
+    let app = spawn_app_with(Options {
+        sim,
+        settings,
+        ..Options::default()
+    })
+    .await;
+    let mut deals = Vec::new();
+    for i in 0..5 {
+        deals.push(new_deal(&app.sim, &format!("Slow {i} LLC")).await);
+    }
+    app.settle_quiet(Duration::from_secs(10)).await;
+    // Every answer takes longer than the client waits: the writes run on the portal, the client
+    // gives up on them (outcome unknown).
+    app.sim.set_faults(Faults {
+        delay: Some(Duration::from_millis(600)),
+        ..Faults::default()
+    });
+    for &deal in &deals {
+        app.sim.move_deal(deal, "PREPARATION").await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.sim.set_faults(Faults::default());
+    app.wait_until(Duration::from_secs(30), "a task for every deal", |sim| {
+        deals.iter().all(|d| !sim.tasks_for_deal(*d).is_empty())
+    })
+    .await;
+    app.settle(Duration::from_secs(30)).await;
+    for &deal in &deals {
+        assert_eq!(
+            app.sim.tasks_for_deal(deal).len(),
+            1,
+            "deal {deal}: exactly one task"
+        );
+    }
+    app.stop().await;
+}
