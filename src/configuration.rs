@@ -430,165 +430,128 @@ fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> St
     }
 }
 
-fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> {
-    let mut errors = Vec::new();
-    let mut check = |key: &str, result: Result<(), String>| {
-        if let Err(e) = result {
-            errors.push(format!("{key}: {e}"));
-        }
-    };
+/// Collects every bad value, each with its key, while turning the raw strings into types.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<String>,
+}
 
-    let mut listen = None;
-    check(
+impl Checker {
+    /// The parsed value, or `fallback` with the error recorded under `key`.
+    fn parse<T>(&mut self, key: &str, parsed: Result<T, String>, fallback: T) -> T {
+        parsed.unwrap_or_else(|e| {
+            self.errors.push(format!("{key}: {e}"));
+            fallback
+        })
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Duration {
+        self.parse(key, parse_duration(text), Duration::ZERO)
+    }
+
+    fn require(&mut self, key: &str, ok: bool, why: &str) {
+        if !ok {
+            self.errors.push(format!("{key}: {why}"));
+        }
+    }
+}
+
+fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> {
+    let mut c = Checker::default();
+    let listen = c.parse(
         "server.listen",
         raw.server
             .listen
             .parse::<SocketAddr>()
-            .map(|a| listen = Some(a))
+            .map(Some)
             .map_err(|_| {
                 format!(
                     "{:?} is not an address:port such as \"127.0.0.1:8080\"",
                     raw.server.listen
                 )
             }),
+        None,
     );
-    let mut max_body = 0;
-    check(
-        "server.max_body",
-        parse_size(&raw.server.max_body).map(|v| max_body = v),
-    );
-    let mut request_timeout = Duration::ZERO;
-    check(
-        "server.request_timeout",
-        parse_duration(&raw.server.request_timeout).map(|v| request_timeout = v),
-    );
+    let max_body = c.parse("server.max_body", parse_size(&raw.server.max_body), 0);
+    let request_timeout = c.duration("server.request_timeout", &raw.server.request_timeout);
 
-    let mut webhook_url = None;
-    check(
+    let webhook_url = c.parse(
         "portal.webhook_url",
-        parse_webhook_url(&raw.portal.webhook_url).map(|v| webhook_url = v),
+        parse_webhook_url(&raw.portal.webhook_url),
+        None,
     );
-    check(
+    c.parse(
         "portal.requests_per_second",
         positive(
             raw.portal.requests_per_second,
             "a number of requests per second above 0",
         ),
+        (),
     );
-    check(
-        "portal.burst",
-        if raw.portal.burst >= 1 {
-            Ok(())
-        } else {
-            Err("must be at least 1".into())
-        },
-    );
-    let mut portal_timeout = Duration::ZERO;
-    check(
-        "portal.timeout",
-        parse_duration(&raw.portal.timeout).map(|v| portal_timeout = v),
-    );
-    check(
+    c.require("portal.burst", raw.portal.burst >= 1, "must be at least 1");
+    let portal_timeout = c.duration("portal.timeout", &raw.portal.timeout);
+    c.require(
         "portal.max_attempts",
-        if raw.portal.max_attempts >= 1 {
-            Ok(())
-        } else {
-            Err("must be at least 1".into())
-        },
+        raw.portal.max_attempts >= 1,
+        "must be at least 1",
     );
-    let mut portal_retry_base = Duration::ZERO;
-    check(
-        "portal.retry_base",
-        parse_duration(&raw.portal.retry_base).map(|v| portal_retry_base = v),
-    );
-    let mut portal_retry_max = Duration::ZERO;
-    check(
-        "portal.retry_max",
-        parse_duration(&raw.portal.retry_max).map(|v| portal_retry_max = v),
-    );
+    let portal_retry_base = c.duration("portal.retry_base", &raw.portal.retry_base);
+    let portal_retry_max = c.duration("portal.retry_max", &raw.portal.retry_max);
 
-    let mut decisions_retention = Duration::ZERO;
-    check(
+    let decisions_retention = c.duration(
         "storage.decisions_retention",
-        parse_duration(&raw.storage.decisions_retention).map(|v| decisions_retention = v),
+        &raw.storage.decisions_retention,
     );
-    let mut poll_interval = Duration::ZERO;
-    check(
-        "sync.poll_interval",
-        parse_duration(&raw.sync.poll_interval).map(|v| poll_interval = v),
-    );
-    let mut dedupe_window = Duration::ZERO;
-    check(
-        "sync.dedupe_window",
-        parse_duration(&raw.sync.dedupe_window).map(|v| dedupe_window = v),
-    );
+    let poll_interval = c.duration("sync.poll_interval", &raw.sync.poll_interval);
+    let dedupe_window = c.duration("sync.dedupe_window", &raw.sync.dedupe_window);
 
-    check(
+    c.require(
         "worker.concurrency",
-        if raw.worker.concurrency >= 1 {
-            Ok(())
-        } else {
-            Err("must be at least 1".into())
-        },
+        raw.worker.concurrency >= 1,
+        "must be at least 1",
     );
-    check(
+    c.require(
         "worker.deals_per_batch",
-        if (1..=25).contains(&raw.worker.deals_per_batch) {
-            Ok(())
-        } else {
-            Err("must be between 1 and 25 (each deal takes 2 of a batch's 50 calls)".into())
-        },
+        (1..=25).contains(&raw.worker.deals_per_batch),
+        "must be between 1 and 25 (each deal takes 2 of a batch's 50 calls)",
     );
-    check(
+    c.require(
         "worker.max_attempts",
-        if raw.worker.max_attempts >= 1 {
-            Ok(())
-        } else {
-            Err("must be at least 1".into())
-        },
+        raw.worker.max_attempts >= 1,
+        "must be at least 1",
     );
-    let mut worker_retry_base = Duration::ZERO;
-    check(
-        "worker.retry_base",
-        parse_duration(&raw.worker.retry_base).map(|v| worker_retry_base = v),
-    );
-    let mut worker_retry_max = Duration::ZERO;
-    check(
-        "worker.retry_max",
-        parse_duration(&raw.worker.retry_max).map(|v| worker_retry_max = v),
-    );
+    let worker_retry_base = c.duration("worker.retry_base", &raw.worker.retry_base);
+    let worker_retry_max = c.duration("worker.retry_max", &raw.worker.retry_max);
 
-    let mut format = LogFormat::Pretty;
-    check(
+    let format = c.parse(
         "log.format",
         match raw.log.format.as_str() {
-            "pretty" => Ok(()),
-            "json" => {
-                format = LogFormat::Json;
-                Ok(())
-            }
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
             other => Err(format!(
                 "{other:?} is not a log format (use \"pretty\" or \"json\")"
             )),
         },
+        LogFormat::Pretty,
     );
-    check(
+    c.parse(
         "log.level",
         tracing_subscriber::EnvFilter::try_new(&raw.log.level)
             .map(|_| ())
             .map_err(|e| format!("{:?} is not a log filter ({e})", raw.log.level)),
+        (),
     );
 
     let calendar = match parse_calendar(&raw.calendar) {
-        Ok(c) => Some(c),
+        Ok(calendar) => Some(calendar),
         Err(errs) => {
-            errors.extend(errs);
+            c.errors.extend(errs);
             None
         }
     };
 
-    match (errors.is_empty(), listen, calendar, webhook_url) {
-        (true, Some(listen), Some(calendar), webhook_url) => Ok(Settings {
+    match (c.errors.is_empty(), listen, calendar) {
+        (true, Some(listen), Some(calendar)) => Ok(Settings {
             server: ServerSettings {
                 listen,
                 max_body,
@@ -629,7 +592,7 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 level: raw.log.level,
             },
         }),
-        _ => Err(ConfigError::Invalid(errors)),
+        _ => Err(ConfigError::Invalid(c.errors)),
     }
 }
 
