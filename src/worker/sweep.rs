@@ -44,11 +44,30 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
         .await?;
     let items = list_items(&answer.result, "items")
         .ok_or_else(|| SweepError::Malformed("no items in the answer".into()))?;
-    let newest = items
+    let mut newest = items
         .iter()
         .filter_map(|i| number(i, "ID").ok())
         .max()
         .unwrap_or(0);
+    // A portal that ignored the order and answered oldest first: the newest entry is on the last
+    // page, which `total` locates.
+    if let (Some(_), Some(total)) = (answer.next, answer.total) {
+        let ascending = items.first().and_then(|i| number(i, "ID").ok())
+            < items.last().and_then(|i| number(i, "ID").ok());
+        if ascending && total > 0 {
+            let last_page = (total - 1) / PAGE * PAGE;
+            let answer = worker
+                .client
+                .call(
+                    "crm.stagehistory.list",
+                    json!({ "entityTypeId": 2, "order": { "ID": "DESC" }, "select": ["ID"], "start": last_page }),
+                    Retry::Safe,
+                )
+                .await?;
+            let last = list_items(&answer.result, "items").into_iter().flatten();
+            newest = newest.max(last.filter_map(|i| number(i, "ID").ok()).max().unwrap_or(0));
+        }
+    }
     let floor = worker.store.init_history_floor(newest)?;
     worker.store.flush_async().await?;
     tracing::info!(
