@@ -283,6 +283,7 @@ async fn a_read_that_keeps_failing_ends_parked_with_its_last_error() {
     let settings = vec![
         ("worker.max_attempts", "3".to_string()),
         ("portal.max_attempts", "2".to_string()),
+        ("server.admin_token", "ops-token".to_string()),
     ];
     let app = spawn_app_with(Options {
         settings,
@@ -321,7 +322,37 @@ async fn a_read_that_keeps_failing_ends_parked_with_its_last_error() {
         "the last error is kept: {error:?}"
     );
     assert!(app.sim.tasks_for_deal(deal).is_empty());
+
+    // The portal is back: a parked job stays parked until an operator re-runs it.
     app.sim.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        app.sim.tasks_for_deal(deal).is_empty(),
+        "parked means parked"
+    );
+    let retried: serde_json::Value = app
+        .client
+        .post(format!(
+            "http://127.0.0.1:{}/admin/jobs/{deal}/retry",
+            app.port
+        ))
+        .bearer_auth("ops-token")
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(retried["retried"], serde_json::json!([deal]));
+    app.wait_until(
+        Duration::from_secs(15),
+        "the task after the re-run",
+        |sim| sim.tasks_for_deal(deal).len() == 1,
+    )
+    .await;
+    app.settle(Duration::from_secs(10)).await;
+    assert_eq!(app.sim.tasks_for_deal(deal).len(), 1);
+    assert!(app.store.all_queued().expect("queue").is_empty());
     app.stop().await;
 }
 
