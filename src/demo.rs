@@ -398,6 +398,8 @@ pub(crate) fn describe(method: &str, params: &Value) -> String {
                 text(&f["ASSIGNED_BY_ID"])
             )
         }
+        // An effect that could not even be made into a call (a person not found).
+        "" => "effect".to_string(),
         other => format!("{other} {params}"),
     }
 }

@@ -215,7 +215,6 @@ pub async fn run(
         },
         None => None,
     };
-    quiet_portal_refusals();
     let result = match steps {
         Some(steps) => play(&rules, steps).await,
         None => serve(&rules, listen).await,
@@ -243,43 +242,6 @@ fn read_scenario(path: &Path) -> Result<Vec<Step>, ExitCode> {
     })
 }
 
-/// The simulated portal panics on what a real portal refuses (an unknown stage); [`act`] turns
-/// that into an answer, so the default hook's backtrace would only be noise. Other panics are
-/// still reported in full.
-fn quiet_portal_refusals() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let text = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if !text.starts_with("simulated portal") {
-            default(info);
-        }
-    }));
-}
-
-/// Runs a user action on the simulated portal, which panics on what a real portal refuses (an
-/// unknown stage): the panic becomes an error message.
-async fn act<T: Send + 'static>(
-    future: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::spawn(future).await.map_err(|e| {
-        if e.is_panic() {
-            let payload = e.into_panic();
-            payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the simulated portal refused the change".into())
-        } else {
-            e.to_string()
-        }
-    })
-}
-
 async fn play(rules: &RuleSet, steps: Vec<Step>) -> Result<(), String> {
     let Running {
         sim,
@@ -300,8 +262,7 @@ async fn play(rules: &RuleSet, steps: Vec<Step>) -> Result<(), String> {
             match step {
                 Step::Say(text) => story.say(&text),
                 Step::Create { deal, fields } => {
-                    let s = sim.clone();
-                    let id = act(async move { s.create_deal(fields).await }).await?;
+                    let id = sim.try_create_deal(fields).await?;
                     story.say(&format!("create \"{deal}\": deal {id}"));
                     deals.push((deal, id));
                     story.settle().await;
@@ -309,15 +270,13 @@ async fn play(rules: &RuleSet, steps: Vec<Step>) -> Result<(), String> {
                 Step::Move { deal, to } => {
                     let id = id_of(&deals, &deal)?;
                     story.say(&format!("move \"{deal}\" (deal {id}) to {to}"));
-                    let s = sim.clone();
-                    act(async move { s.move_deal(id, &to).await }).await?;
+                    sim.try_move_deal(id, &to).await?;
                     story.settle().await;
                 }
                 Step::Update { deal, fields } => {
                     let id = id_of(&deals, &deal)?;
                     story.say(&format!("update \"{deal}\" (deal {id}): {fields}"));
-                    let s = sim.clone();
-                    act(async move { s.update_deal(id, fields).await }).await?;
+                    sim.try_update_deal(id, fields).await?;
                     story.settle().await;
                 }
                 Step::Wait(d) => {
@@ -444,8 +403,7 @@ async fn create_deal(State(sim): State<SimPortal>, Json(body): Json<Value>) -> R
     let Some(fields) = body_fields(&body) else {
         return refused(NOT_FIELDS.into());
     };
-    let s = sim.clone();
-    match act(async move { s.create_deal(Value::Object(fields)).await }).await {
+    match sim.try_create_deal(Value::Object(fields)).await {
         Ok(id) => {
             println!("* HTTP: created deal {id}");
             (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
@@ -474,8 +432,7 @@ async fn move_deal(
             .into_response();
     }
     println!("* HTTP: move deal {id} to {stage}");
-    let s = sim.clone();
-    match act(async move { s.move_deal(id, &stage).await }).await {
+    match sim.try_move_deal(id, &stage).await {
         Ok(_) => Json(sim.deal(id).unwrap_or(Value::Null)).into_response(),
         Err(e) => {
             println!("  refused: {e}");
@@ -503,8 +460,7 @@ async fn update_deal(
         "* HTTP: update deal {id}: {}",
         Value::Object(fields.clone())
     );
-    let s = sim.clone();
-    match act(async move { s.update_deal(id, Value::Object(fields)).await }).await {
+    match sim.try_update_deal(id, Value::Object(fields)).await {
         Ok(_) => Json(sim.deal(id).unwrap_or(Value::Null)).into_response(),
         Err(e) => refused(e),
     }

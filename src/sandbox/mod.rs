@@ -428,26 +428,63 @@ impl SimPortal {
     /// # Panics
     /// When the portal refuses the write: the test asked for something impossible (an unknown
     /// deal, a stage outside the deal's pipeline), and failing loudly there is the most useful
-    /// answer.
+    /// answer. The `try_` actions answer such a refusal as an error instead.
     async fn act<T, F>(&self, write: F) -> (T, EventDelivery)
+    where
+        F: FnOnce(&mut PortalState) -> Result<T, store::ApiError>,
+    {
+        match self.try_act(write).await {
+            Ok(done) => done,
+            Err(refusal) => panic!("simulated portal refused a UI action: {refusal}"),
+        }
+    }
+
+    /// Runs a UI write, then waits for the event it fired to be delivered; a write the portal
+    /// refuses is answered with its reason.
+    async fn try_act<T, F>(&self, write: F) -> Result<(T, EventDelivery), String>
     where
         F: FnOnce(&mut PortalState) -> Result<T, store::ApiError>,
     {
         let (done, answer) = oneshot::channel();
         let value = {
             let mut shared = self.inner.lock();
-            let value = match write(&mut shared.portal) {
-                Ok(value) => value,
-                Err(e) => {
-                    drop(shared);
-                    panic!("simulated portal refused a UI action: {}", e.description);
-                }
-            };
+            let value = write(&mut shared.portal).map_err(|e| e.description)?;
             self.inner.queue_fired(&mut shared, Some(done));
             value
         };
         let delivery = answer.await.unwrap_or(EventDelivery { status: None });
-        (value, delivery)
+        Ok((value, delivery))
+    }
+
+    /// [`SimPortal::create_deal`], answering a refusal (unknown pipeline or stage) as an error.
+    pub async fn try_create_deal(&self, fields: Value) -> Result<u64, String> {
+        let fields = fields.as_object().cloned().unwrap_or_default();
+        let actor = fields
+            .get("ASSIGNED_BY_ID")
+            .and_then(values::positive_id)
+            .unwrap_or(1);
+        self.try_act(move |p| p.create_deal(&fields, actor))
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// [`SimPortal::move_deal`], answering a refusal (unknown deal, stage of another pipeline)
+    /// as an error.
+    pub async fn try_move_deal(&self, id: u64, stage_id: &str) -> Result<EventDelivery, String> {
+        let actor = self.actor(id);
+        let fields = stage_fields(stage_id);
+        self.try_act(move |p| p.update_deal(id, &fields, actor))
+            .await
+            .map(|(_, d)| d)
+    }
+
+    /// [`SimPortal::update_deal`], answering a refusal as an error.
+    pub async fn try_update_deal(&self, id: u64, fields: Value) -> Result<EventDelivery, String> {
+        let actor = self.actor(id);
+        let fields = fields.as_object().cloned().unwrap_or_default();
+        self.try_act(move |p| p.update_deal(id, &fields, actor))
+            .await
+            .map(|(_, d)| d)
     }
 
     /// The acting user of a UI change: the deal's responsible person.

@@ -461,3 +461,91 @@ fn a_broken_scenario_exits_2_with_its_position() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_sandbox_control_api_creates_and_moves_deals_and_refuses_a_foreign_stage() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("address").port()
+    };
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+        .current_dir(cwd.path())
+        .args([
+            "sandbox",
+            "--rules",
+            &root().join("rules").display().to_string(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the sandbox starts");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/deals")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the sandbox's control API answers");
+
+    let created: serde_json::Value = client
+        .post(format!("{base}/deals"))
+        .json(&serde_json::json!({"TITLE": "Acme", "ASSIGNED_BY_ID": "3", "STAGE_ID": "NEW"}))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["id"].as_u64().expect("the new deal's id");
+    let moved = client
+        .post(format!("{base}/deals/{id}/move"))
+        .json(&serde_json::json!({"stage": "PREPARATION"}))
+        .send()
+        .await
+        .expect("answers");
+    assert!(moved.status().is_success());
+    let mut tasks = serde_json::Value::Null;
+    for _ in 0..200 {
+        tasks = client
+            .get(format!("{base}/tasks"))
+            .send()
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON");
+        if tasks
+            .to_string()
+            .contains("Send the commercial offer: Acme")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        tasks
+            .to_string()
+            .contains("Send the commercial offer: Acme"),
+        "{tasks}"
+    );
+    let refused = client
+        .post(format!("{base}/deals/{id}/move"))
+        .json(&serde_json::json!({"stage": "C1:NEW"}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        refused.status().as_u16(),
+        422,
+        "a stage of another pipeline is refused, not a crash"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
