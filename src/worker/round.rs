@@ -13,7 +13,8 @@ use super::{Activity, Worker};
 use crate::bitrix::{BatchCall, CallError, ErrorKind, Response, Retry};
 use crate::metrics::EffectResult;
 use crate::rules::{
-    Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, evaluate,
+    Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, StageSemantic,
+    evaluate,
 };
 use crate::store::{
     DealState, Echo, EffectKind, EffectRecord, EffectState, EntryAction, EntryRecord, QueuedDeal,
@@ -331,6 +332,9 @@ impl Worker {
             };
             let mut decisions = Vec::new();
             if action == EntryAction::Acted {
+                // The entry is the stage the deal is in now, so the deal's own semantic holds for
+                // it too: it stands in when the history item did not carry one.
+                let entry = &with_deal_semantic(entry, &deal);
                 let input = Input {
                     deal: &deal,
                     entry,
@@ -835,6 +839,26 @@ impl Worker {
     }
 }
 
+/// The entry with the deal's `STAGE_SEMANTIC_ID` when the history item had none ("P" is what a
+/// missing value reads as) and the deal says the stage is a success or a failure.
+fn with_deal_semantic(entry: &StageEntry, deal: &Deal) -> StageEntry {
+    let from_deal = deal
+        .get("STAGE_SEMANTIC_ID")
+        .and_then(Value::as_str)
+        .map(StageSemantic::from_code);
+    match from_deal {
+        Some(semantic)
+            if entry.semantic == StageSemantic::Process && semantic != StageSemantic::Process =>
+        {
+            StageEntry {
+                semantic,
+                ..entry.clone()
+            }
+        }
+        _ => entry.clone(),
+    }
+}
+
 fn failure(error: &CallError) -> Ending {
     match error {
         CallError::MethodParked { until, .. } => {
@@ -866,5 +890,43 @@ fn kind_of(effect: &Effect) -> EffectKind {
         Effect::Notify { .. } => EffectKind::Notify,
         Effect::MoveBack { .. } => EffectKind::MoveBack,
         Effect::CopyDeal(_) => EffectKind::CopyDeal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(semantic: StageSemantic) -> StageEntry {
+        StageEntry {
+            id: 7,
+            type_id: 3,
+            stage_id: "WON".into(),
+            category_id: 0,
+            semantic,
+            created_time: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00+00:00")
+                .expect("time"),
+        }
+    }
+
+    fn deal(semantic: &str) -> Deal {
+        let value = json!({ "ID": "5", "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": semantic });
+        Deal::new(value.as_object().cloned().unwrap_or_default())
+    }
+
+    #[test]
+    fn a_history_item_without_semantic_takes_the_deals() {
+        assert_eq!(
+            with_deal_semantic(&entry(StageSemantic::Process), &deal("S")).semantic,
+            StageSemantic::Success
+        );
+        assert_eq!(
+            with_deal_semantic(&entry(StageSemantic::Failure), &deal("S")).semantic,
+            StageSemantic::Failure
+        );
+        assert_eq!(
+            with_deal_semantic(&entry(StageSemantic::Process), &deal("P")).semantic,
+            StageSemantic::Process
+        );
     }
 }
