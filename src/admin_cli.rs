@@ -52,7 +52,7 @@ async fn source(settings: &Settings) -> Result<Source, AdminError> {
             return Ok(Source::Api(client, base));
         }
     }
-    match Store::open(&settings.storage.dir) {
+    match Store::open_with_cache(&settings.storage.dir, settings.storage.cache) {
         Ok(store) => Ok(Source::Store(store)),
         Err(StoreError::Locked { .. }) => Err(AdminError::NoApi),
         Err(other) => Err(other.into()),

@@ -106,6 +106,8 @@ pub struct StorageSettings {
     pub dir: PathBuf,
     /// How long stage entries, their decisions and their settled effects are kept.
     pub decisions_retention: Duration,
+    /// Bytes of sled's page cache: what the store may keep in memory.
+    pub cache: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +223,7 @@ impl Default for RawRules {
 struct RawStorage {
     dir: String,
     decisions_retention: String,
+    cache: String,
 }
 
 impl Default for RawStorage {
@@ -228,6 +231,7 @@ impl Default for RawStorage {
         RawStorage {
             dir: "data".into(),
             decisions_retention: "180d".into(),
+            cache: "256MiB".into(),
         }
     }
 }
@@ -502,6 +506,7 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
         "storage.decisions_retention",
         &raw.storage.decisions_retention,
     );
+    let cache = c.parse("storage.cache", parse_size(&raw.storage.cache), 0) as u64;
     let poll_interval = c.duration("sync.poll_interval", &raw.sync.poll_interval);
     let dedupe_window = c.duration("sync.dedupe_window", &raw.sync.dedupe_window);
 
@@ -574,6 +579,7 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
             storage: StorageSettings {
                 dir: base_dir.join(&raw.storage.dir),
                 decisions_retention,
+                cache,
             },
             calendar,
             sync: SyncSettings {
@@ -668,9 +674,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         other => {
             return Err(format!(
-                "{text:?}: unknown unit {other:?} (use B, KiB or MiB)"
+                "{text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
             ));
         }
     };

@@ -99,7 +99,7 @@ impl Application {
                 format!("storage.dir {}: {e}", settings.storage.dir.display()),
             )))
         })?;
-        let store = Store::open(&settings.storage.dir)?;
+        let store = Store::open_with_cache(&settings.storage.dir, settings.storage.cache)?;
         let scheduler = Scheduler::new();
         let rules = RulesHandle::new(rules);
         let metrics = Arc::new(Metrics::default());

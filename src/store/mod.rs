@@ -74,6 +74,9 @@ pub struct Store {
     meta: sled::Tree,
 }
 
+/// sled's page cache unless `storage.cache` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 const META_HISTORY_FLOOR: &str = "history_floor";
 const META_SWEEP_CURSOR: &str = "sweep_cursor";
 const META_BACKFILL: &str = "backfill";
@@ -81,7 +84,14 @@ const META_BACKFILL: &str = "backfill";
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir`, with sled's page cache bounded to `cache_bytes`
+    /// (what the store may keep in memory; sled's own default is 1 GiB).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
+        let db = config.open().map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 StoreError::Locked {
                     path: dir.display().to_string(),
