@@ -419,7 +419,11 @@ pub async fn memory(deals: u64) -> Result<(), String> {
     idle.stop().await;
 
     let dir = TempDir::new("memory-store");
-    let store = Store::open(&dir.0).map_err(|e| e.to_string())?;
+    let cache = std::env::var("B24ROBOT_BENCH_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let cache = cache.map_or(crate::store::DEFAULT_CACHE_BYTES, |mib| mib * 1024 * 1024);
+    let store = Store::open_with_cache(&dir.0, cache).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let state = crate::store::DealState {
         last_entry_id: 123_456,
@@ -436,8 +440,9 @@ pub async fn memory(deals: u64) -> Result<(), String> {
     let bytes = store.size_on_disk().map_err(|e| e.to_string())?;
     let loaded_rss = rss_kib().unwrap_or(0);
     println!(
-        "memory: RSS at idle (service + simulated portal in one process) {:.1} MiB; after writing the state of {deals} deals {:.1} MiB; store {:.1} MiB on disk = {:.0} bytes per deal (written in {:.1} s)",
+        "memory: RSS at idle (service + simulated portal in one process) {:.1} MiB; after writing the state of {deals} deals with a {} MiB store cache {:.1} MiB; store {:.1} MiB on disk = {:.0} bytes per deal (written in {:.1} s)",
         idle_rss as f64 / 1024.0,
+        cache / 1024 / 1024,
         loaded_rss as f64 / 1024.0,
         bytes as f64 / 1_048_576.0,
         bytes as f64 / deals as f64,
