@@ -72,11 +72,12 @@ pub fn plan(
         Effect::Notify { user, message } => {
             let user = resolve(user)?;
             // A notification with an existing TAG replaces the older one: a re-send after an
-            // unknown outcome cannot show twice.
+            // unknown outcome cannot show twice. Through a webhook, TAG goes with CLIENT_ID
+            // (im.notify.system.add's documentation).
             Ok(PlannedCall {
                 kind: EffectKind::Notify,
                 method: "im.notify.system.add".into(),
-                params: json!({ "USER_ID": user, "MESSAGE": message, "TAG": marker.clone() }),
+                params: json!({ "USER_ID": user, "MESSAGE": message, "TAG": marker.clone(), "CLIENT_ID": ORIGINATOR }),
                 marker,
             })
         }
