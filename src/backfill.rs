@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::bitrix::{BatchCall, CallError, ErrorKind, Response, Retry};
+use crate::bitrix::{CallError, ErrorKind, Response, Retry};
 use crate::rules::{
     Deal, FieldCatalog, Input, RuleKind, RuleSet, StageEntry, StageSemantic, concerns, evaluate,
 };
@@ -520,74 +520,30 @@ impl Run<'_> {
             jobs.push(job);
         }
 
-        let mut calls = Vec::new();
-        let catalog_at = worker.catalog.fresh().is_none().then(|| {
-            calls.push(BatchCall::new("crm.deal.fields", json!({})));
-            0
-        });
-        let mut slots = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            // History before the deal: the deal read second is never older than its history.
-            let history = calls.len();
-            calls.push(BatchCall::new(
-                "crm.stagehistory.list",
+        let reads = worker
+            .read_deals(&jobs, |job| {
                 json!({ "entityTypeId": 2, "filter": { "OWNER_ID": job.deal_id },
-                        "order": { "ID": "DESC" }, "select": HISTORY_SELECT, "start": -1 }),
-            ));
-            let deal = calls.len();
-            calls.push(BatchCall::new("crm.deal.get", json!({ "id": job.deal_id })));
-            let mut lookups = Vec::new();
-            for (i, effect) in job.pending.iter().enumerate() {
-                if let Some((method, params)) = crate::worker::effects::lookup_call(effect) {
-                    lookups.push((i, calls.len()));
-                    calls.push(BatchCall::new(method, params));
-                }
-            }
-            slots.push((history, deal, lookups));
-        }
-        let methods: Vec<String> = calls.iter().map(|c| c.method.clone()).collect();
-        let mut results: Vec<Option<Result<Response, CallError>>> = worker
-            .client
-            .batch(calls, Retry::Safe)
-            .await
-            .into_iter()
-            .map(Some)
-            .collect();
-        let catalog = match catalog_at.and_then(|i| results[i].take()) {
-            Some(Ok(answer)) => worker.catalog.store(&answer.result),
-            _ => worker
-                .catalog
-                .any()
-                .unwrap_or_else(|| Arc::new(FieldCatalog::empty())),
-        };
+                        "order": { "ID": "DESC" }, "select": HISTORY_SELECT, "start": -1 })
+            })
+            .await;
+        let catalog = reads.catalog;
 
         let mut later = Vec::new();
-        for (job, (history_at, deal_at, lookups)) in jobs.iter_mut().zip(slots) {
-            let lookups: Vec<(usize, Option<Result<Response, CallError>>)> = lookups
-                .into_iter()
-                .map(|(i, at)| (i, results[at].take()))
-                .collect();
+        for (job, read) in jobs.iter_mut().zip(reads.deals) {
             if !self.options.dry_run {
-                worker.resolve_pending(job, lookups)?;
+                worker.resolve_pending(job, read.lookups)?;
             }
-            let read =
-                |at: usize, results: &mut Vec<Option<Result<Response, CallError>>>| match results
-                    [at]
-                    .take()
-                {
-                    Some(Ok(answer)) => Ok(Some(answer)),
-                    Some(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(None),
-                    Some(Err(error)) => Err(BackfillError::Portal {
-                        method: methods[at].clone(),
-                        error,
-                    }),
-                    None => Err(BackfillError::Malformed(format!(
-                        "{}: no answer",
-                        methods[at]
-                    ))),
-                };
-            let history = read(history_at, &mut results)?;
-            let deal = read(deal_at, &mut results)?;
+            let answer = |result: Option<Result<Response, CallError>>, method: &str| match result {
+                Some(Ok(answer)) => Ok(Some(answer)),
+                Some(Err(e)) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Some(Err(error)) => Err(BackfillError::Portal {
+                    method: method.to_string(),
+                    error,
+                }),
+                None => Err(BackfillError::Malformed(format!("{method}: no answer"))),
+            };
+            let history = answer(read.history, "crm.stagehistory.list")?;
+            let deal = answer(read.deal, "crm.deal.get")?;
             let (Some(history), Some(deal)) = (history, deal) else {
                 continue; // deleted meanwhile
             };

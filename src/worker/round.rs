@@ -21,6 +21,21 @@ use crate::store::{
     RECORD_VERSION, StoreError, now_ms,
 };
 
+/// What one read `batch` brought back (see [`Worker::read_deals`]).
+pub(crate) struct DealReads {
+    pub(crate) catalog: Arc<FieldCatalog>,
+    /// One per job, in the jobs' order.
+    pub(crate) deals: Vec<DealRead>,
+}
+
+/// One deal's answers: `None` where the batch gave no answer for the call.
+pub(crate) struct DealRead {
+    pub(crate) history: Option<Result<Response, CallError>>,
+    pub(crate) deal: Option<Result<Response, CallError>>,
+    /// (index in the job's pending effects, the lookup's answer)
+    pub(crate) lookups: Vec<(usize, Option<Result<Response, CallError>>)>,
+}
+
 /// Effect indexes from here on are the comments linking a tunnel copy with its source, made
 /// after the copy (they need its id); a rule's own effects are numbered from 0.
 const LINK_COMMENTS: u32 = 1000;
@@ -144,29 +159,54 @@ impl Worker {
 
     /// Reads every deal of the round in one batch, records new entries, decisions and intents.
     async fn read_and_decide(&self, jobs: &mut [Job], floor: u64) -> Result<(), StoreError> {
+        let reads = self
+            .read_deals(jobs, |job| {
+                let mut filter = serde_json::Map::new();
+                filter.insert("OWNER_ID".into(), json!(job.deal_id));
+                if job.known {
+                    filter.insert(">ID".into(), json!(job.state.last_entry_id.max(floor)));
+                }
+                json!({ "entityTypeId": 2, "filter": filter, "order": { "ID": "ASC" }, "select": HISTORY_SELECT })
+            })
+            .await;
+        for (job, read) in jobs.iter_mut().zip(reads.deals) {
+            self.decide(
+                job,
+                floor,
+                read.history,
+                read.deal,
+                read.lookups,
+                &reads.catalog,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One read `batch` for many deals: the field catalog when the cached one is stale, then for
+    /// each deal its stage history (with `history_params`), the deal itself, and the lookups of
+    /// its pending effects. History comes before the deal: the deal read second is never older
+    /// than its history.
+    pub(crate) async fn read_deals(
+        &self,
+        jobs: &[Job],
+        history_params: impl Fn(&Job) -> Value,
+    ) -> DealReads {
         let mut calls = Vec::new();
-        let catalog_at = if self.catalog.fresh().is_none() {
+        let catalog_at = self.catalog.fresh().is_none().then(|| {
             calls.push(BatchCall {
                 method: "crm.deal.fields".into(),
                 params: json!({}),
             });
-            Some(0)
-        } else {
-            None
-        };
+            0
+        });
         // (history, deal, [(pending index, lookup call index)]) per job
         let mut slots = Vec::with_capacity(jobs.len());
-        for job in jobs.iter() {
-            let mut filter = serde_json::Map::new();
-            filter.insert("OWNER_ID".into(), json!(job.deal_id));
-            if job.known {
-                filter.insert(">ID".into(), json!(job.state.last_entry_id.max(floor)));
-            }
-            // History before the deal: the deal read second is never older than its history.
+        for job in jobs {
             let history = calls.len();
             calls.push(BatchCall {
                 method: "crm.stagehistory.list".into(),
-                params: json!({ "entityTypeId": 2, "filter": filter, "order": { "ID": "ASC" }, "select": HISTORY_SELECT }),
+                params: history_params(job),
             });
             let deal = calls.len();
             calls.push(BatchCall {
@@ -203,18 +243,18 @@ impl Worker {
                 .any()
                 .unwrap_or_else(|| Arc::new(FieldCatalog::empty())),
         };
-
-        for (job, (history_at, deal_at, lookups)) in jobs.iter_mut().zip(slots) {
-            let history = results[history_at].take();
-            let deal = results[deal_at].take();
-            let lookups: Vec<(usize, Option<Result<Response, CallError>>)> = lookups
-                .into_iter()
-                .map(|(i, at)| (i, results[at].take()))
-                .collect();
-            self.decide(job, floor, history, deal, lookups, &catalog)
-                .await?;
-        }
-        Ok(())
+        let deals = slots
+            .into_iter()
+            .map(|(history, deal, lookups)| DealRead {
+                history: results[history].take(),
+                deal: results[deal].take(),
+                lookups: lookups
+                    .into_iter()
+                    .map(|(i, at)| (i, results[at].take()))
+                    .collect(),
+            })
+            .collect();
+        DealReads { catalog, deals }
     }
 
     async fn decide(
