@@ -568,7 +568,7 @@ impl Run<'_> {
         for job in &jobs {
             if matches!(
                 job.ending,
-                Some(Ending::Retry(_)) | Some(Ending::Postpone(..))
+                Some(Ending::Retry(_)) | Some(Ending::Park(_)) | Some(Ending::Postpone(..))
             ) {
                 worker.store.enqueue(job.deal_id, now_ms())?;
                 retry.push(job.deal_id);

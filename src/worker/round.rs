@@ -47,6 +47,10 @@ pub(crate) enum Ending {
     Done,
     /// Something failed that may work later: count an attempt, back off.
     Retry(String),
+    /// The portal refused in a way retrying cannot fix (auth, permission, validation, a blocked
+    /// portal): park the job at once, with the error, for an operator to re-run once the cause
+    /// is fixed (`b24-robot jobs retry`).
+    Park(String),
     /// Not an attempt's fault (a method parked by the portal, no history floor yet): try again
     /// at the given moment without counting.
     Postpone(u64, String),
@@ -832,6 +836,13 @@ impl Worker {
                         later.push((job.deal_id, due));
                     }
                 }
+                Ending::Park(error) => {
+                    // One attempt is all it takes: `fail` parks at `max_attempts`.
+                    let attempts = job.queued.attempts + 1;
+                    self.store.fail(job.deal_id, &error, now_ms(), attempts)?;
+                    tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), %error,
+                        "job parked: the portal refused in a way retrying cannot fix (fix the cause, then b24-robot jobs retry)");
+                }
                 Ending::Postpone(due, why) => {
                     self.store.postpone(job.deal_id, due, &why)?;
                     later.push((job.deal_id, due));
@@ -908,6 +919,7 @@ fn failure(error: &CallError) -> Ending {
                 .unwrap_or(0);
             Ending::Postpone(until_ms.max(now_ms() + 1_000), error.to_string())
         }
+        _ if !error.is_retryable() && !error.outcome_unknown() => Ending::Park(error.to_string()),
         _ => Ending::Retry(error.to_string()),
     }
 }
@@ -952,6 +964,38 @@ mod tests {
     fn deal(semantic: &str) -> Deal {
         let value = json!({ "ID": "5", "STAGE_ID": "WON", "STAGE_SEMANTIC_ID": semantic });
         Deal::new(value.as_object().cloned().unwrap_or_default())
+    }
+
+    fn api(status: u16, code: &str) -> CallError {
+        CallError::Api {
+            method: "crm.deal.get".into(),
+            error: crate::bitrix::ApiError {
+                http_status: status,
+                code: code.into(),
+                description: String::new(),
+                reset_at: None,
+            },
+        }
+    }
+
+    #[test]
+    fn what_retrying_cannot_fix_parks_at_once_and_the_rest_is_retried() {
+        assert!(matches!(
+            failure(&api(403, "ACCESS_DENIED")),
+            Ending::Park(_)
+        ));
+        assert!(matches!(
+            failure(&api(401, "NO_AUTH_FOUND")),
+            Ending::Park(_)
+        ));
+        assert!(matches!(
+            failure(&api(500, "INTERNAL_SERVER_ERROR")),
+            Ending::Retry(_)
+        ));
+        assert!(matches!(
+            failure(&api(503, "QUERY_LIMIT_EXCEEDED")),
+            Ending::Retry(_)
+        ));
     }
 
     #[test]

@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::now_ms;
 
+/// How long a deal woken while it was being processed waits after its round before it runs
+/// again: the events of a burst gather meanwhile.
+pub const RERUN_DELAY_MS: u64 = 250;
+
 #[derive(Clone, Default)]
 pub struct Scheduler {
     inner: Arc<Mutex<State>>,
@@ -127,7 +131,9 @@ impl Scheduler {
         true
     }
 
-    /// The round is done with the deal; a deal woken meanwhile is due again now.
+    /// The round is done with the deal; a deal woken meanwhile is due again shortly
+    /// ([`RERUN_DELAY_MS`]): a burst of events for one deal then costs a few reads, not one per
+    /// round it overlaps.
     pub fn release(&self, deal_id: u64) {
         let again = {
             let mut s = self.lock();
@@ -135,7 +141,7 @@ impl Scheduler {
             s.rerun.remove(&deal_id)
         };
         if again {
-            self.wake(deal_id);
+            self.schedule_at(deal_id, now_ms() + RERUN_DELAY_MS);
         }
     }
 
