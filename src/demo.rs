@@ -286,13 +286,11 @@ impl Story {
 
     /// As `settle`, waiting at least `min` (for the sweep).
     ///
-    /// It ends at the start of a new second: Bitrix24's `ts` counts seconds, and two deliveries
-    /// of the same event name for the same deal in one second are one delivery to the service
-    /// (its dedupe key). People do not click that fast; a scripted story does.
+    /// The story goes on at once: a scripted user changes a deal several times within one
+    /// second, which Bitrix24's `ts` (whole seconds) makes one delivery by the dedupe key; the
+    /// service reads the deal once more for such a delivery, so nothing waits for the sweep.
     pub(crate) async fn settle_for(&mut self, min: Duration) {
         self.wait(min).await;
-        let into_second = crate::store::now_ms() % 1000;
-        tokio::time::sleep(Duration::from_millis(1000 - into_second)).await;
     }
 
     pub(crate) async fn wait(&mut self, min: Duration) {
