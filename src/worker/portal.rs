@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use serde_json::{Value, json};
 
-use crate::bitrix::{CallError, Client, ErrorKind, Retry};
+use crate::bitrix::{BatchCall, CallError, Client, ErrorKind, Retry};
 use crate::rules::{FieldCatalog, StageEntry, StageSemantic};
 
 /// How long catalogs and people are trusted before they are read again.
@@ -128,10 +128,19 @@ pub enum PersonError {
 /// A supervisor found (or why none is), and when.
 type Cached = (Instant, Result<u64, String>);
 
-/// Supervisors found by walking the company structure, cached.
+/// Supervisors found by walking the company structure, cached, and the departments read on the
+/// way (a department's head and parent), cached too: people of one department share the walk.
 #[derive(Default)]
 pub struct People {
     supervisors: Mutex<HashMap<u64, Cached>>,
+    departments: Mutex<HashMap<u64, (Instant, Department)>>,
+}
+
+/// What the walk needs of a department.
+#[derive(Debug, Clone, Copy, Default)]
+struct Department {
+    head: Option<u64>,
+    parent: Option<u64>,
 }
 
 impl People {
@@ -144,17 +153,146 @@ impl People {
             .map(|(_, r)| r.clone())
     }
 
-    /// The head of `user`'s (first) department; when `user` heads it or it has no head, the head
-    /// of the parent department, and so on up.
-    pub async fn supervisor(&self, client: &Client, user: u64) -> Result<u64, PersonError> {
-        if let Some(cached) = self.cached_supervisor(user) {
-            return cached.map_err(PersonError::NotFound);
+    fn cached_department(&self, id: u64) -> Option<Department> {
+        let guard = self.departments.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .get(&id)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, d)| *d)
+    }
+
+    /// The supervisor of each user: the head of the user's (first) department; when the user
+    /// heads it or it has no head, the head of the parent department, and so on up. The users
+    /// are read in one `batch`, then each level of departments in one more (none for what the
+    /// caches hold).
+    pub async fn supervisors(
+        &self,
+        client: &Client,
+        users: &[u64],
+    ) -> HashMap<u64, Result<u64, PersonError>> {
+        let mut found = HashMap::new();
+        let mut todo: Vec<u64> = Vec::new();
+        for &user in users {
+            match self.cached_supervisor(user) {
+                Some(cached) => {
+                    found.insert(user, cached.map_err(PersonError::NotFound));
+                }
+                None if !todo.contains(&user) => todo.push(user),
+                None => {}
+            }
         }
-        let found = walk_up(client, user).await;
-        match &found {
-            Ok(head) => self.remember(user, Ok(*head)),
-            Err(PersonError::NotFound(why)) => self.remember(user, Err(why.clone())),
-            Err(PersonError::Transient(_)) => {}
+        if todo.is_empty() {
+            return found;
+        }
+
+        // Each user's first department.
+        let calls = todo
+            .iter()
+            .map(|u| BatchCall {
+                method: "user.get".into(),
+                params: json!({ "ID": u }),
+            })
+            .collect();
+        let mut walkers: Vec<(u64, Option<u64>)> = Vec::new();
+        for (&user, answer) in todo.iter().zip(client.batch(calls, Retry::Safe).await) {
+            match answer {
+                Err(error) => {
+                    found.insert(user, Err(transient(error)));
+                }
+                Ok(answer) => match answer.result.as_array().and_then(|a| a.first()) {
+                    None => {
+                        found.insert(
+                            user,
+                            Err(PersonError::NotFound(format!(
+                                "no supervisor: user {user} not found"
+                            ))),
+                        );
+                    }
+                    Some(u) => walkers.push((user, first_department(u))),
+                },
+            }
+        }
+
+        // Up the tree, a level at a time; the bound guards against a cycle in bad data.
+        for _ in 0..32 {
+            let mut needed: Vec<u64> = walkers
+                .iter()
+                .filter_map(|(_, d)| *d)
+                .filter(|d| self.cached_department(*d).is_none())
+                .collect();
+            needed.sort_unstable();
+            needed.dedup();
+            let mut failed: HashMap<u64, PersonError> = HashMap::new();
+            if !needed.is_empty() {
+                let calls = needed
+                    .iter()
+                    .map(|d| BatchCall {
+                        method: "department.get".into(),
+                        params: json!({ "ID": d }),
+                    })
+                    .collect();
+                for (&id, answer) in needed.iter().zip(client.batch(calls, Retry::Safe).await) {
+                    match answer {
+                        Ok(answer) => {
+                            let d = answer.result.as_array().and_then(|a| a.first()).map(|d| {
+                                Department {
+                                    head: number(d, "UF_HEAD").ok().filter(|h| *h != 0),
+                                    parent: number(d, "PARENT").ok().filter(|p| *p != 0),
+                                }
+                            });
+                            self.departments
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(id, (Instant::now(), d.unwrap_or_default()));
+                        }
+                        Err(error) => {
+                            failed.insert(id, transient(error));
+                        }
+                    }
+                }
+            }
+            let mut still = Vec::new();
+            for (user, department) in walkers {
+                let Some(id) = department else {
+                    found.insert(
+                        user,
+                        Err(PersonError::NotFound(format!(
+                            "no supervisor for user {user}"
+                        ))),
+                    );
+                    continue;
+                };
+                if let Some(error) = failed.get(&id) {
+                    found.insert(user, Err(error.clone()));
+                    continue;
+                }
+                let d = self.cached_department(id).unwrap_or_default();
+                match d.head {
+                    Some(head) if head != user => {
+                        found.insert(user, Ok(head));
+                    }
+                    _ => still.push((user, d.parent)),
+                }
+            }
+            walkers = still;
+            if walkers.is_empty() {
+                break;
+            }
+        }
+        for (user, _) in walkers {
+            found.insert(
+                user,
+                Err(PersonError::NotFound(format!(
+                    "no supervisor for user {user}"
+                ))),
+            );
+        }
+        for (&user, result) in &found {
+            match result {
+                Ok(head) => self.remember(user, Ok(*head)),
+                Err(PersonError::NotFound(why)) => self.remember(user, Err(why.clone())),
+                Err(PersonError::Transient(_)) => {}
+            }
         }
         found
     }
@@ -167,50 +305,15 @@ impl People {
     }
 }
 
-async fn walk_up(client: &Client, user: u64) -> Result<u64, PersonError> {
-    let answer = client
-        .call("user.get", json!({ "ID": user }), Retry::Safe)
-        .await
-        .map_err(transient)?;
-    let first = answer
-        .result
-        .as_array()
-        .and_then(|a| a.first())
-        .cloned()
-        .unwrap_or(Value::Null);
-    if first.is_null() {
-        return Err(PersonError::NotFound(format!(
-            "no supervisor: user {user} not found"
-        )));
-    }
-    let mut department = match first.get("UF_DEPARTMENT") {
+/// The first of a user's departments (`UF_DEPARTMENT`, an array of ids, or a single id).
+fn first_department(user: &Value) -> Option<u64> {
+    match user.get("UF_DEPARTMENT") {
         Some(Value::Array(ids)) => ids
             .first()
             .and_then(|v| number(&json!({ "x": v }), "x").ok()),
         Some(other) => number(&json!({ "x": other }), "x").ok(),
         None => None,
-    };
-    // The company structure is a tree; the bound guards against a cycle in bad data.
-    for _ in 0..32 {
-        let Some(dep) = department else { break };
-        let answer = client
-            .call("department.get", json!({ "ID": dep }), Retry::Safe)
-            .await
-            .map_err(transient)?;
-        let Some(d) = answer.result.as_array().and_then(|a| a.first()).cloned() else {
-            break;
-        };
-        if let Ok(head) = number(&d, "UF_HEAD")
-            && head != 0
-            && head != user
-        {
-            return Ok(head);
-        }
-        department = number(&d, "PARENT").ok().filter(|p| *p != 0);
     }
-    Err(PersonError::NotFound(format!(
-        "no supervisor for user {user}"
-    )))
 }
 
 fn transient(error: CallError) -> PersonError {

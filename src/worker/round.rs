@@ -533,22 +533,25 @@ impl Worker {
         entry: &StageEntry,
         decisions: &mut [Decision],
     ) -> Result<Vec<EffectRecord>, Ending> {
-        // Supervisors need the portal: resolve them all first.
-        let mut supervisors: HashMap<u64, Result<u64, String>> = HashMap::new();
+        // Supervisors need the portal: resolve them all first, together.
+        let mut wanted: Vec<u64> = Vec::new();
         for decision in decisions.iter() {
             if let Outcome::Fired(list) = &decision.outcome {
                 for person in list.iter().flat_map(people_of) {
                     if let Person::SupervisorOf(user) = person {
-                        if supervisors.contains_key(user) {
-                            continue;
-                        }
-                        match self.people.supervisor(&self.client, *user).await {
-                            Ok(head) => supervisors.insert(*user, Ok(head)),
-                            Err(PersonError::NotFound(why)) => supervisors.insert(*user, Err(why)),
-                            Err(PersonError::Transient(why)) => return Err(Ending::Retry(why)),
-                        };
+                        wanted.push(*user);
                     }
                 }
+            }
+        }
+        let mut supervisors: HashMap<u64, Result<u64, String>> = HashMap::new();
+        if !wanted.is_empty() {
+            for (user, result) in self.people.supervisors(&self.client, &wanted).await {
+                match result {
+                    Ok(head) => supervisors.insert(user, Ok(head)),
+                    Err(PersonError::NotFound(why)) => supervisors.insert(user, Err(why)),
+                    Err(PersonError::Transient(why)) => return Err(Ending::Retry(why)),
+                };
             }
         }
         let mut resolve = |person: &Person| -> Result<Value, String> {
