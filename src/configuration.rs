@@ -323,22 +323,68 @@ pub struct Sources {
     pub env: HashMap<String, String>,
     /// Extra `(key, value)` overrides applied last, e.g. by the demo (`portal.webhook_url`).
     pub overrides: Vec<(String, String)>,
+    /// `B24ROBOT__*` variables of the environment whose name or value is not UTF-8 (their names,
+    /// lossily decoded): each is a config error, never a panic.
+    pub unreadable_env: Vec<String>,
 }
 
 impl Sources {
     /// The sources of a real run: the given file and the process environment.
     pub fn from_process(file: Option<PathBuf>) -> Sources {
+        let (env, unreadable_env) = read_env(std::env::vars_os());
         Sources {
             file,
-            env: std::env::vars().collect(),
+            env,
             overrides: Vec::new(),
+            unreadable_env,
         }
     }
+
+    /// The problems of [`Sources::unreadable_env`], one line each.
+    fn env_problems(&self) -> Vec<String> {
+        self.unreadable_env
+            .iter()
+            .map(|name| {
+                format!(
+                    "environment variable {name}: not valid UTF-8 (set it as UTF-8 text, or unset it)"
+                )
+            })
+            .collect()
+    }
+}
+
+/// Our variables of an environment: `B24ROBOT__*` ones as text, and the names of those that are
+/// not UTF-8. Every other variable is ignored whatever its bytes: `std::env::vars()` would panic
+/// on the first one that is not UTF-8, for a variable that is none of our business.
+fn read_env(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> (HashMap<String, String>, Vec<String>) {
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut env = HashMap::new();
+    let mut unreadable = Vec::new();
+    for (name, value) in vars {
+        if !name.as_encoded_bytes().starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => {
+                env.insert(name, value);
+            }
+            (Ok(name), Err(_)) => unreadable.push(name),
+            (Err(name), _) => unreadable.push(name.to_string_lossy().into_owned()),
+        }
+    }
+    unreadable.sort();
+    (env, unreadable)
 }
 
 impl Settings {
     /// Loads and validates the settings; every problem is reported at once.
     pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+        let unreadable = sources.env_problems();
+        if !unreadable.is_empty() {
+            return Err(ConfigError::Invalid(unreadable));
+        }
         let (file, base_dir) = match &sources.file {
             Some(path) => {
                 if !path.is_file() {
@@ -852,6 +898,15 @@ pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
             return Err(problems);
         }
     }
+    problems.extend(
+        sources
+            .env_problems()
+            .into_iter()
+            .map(|message| ConfigProblem {
+                location: None,
+                message,
+            }),
+    );
     let known = known_keys();
     for var in sources.env.keys() {
         let Some(rest) = var.strip_prefix(&format!("{ENV_PREFIX}__")) else {
@@ -920,6 +975,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             overrides: Vec::new(),
+            unreadable_env: Vec::new(),
         }
     }
 
@@ -988,6 +1044,44 @@ mod tests {
         assert!(
             !text.contains("secret"),
             "the URL must not be echoed: {text}"
+        );
+    }
+
+    #[test]
+    fn an_environment_that_is_not_utf8_is_ignored_except_for_our_variables() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let vars = vec![
+            (bytes(b"UNRELATED_VAR"), bytes(b"\xff")),
+            (bytes(b"\xffNAME"), bytes(b"x")),
+            (bytes(b"B24ROBOT__SYNC__POLL_INTERVAL"), bytes(b"5s")),
+            (
+                bytes(b"B24ROBOT__PORTAL__WEBHOOK_URL"),
+                bytes(b"https://x/\xff"),
+            ),
+        ];
+        let (env, unreadable) = read_env(vars.into_iter());
+        assert_eq!(env.len(), 1);
+        assert_eq!(env["B24ROBOT__SYNC__POLL_INTERVAL"], "5s");
+        assert_eq!(unreadable, ["B24ROBOT__PORTAL__WEBHOOK_URL"]);
+
+        let sources = Sources {
+            env,
+            unreadable_env: unreadable,
+            ..Sources::default()
+        };
+        let error = Settings::load(&sources).expect_err("a value that is not UTF-8 is refused");
+        assert_eq!(
+            error.to_string(),
+            "environment variable B24ROBOT__PORTAL__WEBHOOK_URL: not valid UTF-8 (set it as UTF-8 text, or unset it)"
+        );
+        let problems = check(&sources).expect_err("check reports it too");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .message
+                .contains("B24ROBOT__PORTAL__WEBHOOK_URL")
         );
     }
 

@@ -23,6 +23,35 @@ fn run(cwd: &Path, args: &[&str]) -> Output {
     command.output().expect("the binary runs")
 }
 
+#[test]
+fn a_variable_that_is_not_utf8_in_the_environment_is_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"\xff");
+    // An empty folder: no stray b24-robot.toml; the shipped rules through the environment.
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let check = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+            .arg("check")
+            .current_dir(cwd.path())
+            .env("B24ROBOT__RULES__DIR", root().join("rules"))
+            .env_remove("B24ROBOT__PORTAL__WEBHOOK_URL")
+            .env(name, not_utf8)
+            .output()
+            .expect("the binary runs")
+    };
+    let output = check("UNRELATED_VAR");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+
+    let output = check("B24ROBOT__LOG__LEVEL");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("environment variable B24ROBOT__LOG__LEVEL: not valid UTF-8"),
+        "{stderr}"
+    );
+}
+
 fn texts(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
