@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::configuration::{Settings, Sources};
 use crate::rules::{Diagnostic, RuleSet, Severity};
-use crate::startup::{Application, shutdown_signal};
+use crate::startup::{Application, Watchdog, deadline, shutdown_signal};
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -149,7 +150,14 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve => runtime.block_on(serve(cli.config)),
+        Command::Serve => {
+            let watchdog = Watchdog::new();
+            let code = runtime.block_on(serve(cli.config, watchdog.clone()));
+            // What still runs (abandoned calls, blocking store tasks) gets a moment, not more:
+            // the watchdog ends the process at the deadline anyway.
+            runtime.shutdown_timeout(Duration::from_millis(200));
+            code
+        }
         Command::Check { portal } => runtime.block_on(check(cli.config, portal)),
         Command::DryRun { deal, from, rules } => dry_run(cli.config, &deal, &from, rules),
         Command::Healthcheck => runtime.block_on(healthcheck(cli.config)),
@@ -220,7 +228,9 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
     }
 }
 
-async fn serve(config: Option<PathBuf>) -> ExitCode {
+/// `serve`: runs until SIGTERM or Ctrl-C; from the signal on, `watchdog` ends the process at
+/// [`deadline::EXIT`] whatever still holds it up.
+async fn serve(config: Option<PathBuf>, watchdog: Watchdog) -> ExitCode {
     let settings = match load_settings(config) {
         Ok(s) => s,
         Err(code) => return code,
@@ -244,9 +254,20 @@ async fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match app.run_until_stopped(shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let signal = {
+        let watchdog = watchdog.clone();
+        async move {
+            shutdown_signal().await;
+            watchdog.arm(std::time::Instant::now() + deadline::EXIT);
+        }
+    };
+    match app.run_until_stopped(signal).await {
+        Ok(()) => {
+            watchdog.set_outcome(0);
+            ExitCode::SUCCESS
+        }
         Err(error) => {
+            watchdog.set_outcome(1);
             eprintln!("error: {error}");
             ExitCode::from(1)
         }

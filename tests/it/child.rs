@@ -225,6 +225,17 @@ pub fn task_writes(sim: &SimPortal) -> usize {
         .count()
 }
 
+/// Starts run `run` on the site without faults, waits until every deal has its task, checks that
+/// each has exactly one, and stops the service cleanly.
+pub async fn restart_and_finish(sim: &SimPortal, site: &Site, run: usize, deals: &[u64]) {
+    sim.set_faults(b24_robot::sandbox::Faults::default());
+    let service = Service::start(sim, site, run).await;
+    wait_all_done(sim, &service, deals, Duration::from_secs(30)).await;
+    assert_one_task_each(sim, deals);
+    let (code, _) = service.terminate(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+}
+
 pub fn assert_one_task_each(sim: &SimPortal, deals: &[u64]) {
     let wrong: Vec<(u64, usize)> = deals
         .iter()
@@ -249,4 +260,47 @@ pub async fn portal_with_deals(count: usize) -> (SimPortal, Vec<u64>) {
         deals.push(new_deal(&sim, &format!("Crash {i} LLC")).await);
     }
     (sim, deals)
+}
+
+/// A small tmpfs mounted on a folder, unmounted when dropped: a disk that can be filled up.
+/// Mounting needs root (CI runs as root); `None` where it is not permitted.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Fills what is left with a ballast file.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut ballast = std::fs::File::create(self.dir.join("ballast")).expect("ballast file");
+        let chunk = vec![0u8; 64 * 1024];
+        while ballast.write_all(&chunk).is_ok() {}
+        let _ = ballast.write_all(&[0u8; 512]);
+        while ballast.write_all(&[0u8]).is_ok() {}
+        let _ = ballast.sync_all();
+    }
+
+    /// Gives the room back.
+    pub fn empty(&self) {
+        let _ = std::fs::remove_file(self.dir.join("ballast"));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
 }

@@ -10,7 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::child::{
-    Service, Site, assert_one_task_each, move_all, portal_with_deals, task_writes, wait_all_done,
+    Service, Site, assert_one_task_each, move_all, portal_with_deals, restart_and_finish,
+    task_writes, wait_all_done,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,11 +30,7 @@ async fn kill_9_right_after_the_acknowledgements_loses_nothing_and_duplicates_no
     assert_eq!(acknowledged, deals.len(), "every move was acknowledged 200");
     service.kill_9();
 
-    let service = Service::start(&sim, &site, 1).await;
-    wait_all_done(&sim, &service, &deals, Duration::from_secs(30)).await;
-    assert_one_task_each(&sim, &deals);
-    let (code, _) = service.terminate(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(0));
+    restart_and_finish(&sim, &site, 1, &deals).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,10 +87,58 @@ async fn sigterm_stops_the_service_with_exit_code_0_within_10_seconds() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 
     // What was acknowledged before the stop is finished after the restart.
-    sim.set_faults(Faults::default());
-    let service = Service::start(&sim, &site, 1).await;
-    wait_all_done(&sim, &service, &deals, Duration::from_secs(30)).await;
-    assert_one_task_each(&sim, &deals);
-    let (code, _) = service.terminate(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(0));
+    restart_and_finish(&sim, &site, 1, &deals).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_calls_hang_abandons_them_at_the_deadline_and_exits_0_within_9_seconds() {
+    let (sim, deals) = portal_with_deals(10).await;
+    let site = Site::new();
+    // The client would wait 30 s for an answer: only the shutdown deadline can end these calls.
+    let service =
+        Service::start_with(&sim, &site, 0, &[("B24ROBOT__PORTAL__TIMEOUT", "30s")]).await;
+    sim.set_faults(Faults {
+        delay: Some(Duration::from_secs(20)),
+        ..Faults::default()
+    });
+    assert_eq!(move_all(sim.clone(), deals.clone()).await, deals.len());
+    let (code, took) = service.terminate(Duration::from_secs(15)).await;
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert_eq!(code, Some(0), "a stop with calls in flight exits 0");
+    // In-flight calls are abandoned at 8 s; flush and exit follow at once.
+    assert!(
+        took >= Duration::from_secs(7) && took < Duration::from_millis(9_000),
+        "{took:?}"
+    );
+
+    // The abandoned work is finished after the restart, once.
+    restart_and_finish(&sim, &site, 1, &deals).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_full_disk_exits_within_10_seconds_and_the_next_start_finishes_the_work() {
+    let (sim, deals) = portal_with_deals(10).await;
+    let site = Site::new();
+    let Some(disk) = crate::child::Tmpfs::mount(&site.path("data"), "16m") else {
+        eprintln!("skipped: mounting a tmpfs is not permitted here (CI runs as root)");
+        return;
+    };
+    let service = Service::start(&sim, &site, 0).await;
+    // Slow answers: the acknowledged moves are still being worked on when the disk fills up.
+    sim.set_faults(Faults {
+        delay: Some(Duration::from_millis(300)),
+        ..Faults::default()
+    });
+    assert_eq!(move_all(sim.clone(), deals[..5].to_vec()).await, 5);
+    disk.fill();
+    // Whatever sled can still write is acknowledged, the rest is refused.
+    let _ = move_all(sim.clone(), deals[5..].to_vec()).await;
+    let (code, took) = service.terminate(Duration::from_secs(20)).await;
+    // The last flush fails on the full disk: the stop says so (exit 1), in time.
+    assert!(code.is_some(), "the process exited by itself");
+    assert!(took < Duration::from_millis(9_900), "{took:?}");
+
+    disk.empty();
+    // The acknowledged moves, and the refused ones through the sweep, each get one task.
+    restart_and_finish(&sim, &site, 1, &deals).await;
 }
