@@ -94,6 +94,8 @@ pub struct PortalSettings {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Longest REST answer read, in bytes; a longer one fails its call.
+    pub max_response: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +189,7 @@ struct RawPortal {
     max_attempts: u32,
     retry_base: String,
     retry_max: String,
+    max_response: String,
 }
 
 impl Default for RawPortal {
@@ -200,6 +203,7 @@ impl Default for RawPortal {
             max_attempts: 5,
             retry_base: "500ms".into(),
             retry_max: "30s".into(),
+            max_response: "32MiB".into(),
         }
     }
 }
@@ -547,6 +551,20 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     );
     let portal_retry_base = c.duration("portal.retry_base", &raw.portal.retry_base);
     let portal_retry_max = c.duration("portal.retry_max", &raw.portal.retry_max);
+    let max_response = c.parse(
+        "portal.max_response",
+        parse_size(&raw.portal.max_response).and_then(|size| {
+            if size >= MIN_MAX_RESPONSE {
+                Ok(size)
+            } else {
+                Err(format!(
+                    "{:?} is too small: a batch answer for 25 deals needs room (at least 64KiB)",
+                    raw.portal.max_response
+                ))
+            }
+        }),
+        0,
+    );
 
     let decisions_retention = c.duration(
         "storage.decisions_retention",
@@ -618,6 +636,7 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 max_attempts: raw.portal.max_attempts,
                 retry_base: portal_retry_base,
                 retry_max: portal_retry_max,
+                max_response,
             },
             rules: RulesSettings {
                 dir: base_dir.join(&raw.rules.dir),
@@ -647,6 +666,9 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
         _ => Err(ConfigError::Invalid(c.errors)),
     }
 }
+
+/// The smallest `portal.max_response` accepted.
+const MIN_MAX_RESPONSE: usize = 64 * 1024;
 
 fn positive(value: f64, what: &str) -> Result<(), String> {
     if value.is_finite() && value > 0.0 {
@@ -985,6 +1007,7 @@ mod tests {
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.server.max_body, 64 * 1024);
         assert_eq!(s.portal.burst, 50);
+        assert_eq!(s.portal.max_response, 32 * 1024 * 1024);
         assert_eq!(s.sync.poll_interval, Duration::from_secs(60));
         assert_eq!(s.sync.dedupe_window, Duration::from_secs(24 * 3600));
     }
@@ -1150,6 +1173,20 @@ mod tests {
         assert_eq!(format!("{:?}", s.sync), format!("{:?}", d.sync));
         assert_eq!(format!("{:?}", s.worker), format!("{:?}", d.worker));
         assert_eq!(s.portal.burst, d.portal.burst);
+        assert_eq!(s.portal.max_response, d.portal.max_response);
+    }
+
+    #[test]
+    fn a_max_response_too_small_for_a_batch_answer_is_refused() {
+        let error = Settings::load(&env(&[("B24ROBOT__PORTAL__MAX_RESPONSE", "1KiB")]))
+            .expect_err("too small")
+            .to_string();
+        assert!(
+            error.contains("portal.max_response: \"1KiB\" is too small"),
+            "{error}"
+        );
+        let s = Settings::load(&env(&[("B24ROBOT__PORTAL__MAX_RESPONSE", "1MiB")])).expect("ok");
+        assert_eq!(s.portal.max_response, 1024 * 1024);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries.
 //! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
 //! - [`backfill`] applies the rules to the deals already sitting in their stages, once.
+//! - [`text`] keeps texts from outside (a portal's error descriptions) to a size.
 //! - [`metrics`] (`GET /metrics`) and [`reload`] (rules re-read on SIGHUP or a change) are for
 //!   the operators.
 
@@ -44,4 +45,5 @@ pub mod schema;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod worker;

@@ -287,6 +287,16 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
         "Portal renames (302) followed.",
         stats.redirects,
     );
+    out.counter(
+        "b24robot_rest_redirects_refused_total",
+        "Redirects refused: not a portal rename (another host, port or scheme); the call failed.",
+        stats.redirects_refused,
+    );
+    out.counter(
+        "b24robot_rest_answers_too_large_total",
+        "REST answers longer than portal.max_response, not read; the call failed.",
+        stats.answers_too_large,
+    );
     out.gauge(
         "b24robot_bucket_level",
         "Our estimate of the portal's request counter (leaky bucket).",

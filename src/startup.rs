@@ -144,6 +144,8 @@ pub fn client(settings: &Settings) -> Result<Client, StartupError> {
         max_attempts: settings.portal.max_attempts,
         backoff_base: settings.portal.retry_base,
         backoff_max: settings.portal.retry_max,
+        max_response: settings.portal.max_response,
+        resolve: Vec::new(),
     })
     .map_err(|e| StartupError::Client(e.to_string()))
 }
@@ -229,6 +231,7 @@ impl Application {
             counters: Arc::new(IntakeCounters::default()),
             rules_status: RulesStatus::default(),
             closing: Arc::new(AtomicBool::new(false)),
+            portal: worker.client.clone(),
         };
         Ok(Application {
             listener,

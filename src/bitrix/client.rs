@@ -4,11 +4,14 @@
 //! Each call takes a token from the bucket, POSTs JSON to `<webhook><method>.json`, reads the
 //! envelope whatever the HTTP status, and decides: done, retry after a jittered backoff, park
 //! the method (429), follow a renamed portal (302) or give up with a typed [`CallError`].
+//! A redirect is followed only when it is a portal rename (`rename`); an answer is read up to
+//! `max_response` bytes and no further.
 //! [`Retry`] says whether a failure of unknown outcome may be repeated: reads and idempotent
 //! writes may, creates may not (the worker first looks for what the call may have made).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +25,8 @@ use super::bucket::Bucket;
 use super::envelope::{CallTime, Parsed, Response, parse_batch, parse_http};
 use super::error::{ApiError, CallError, ClientError, ErrorKind};
 use super::query::php_query;
+use super::rename;
+use crate::text::{ERROR_TEXT_MAX, cut};
 
 /// Most sub-calls one `batch` may carry.
 pub const BATCH_LIMIT: usize = 50;
@@ -57,6 +62,11 @@ pub struct ClientSettings {
     pub backoff_base: Duration,
     /// Longest backoff step.
     pub backoff_max: Duration,
+    /// Longest answer read, in bytes: a longer one fails its call ([`CallError::TooLarge`]).
+    pub max_response: usize,
+    /// Host names resolved to fixed addresses instead of asking DNS. Empty in production; tests
+    /// use it to serve several portal names from one local port (a rename keeps the port).
+    pub resolve: Vec<(String, SocketAddr)>,
 }
 
 impl ClientSettings {
@@ -71,6 +81,8 @@ impl ClientSettings {
             max_attempts: 5,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            max_response: 32 * 1024 * 1024,
+            resolve: Vec::new(),
         }
     }
 }
@@ -85,6 +97,8 @@ impl fmt::Debug for ClientSettings {
             .field("max_attempts", &self.max_attempts)
             .field("backoff_base", &self.backoff_base)
             .field("backoff_max", &self.backoff_max)
+            .field("max_response", &self.max_response)
+            .field("resolve", &self.resolve)
             .finish()
     }
 }
@@ -130,6 +144,10 @@ pub struct ClientStats {
     pub retries: u64,
     /// Portal renames (302) followed.
     pub redirects: u64,
+    /// Redirects refused: not a portal rename.
+    pub redirects_refused: u64,
+    /// Answers longer than `max_response`, not read.
+    pub answers_too_large: u64,
     /// Our estimate of the portal's request counter.
     pub bucket_level: f64,
     /// Capacity and drain rate in force (lowered by 503s).
@@ -144,6 +162,8 @@ struct Counters {
     rejected_429: AtomicU64,
     retries: AtomicU64,
     redirects: AtomicU64,
+    redirects_refused: AtomicU64,
+    answers_too_large: AtomicU64,
     /// Calls (batch commands included) by method and outcome, for the metrics.
     calls: Mutex<HashMap<(String, &'static str), u64>>,
 }
@@ -167,8 +187,15 @@ struct Inner {
     http: reqwest::Client,
     /// The webhook URL in force; its origin changes when the portal is renamed (302).
     base: RwLock<Url>,
+    /// The webhook URL as configured: what a redirect is judged against, and what `/readyz`
+    /// compares the address in force with.
+    configured: Url,
     /// The webhook path (`/rest/<user>/<secret>/`), to scrub from any message.
     secret_path: String,
+    /// The path's last segment (the secret code), lower case: a redirect whose host contains it
+    /// is not shown.
+    secret_code: String,
+    max_response: usize,
     max_attempts: u32,
     backoff_base: Duration,
     backoff_max: Duration,
@@ -213,18 +240,33 @@ impl Client {
         if settings.burst == 0 || settings.max_attempts == 0 || settings.timeout.is_zero() {
             return invalid("burst, max_attempts and timeout must be positive");
         }
+        if settings.max_response == 0 {
+            return invalid("max_response must be positive");
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("b24-robot/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("b24-robot/", env!("CARGO_PKG_VERSION")));
+        for (host, address) in &settings.resolve {
+            http = http.resolve(host, *address);
+        }
+        let http = http
             .build()
             .map_err(|error| ClientError::Http(error.without_url().to_string()))?;
+        let secret_code = base
+            .path_segments()
+            .and_then(|mut segments| segments.rfind(|segment| !segment.is_empty()))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 secret_path: base.path().to_owned(),
+                secret_code,
+                max_response: settings.max_response,
+                configured: base.clone(),
                 base: RwLock::new(base),
                 max_attempts: settings.max_attempts,
                 backoff_base: settings.backoff_base,
@@ -248,6 +290,14 @@ impl Client {
         )
     }
 
+    /// The portal's new origin when it was renamed (a 302 followed) since the client was built,
+    /// until `portal.webhook_url` says so; `None` while the configured address is in force.
+    #[must_use]
+    pub fn renamed_to(&self) -> Option<String> {
+        let now = self.portal_origin();
+        (now != origin_of(&self.inner.configured)).then_some(now)
+    }
+
     /// Counters and the bucket now.
     #[must_use]
     pub fn stats(&self) -> ClientStats {
@@ -262,6 +312,8 @@ impl Client {
             rejected_429: counters.rejected_429.load(Ordering::Relaxed),
             retries: counters.retries.load(Ordering::Relaxed),
             redirects: counters.redirects.load(Ordering::Relaxed),
+            redirects_refused: counters.redirects_refused.load(Ordering::Relaxed),
+            answers_too_large: counters.answers_too_large.load(Ordering::Relaxed),
             bucket_level: level,
             bucket_capacity: capacity,
             bucket_rate: rate,
@@ -353,7 +405,7 @@ impl Client {
                             message: "too many portal renames (302) in a row".into(),
                         });
                     }
-                    self.switch_origin(&location);
+                    self.follow(method, &location)?;
                     continue;
                 }
                 Exchange::Answer(Parsed::Success(response)) => {
@@ -644,9 +696,9 @@ impl Client {
                 }),
             };
         }
-        let body = match response.bytes().await {
+        let body = match self.read_body(method, response).await {
             Ok(body) => body,
-            Err(error) => return Exchange::Failed(self.transport_error(method, &error, true)),
+            Err(error) => return Exchange::Failed(error),
         };
         tracing::debug!(
             method,
@@ -655,6 +707,48 @@ impl Client {
             "bitrix24 call"
         );
         Exchange::Answer(parse_http(status, &body))
+    }
+
+    /// The whole body, as long as it is at most `max_response` bytes: the announced length is
+    /// checked first, then the bytes as they come, so a longer answer is never held in memory.
+    async fn read_body(
+        &self,
+        method: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, CallError> {
+        let limit = self.inner.max_response;
+        let announced = response.content_length().unwrap_or(0);
+        if announced > limit as u64 {
+            return Err(self.too_large(method));
+        }
+        let mut body = Vec::with_capacity(announced as usize);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
+                    return Err(self.too_large(method));
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => return Ok(body),
+                Err(error) => return Err(self.transport_error(method, &error, true)),
+            }
+        }
+    }
+
+    fn too_large(&self, method: &str) -> CallError {
+        self.inner
+            .counters
+            .answers_too_large
+            .fetch_add(1, Ordering::Relaxed);
+        let limit = self.inner.max_response;
+        tracing::warn!(
+            method,
+            limit,
+            "answer larger than portal.max_response: not read, the call failed"
+        );
+        CallError::TooLarge {
+            method: method.to_owned(),
+            limit,
+        }
     }
 
     fn transport_error(&self, method: &str, error: &reqwest::Error, sent: bool) -> CallError {
@@ -678,7 +772,7 @@ impl Client {
         };
         CallError::Transport {
             method: method.to_owned(),
-            message,
+            message: cut(&message, ERROR_TEXT_MAX).into_owned(),
             sent,
         }
     }
@@ -693,24 +787,55 @@ impl Client {
         }
     }
 
-    fn switch_origin(&self, location: &Url) {
+    /// Follows a redirect if it is a portal rename: from then on every call goes to the new
+    /// origin, with the same webhook path. Otherwise the call fails, nothing is sent there.
+    fn follow(&self, method: &str, location: &Url) -> Result<(), CallError> {
         let mut base = self
             .inner
             .base
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         let old = origin_of(&base);
+        if let Err(refusal) = rename::judge(&self.inner.configured, &base, location) {
+            drop(base);
+            self.inner
+                .counters
+                .redirects_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let target = self.shown_origin(location);
+            tracing::warn!(method, from = %old, to = %target, reason = refusal.reason(),
+                "redirect refused: not a portal rename (the call failed; check the portal and portal.webhook_url)");
+            return Err(CallError::RedirectRefused {
+                method: method.to_owned(),
+                target,
+                reason: refusal.reason(),
+            });
+        }
         let mut moved = base.clone();
         let switched = moved.set_scheme(location.scheme()).is_ok()
             && moved.set_host(location.host_str()).is_ok()
             && moved.set_port(location.port()).is_ok();
         if switched && origin_of(&moved) != old {
-            tracing::warn!(from = %old, to = %origin_of(&moved), "portal renamed (302): using the new address");
+            tracing::warn!(from = %old, to = %origin_of(&moved),
+                "portal renamed (302): using the new address (set portal.webhook_url to it; /readyz shows it until then)");
             *base = moved;
             self.inner
                 .counters
                 .redirects
                 .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// A redirect's origin for errors and logs; hidden when its host names the secret code (a
+    /// hostile portal knows the code: it was sent the path).
+    fn shown_origin(&self, location: &Url) -> String {
+        let origin = origin_of(location);
+        let code = &self.inner.secret_code;
+        if !code.is_empty() && origin.to_ascii_lowercase().contains(code.as_str()) {
+            "<a host naming the webhook's secret>".to_owned()
+        } else {
+            origin
         }
     }
 
@@ -801,6 +926,8 @@ fn should_retry(error: &CallError, retry: Retry) -> bool {
     match error {
         CallError::Api { error, .. } if error.is_query_limit() => true,
         CallError::Transport { sent: false, .. } => true,
+        // The same answer again a moment later: the caller's retries, further apart, decide.
+        CallError::TooLarge { .. } => false,
         _ => retry == Retry::Safe && error.kind() == ErrorKind::Transient,
     }
 }

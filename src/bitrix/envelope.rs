@@ -5,10 +5,17 @@
 //! string, an empty string or a number; every field of `time` may be missing; a `batch` answers
 //! `[]` instead of `{}` for an empty map; `total`/`next` may come as numbers or numeric strings.
 //! So we read `serde_json::Value`s by hand here and hand typed values to the rest of the client.
+//!
+//! This is where the portal's texts enter: an error's code and description are cut here
+//! ([`crate::text::cut`]), so a description of megabytes never reaches a log line or a record.
 
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::text::{ERROR_TEXT_MAX, cut};
+
+/// Bytes kept of an error code: Bitrix24's are short identifiers (`QUERY_LIMIT_EXCEEDED`).
+const ERROR_CODE_MAX: usize = 256;
 
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,19 +118,19 @@ pub(crate) fn parse_http(status: u16, body: &[u8]) -> Parsed {
     })
 }
 
-/// The error envelope in `value`: `error` as text whatever its JSON type.
+/// The error envelope in `value`: `error` and `error_description` as text whatever their JSON
+/// type, cut to [`ERROR_CODE_MAX`] and [`ERROR_TEXT_MAX`] bytes.
 pub(crate) fn error_of(status: u16, value: &Value) -> ApiError {
-    let code = match value.get("error") {
-        Some(Value::String(text)) => text.clone(),
+    let text = |key: &str, max: usize| match value.get(key) {
+        Some(Value::String(text)) => cut(text, max).into_owned(),
         Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+        Some(other) => cut(&other.to_string(), max).into_owned(),
     };
-    let description = match value.get("error_description") {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
-    ApiError::new(status, code, description)
+    ApiError::new(
+        status,
+        text("error", ERROR_CODE_MAX),
+        text("error_description", ERROR_TEXT_MAX),
+    )
 }
 
 /// Splits the `result` of a `batch` into one outcome per command key, in `keys` order, each
@@ -253,6 +260,39 @@ mod tests {
         assert_eq!(e.code, "0");
         let e = error(401, json!({"error": "NO_AUTH_FOUND"}));
         assert_eq!(e.description, "");
+    }
+
+    #[test]
+    fn an_error_description_of_megabytes_is_cut_to_two_kib_and_says_so() {
+        let huge = "Ошибка ".repeat(400_000);
+        let Parsed::Error(error) = parse(
+            400,
+            json!({"error": "ERROR_CORE", "error_description": huge}),
+        ) else {
+            panic!("not an error");
+        };
+        assert_eq!(error.code, "ERROR_CORE");
+        assert!(
+            error.description.len() <= 2048 + 40,
+            "{}",
+            error.description.len()
+        );
+        assert!(error.description.starts_with("Ошибка Ошибка"));
+        assert!(
+            error
+                .description
+                .ends_with(&format!("… [cut from {} bytes]", huge.len())),
+            "{}",
+            &error.description[2000..]
+        );
+        let Parsed::Error(error) = parse(
+            500,
+            json!({"error": "x".repeat(10_000), "error_description": {"nested": "y".repeat(10_000)}}),
+        ) else {
+            panic!("not an error");
+        };
+        assert!(error.code.len() < 300 && error.code.contains("[cut from 10000 bytes]"));
+        assert!(error.description.len() < 2100 && error.description.contains("[cut from"));
     }
 
     #[test]

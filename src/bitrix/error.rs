@@ -140,6 +140,9 @@ pub enum ErrorKind {
     Invalid,
     /// The portal's REST API is blocked (`OVERLOAD_LIMIT`) or the portal is gone.
     Blocked,
+    /// The portal redirected to an address that is not a rename of it (another host, port or
+    /// scheme): an operator must check the portal and `portal.webhook_url`.
+    RedirectRefused,
 }
 
 impl ErrorKind {
@@ -155,6 +158,7 @@ impl ErrorKind {
             ErrorKind::Permission => "permission",
             ErrorKind::Invalid => "invalid",
             ErrorKind::Blocked => "blocked",
+            ErrorKind::RedirectRefused => "redirect_refused",
         }
     }
 }
@@ -179,6 +183,22 @@ pub enum CallError {
     /// The method is parked after a 429 and was not sent.
     #[error("{method}: parked after OPERATION_TIME_LIMIT until {until:?}")]
     MethodParked { method: String, until: SystemTime },
+    /// The portal answered a redirect that is not a rename of it (see `rename`): not followed,
+    /// so the call did not run anywhere. `target` is the redirect's origin only (its path may
+    /// hold the webhook's secret), hidden when even the host names the secret.
+    #[error(
+        "{method}: the portal redirected to {target}, which was not followed: {reason} (if the portal was renamed, set portal.webhook_url to its new address)"
+    )]
+    RedirectRefused {
+        method: String,
+        target: String,
+        reason: &'static str,
+    },
+    /// The answer was longer than `portal.max_response`: the rest of it was not read. The call
+    /// may have run. It is not repeated at once (the answer would not be shorter a second
+    /// later): the caller's own retries, further apart, decide.
+    #[error("{method}: the answer is larger than portal.max_response ({limit} bytes), not read")]
+    TooLarge { method: String, limit: usize },
 }
 
 impl CallError {
@@ -189,7 +209,9 @@ impl CallError {
             Self::Api { method, .. }
             | Self::Transport { method, .. }
             | Self::Malformed { method, .. }
-            | Self::MethodParked { method, .. } => method,
+            | Self::MethodParked { method, .. }
+            | Self::RedirectRefused { method, .. }
+            | Self::TooLarge { method, .. } => method,
         }
     }
 
@@ -198,8 +220,11 @@ impl CallError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Api { error, .. } => error.kind(),
-            Self::Transport { .. } | Self::Malformed { .. } => ErrorKind::Transient,
+            Self::Transport { .. } | Self::Malformed { .. } | Self::TooLarge { .. } => {
+                ErrorKind::Transient
+            }
             Self::MethodParked { until, .. } => ErrorKind::OperationLimit { reset_at: *until },
+            Self::RedirectRefused { .. } => ErrorKind::RedirectRefused,
         }
     }
 
@@ -215,19 +240,20 @@ impl CallError {
 
     /// True when the call may have run on the portal although it failed here: a request that
     /// was sent and got no answer, a 5xx other than 503 `QUERY_LIMIT_EXCEEDED` (and other than
-    /// `OVERLOAD_LIMIT`/`PORTAL_DELETED`, which refuse before running), a malformed answer.
+    /// `OVERLOAD_LIMIT`/`PORTAL_DELETED`, which refuse before running), a malformed answer, an
+    /// answer too large to read.
     /// Before repeating a create, look for what it may already have made.
     #[must_use]
     pub fn outcome_unknown(&self) -> bool {
         match self {
             Self::Transport { sent, .. } => *sent,
-            Self::Malformed { .. } => true,
+            Self::Malformed { .. } | Self::TooLarge { .. } => true,
             Self::Api { error, .. } => {
                 (500..=599).contains(&error.http_status)
                     && !error.is_query_limit()
                     && !matches!(error.kind(), ErrorKind::Blocked)
             }
-            Self::MethodParked { .. } => false,
+            Self::MethodParked { .. } | Self::RedirectRefused { .. } => false,
         }
     }
 
@@ -239,7 +265,9 @@ impl CallError {
             Self::Api { method, .. }
             | Self::Transport { method, .. }
             | Self::Malformed { method, .. }
-            | Self::MethodParked { method, .. } => *method = other.to_owned(),
+            | Self::MethodParked { method, .. }
+            | Self::RedirectRefused { method, .. }
+            | Self::TooLarge { method, .. } => *method = other.to_owned(),
         }
         copy
     }
@@ -391,5 +419,17 @@ mod tests {
             message: "x".into(),
         };
         assert!(malformed.is_retryable() && malformed.outcome_unknown());
+        let too_large = CallError::TooLarge {
+            method: "m".into(),
+            limit: 1,
+        };
+        assert!(too_large.is_retryable() && too_large.outcome_unknown());
+        let refused = CallError::RedirectRefused {
+            method: "m".into(),
+            target: "https://evil.example".into(),
+            reason: "r",
+        };
+        assert!(!refused.is_retryable() && !refused.outcome_unknown());
+        assert_eq!(refused.kind().label(), "redirect_refused");
     }
 }

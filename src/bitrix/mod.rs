@@ -8,7 +8,8 @@
 //! - `error` says what a failure means ([`ErrorKind`]) and whether its outcome is unknown;
 //! - `bucket` paces requests like the portal's own counter and learns from 503s;
 //! - `client` ties them together: retries with jittered backoff, 429 parking per method,
-//!   302 re-posting to a renamed portal.
+//!   302 re-posting to a renamed portal;
+//! - `rename` says which redirects are portal renames (the others are refused).
 //!
 //! The webhook URL holds a secret: no error, log line or `Debug` output of this module shows more
 //! of it than the scheme and host.
@@ -20,6 +21,7 @@ mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod query;
+mod rename;
 
 #[cfg(test)]
 mod tests;

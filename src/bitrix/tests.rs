@@ -50,7 +50,8 @@ struct Seen {
     body: Value,
 }
 
-type Responder = dyn Fn(usize, &str, &Value) -> Reply + Send + Sync;
+/// What the mock answers: (request index, `Host` header, method, body) → reply.
+type Responder = dyn Fn(usize, &str, &str, &Value) -> Reply + Send + Sync;
 
 struct Portal {
     seen: Mutex<Vec<Seen>>,
@@ -85,12 +86,17 @@ async fn handle(
         let mut seen = portal.seen.lock().expect("lock");
         seen.push(Seen {
             method: method.clone(),
-            headers,
+            headers: headers.clone(),
             body: body.clone(),
         });
         seen.len() - 1
     };
-    let answer = (portal.responder)(index, &method, &body);
+    let host = headers
+        .get("host")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let answer = (portal.responder)(index, &host, &method, &body);
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
     }
@@ -111,6 +117,13 @@ async fn handle(
 }
 
 async fn mock(responder: impl Fn(usize, &str, &Value) -> Reply + Send + Sync + 'static) -> Mock {
+    mock_by_host(move |n, _, method, body| responder(n, method, body)).await
+}
+
+/// A mock that answers by the `Host` header too: several portal names on one port.
+async fn mock_by_host(
+    responder: impl Fn(usize, &str, &str, &Value) -> Reply + Send + Sync + 'static,
+) -> Mock {
     let portal = Arc::new(Portal {
         seen: Mutex::new(Vec::new()),
         responder: Box::new(responder),
@@ -608,27 +621,198 @@ async fn a_failed_batch_request_fails_each_sub_call_with_its_own_method() {
 }
 
 #[tokio::test]
-async fn a_renamed_portal_is_followed_by_re_posting_to_the_new_host() {
-    let new = mock(|_, _, body| ok(body.clone())).await;
-    let location = format!("{}/rest/1/{SECRET}/crm.deal.get.json", new.origin);
-    let old = mock(move |_, _, _| Reply {
-        headers: vec![("location", location.clone())],
-        ..raw(302, "")
+async fn a_portal_renamed_within_its_domain_is_followed_by_re_posting_and_reported() {
+    // One local port serves both names: `crm.example.ru` answers the rename, `crm2` the calls.
+    let mock = mock_by_host(|_, host, method, body| match host.strip_prefix("crm.") {
+        Some(rest) => Reply {
+            headers: vec![(
+                "location",
+                format!("http://crm2.{rest}/rest/1/{SECRET}/{method}.json"),
+            )],
+            ..raw(302, "")
+        },
+        None => ok(body.clone()),
     })
     .await;
-    let client = client(&old);
+    let address: std::net::SocketAddr = mock
+        .origin
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let port = address.port();
+    let webhook =
+        url::Url::parse(&format!("http://crm.example.ru:{port}/rest/1/{SECRET}/")).expect("url");
+    let client = Client::new(ClientSettings {
+        resolve: vec![
+            ("crm.example.ru".into(), address),
+            ("crm2.example.ru".into(), address),
+        ],
+        ..settings(webhook)
+    })
+    .expect("client");
+    assert_eq!(client.renamed_to(), None);
     let response = client
         .call("crm.deal.get", json!({"id": 9}), Retry::Unsafe)
         .await
         .expect("moved");
     assert_eq!(response.result, json!({"id": 9}), "the body was re-posted");
-    assert_eq!(client.portal_origin(), new.origin);
+    let new_origin = format!("http://crm2.example.ru:{port}");
+    assert_eq!(client.portal_origin(), new_origin);
+    assert_eq!(client.renamed_to(), Some(new_origin));
     client
         .call("crm.deal.get", json!({"id": 10}), Retry::Safe)
         .await
         .expect("direct");
-    assert_eq!((old.seen().len(), new.seen().len()), (1, 2));
+    let hosts: Vec<String> = mock
+        .seen()
+        .iter()
+        .map(|seen| seen.headers["host"].to_str().expect("host").to_owned())
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            format!("crm.example.ru:{port}"),
+            format!("crm2.example.ru:{port}"),
+            format!("crm2.example.ru:{port}")
+        ]
+    );
     assert_eq!(client.stats().redirects, 1);
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_refused_and_nothing_is_sent_there() {
+    let foreign = mock(|_, _, body| ok(body.clone())).await;
+    let location = format!("{}/rest/1/{SECRET}/tasks.task.add.json", foreign.origin);
+    let portal = mock(move |_, _, _| Reply {
+        headers: vec![("location", location.clone())],
+        ..raw(302, "")
+    })
+    .await;
+    let client = client(&portal);
+    for retry in [Retry::Safe, Retry::Unsafe] {
+        let error = client
+            .call("tasks.task.add", json!({"fields": {"TITLE": "x"}}), retry)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&error, CallError::RedirectRefused { target, .. } if *target == foreign.origin),
+            "{error:?}"
+        );
+        assert_eq!(error.kind(), ErrorKind::RedirectRefused);
+        assert!(!error.is_retryable() && !error.outcome_unknown());
+        let text = format!("{error} {error:?}");
+        assert_no_secret(&text);
+        assert!(text.contains("another port"), "{text}");
+    }
+    assert!(
+        foreign.seen().is_empty(),
+        "nothing reached the foreign host"
+    );
+    assert_eq!(portal.seen().len(), 2, "refused at once, not retried");
+    assert_eq!(client.portal_origin(), portal.origin);
+    assert_eq!(client.renamed_to(), None);
+    let stats = client.stats();
+    assert_eq!((stats.redirects, stats.redirects_refused), (0, 2));
+    assert!(
+        client
+            .call_counts()
+            .contains(&("tasks.task.add".into(), "redirect_refused", 2)),
+        "{:?}",
+        client.call_counts()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_redirect_whose_host_names_the_secret_does_not_show_it() {
+    let location = format!("http://{SECRET}.evil.example/rest/1/{SECRET}/crm.deal.get.json");
+    let portal = mock(move |_, _, _| Reply {
+        headers: vec![("location", location.clone())],
+        ..raw(302, "")
+    })
+    .await;
+    let error = client(&portal)
+        .call("crm.deal.get", json!({}), Retry::Safe)
+        .await
+        .expect_err("refused");
+    let text = format!("{error} {error:?}").to_lowercase();
+    assert!(!text.contains(&SECRET.to_lowercase()), "{text}");
+    assert!(text.contains("not followed"), "{text}");
+}
+
+#[tokio::test]
+async fn an_answer_announced_longer_than_max_response_fails_at_once_without_a_retry() {
+    let big = "x".repeat(200 * 1024);
+    let portal = mock(move |_, _, _| ok(json!(big.clone()))).await;
+    let client = Client::new(ClientSettings {
+        max_response: 64 * 1024,
+        ..settings(portal.webhook())
+    })
+    .expect("client");
+    let error = client
+        .call("crm.deal.get", json!({"id": 1}), Retry::Safe)
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(error, CallError::TooLarge { limit: 65536, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("portal.max_response"), "{error}");
+    assert!(error.is_retryable() && error.outcome_unknown());
+    assert_eq!(portal.seen().len(), 1, "not repeated at once");
+    assert_eq!(client.stats().answers_too_large, 1);
+    // The same client goes on with answers that fit.
+    let small = mock(|_, _, _| ok(json!("fits"))).await;
+    let fits = Client::new(ClientSettings {
+        max_response: 64 * 1024,
+        ..settings(small.webhook())
+    })
+    .expect("client");
+    assert_eq!(
+        fits.call("crm.deal.get", json!({}), Retry::Safe)
+            .await
+            .expect("fits")
+            .result,
+        json!("fits")
+    );
+}
+
+#[tokio::test]
+async fn an_answer_streamed_past_max_response_is_not_read_to_its_end() {
+    use crate::sandbox::{Faults, SimConfig, SimPortal};
+    let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
+    sim.with_default_portal();
+    let webhook = url::Url::parse(&sim.webhook_url()).expect("url");
+    let client = Client::new(ClientSettings {
+        max_response: 1024 * 1024,
+        ..settings(webhook)
+    })
+    .expect("client");
+    // Under the cap: whitespace before the envelope is still JSON.
+    sim.set_faults(Faults {
+        huge_answer_bytes: Some(900 * 1024),
+        ..Faults::default()
+    });
+    client
+        .call("crm.category.list", json!({"entityTypeId": 2}), Retry::Safe)
+        .await
+        .expect("under the cap");
+    // 256 MiB, made up as it is sent: the client stops at 1 MiB.
+    sim.set_faults(Faults {
+        huge_answer_bytes: Some(256 * 1024 * 1024),
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    let error = client
+        .call("crm.category.list", json!({"entityTypeId": 2}), Retry::Safe)
+        .await
+        .expect_err("too large");
+    assert!(matches!(error, CallError::TooLarge { .. }), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopped early: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sim.request_count(), 2);
 }
 
 #[tokio::test]
@@ -671,6 +855,14 @@ async fn list_all_follows_next_until_the_last_page() {
 
 #[tokio::test]
 async fn the_origin_is_scheme_and_host_only_and_settings_are_checked() {
+    let zero = url::Url::parse("https://x.bitrix24.ru/rest/1/abc/").expect("url");
+    assert!(
+        Client::new(ClientSettings {
+            max_response: 0,
+            ..settings(zero)
+        })
+        .is_err()
+    );
     let webhook = url::Url::parse(&format!("https://x.bitrix24.ru/rest/1/{SECRET}")).expect("url");
     let client = Client::new(settings(webhook.clone())).expect("client");
     assert_eq!(client.portal_origin(), "https://x.bitrix24.ru");

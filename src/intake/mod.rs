@@ -39,6 +39,8 @@ pub struct IntakeState {
     pub rules_status: crate::reload::RulesStatus,
     /// Set at shutdown: new events are refused with 503 so the sender sees they were not taken.
     pub closing: Arc<AtomicBool>,
+    /// The REST client: `/readyz` shows a portal rename it followed (`portal_renamed`).
+    pub portal: crate::bitrix::Client,
 }
 
 /// Events received, by result (exposed as metrics later, and in tests).
@@ -84,6 +86,7 @@ async fn readyz(State(state): State<IntakeState>) -> Response {
         "rules_on_disk": disk.rules_on_disk,
         "stale": disk.stale,
         "errors": disk.errors,
+        "portal_renamed": state.portal.renamed_to(),
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }

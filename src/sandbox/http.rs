@@ -6,6 +6,9 @@
 //! [`KillableStream`] whose kill switch reaches the handler as connection info. Killing it
 //! makes every further read and write of that socket fail, so hyper abandons the connection
 //! and closes it before a single byte of the response is written.
+//!
+//! A huge answer ([`super::Faults::huge_answer_bytes`]) is a [`Padded`] body: whitespace made
+//! up frame by frame, then the real answer.
 
 use std::io;
 use std::pin::Pin;
@@ -14,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
+use hyper::body::Frame;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -217,6 +221,44 @@ fn choose_fault(faults: &super::Faults, rng: &mut impl Rng) -> Fault {
     Fault::None
 }
 
+/// What a [`Padded`] body sends a frame at a time.
+static SPACES: [u8; 64 * 1024] = [b' '; 64 * 1024];
+
+/// `pad` bytes of JSON whitespace, then `answer`: valid JSON of any size, made up as it is sent
+/// (no `Content-Length`, so the client sees the size only as it reads).
+struct Padded {
+    pad: usize,
+    answer: Option<Bytes>,
+}
+
+impl hyper::body::Body for Padded {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.pad > 0 {
+            let n = self.pad.min(SPACES.len());
+            self.pad -= n;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&SPACES[..n])))));
+        }
+        Poll::Ready(self.answer.take().map(|answer| Ok(Frame::data(answer))))
+    }
+}
+
+fn padded_response(status: u16, body: &Value, pad: usize) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Body::new(Padded {
+            pad,
+            answer: Some(Bytes::from(body.to_string())),
+        }))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 fn json_response(status: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
@@ -302,8 +344,16 @@ pub async fn handle(
     };
 
     // Authorisation, rate limit and the fault dice, under one short lock.
-    let (fault, delay, ctx) = {
+    let (fault, delay, ctx, pad) = {
         let mut shared = inner.lock();
+        if let Some(origin) = shared.faults.redirect_to.clone() {
+            shared
+                .requests
+                .push(record(302, Some("REDIRECT".into()), Vec::new()));
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            let location = format!("{}{path}{query}", origin.trim_end_matches('/'));
+            return (StatusCode::FOUND, [(header::LOCATION, location)]).into_response();
+        }
         let authorised = segments.len() == 3
             && segments[0] == inner.webhook_user.to_string()
             && segments[1] == inner.webhook_secret;
@@ -324,6 +374,12 @@ pub async fn handle(
         } else {
             None
         };
+        let refusal = refusal.or_else(|| {
+            shared.faults.huge_error_bytes.map(|bytes| {
+                let text = "Ошибка ".repeat(bytes / "Ошибка ".len() + 1);
+                ApiError::new(400, "ERROR_CORE", &text)
+            })
+        });
         if let Some(err) = refusal {
             shared
                 .requests
@@ -337,7 +393,7 @@ pub async fn handle(
             started,
             method_429: faults.method_429.clone(),
         };
-        (fault, faults.delay, ctx)
+        (fault, faults.delay, ctx, faults.huge_answer_bytes)
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
@@ -442,7 +498,10 @@ pub async fn handle(
                 .lock()
                 .requests
                 .push(record(status, error, sub_methods));
-            json_response(status, &body)
+            match pad {
+                Some(pad) => padded_response(status, &body, pad),
+                None => json_response(status, &body),
+            }
         }
     }
 }

@@ -131,6 +131,16 @@ pub struct Faults {
     pub method_429: Option<(String, u64)>,
     /// Seed for the fault dice, for reproducible runs.
     pub seed: Option<u64>,
+    /// Every REST request is answered `302` to this origin (`http://host:port`), its path and
+    /// query kept, before anything else: what a renamed portal answers, or a hostile one.
+    pub redirect_to: Option<String>,
+    /// Every answer of a method that ran comes after this many bytes of JSON whitespace,
+    /// streamed in 64 KiB chunks without a `Content-Length`: a huge answer the simulator never
+    /// holds in memory.
+    pub huge_answer_bytes: Option<usize>,
+    /// Every authorised REST request is answered 400 `ERROR_CORE`, without executing, with an
+    /// `error_description` of about this many bytes (Cyrillic, two bytes a letter).
+    pub huge_error_bytes: Option<usize>,
 }
 
 /// Where events go.

@@ -27,6 +27,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 pub use records::*;
 
+use crate::text::{STORED_ERROR_MAX, cut};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
@@ -41,6 +43,12 @@ pub enum StoreError {
         "storage: the store at {path} is in use by another process (is b24-robot already running?)"
     )]
     Locked { path: String },
+}
+
+/// A job's last error as recorded: cut to [`STORED_ERROR_MAX`] bytes, whoever composed it (the
+/// REST client cuts the portal's texts already; this is the backstop for any other).
+fn stored_error(error: &str) -> String {
+    cut(error, STORED_ERROR_MAX).into_owned()
 }
 
 /// Milliseconds since the Unix epoch, the store's clock.
@@ -273,7 +281,7 @@ impl Store {
             Some(QueuedDeal {
                 attempts,
                 not_before_ms,
-                last_error: Some(error.to_string()),
+                last_error: Some(stored_error(error)),
                 parked: attempts >= max_attempts,
                 ..q
             })
@@ -285,7 +293,7 @@ impl Store {
         self.update_queued(deal_id, |q| {
             Some(QueuedDeal {
                 not_before_ms,
-                last_error: Some(why.to_string()),
+                last_error: Some(stored_error(why)),
                 ..q
             })
         })?;
@@ -683,6 +691,21 @@ mod tests {
         assert_eq!(q.last_error.as_deref(), Some("boom"));
         assert_eq!(s.retry_parked(None).expect("ok"), vec![9]);
         assert!(!s.queued(9).expect("ok").expect("queued").parked);
+    }
+
+    #[test]
+    fn a_huge_last_error_is_stored_cut_and_says_so() {
+        let (_d, s) = store();
+        s.enqueue(9, 0).expect("ok");
+        let huge = "e".repeat(5 * 1024 * 1024);
+        s.fail(9, &huge, 0, 3).expect("ok");
+        let stored = s.queued(9).expect("ok").expect("queued").last_error;
+        let stored = stored.expect("an error");
+        assert!(stored.len() <= 4096 + 40, "{}", stored.len());
+        assert!(stored.ends_with("[cut from 5242880 bytes]"));
+        s.postpone(9, 0, &huge).expect("ok");
+        let stored = s.queued(9).expect("ok").expect("queued").last_error;
+        assert!(stored.is_some_and(|e| e.len() <= 4096 + 40));
     }
 
     #[test]

@@ -28,3 +28,4 @@ mod tools;
 // Reliability (issue 4)
 mod crash_cycles;
 mod hardening;
+mod portal_bounds;
