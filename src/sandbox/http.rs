@@ -336,6 +336,7 @@ pub async fn handle(
             offset: shared.portal.offset,
             started,
             method_429: faults.method_429.clone(),
+            faults: faults.clone(),
         };
         (fault, faults.delay, ctx)
     };

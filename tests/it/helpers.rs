@@ -435,3 +435,16 @@ impl TestApp {
         answer.text().await.expect("text")
     }
 }
+
+// ----- added for a hostile portal (issue 8) -----
+
+/// Calls of `method` the portal received, top level or inside a `batch`.
+#[allow(dead_code)]
+pub fn calls_of(sim: &SimPortal, method: &str) -> usize {
+    sim.requests()
+        .iter()
+        .map(|r| {
+            usize::from(r.method == method) + r.sub_methods.iter().filter(|m| *m == method).count()
+        })
+        .sum()
+}

@@ -28,3 +28,6 @@ mod tools;
 // Reliability (issue 4)
 mod crash_cycles;
 mod hardening;
+
+// A hostile portal and a damaged store (issue 8)
+mod hostile_history;
