@@ -31,3 +31,4 @@ mod hardening;
 
 // A hostile portal and a damaged store (issue 8)
 mod hostile_history;
+mod malformed_deal;
