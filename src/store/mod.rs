@@ -1031,6 +1031,85 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_is_counted_and_check_reports_its_tree_and_key() {
+        let (_d, s) = store();
+        s.enqueue(3, 0).expect("ok");
+        s.put_deal_state(3, &DealState::default()).expect("ok");
+        s.put_deal_state(4, &DealState::default()).expect("ok");
+        assert_eq!(s.check().damaged, Vec::new(), "a healthy store");
+        s.put_raw_for_tests("deals", &4u64.to_be_bytes(), &[0; 8])
+            .expect("damaged");
+        assert!(s.deal_state(4).expect_err("unreadable").is_unreadable());
+        assert_eq!(s.read_errors(), 1);
+        assert!(
+            s.deal_state(3).expect("readable").is_some(),
+            "the others read"
+        );
+        let report = s.check();
+        assert_eq!(report.records, 3);
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        let damaged = &report.damaged[0];
+        assert_eq!(
+            (damaged.tree.as_str(), damaged.key.as_str(), damaged.deal_id),
+            ("deals", "0000000000000004", Some(4))
+        );
+        assert!(damaged.error.contains("cannot be read"), "{damaged:?}");
+        assert_eq!(s.read_errors(), 1, "checking is not a failed read");
+    }
+
+    #[test]
+    fn a_record_filed_under_another_deal_is_damaged() {
+        let (_d, s) = store();
+        s.enqueue(3, 0).expect("ok");
+        let bytes = s
+            .queue
+            .get(3u64.to_be_bytes())
+            .expect("ok")
+            .expect("queued");
+        s.put_raw_for_tests("queue", &9u64.to_be_bytes(), &bytes)
+            .expect("written");
+        let report = s.check();
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        assert_eq!(report.damaged[0].deal_id, Some(9));
+    }
+
+    #[test]
+    fn new_work_for_an_unreadable_queue_record_replaces_it_and_says_so() {
+        let (_d, s) = store();
+        for (deal, via_event) in [(5u64, true), (6, false)] {
+            s.put_raw_for_tests("queue", &deal.to_be_bytes(), b"\0garbage")
+                .expect("damaged");
+            if via_event {
+                s.record_event("k", deal, 0, DAY).expect("recorded");
+            } else {
+                s.enqueue(deal, 0).expect("queued");
+            }
+            let q = s.queued(deal).expect("readable again").expect("queued");
+            assert!(!q.parked);
+            assert!(
+                q.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("could not be read and was replaced")),
+                "{q:?}"
+            );
+        }
+        assert_eq!(s.read_errors(), 2);
+    }
+
+    #[test]
+    fn parking_replaces_an_unreadable_queue_record_with_a_parked_job() {
+        let (_d, s) = store();
+        s.put_raw_for_tests("queue", &7u64.to_be_bytes(), &[0; 4])
+            .expect("damaged");
+        let error = s.queued(7).expect_err("unreadable").to_string();
+        s.park(7, &error).expect("parked");
+        let q = s.queued(7).expect("readable").expect("queued");
+        assert!(q.parked);
+        assert_eq!(q.last_error.as_deref(), Some(error.as_str()));
+        assert_eq!(s.retry_parked(Some(7)).expect("ok"), vec![7]);
+    }
+
+    #[test]
     fn records_survive_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {

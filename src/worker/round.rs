@@ -762,25 +762,14 @@ impl Worker {
 
     /// Sends the jobs' writes; returns whether follow-up writes were recorded for another pass.
     async fn write_once(&self, jobs: &mut [Job]) -> Result<bool, StoreError> {
-        let mut calls = Vec::new();
-        let mut owners = Vec::new();
-        // The second line of defence against an effect made twice: one write per intent key
-        // (deal, entry, rule, effect) in a round, whatever led to two.
-        let mut intents = HashSet::new();
-        for (j, job) in jobs.iter().enumerate() {
-            for (w, effect) in job.writes.iter().enumerate() {
-                if !intents.insert(intent_key(effect)) {
-                    tracing::error!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
-                        index = effect.index, "the same write was listed twice in one round: sent once");
-                    continue;
-                }
-                calls.push(BatchCall {
-                    method: effect.method.clone(),
-                    params: effect.params.clone(),
-                });
-                owners.push((j, w));
-            }
-        }
+        let owners = writes_to_send(jobs);
+        let calls: Vec<BatchCall> = owners
+            .iter()
+            .map(|&(j, w)| BatchCall {
+                method: jobs[j].writes[w].method.clone(),
+                params: jobs[j].writes[w].params.clone(),
+            })
+            .collect();
         if calls.is_empty() {
             return Ok(false);
         }
@@ -1061,9 +1050,23 @@ pub(crate) fn malformed_deal(
     }
 }
 
-/// The key an effect's intent is recorded under (the store's effect key): one write per key.
-fn intent_key(effect: &EffectRecord) -> (u64, u64, &str, u32) {
-    (effect.deal_id, effect.entry_id, &effect.rule, effect.index)
+/// The round's writes to send, as (job, write) indexes: one per intent key (deal, entry, rule,
+/// effect: the store's effect key). The second line of defence against an effect made twice,
+/// whatever listed it twice; it is logged, for it should never happen.
+fn writes_to_send(jobs: &[Job]) -> Vec<(usize, usize)> {
+    let mut intents = HashSet::new();
+    let mut owners = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for (w, effect) in job.writes.iter().enumerate() {
+            if intents.insert((effect.deal_id, effect.entry_id, &effect.rule, effect.index)) {
+                owners.push((j, w));
+            } else {
+                tracing::error!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
+                    index = effect.index, "the same write was listed twice in one round: sent once");
+            }
+        }
+    }
+    owners
 }
 
 fn failure(error: &CallError) -> Ending {
@@ -1152,6 +1155,79 @@ mod tests {
             failure(&api(503, "QUERY_LIMIT_EXCEEDED")),
             Ending::Retry(_)
         ));
+    }
+
+    fn job(deal_id: u64, writes: Vec<EffectRecord>) -> Job {
+        Job {
+            deal_id,
+            queued: crate::store::QueuedDeal {
+                v: RECORD_VERSION,
+                deal_id,
+                generation: 1,
+                events: 1,
+                event_ids: Vec::new(),
+                first_at_ms: 0,
+                attempts: 0,
+                not_before_ms: 0,
+                last_error: None,
+                parked: false,
+            },
+            state: DealState::default(),
+            known: true,
+            pending: Vec::new(),
+            known_comments: 0,
+            ending: None,
+            writes,
+        }
+    }
+
+    fn write(deal_id: u64, entry_id: u64, rule: &str, index: u32) -> EffectRecord {
+        EffectRecord {
+            v: RECORD_VERSION,
+            deal_id,
+            entry_id,
+            rule: rule.into(),
+            index,
+            kind: EffectKind::Task,
+            method: "tasks.task.add".into(),
+            params: json!({}),
+            marker: effects::marker(deal_id, entry_id, rule, index),
+            state: EffectState::Pending,
+            attempts: 1,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_write_listed_twice_in_a_round_is_sent_once() {
+        let jobs = [
+            job(5, vec![write(5, 7, "offer", 0), write(5, 7, "offer", 0)]),
+            job(6, vec![write(6, 7, "offer", 0), write(6, 7, "offer", 1)]),
+        ];
+        assert_eq!(writes_to_send(&jobs), vec![(0, 0), (1, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn a_deal_answer_without_its_id_or_a_stage_cannot_be_used() {
+        let deal = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            malformed_deal(5, &deal(json!({"ID": "5", "STAGE_ID": "NEW"}))),
+            None
+        );
+        assert_eq!(
+            malformed_deal(5, &deal(json!({"ID": 5, "STAGE_ID": "C1:NEW"}))),
+            None
+        );
+        for bad in [
+            json!({"ID": "abc", "STAGE_ID": "NEW"}),
+            json!({"ID": "6", "STAGE_ID": "NEW"}),
+            json!({"STAGE_ID": "NEW"}),
+            json!({"ID": "5", "STAGE_ID": null}),
+            json!({"ID": "5", "STAGE_ID": ""}),
+            json!({"ID": "5"}),
+        ] {
+            assert!(malformed_deal(5, &deal(bad.clone())).is_some(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use b24_robot::sandbox::{EndlessPaging, Faults, SimConfig, SimPortal};
 use b24_robot::store::Store;
-use serde_json::Value;
 
 use crate::helpers::{
     Options, calls_of, new_deal, seeded_portal, spawn_app_with, start_on, task_rules,
@@ -88,18 +87,6 @@ async fn two_deals_queued_for_one_round(
     (app, endless, healthy)
 }
 
-async fn admin_get(app: &crate::helpers::TestApp, path: &str) -> Value {
-    app.client
-        .get(format!("http://127.0.0.1:{}{path}", app.port))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("JSON")
-}
-
 #[tokio::test]
 async fn endless_paging_parks_that_deal_with_the_reason_and_the_others_of_its_round_go_on() {
     let (app, endless, healthy) = two_deals_queued_for_one_round(|deal| Faults {
@@ -141,7 +128,7 @@ async fn endless_paging_parks_that_deal_with_the_reason_and_the_others_of_its_ro
     );
 
     // The reason, in `jobs list` as the admin API gives it.
-    let jobs = admin_get(&app, "/admin/jobs").await;
+    let jobs = app.admin_get(ADMIN, "/admin/jobs").await;
     let job = jobs["jobs"]
         .as_array()
         .expect("jobs")
@@ -159,16 +146,9 @@ async fn endless_paging_parks_that_deal_with_the_reason_and_the_others_of_its_ro
     // The portal recovers; the operator re-runs the job: exactly one task.
     app.sim.set_faults(Faults::default());
     let retried = app
-        .client
-        .post(format!(
-            "http://127.0.0.1:{}/admin/jobs/{endless}/retry",
-            app.port
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(retried.status(), 200);
+        .admin_post(ADMIN, &format!("/admin/jobs/{endless}/retry"))
+        .await;
+    assert_eq!(retried, 200);
     app.wait_until(Duration::from_secs(10), "a task after the retry", |sim| {
         !sim.tasks_for_deal(endless).is_empty()
     })

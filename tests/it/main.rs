@@ -30,5 +30,6 @@ mod crash_cycles;
 mod hardening;
 
 // A hostile portal and a damaged store (issue 8)
+mod damaged_store;
 mod hostile_history;
 mod malformed_deal;

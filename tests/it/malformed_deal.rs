@@ -55,16 +55,9 @@ async fn parked_then_acted_once(corruption: DealCorruption, reason: &str) {
     // The portal answers properly again; the operator re-runs the job.
     app.sim.set_faults(Faults::default());
     let retried = app
-        .client
-        .post(format!(
-            "http://127.0.0.1:{}/admin/jobs/{deal}/retry",
-            app.port
-        ))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("answers");
-    assert_eq!(retried.status(), 200);
+        .admin_post(ADMIN, &format!("/admin/jobs/{deal}/retry"))
+        .await;
+    assert_eq!(retried, 200);
     app.wait_until(Duration::from_secs(10), "the task", |sim| {
         !sim.tasks_for_deal(deal).is_empty()
     })
