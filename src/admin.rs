@@ -1,9 +1,10 @@
 //! The admin API under `/admin/` (Bearer `server.admin_token`; no token configured: off, 404)
 //! and the reports behind the admin commands.
 //!
-//! The commands (`explain`, `jobs`) ask the running service through this API, because the
-//! service holds the store's lock; when no service runs they open the store themselves. Both
-//! paths build the same JSON with [`deal_report`] and [`jobs_report`], so they print the same.
+//! The commands (`explain`, `jobs`, `store check`) ask the running service through this API,
+//! because the service holds the store's lock; when no service runs they open the store
+//! themselves. Both paths build the same JSON with [`deal_report`], [`jobs_report`] and
+//! [`store_check_report`], so they print the same.
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/jobs", get(jobs))
         .route("/admin/jobs/retry", post(retry_all))
         .route("/admin/jobs/{id}/retry", post(retry_one))
+        .route("/admin/store/check", get(store_check))
         .route(
             "/admin/backfill",
             get(backfill_status)
@@ -87,6 +89,18 @@ async fn deal(State(state): State<AdminState>, Path(id): Path<u64>) -> Response 
 
 async fn jobs(State(state): State<AdminState>) -> Response {
     json_or_error(jobs_report(&state.store))
+}
+
+/// Reads the whole store: off the async threads.
+async fn store_check(State(state): State<AdminState>) -> Response {
+    match tokio::task::spawn_blocking(move || store_check_report(&state.store)).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the store check failed: {error}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn retry_all(State(state): State<AdminState>) -> Response {
@@ -200,12 +214,41 @@ pub fn deal_report(store: &Store, deal_id: u64) -> Result<Value, StoreError> {
     }))
 }
 
-/// Every queued job, parked ones first.
+/// Every queued job, parked ones first, and the queue records that cannot be read.
 pub fn jobs_report(store: &Store) -> Result<Value, StoreError> {
-    let mut jobs = store.all_queued()?;
+    let (mut jobs, damaged) = store.queue_listing()?;
     jobs.sort_by_key(|q| (!q.parked, q.first_at_ms));
     let parked = jobs.iter().filter(|q| q.parked).count();
-    Ok(json!({ "queued": jobs.len(), "parked": parked, "jobs": jobs }))
+    Ok(json!({ "queued": jobs.len(), "parked": parked, "jobs": jobs, "damaged": damaged }))
+}
+
+/// Every record of the store read: how many, and the damaged ones (tree, key, error).
+pub fn store_check_report(store: &Store) -> Value {
+    let report = store.check();
+    json!({ "records": report.records, "damaged": report.damaged })
+}
+
+/// The store check for people: one line for each damaged record.
+pub fn format_store_check(report: &Value) -> String {
+    let damaged = report["damaged"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "{} record(s) read, {} damaged\n",
+        report["records"],
+        damaged.len()
+    );
+    for d in &damaged {
+        out.push_str(&format!(
+            "  {} {}{}: {}\n",
+            d["tree"].as_str().unwrap_or("?"),
+            d["key"].as_str().unwrap_or("?"),
+            d["deal_id"]
+                .as_u64()
+                .map(|id| format!(" (deal {id})"))
+                .unwrap_or_default(),
+            d["error"].as_str().unwrap_or("?")
+        ));
+    }
+    out
 }
 
 /// A deal report for people: its stage entries, what each rule decided and why, and the effects
@@ -330,6 +373,13 @@ pub fn format_jobs_report(report: &Value) -> String {
                 .as_str()
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
+        ));
+    }
+    for d in report["damaged"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "  deal {}: DAMAGED queue record: {} (b24-robot store check)\n",
+            d["deal_id"],
+            d["error"].as_str().unwrap_or("?")
         ));
     }
     out

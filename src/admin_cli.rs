@@ -1,5 +1,6 @@
-//! The admin commands (`explain`, `jobs`, `backfill`): through the running service's admin API when it
-//! runs (it holds the store's lock), or on the store directly when it does not.
+//! The admin commands (`explain`, `jobs`, `store check`, `backfill`): through the running
+//! service's admin API when it runs (it holds the store's lock), or on the store directly when
+//! it does not.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +10,12 @@ use serde_json::Value;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{deal_report, format_deal_report, format_jobs_report, jobs_report};
+use crate::admin::{
+    deal_report, format_deal_report, format_jobs_report, format_store_check, jobs_report,
+    store_check_report,
+};
 use crate::backfill::{BackfillOptions, Status};
-use crate::cli::{JobsAction, load_settings};
+use crate::cli::{JobsAction, StoreAction, load_settings};
 use crate::configuration::Settings;
 use crate::store::{Store, StoreError};
 
@@ -194,6 +198,47 @@ pub async fn jobs(config: Option<PathBuf>, action: JobsAction) -> ExitCode {
         }
     };
     finish(result.await)
+}
+
+/// `store check`: every record of every tree read; exit 1 when one is damaged.
+pub async fn store(config: Option<PathBuf>, action: StoreAction) -> ExitCode {
+    let settings = match load_settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let StoreAction::Check { json } = action;
+    let report = async {
+        Ok::<_, AdminError>(match source(&settings).await? {
+            Source::Api(client, base) => {
+                api(
+                    &settings,
+                    &client,
+                    reqwest::Method::GET,
+                    format!("{base}/admin/store/check"),
+                )
+                .await?
+            }
+            Source::Store(store) => store_check_report(&store),
+        })
+    };
+    match report.await {
+        Ok(report) => {
+            if json {
+                println!("{report:#}");
+            } else {
+                print!("{}", format_store_check(&report));
+            }
+            if report["damaged"].as_array().is_none_or(Vec::is_empty) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `backfill`: in the running service (through the admin API, polled for the progress bar), or

@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitrix::{CallError, ErrorKind, Response, Retry};
+use crate::metrics::{PagedList, PagingStop};
 use crate::rules::{
     Deal, FieldCatalog, Input, RuleKind, RuleSet, StageEntry, StageSemantic, concerns, evaluate,
 };
@@ -42,8 +43,8 @@ use crate::store::{
     RECORD_VERSION, StoreError, now_ms,
 };
 use crate::worker::{
-    Activity, Ending, HISTORY_SELECT, Job, Worker, ensure_history_floor, list_items, number,
-    parse_entry,
+    Activity, Ending, HISTORY_SELECT, Job, Worker, ensure_history_floor, list_items,
+    malformed_deal, number, parse_entry,
 };
 
 /// The page size of a list (Bitrix24's, fixed).
@@ -73,6 +74,9 @@ pub enum BackfillError {
     UnknownRule(String),
     #[error("the stage history's starting point cannot be read: {0}")]
     Floor(String),
+    /// The deal list pages on without advancing: stopped, the progress kept.
+    #[error("{0}")]
+    Paging(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -356,21 +360,38 @@ async fn run_inner(
         })?;
         let mut last = run.progress.last_deal_id;
         let mut candidates = Vec::new();
+        let mut looked = 0u64;
         for item in items {
             let id = number(item, "ID").map_err(|e| {
                 BackfillError::Malformed(format!("crm.deal.list: a deal without ID: {e}"))
             })?;
+            // Asked past the last deal done: a deal at or before it (a portal that ignores the
+            // filter), or one listed twice, is not looked at again.
+            if id <= run.progress.last_deal_id || candidates.contains(&id) {
+                continue;
+            }
             last = last.max(id);
+            looked += 1;
             if run.concerned(item) {
                 candidates.push(id);
             }
+        }
+        if items.len() >= PAGE && last == run.progress.last_deal_id {
+            // Paged by `>ID` of the last deal: a full page with no deal past it would come back
+            // the same forever.
+            worker
+                .metrics
+                .paging_stopped(PagedList::DealList, PagingStop::NoProgress);
+            return Err(BackfillError::Paging(format!(
+                "crm.deal.list: a full page brought no deal past ID {last} (the portal ignores the >ID filter); the backfill stopped, its progress is kept"
+            )));
         }
         let busy = tokio::select! {
             busy = run.deals(&candidates) => busy?,
             _ = stop.cancelled() => return Ok(run.progress),
         };
         run.progress.deferred.extend(busy);
-        run.progress.done += items.len() as u64;
+        run.progress.done += looked;
         run.progress.last_deal_id = last;
         run.save().await?;
         if items.len() < PAGE {
@@ -458,6 +479,8 @@ enum Verdict {
     Skipped,
     /// Not now (people not resolvable): at the end of the run.
     Later,
+    /// The deal's answer cannot be used (see the worker's check of `crm.deal.get`).
+    Malformed(String),
 }
 
 impl Run<'_> {
@@ -512,8 +535,18 @@ impl Run<'_> {
             return Ok(busy);
         }
         let mut jobs = Vec::with_capacity(claims.deals.len());
+        // Deals with a record that cannot be read: left to the worker, which parks them with
+        // the error; the others go on.
+        let mut damaged = Vec::new();
         for &deal in &claims.deals {
-            let mut job = worker.load_job(deal, placeholder(deal))?;
+            let mut job = match worker.load_job(deal, placeholder(deal)) {
+                Ok(job) => job,
+                Err(error) if error.is_unreadable() => {
+                    damaged.push((deal, error));
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
             if self.options.dry_run {
                 job.pending.clear();
             }
@@ -531,7 +564,15 @@ impl Run<'_> {
         let mut later = Vec::new();
         for (job, read) in jobs.iter_mut().zip(reads.deals) {
             if !self.options.dry_run {
-                worker.resolve_pending(job, read.lookups)?;
+                match worker.resolve_pending(job, read.lookups) {
+                    Ok(()) => {}
+                    Err(error) if error.is_unreadable() => {
+                        job.writes.clear();
+                        damaged.push((job.deal_id, error));
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             }
             let answer = |result: Option<Result<Response, CallError>>, method: &str| match result {
                 Some(Ok(answer)) => Ok(Some(answer)),
@@ -547,7 +588,16 @@ impl Run<'_> {
             let (Some(history), Some(deal)) = (history, deal) else {
                 continue; // deleted meanwhile
             };
-            match self.decide(job, &history, deal, &catalog).await? {
+            let verdict = match self.decide(job, &history, deal, &catalog).await {
+                Ok(verdict) => verdict,
+                Err(BackfillError::Store(error)) if error.is_unreadable() => {
+                    job.writes.clear();
+                    damaged.push((job.deal_id, error));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            match verdict {
                 Verdict::Applied { effects } => {
                     self.progress.entries += 1;
                     self.progress.effects += effects;
@@ -555,8 +605,18 @@ impl Run<'_> {
                 Verdict::Already => self.progress.already += 1,
                 Verdict::Skipped => {}
                 Verdict::Later => later.push(job.deal_id),
+                Verdict::Malformed(why) => {
+                    tracing::warn!(deal_id = job.deal_id, %why,
+                        "backfill: the portal's answer for the deal is malformed: left out (nothing recorded; run the backfill again with --restart once it answers properly)");
+                    self.progress.failed += 1;
+                }
             }
         }
+        for (deal, error) in &damaged {
+            tracing::warn!(deal_id = deal, %error,
+                "backfill: a record of the deal in the store cannot be read: left to the worker, which parks its job with the error");
+        }
+        self.progress.failed += damaged.len() as u64;
         if self.options.dry_run {
             return Ok(busy.into_iter().chain(later).collect());
         }
@@ -568,13 +628,20 @@ impl Run<'_> {
         for job in &jobs {
             if matches!(
                 job.ending,
-                Some(Ending::Retry(_)) | Some(Ending::Park(_)) | Some(Ending::Postpone(..))
+                Some(Ending::Retry(_))
+                    | Some(Ending::Park(_))
+                    | Some(Ending::Postpone(..))
+                    | Some(Ending::Unreadable(_))
             ) {
                 worker.store.enqueue(job.deal_id, now_ms())?;
                 retry.push(job.deal_id);
             }
         }
         self.progress.failed += retry.len() as u64;
+        for (deal, _) in damaged {
+            worker.store.enqueue(deal, now_ms())?;
+            retry.push(deal);
+        }
         worker.store.flush_async().await?;
         drop(claims);
         for deal in retry {
@@ -594,10 +661,13 @@ impl Run<'_> {
         let worker = self.worker;
         let deal_id = job.deal_id;
         let Value::Object(map) = deal.result else {
-            return Err(BackfillError::Malformed(format!(
+            return Ok(Verdict::Malformed(format!(
                 "crm.deal.get {deal_id}: the answer is not a deal"
             )));
         };
+        if let Some(why) = malformed_deal(deal_id, &map) {
+            return Ok(Verdict::Malformed(format!("crm.deal.get {deal_id}: {why}")));
+        }
         let deal = Deal::new(map);
         let items = list_items(&history.result, "items").ok_or_else(|| {
             BackfillError::Malformed("crm.stagehistory.list: no items in the answer".into())

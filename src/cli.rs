@@ -43,6 +43,16 @@ pub enum JobsAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Read every record of every tree; list the damaged ones (tree, key, error); exit 1 if
+    /// there is one.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: take the portal's events, apply the rules.
     Serve,
@@ -95,6 +105,11 @@ pub enum Command {
     Jobs {
         #[command(subcommand)]
         action: JobsAction,
+    },
+    /// The store: check that every record can be read.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
     },
     /// Reproduce a figure of BENCHMARKS.md (throughput, strict-portal, requests, intake,
     /// memory) against the built-in simulated portal, on loopback.
@@ -165,6 +180,7 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime.block_on(crate::admin_cli::explain(cli.config, deal, json))
         }
         Command::Jobs { action } => runtime.block_on(crate::admin_cli::jobs(cli.config, action)),
+        Command::Store { action } => runtime.block_on(crate::admin_cli::store(cli.config, action)),
         Command::Backfill {
             rule,
             pipeline,

@@ -128,6 +128,11 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Pages of one deal's stage history read in one round; past it the deal's job is parked
+    /// (a portal whose `next` never ends).
+    pub max_history_pages: usize,
+    /// Pages of the stage history one sweep reads; the next sweep goes on from there.
+    pub max_sweep_pages: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +291,8 @@ struct RawWorker {
     max_attempts: u32,
     retry_base: String,
     retry_max: String,
+    max_history_pages: usize,
+    max_sweep_pages: usize,
 }
 
 impl Default for RawWorker {
@@ -296,6 +303,12 @@ impl Default for RawWorker {
             max_attempts: 10,
             retry_base: "2s".into(),
             retry_max: "10m".into(),
+            // 1,000 entries: far more moves than a deal makes between two rounds, and more than
+            // a deal's whole history, read once when the service first meets the deal.
+            max_history_pages: 20,
+            // 50,000 entries a sweep (21 requests): a long downtime is caught up in a few
+            // sweeps, and a portal that pages forever costs at most this.
+            max_sweep_pages: 1_000,
         }
     }
 }
@@ -589,6 +602,16 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
         raw.worker.max_attempts >= 1,
         "must be at least 1",
     );
+    c.require(
+        "worker.max_history_pages",
+        (1..=10_000).contains(&raw.worker.max_history_pages),
+        "must be between 1 and 10000",
+    );
+    c.require(
+        "worker.max_sweep_pages",
+        (1..=100_000).contains(&raw.worker.max_sweep_pages),
+        "must be between 1 and 100000",
+    );
     let worker_retry_base = c.duration("worker.retry_base", &raw.worker.retry_base);
     let worker_retry_max = c.duration("worker.retry_max", &raw.worker.retry_max);
 
@@ -657,6 +680,8 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 max_attempts: raw.worker.max_attempts,
                 retry_base: worker_retry_base,
                 retry_max: worker_retry_max,
+                max_history_pages: raw.worker.max_history_pages,
+                max_sweep_pages: raw.worker.max_sweep_pages,
             },
             log: LogSettings {
                 format,

@@ -63,6 +63,26 @@ pub enum ReloadResult {
     Refused,
 }
 
+/// A list read page by page (see [`Metrics::paging_stopped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagedList {
+    /// One deal's stage history, in a round.
+    DealHistory,
+    /// The stage history, in a sweep.
+    Sweep,
+    /// The deals, in a backfill.
+    DealList,
+}
+
+/// Why a list's paging stopped before the portal said it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagingStop {
+    /// A page brought nothing past what was read (or its `next` did not advance).
+    NoProgress,
+    /// The page bound was reached (`worker.max_history_pages`, `worker.max_sweep_pages`).
+    PageLimit,
+}
+
 /// The counters the service increments as it works; gauges are read at scrape time.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -71,6 +91,8 @@ pub struct Metrics {
     effects: Mutex<BTreeMap<(String, &'static str, EffectResult), u64>>,
     /// Reloads: applied, unchanged, refused.
     reloads: [AtomicU64; 3],
+    /// Pagings stopped short, by [`PagedList`] and [`PagingStop`].
+    paging_stopped: [[AtomicU64; 2]; 3],
 }
 
 impl Metrics {
@@ -93,6 +115,10 @@ impl Metrics {
             "_other"
         };
         *effects.entry((rule.to_string(), kind, result)).or_insert(0) += 1;
+    }
+
+    pub fn paging_stopped(&self, list: PagedList, why: PagingStop) {
+        self.paging_stopped[list as usize][why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn reload(&self, result: ReloadResult) {
@@ -342,6 +368,28 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
             counter.load(Ordering::Relaxed),
         );
     }
+    out.family(
+        "b24robot_paging_stopped_total",
+        "counter",
+        "List pagings stopped before the portal said they ended: a page with nothing new (no_progress) or the page bound (page_limit), by list.",
+    );
+    for (l, list) in ["deal_history", "sweep", "deal_list"]
+        .into_iter()
+        .enumerate()
+    {
+        for (r, reason) in ["no_progress", "page_limit"].into_iter().enumerate() {
+            out.sample(
+                "b24robot_paging_stopped_total",
+                &[("list", list), ("reason", reason)],
+                m.paging_stopped[l][r].load(Ordering::Relaxed),
+            );
+        }
+    }
+    out.counter(
+        "b24robot_store_read_errors_total",
+        "Store records that could not be read (b24-robot store check lists them).",
+        state.store.read_errors(),
+    );
     out.text
 }
 

@@ -83,6 +83,7 @@ async fn readyz(State(state): State<IntakeState>) -> Response {
         "rules_version": rules.version(),
         "rules": rules.len(),
         "queue": state.store.queue_len(),
+        "store_read_errors": state.store.read_errors(),
         "rules_on_disk": disk.rules_on_disk,
         "stale": disk.stale,
         "errors": disk.errors,

@@ -392,6 +392,7 @@ pub async fn handle(
             offset: shared.portal.offset,
             started,
             method_429: faults.method_429.clone(),
+            faults: faults.clone(),
         };
         (fault, faults.delay, ctx, faults.huge_answer_bytes)
     };

@@ -70,6 +70,8 @@ pub struct CallCtx {
     pub offset: FixedOffset,
     pub started: f64,
     pub method_429: Option<(String, u64)>,
+    /// The hostile answers asked for (duplicated items, endless paging, malformed deals).
+    pub faults: super::Faults,
 }
 
 impl CallCtx {
@@ -79,6 +81,21 @@ impl CallCtx {
         match &self.method_429 {
             Some((m, at)) if m.eq_ignore_ascii_case(method) => *at,
             _ => self.started as u64 + 600,
+        }
+    }
+
+    /// Whether this list call pages forever ([`super::Faults::endless_paging`]): a history
+    /// call on the deal named, or any history or deal list for `All`.
+    fn endless(&self, method: &str, params: &Value) -> bool {
+        match self.faults.endless_paging {
+            None => false,
+            Some(super::EndlessPaging::All) => true,
+            Some(super::EndlessPaging::Deal(deal)) => {
+                method == "crm.stagehistory.list"
+                    && object_param(params, "filter")
+                        .and_then(|f| f.get("OWNER_ID").and_then(scalar_string))
+                        .is_some_and(|owner| owner == deal.to_string())
+            }
         }
     }
 
@@ -130,13 +147,13 @@ pub fn call(
 ) -> Result<Reply, ApiError> {
     match method {
         "batch" => batch(st, params, ctx),
-        "crm.deal.get" => deal_get(st, params),
-        "crm.deal.list" => deal_list(st, params),
+        "crm.deal.get" => deal_get(st, params, ctx),
+        "crm.deal.list" => deal_list(st, params, ctx),
         "crm.deal.update" => deal_update(st, params),
         "crm.deal.add" => deal_add(st, params),
         "crm.deal.fields" => Ok(Reply::of(deal_fields(st))),
         "crm.deal.userfield.list" => userfield_list(st, params),
-        "crm.stagehistory.list" => stagehistory_list(st, params),
+        "crm.stagehistory.list" => stagehistory_list(st, params, ctx),
         "crm.status.list" => status_list(st, params),
         "crm.status.entity.types" => Ok(Reply::of(status_entity_types(st))),
         "crm.category.list" => category_list(st, params),
@@ -258,6 +275,20 @@ fn page<T>(items: Vec<T>, params: &Value) -> (Vec<T>, Option<usize>, Option<usiz
     (page, count.then_some(total), next)
 }
 
+/// A page of an endless list: the first page whatever `start` says, and a `next` past it.
+fn endless_page<T>(items: Vec<T>, params: &Value) -> (Vec<T>, Option<usize>, Option<usize>) {
+    let (start, count) = start_param(params);
+    let total = items.len();
+    let page = items.into_iter().take(PAGE).collect();
+    (page, count.then_some(total), Some(start + PAGE))
+}
+
+/// The filter without its `>ID` bound: what a portal that pages forever ignores.
+fn without_id_bound(mut filter: Map<String, Value>) -> Map<String, Value> {
+    filter.retain(|k, _| !matches!(split_op(k), (">", f) if f == "ID"));
+    filter
+}
+
 fn select_list(params: &Value) -> Vec<String> {
     param(params, "select")
         .map(string_list)
@@ -280,15 +311,29 @@ fn fields_param(params: &Value) -> Result<Map<String, Value>, ApiError> {
         .ok_or_else(|| ApiError::deal("Parameter 'fields' must be array."))
 }
 
-fn deal_get(st: &PortalState, params: &Value) -> Result<Reply, ApiError> {
+fn deal_get(st: &PortalState, params: &Value, ctx: &CallCtx) -> Result<Reply, ApiError> {
     let id = deal_id_param(params)?;
-    st.deal_view(id)
-        .map(|d| Reply::of(Value::Object(d)))
-        .ok_or_else(|| ApiError::deal("Not found"))
+    let mut deal = st
+        .deal_view(id)
+        .ok_or_else(|| ApiError::deal("Not found"))?;
+    match ctx.faults.corrupt_deal {
+        Some((deal_id, super::DealCorruption::NullStage)) if deal_id == id => {
+            deal.insert("STAGE_ID".into(), Value::Null);
+        }
+        Some((deal_id, super::DealCorruption::IdNotANumber)) if deal_id == id => {
+            deal.insert("ID".into(), json!("abc"));
+        }
+        _ => {}
+    }
+    Ok(Reply::of(Value::Object(deal)))
 }
 
-fn deal_list(st: &PortalState, params: &Value) -> Result<Reply, ApiError> {
-    let filter = object_param(params, "filter").unwrap_or_default();
+fn deal_list(st: &PortalState, params: &Value, ctx: &CallCtx) -> Result<Reply, ApiError> {
+    let endless = ctx.endless("crm.deal.list", params);
+    let mut filter = object_param(params, "filter").unwrap_or_default();
+    if endless {
+        filter = without_id_bound(filter);
+    }
     let mut deals: Vec<Map<String, Value>> = st
         .deals
         .keys()
@@ -313,7 +358,11 @@ fn deal_list(st: &PortalState, params: &Value) -> Result<Reply, ApiError> {
             || (select.iter().any(|s| s.eq_ignore_ascii_case("UF_*"))
                 && st.fields.iter().any(|f| f.code == code && !f.multiple))
     };
-    let (page, total, next) = page(deals, params);
+    let (page, total, next) = if endless {
+        endless_page(deals, params)
+    } else {
+        page(deals, params)
+    };
     let result = page
         .into_iter()
         .map(|d| Value::Object(d.into_iter().filter(|(k, _)| wants(k)).collect()))
@@ -460,7 +509,7 @@ fn entity_type_param(params: &Value) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "entityTypeId is not defined or invalid"))
 }
 
-fn stagehistory_list(st: &PortalState, params: &Value) -> Result<Reply, ApiError> {
+fn stagehistory_list(st: &PortalState, params: &Value, ctx: &CallCtx) -> Result<Reply, ApiError> {
     if entity_type_param(params)? != 2 {
         return Ok(Reply {
             result: json!({"items": []}),
@@ -468,7 +517,11 @@ fn stagehistory_list(st: &PortalState, params: &Value) -> Result<Reply, ApiError
             ..Reply::default()
         });
     }
-    let filter = object_param(params, "filter").unwrap_or_default();
+    let endless = ctx.endless("crm.stagehistory.list", params);
+    let mut filter = object_param(params, "filter").unwrap_or_default();
+    if endless {
+        filter = without_id_bound(filter);
+    }
     let mut items: Vec<Map<String, Value>> = st
         .history
         .iter()
@@ -481,8 +534,15 @@ fn stagehistory_list(st: &PortalState, params: &Value) -> Result<Reply, ApiError
         ("ID", false),
         st.offset,
     );
+    if ctx.faults.history_twice {
+        items = items.into_iter().flat_map(|e| [e.clone(), e]).collect();
+    }
     let select = select_list(params);
-    let (page, total, next) = page(items, params);
+    let (page, total, next) = if endless {
+        endless_page(items, params)
+    } else {
+        page(items, params)
+    };
     let items: Vec<Value> = page
         .into_iter()
         .map(|e| {

@@ -129,6 +129,14 @@ pub struct Faults {
     /// This method answers 429 `OPERATION_TIME_LIMIT` (a sub-call error inside `batch`);
     /// the `u64` is the `operating_reset_at` (unix seconds) its `time` objects carry.
     pub method_429: Option<(String, u64)>,
+    /// Every `crm.stagehistory.list` item is listed twice, as offset paging over an unstable
+    /// order produces: each page holds 25 items, each of them twice, and `total` counts both.
+    pub history_twice: bool,
+    /// A `next` that never ends: the list answers repeat their first page (`start` and the
+    /// `>ID` bound ignored) with `next` = start + 50, forever.
+    pub endless_paging: Option<EndlessPaging>,
+    /// `crm.deal.get` of this deal answers a malformed deal.
+    pub corrupt_deal: Option<(u64, DealCorruption)>,
     /// Seed for the fault dice, for reproducible runs.
     pub seed: Option<u64>,
     /// Every REST request is answered `302` to this origin (`http://host:port`), its path and
@@ -141,6 +149,25 @@ pub struct Faults {
     /// Every authorised REST request is answered 400 `ERROR_CORE`, without executing, with an
     /// `error_description` of about this many bytes (Cyrillic, two bytes a letter).
     pub huge_error_bytes: Option<usize>,
+}
+
+/// Which list answers page forever (see [`Faults::endless_paging`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndlessPaging {
+    /// `crm.stagehistory.list` filtered on this deal (`OWNER_ID`).
+    Deal(u64),
+    /// Every `crm.stagehistory.list` and `crm.deal.list` answer (the sweep's and the
+    /// backfill's lists too).
+    All,
+}
+
+/// How a `crm.deal.get` answer is malformed (see [`Faults::corrupt_deal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DealCorruption {
+    /// `"STAGE_ID": null`.
+    NullStage,
+    /// `"ID": "abc"`.
+    IdNotANumber,
 }
 
 /// Where events go.

@@ -14,11 +14,19 @@
 //! Writes that belong together (an event and its dedupe key; a deal's entries, state and effect
 //! intents) go in one sled transaction, so a crash leaves either all or none of them. Durability
 //! is [`Store::flush`]: callers flush before they acknowledge anything.
+//!
+//! A record that cannot be read ([`StoreError::Corrupt`]) concerns one deal: the worker parks
+//! that deal's job with the error and goes on with the others. Every such read is counted
+//! ([`Store::read_errors`], on `/readyz` and `/metrics`), and [`Store::check`] reads every record
+//! of every tree to list the damaged ones (`b24-robot store check`).
 
 mod flusher;
 mod records;
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -43,6 +51,33 @@ pub enum StoreError {
         "storage: the store at {path} is in use by another process (is b24-robot already running?)"
     )]
     Locked { path: String },
+}
+
+impl StoreError {
+    /// A record that cannot be read: the deal it belongs to is in trouble, the store is not.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
+    }
+}
+
+/// A record that cannot be read, as [`Store::check`] reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Damaged {
+    pub tree: String,
+    /// The key in hex.
+    pub key: String,
+    /// The deal the key names, where the tree is keyed by deal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deal_id: Option<u64>,
+    pub error: String,
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CheckReport {
+    /// Records read, damaged ones included.
+    pub records: u64,
+    pub damaged: Vec<Damaged>,
 }
 
 /// A job's last error as recorded: cut to [`STORED_ERROR_MAX`] bytes, whoever composed it (the
@@ -80,6 +115,9 @@ pub struct Store {
     entries: sled::Tree,
     effects: sled::Tree,
     meta: sled::Tree,
+    /// Records that could not be read since the store was opened. An atomic, so that `/readyz`
+    /// and `/metrics` read it without touching sled.
+    read_errors: Arc<AtomicU64>,
 }
 
 /// sled's page cache unless `storage.cache` says otherwise.
@@ -119,8 +157,46 @@ impl Store {
             entries: db.open_tree("entries")?,
             effects: db.open_tree("effects")?,
             meta: db.open_tree("meta")?,
+            read_errors: Arc::new(AtomicU64::new(0)),
             db,
         })
+    }
+
+    /// Records that could not be read since the store was opened (every failed read counts).
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors.load(Ordering::Relaxed)
+    }
+
+    /// Decodes a record, counting it when it cannot be read.
+    fn read<T: DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        let record = decode(tree, key, bytes);
+        if record.is_err() {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        record
+    }
+
+    /// The deal's queue record for new work: an unreadable one is replaced by a fresh record
+    /// (that the deal has work is all it said that matters; its counts are lost), the error
+    /// kept in `replaced` for the caller to report.
+    fn queued_for_new_work(
+        &self,
+        key: &[u8],
+        bytes: Option<&[u8]>,
+        replaced: &RefCell<Option<StoreError>>,
+    ) -> Option<QueuedDeal> {
+        match self.read::<QueuedDeal>("queue", key, bytes?) {
+            Ok(q) => Some(q),
+            Err(error) => {
+                *replaced.borrow_mut() = Some(error);
+                None
+            }
+        }
     }
 
     /// Makes every write so far durable. Blocking: call it through `spawn_blocking` from async
@@ -157,7 +233,9 @@ impl Store {
     ) -> Result<Recorded, StoreError> {
         let event_id = self.next_id()?;
         let window_ms = window.as_millis() as u64;
+        let replaced = RefCell::new(None);
         let result = (&self.dedupe, &self.queue).transaction(|(dedupe, queue)| {
+            replaced.replace(None);
             let key = deal_id.to_be_bytes();
             if let Some(seen) = dedupe.get(dedupe_key.as_bytes())?
                 && now_ms.saturating_sub(be_u64(&seen)) < window_ms
@@ -168,43 +246,41 @@ impl Store {
                 // deal is queued for one more read, or its pending work gets a new generation so
                 // that a round already reading it runs again. Rules never apply twice (effects are
                 // keyed by stage entry); the cost is at most one read.
-                let current = match queue.get(key)? {
-                    Some(bytes) => {
-                        Some(decode::<QueuedDeal>("queue", &key, &bytes).map_err(abort)?)
-                    }
-                    None => None,
-                };
-                let next = merge_event(current, deal_id, None, now_ms);
+                let current = queue.get(key)?;
+                let current = self.queued_for_new_work(&key, current.as_deref(), &replaced);
+                let next = note_replaced(merge_event(current, deal_id, None, now_ms), &replaced);
                 queue.insert(&key, encode(&next).map_err(abort)?)?;
                 return Ok(Recorded::Duplicate { requeued: true });
             }
             dedupe.insert(dedupe_key.as_bytes(), &now_ms.to_be_bytes())?;
-            let current = match queue.get(key)? {
-                Some(bytes) => Some(decode::<QueuedDeal>("queue", &key, &bytes).map_err(abort)?),
-                None => None,
-            };
-            let next = merge_event(current, deal_id, Some(event_id), now_ms);
+            let current = queue.get(key)?;
+            let current = self.queued_for_new_work(&key, current.as_deref(), &replaced);
+            let next = note_replaced(
+                merge_event(current, deal_id, Some(event_id), now_ms),
+                &replaced,
+            );
             queue.insert(&key, encode(&next).map_err(abort)?)?;
             Ok(Recorded::New { event_id })
         });
+        report_replaced(deal_id, replaced.into_inner());
         unwrap_tx(result)
     }
 
     /// Queues `deal_id` without an event (the sweep saw it move). Not durable until flushed.
     pub fn enqueue(&self, deal_id: u64, now_ms: u64) -> Result<(), StoreError> {
         let key = deal_id.to_be_bytes();
-        let mut failure = None;
+        let replaced = RefCell::new(None);
         self.queue.update_and_fetch(key, |old| {
-            let current = old.and_then(|b| match decode::<QueuedDeal>("queue", &key, b) {
-                Ok(q) => Some(q),
-                Err(e) => {
-                    failure = Some(e);
-                    None
-                }
-            });
-            encode(&merge_event(current, deal_id, None, now_ms)).ok()
+            replaced.replace(None);
+            let current = self.queued_for_new_work(&key, old, &replaced);
+            encode(&note_replaced(
+                merge_event(current, deal_id, None, now_ms),
+                &replaced,
+            ))
+            .ok()
         })?;
-        failure.map_or(Ok(()), Err)
+        report_replaced(deal_id, replaced.into_inner());
+        Ok(())
     }
 
     /// Forgets delivery keys older than `window`; returns how many were removed.
@@ -227,19 +303,44 @@ impl Store {
         let key = deal_id.to_be_bytes();
         self.queue
             .get(key)?
-            .map(|b| decode("queue", &key, &b))
+            .map(|b| self.read("queue", &key, &b))
             .transpose()
     }
 
-    /// Every queued deal, parked ones included.
+    /// Every queued deal that can be read, parked ones included (see [`Store::queue_listing`]
+    /// for the others).
     pub fn all_queued(&self) -> Result<Vec<QueuedDeal>, StoreError> {
-        self.queue
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                decode("queue", &k, &v)
-            })
-            .collect()
+        Ok(self.queue_listing()?.0)
+    }
+
+    /// Every queued deal, parked ones included, and the queue records that cannot be read.
+    pub fn queue_listing(&self) -> Result<(Vec<QueuedDeal>, Vec<Damaged>), StoreError> {
+        let mut queued = Vec::new();
+        let mut damaged = Vec::new();
+        for item in self.queue.iter() {
+            let (k, v) = item?;
+            match self.read("queue", &k, &v) {
+                Ok(q) => queued.push(q),
+                Err(error) => damaged.push(damage("queue", &k, &error)),
+            }
+        }
+        Ok((queued, damaged))
+    }
+
+    /// Parks the deal's job with `error`. A queue record that cannot be read is replaced by a
+    /// parked one carrying the error: the damaged bytes say nothing the worker can use, and the
+    /// job stays visible (`jobs list`) and re-runnable (`jobs retry`).
+    pub fn park(&self, deal_id: u64, error: &str) -> Result<(), StoreError> {
+        let key = deal_id.to_be_bytes();
+        self.queue.update_and_fetch(key, |old| {
+            let current = old.and_then(|b| decode::<QueuedDeal>("queue", &key, b).ok());
+            let mut q = current.unwrap_or_else(|| merge_event(None, deal_id, None, now_ms()));
+            q.attempts += 1;
+            q.parked = true;
+            q.last_error = Some(stored_error(error));
+            encode(&q).ok()
+        })?;
+        Ok(())
     }
 
     pub fn queue_len(&self) -> usize {
@@ -328,7 +429,7 @@ impl Store {
         let mut failure = None;
         let after = self.queue.update_and_fetch(key, |old| {
             let bytes = old?;
-            match decode::<QueuedDeal>("queue", &key, bytes) {
+            match self.read::<QueuedDeal>("queue", &key, bytes) {
                 Ok(q) => change(q).and_then(|q| encode(&q).ok()),
                 Err(e) => {
                     // Keep an unreadable record as it is: it is reported, never dropped.
@@ -340,7 +441,7 @@ impl Store {
         if let Some(e) = failure {
             return Err(e);
         }
-        after.map(|b| decode("queue", &key, &b)).transpose()
+        after.map(|b| self.read("queue", &key, &b)).transpose()
     }
 
     // ---- deals, entries, effects -------------------------------------------------------------
@@ -349,7 +450,7 @@ impl Store {
         let key = deal_id.to_be_bytes();
         self.deals
             .get(key)?
-            .map(|b| decode("deals", &key, &b))
+            .map(|b| self.read("deals", &key, &b))
             .transpose()
     }
 
@@ -363,7 +464,7 @@ impl Store {
             .scan_prefix(deal_id.to_be_bytes())
             .map(|item| {
                 let (k, v) = item?;
-                decode("entries", &k, &v)
+                self.read("entries", &k, &v)
             })
             .collect()
     }
@@ -374,7 +475,7 @@ impl Store {
             .scan_prefix(deal_id.to_be_bytes())
             .map(|item| {
                 let (k, v) = item?;
-                decode("effects", &k, &v)
+                self.read("effects", &k, &v)
             })
             .collect()
     }
@@ -427,7 +528,7 @@ impl Store {
         let mut removed = 0;
         for item in self.entries.iter() {
             let (key, value) = item?;
-            let record: EntryRecord = match decode("entries", &key, &value) {
+            let record: EntryRecord = match self.read("entries", &key, &value) {
                 Ok(r) => r,
                 Err(_) => continue,
             };
@@ -438,7 +539,7 @@ impl Store {
                 .effects
                 .scan_prefix(&key)
                 .filter_map(Result::ok)
-                .filter_map(|(k, v)| decode("effects", &k, &v).ok().map(|e| (k, e)))
+                .filter_map(|(k, v)| self.read("effects", &k, &v).ok().map(|e| (k, e)))
                 .collect();
             if effects.iter().any(|(_, e)| e.state == EffectState::Pending) {
                 continue;
@@ -489,7 +590,7 @@ impl Store {
     pub fn backfill_progress(&self) -> Result<Option<BackfillProgress>, StoreError> {
         self.meta
             .get(META_BACKFILL)?
-            .map(|b| decode("meta", META_BACKFILL.as_bytes(), &b))
+            .map(|b| self.read("meta", META_BACKFILL.as_bytes(), &b))
             .transpose()
     }
 
@@ -501,6 +602,184 @@ impl Store {
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    // ---- checking --------------------------------------------------------------------------
+
+    /// Reads every record of every tree and reports those that cannot be read: undecodable
+    /// bytes, a record of a newer version, a key of the wrong shape, a record filed under
+    /// another deal's key. Blocking (it reads the whole store): off the async threads.
+    pub fn check(&self) -> CheckReport {
+        let mut report = CheckReport::default();
+        let trees: [(&'static str, &sled::Tree, CheckFn); 6] = [
+            ("queue", &self.queue, check_queued),
+            ("dedupe", &self.dedupe, check_dedupe),
+            ("deals", &self.deals, check_deal),
+            ("entries", &self.entries, check_entry),
+            ("effects", &self.effects, check_effect),
+            ("meta", &self.meta, check_meta),
+        ];
+        for (name, tree, check) in trees {
+            for item in tree.iter() {
+                report.records += 1;
+                match item {
+                    Ok((k, v)) => {
+                        if let Err(error) = check(name, &k, &v) {
+                            report.damaged.push(damage(name, &k, &error));
+                        }
+                    }
+                    Err(error) => {
+                        // sled itself cannot go on in this tree: report it, check the next.
+                        report.damaged.push(Damaged {
+                            tree: name.into(),
+                            key: String::new(),
+                            deal_id: None,
+                            error: format!("the tree cannot be read further: {error}"),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Writes `value` as it is under `key` of `tree`, bypassing every encoding: how a test
+    /// makes a damaged record. Never called by the service.
+    #[doc(hidden)]
+    pub fn put_raw_for_tests(
+        &self,
+        tree: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.db.open_tree(tree)?.insert(key, value)?;
+        Ok(())
+    }
+}
+
+/// Checks one record of a tree (see [`Store::check`]).
+type CheckFn = fn(&'static str, &[u8], &[u8]) -> Result<(), StoreError>;
+
+fn bad_key(tree: &'static str, key: &[u8], message: &str) -> StoreError {
+    StoreError::Corrupt {
+        tree,
+        key: hex(key),
+        message: message.into(),
+    }
+}
+
+fn check_queued(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let q: QueuedDeal = decode(tree, key, value)?;
+    if key != q.deal_id.to_be_bytes() {
+        return Err(bad_key(
+            tree,
+            key,
+            &format!("filed under another key than its deal {}", q.deal_id),
+        ));
+    }
+    Ok(())
+}
+
+fn check_dedupe(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    if value.len() != 8 {
+        return Err(bad_key(
+            tree,
+            key,
+            &format!("{} bytes where a time (8) was expected", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_deal(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let _: DealState = decode(tree, key, value)?;
+    if key.len() != 8 {
+        return Err(bad_key(tree, key, "a key that is not a deal id"));
+    }
+    Ok(())
+}
+
+fn check_entry(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let e: EntryRecord = decode(tree, key, value)?;
+    if key != entry_key(e.deal_id, e.entry.id) {
+        return Err(bad_key(
+            tree,
+            key,
+            &format!(
+                "filed under another key than deal {} entry {}",
+                e.deal_id, e.entry.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_effect(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let e: EffectRecord = decode(tree, key, value)?;
+    if key != effect_key(&e) {
+        return Err(bad_key(
+            tree,
+            key,
+            &format!(
+                "filed under another key than deal {} entry {} rule {} effect {}",
+                e.deal_id, e.entry_id, e.rule, e.index
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_meta(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    match key {
+        k if k == META_BACKFILL.as_bytes() => {
+            decode::<BackfillProgress>(tree, key, value).map(|_| ())
+        }
+        k if k == META_HISTORY_FLOOR.as_bytes() || k == META_SWEEP_CURSOR.as_bytes() => {
+            if value.len() == 8 {
+                Ok(())
+            } else {
+                Err(bad_key(
+                    tree,
+                    key,
+                    &format!("{} bytes where an entry id (8) was expected", value.len()),
+                ))
+            }
+        }
+        // Another release's meta key: not ours to judge.
+        _ => Ok(()),
+    }
+}
+
+/// A damaged record for a report: the deal its key names where the tree is keyed by deal.
+fn damage(tree: &str, key: &[u8], error: &StoreError) -> Damaged {
+    let by_deal = matches!(tree, "queue" | "deals" | "entries" | "effects");
+    Damaged {
+        tree: tree.into(),
+        key: hex(key),
+        deal_id: key
+            .get(..8)
+            .filter(|_| by_deal)
+            .and_then(|k| <[u8; 8]>::try_from(k).ok())
+            .map(u64::from_be_bytes),
+        error: error.to_string(),
+    }
+}
+
+/// The fresh queue record that replaces an unreadable one says so.
+fn note_replaced(mut q: QueuedDeal, replaced: &RefCell<Option<StoreError>>) -> QueuedDeal {
+    if let Some(error) = replaced.borrow().as_ref() {
+        q.last_error = Some(format!(
+            "the queue record could not be read and was replaced: {error}"
+        ));
+    }
+    q
+}
+
+fn report_replaced(deal_id: u64, replaced: Option<StoreError>) {
+    if let Some(error) = replaced {
+        tracing::warn!(deal_id, %error,
+            "the deal's queue record could not be read: replaced by a new one (its event counts are lost, its work is not)");
     }
 }
 
@@ -772,6 +1051,85 @@ mod tests {
         assert_eq!(s.init_history_floor(42).expect("ok"), 42);
         assert_eq!(s.init_history_floor(99).expect("ok"), 42);
         assert_eq!(s.sweep_cursor().expect("ok"), Some(42));
+    }
+
+    #[test]
+    fn a_damaged_record_is_counted_and_check_reports_its_tree_and_key() {
+        let (_d, s) = store();
+        s.enqueue(3, 0).expect("ok");
+        s.put_deal_state(3, &DealState::default()).expect("ok");
+        s.put_deal_state(4, &DealState::default()).expect("ok");
+        assert_eq!(s.check().damaged, Vec::new(), "a healthy store");
+        s.put_raw_for_tests("deals", &4u64.to_be_bytes(), &[0; 8])
+            .expect("damaged");
+        assert!(s.deal_state(4).expect_err("unreadable").is_unreadable());
+        assert_eq!(s.read_errors(), 1);
+        assert!(
+            s.deal_state(3).expect("readable").is_some(),
+            "the others read"
+        );
+        let report = s.check();
+        assert_eq!(report.records, 3);
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        let damaged = &report.damaged[0];
+        assert_eq!(
+            (damaged.tree.as_str(), damaged.key.as_str(), damaged.deal_id),
+            ("deals", "0000000000000004", Some(4))
+        );
+        assert!(damaged.error.contains("cannot be read"), "{damaged:?}");
+        assert_eq!(s.read_errors(), 1, "checking is not a failed read");
+    }
+
+    #[test]
+    fn a_record_filed_under_another_deal_is_damaged() {
+        let (_d, s) = store();
+        s.enqueue(3, 0).expect("ok");
+        let bytes = s
+            .queue
+            .get(3u64.to_be_bytes())
+            .expect("ok")
+            .expect("queued");
+        s.put_raw_for_tests("queue", &9u64.to_be_bytes(), &bytes)
+            .expect("written");
+        let report = s.check();
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        assert_eq!(report.damaged[0].deal_id, Some(9));
+    }
+
+    #[test]
+    fn new_work_for_an_unreadable_queue_record_replaces_it_and_says_so() {
+        let (_d, s) = store();
+        for (deal, via_event) in [(5u64, true), (6, false)] {
+            s.put_raw_for_tests("queue", &deal.to_be_bytes(), b"\0garbage")
+                .expect("damaged");
+            if via_event {
+                s.record_event("k", deal, 0, DAY).expect("recorded");
+            } else {
+                s.enqueue(deal, 0).expect("queued");
+            }
+            let q = s.queued(deal).expect("readable again").expect("queued");
+            assert!(!q.parked);
+            assert!(
+                q.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("could not be read and was replaced")),
+                "{q:?}"
+            );
+        }
+        assert_eq!(s.read_errors(), 2);
+    }
+
+    #[test]
+    fn parking_replaces_an_unreadable_queue_record_with_a_parked_job() {
+        let (_d, s) = store();
+        s.put_raw_for_tests("queue", &7u64.to_be_bytes(), &[0; 4])
+            .expect("damaged");
+        let error = s.queued(7).expect_err("unreadable").to_string();
+        s.park(7, &error).expect("parked");
+        let q = s.queued(7).expect("readable").expect("queued");
+        assert!(q.parked);
+        assert_eq!(q.last_error.as_deref(), Some(error.as_str()));
+        assert_eq!(s.retry_parked(Some(7)).expect("ok"), vec![7]);
     }
 
     #[test]

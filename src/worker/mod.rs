@@ -37,7 +37,7 @@ pub use scheduler::Scheduler;
 pub use sweep::{ensure_history_floor, sweep_once};
 // For the backfill, which reads, decides and writes as a round does.
 pub(crate) use portal::{HISTORY_SELECT, list_items, number, parse_entry};
-pub(crate) use round::{Ending, Job};
+pub(crate) use round::{Ending, Job, malformed_deal};
 
 /// The rule set in force, swapped whole on a reload.
 #[derive(Clone)]
@@ -99,12 +99,17 @@ pub struct Worker {
 
 impl Worker {
     /// Puts every queued (not parked) deal of the store into the scheduler: after a restart, the
-    /// work recorded before it goes on.
+    /// work recorded before it goes on. A deal whose queue record cannot be read is scheduled
+    /// too: its round parks it with the error, where `jobs list` shows it.
     pub fn restore_queue(&self) -> Result<usize, crate::store::StoreError> {
-        let queued = self.store.all_queued()?;
+        let (queued, damaged) = self.store.queue_listing()?;
         let mut n = 0;
         for q in queued.iter().filter(|q| !q.parked) {
             self.scheduler.schedule_at(q.deal_id, q.not_before_ms);
+            n += 1;
+        }
+        for deal in damaged.iter().filter_map(|d| d.deal_id) {
+            self.scheduler.wake(deal);
             n += 1;
         }
         Ok(n)

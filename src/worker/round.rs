@@ -1,7 +1,7 @@
 //! One round: read many deals in one batch, decide, record, write in one batch, record again.
 //! See the module documentation of [`crate::worker`] for the model.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use rand::Rng;
@@ -11,7 +11,7 @@ use super::effects::{self, PlannedCall};
 use super::portal::{HISTORY_SELECT, PersonError, list_items, parse_entry};
 use super::{Activity, Worker};
 use crate::bitrix::{BatchCall, CallError, ErrorKind, Response, Retry};
-use crate::metrics::EffectResult;
+use crate::metrics::{EffectResult, PagedList, PagingStop};
 use crate::rules::{
     Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, StageSemantic,
     evaluate,
@@ -54,6 +54,9 @@ pub(crate) enum Ending {
     /// Not an attempt's fault (a method parked by the portal, no history floor yet): try again
     /// at the given moment without counting.
     Postpone(u64, String),
+    /// A record of the deal in the store cannot be read: park the job with the error; the
+    /// round's other deals go on (`b24-robot store check` lists the damaged records).
+    Unreadable(String),
 }
 
 pub(crate) struct Job {
@@ -73,8 +76,12 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn end(&mut self, ending: Ending) {
-        // The first failure is the one to report; a later Done never hides it.
-        if self.ending.is_none() || matches!(self.ending, Some(Ending::Done)) {
+        // The first failure is the one to report; a later Done never hides it. A damaged
+        // record hides everything: nothing else about the deal can be trusted.
+        if self.ending.is_none()
+            || matches!(self.ending, Some(Ending::Done))
+            || matches!(ending, Ending::Unreadable(_))
+        {
             self.ending = Some(ending);
         }
     }
@@ -132,11 +139,19 @@ impl Worker {
     async fn round_inner(&self, deals: &[u64]) -> Result<(), StoreError> {
         let mut jobs = Vec::with_capacity(deals.len());
         for &deal_id in deals {
-            match self.store.queued(deal_id)? {
-                Some(queued) if !queued.parked => {
-                    jobs.push(self.load_job(deal_id, queued)?);
+            let job = match self.store.queued(deal_id) {
+                Ok(Some(queued)) if !queued.parked => self.load_job(deal_id, queued).map(Some),
+                Ok(_) => Ok(None),
+                Err(error) => Err(error),
+            };
+            match job {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) => self.scheduler.release(deal_id),
+                Err(error) if error.is_unreadable() => {
+                    self.park_unreadable(deal_id, None, &error.to_string())?;
+                    self.scheduler.release(deal_id);
                 }
-                _ => self.scheduler.release(deal_id),
+                Err(error) => return Err(error),
             }
         }
         if jobs.is_empty() {
@@ -174,15 +189,24 @@ impl Worker {
             })
             .await;
         for (job, read) in jobs.iter_mut().zip(reads.deals) {
-            self.decide(
-                job,
-                floor,
-                read.history,
-                read.deal,
-                read.lookups,
-                &reads.catalog,
-            )
-            .await?;
+            let decided = self
+                .decide(
+                    job,
+                    floor,
+                    read.history,
+                    read.deal,
+                    read.lookups,
+                    &reads.catalog,
+                )
+                .await;
+            match decided {
+                Ok(()) => {}
+                Err(error) if error.is_unreadable() => {
+                    job.writes.clear();
+                    job.end(Ending::Unreadable(error.to_string()));
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     }
@@ -273,14 +297,20 @@ impl Worker {
         let deal_id = job.deal_id;
         let deal = match deal {
             Some(Ok(answer)) => match answer.result {
-                Value::Object(map) => Deal::new(map),
-                _ => {
-                    {
-                        job.end(Ending::Retry(
-                            "crm.deal.get: the answer is not a deal".into(),
-                        ));
+                Value::Object(map) => match malformed_deal(deal_id, &map) {
+                    // Nothing is recorded from it (no entry used up as superseded): the job is
+                    // tried again, and parked with the reason if the portal goes on.
+                    Some(why) => {
+                        job.end(Ending::Retry(format!("crm.deal.get {deal_id}: {why}")));
                         return Ok(());
-                    };
+                    }
+                    None => Deal::new(map),
+                },
+                _ => {
+                    job.end(Ending::Retry(format!(
+                        "crm.deal.get {deal_id}: the answer is not a deal"
+                    )));
+                    return Ok(());
                 }
             },
             Some(Err(error)) if error.kind() == ErrorKind::NotFound => {
@@ -295,7 +325,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        let mut entries = match history {
+        let entries = match history {
             Some(Ok(answer)) => match self.history_items(deal_id, answer).await {
                 Ok(items) => items,
                 Err(ending) => {
@@ -312,7 +342,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        entries.sort_by_key(|e| e.id);
+        // Oldest first, each entry once (history_items).
 
         self.resolve_pending(job, lookups)?;
 
@@ -612,22 +642,36 @@ impl Worker {
         Ok(records)
     }
 
-    /// Every item of the deal's history answer, following `next` for the rare long history.
+    /// Every entry of the deal's history answer, each once (a portal may list an item twice),
+    /// oldest first, following `next` for the rare long history: at most
+    /// `worker.max_history_pages` pages, each of which must bring an entry past those before it
+    /// and a `next` past its own start. A portal that pages on without either parks the deal's
+    /// job with what it did; the round's other deals go on.
     async fn history_items(
         &self,
         deal_id: u64,
         first: Response,
     ) -> Result<Vec<StageEntry>, Ending> {
-        let mut entries = Vec::new();
+        let max_pages = self.settings.max_history_pages;
+        let mut entries: BTreeMap<u64, StageEntry> = BTreeMap::new();
+        let mut listed = 0usize;
         let mut page = first;
+        let mut pages = 1usize;
+        let mut start = 0u64;
         let mut params = None;
         loop {
             let items = list_items(&page.result, "items").ok_or_else(|| {
                 Ending::Retry("crm.stagehistory.list: no items in the answer".into())
             })?;
+            let highest = entries.last_key_value().map(|(id, _)| *id);
+            let mut advanced = false;
             for item in items {
                 match parse_entry(item) {
-                    Ok((owner, entry)) if owner == deal_id => entries.push(entry),
+                    Ok((owner, entry)) if owner == deal_id => {
+                        listed += 1;
+                        advanced |= highest.is_none_or(|h| entry.id > h);
+                        entries.entry(entry.id).or_insert(entry);
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(Ending::Retry(format!("crm.stagehistory.list: {e}"))),
                 }
@@ -635,8 +679,34 @@ impl Worker {
             let Some(next) = page.next.filter(|_| !items.is_empty()) else {
                 break;
             };
+            let stalled = if pages > 1 && !advanced {
+                Some(format!(
+                    "page {pages} brought no entry past {}",
+                    highest.map_or_else(|| "the first page's".to_string(), |h| h.to_string())
+                ))
+            } else if next <= start {
+                Some(format!(
+                    "its next ({next}) does not advance past the page's start ({start})"
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = stalled {
+                self.metrics
+                    .paging_stopped(PagedList::DealHistory, PagingStop::NoProgress);
+                return Err(Ending::Park(format!(
+                    "crm.stagehistory.list for deal {deal_id}: the portal answers one more page (next) but {what}; the job is parked (b24-robot jobs retry once the portal pages properly)"
+                )));
+            }
+            if pages >= max_pages {
+                self.metrics
+                    .paging_stopped(PagedList::DealHistory, PagingStop::PageLimit);
+                return Err(Ending::Park(format!(
+                    "crm.stagehistory.list for deal {deal_id}: the portal answers more than {max_pages} pages (worker.max_history_pages) of history in one round; the job is parked (raise the bound, then b24-robot jobs retry)"
+                )));
+            }
             let base = params.get_or_insert_with(|| {
-                json!({ "entityTypeId": 2, "filter": { "OWNER_ID": deal_id, ">ID": entries.first().map(|e| e.id.saturating_sub(1)).unwrap_or(0) },
+                json!({ "entityTypeId": 2, "filter": { "OWNER_ID": deal_id, ">ID": entries.first_key_value().map(|(id, _)| id.saturating_sub(1)).unwrap_or(0) },
                         "order": { "ID": "ASC" }, "select": HISTORY_SELECT })
             });
             base["start"] = json!(next);
@@ -645,8 +715,18 @@ impl Worker {
                 .call("crm.stagehistory.list", base.clone(), Retry::Safe)
                 .await
                 .map_err(|e| failure(&e))?;
+            pages += 1;
+            start = next;
         }
-        Ok(entries)
+        if listed > entries.len() {
+            tracing::warn!(
+                deal_id,
+                listed,
+                entries = entries.len(),
+                "crm.stagehistory.list listed an entry more than once: each is used once"
+            );
+        }
+        Ok(entries.into_values().collect())
     }
 
     fn deal_deleted(&self, job: &mut Job) -> Result<(), StoreError> {
@@ -682,17 +762,14 @@ impl Worker {
 
     /// Sends the jobs' writes; returns whether follow-up writes were recorded for another pass.
     async fn write_once(&self, jobs: &mut [Job]) -> Result<bool, StoreError> {
-        let mut calls = Vec::new();
-        let mut owners = Vec::new();
-        for (j, job) in jobs.iter().enumerate() {
-            for (w, effect) in job.writes.iter().enumerate() {
-                calls.push(BatchCall {
-                    method: effect.method.clone(),
-                    params: effect.params.clone(),
-                });
-                owners.push((j, w));
-            }
-        }
+        let owners = writes_to_send(jobs);
+        let calls: Vec<BatchCall> = owners
+            .iter()
+            .map(|&(j, w)| BatchCall {
+                method: jobs[j].writes[w].method.clone(),
+                params: jobs[j].writes[w].params.clone(),
+            })
+            .collect();
         if calls.is_empty() {
             return Ok(false);
         }
@@ -806,50 +883,19 @@ impl Worker {
             .collect()
     }
 
-    /// Completes, retries or postpones every job of the round, then frees its deals.
+    /// Completes, retries or postpones every job of the round, then frees its deals. A job
+    /// whose queue record cannot be read is parked (its record replaced by a parked one):
+    /// the others are finished all the same.
     async fn finish(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
         let mut wake = Vec::new();
         let mut later = Vec::new();
         for job in &jobs {
-            match job.ending.clone().unwrap_or(Ending::Done) {
-                Ending::Done => {
-                    if self
-                        .store
-                        .complete(job.deal_id, job.queued.generation)?
-                        .is_some()
-                    {
-                        wake.push(job.deal_id);
-                    } else {
-                        self.emit(Activity::DealDone {
-                            deal_id: job.deal_id,
-                        });
-                    }
+            match self.finish_job(job, &mut wake, &mut later) {
+                Ok(()) => {}
+                Err(error) if error.is_unreadable() => {
+                    self.park_unreadable(job.deal_id, job.event_id(), &error.to_string())?;
                 }
-                Ending::Retry(error) => {
-                    let attempts = job.queued.attempts + 1;
-                    let due = now_ms() + self.backoff_ms(attempts);
-                    let updated =
-                        self.store
-                            .fail(job.deal_id, &error, due, self.settings.max_attempts)?;
-                    if updated.as_ref().is_some_and(|q| q.parked) {
-                        tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error,
-                            "job parked after too many attempts (b24-robot jobs retry)");
-                    } else {
-                        tracing::warn!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error, "job failed; will retry");
-                        later.push((job.deal_id, due));
-                    }
-                }
-                Ending::Park(error) => {
-                    // One attempt is all it takes: `fail` parks at `max_attempts`.
-                    let attempts = job.queued.attempts + 1;
-                    self.store.fail(job.deal_id, &error, now_ms(), attempts)?;
-                    tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), %error,
-                        "job parked: the portal refused in a way retrying cannot fix (fix the cause, then b24-robot jobs retry)");
-                }
-                Ending::Postpone(due, why) => {
-                    self.store.postpone(job.deal_id, due, &why)?;
-                    later.push((job.deal_id, due));
-                }
+                Err(error) => return Err(error),
             }
         }
         self.store.flush_async().await?;
@@ -862,6 +908,72 @@ impl Worker {
         for (deal, due) in later {
             self.scheduler.schedule_at(deal, due);
         }
+        Ok(())
+    }
+
+    fn finish_job(
+        &self,
+        job: &Job,
+        wake: &mut Vec<u64>,
+        later: &mut Vec<(u64, u64)>,
+    ) -> Result<(), StoreError> {
+        match job.ending.clone().unwrap_or(Ending::Done) {
+            Ending::Done => {
+                if self
+                    .store
+                    .complete(job.deal_id, job.queued.generation)?
+                    .is_some()
+                {
+                    wake.push(job.deal_id);
+                } else {
+                    self.emit(Activity::DealDone {
+                        deal_id: job.deal_id,
+                    });
+                }
+            }
+            Ending::Retry(error) => {
+                let attempts = job.queued.attempts + 1;
+                let due = now_ms() + self.backoff_ms(attempts);
+                let updated =
+                    self.store
+                        .fail(job.deal_id, &error, due, self.settings.max_attempts)?;
+                if updated.as_ref().is_some_and(|q| q.parked) {
+                    tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error,
+                        "job parked after too many attempts (b24-robot jobs retry)");
+                } else {
+                    tracing::warn!(deal_id = job.deal_id, event_id = job.event_id(), attempts, %error, "job failed; will retry");
+                    later.push((job.deal_id, due));
+                }
+            }
+            Ending::Park(error) => {
+                // One attempt is all it takes: `fail` parks at `max_attempts`.
+                let attempts = job.queued.attempts + 1;
+                self.store.fail(job.deal_id, &error, now_ms(), attempts)?;
+                tracing::error!(deal_id = job.deal_id, event_id = job.event_id(), %error,
+                    "job parked: the portal answered in a way retrying cannot fix (fix the cause, then b24-robot jobs retry)");
+            }
+            Ending::Postpone(due, why) => {
+                self.store.postpone(job.deal_id, due, &why)?;
+                later.push((job.deal_id, due));
+            }
+            Ending::Unreadable(error) => {
+                self.park_unreadable(job.deal_id, job.event_id(), &error)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parks a deal's job because a record of it cannot be read; the caller frees the deal.
+    /// Only a failure to write the store itself is an error here.
+    pub(crate) fn park_unreadable(
+        &self,
+        deal_id: u64,
+        event_id: Option<u64>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.store.park(deal_id, error)?;
+        tracing::error!(deal_id, event_id, %error,
+            "job parked: a record of the deal in the store cannot be read (b24-robot store check lists the damaged records; then b24-robot jobs retry)");
         Ok(())
     }
 
@@ -911,6 +1023,50 @@ fn with_deal_semantic(entry: &StageEntry, deal: &Deal) -> StageEntry {
         }
         _ => entry.clone(),
     }
+}
+
+/// Why a `crm.deal.get` answer cannot be used: an `ID` that is not this deal's number, or no
+/// stage. Deciding on it would record the new entries as superseded ("the deal is now in
+/// nothing") and never run their rules.
+pub(crate) fn malformed_deal(
+    deal_id: u64,
+    deal: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    let id = match deal.get("ID") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match (id, deal.get("ID")) {
+        (Some(id), _) if id == deal_id => {}
+        (Some(id), _) => return Some(format!("the answer is deal {id}, not this one")),
+        (None, Some(other)) => return Some(format!("malformed answer: ID is {other}")),
+        (None, None) => return Some("malformed answer: no ID".into()),
+    }
+    match deal.get("STAGE_ID") {
+        Some(Value::String(stage)) if !stage.trim().is_empty() => None,
+        Some(other) => Some(format!("malformed answer: STAGE_ID is {other}")),
+        None => Some("malformed answer: no STAGE_ID".into()),
+    }
+}
+
+/// The round's writes to send, as (job, write) indexes: one per intent key (deal, entry, rule,
+/// effect: the store's effect key). The second line of defence against an effect made twice,
+/// whatever listed it twice; it is logged, for it should never happen.
+fn writes_to_send(jobs: &[Job]) -> Vec<(usize, usize)> {
+    let mut intents = HashSet::new();
+    let mut owners = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for (w, effect) in job.writes.iter().enumerate() {
+            if intents.insert((effect.deal_id, effect.entry_id, &effect.rule, effect.index)) {
+                owners.push((j, w));
+            } else {
+                tracing::error!(deal_id = job.deal_id, entry_id = effect.entry_id, rule = %effect.rule,
+                    index = effect.index, "the same write was listed twice in one round: sent once");
+            }
+        }
+    }
+    owners
 }
 
 fn failure(error: &CallError) -> Ending {
@@ -999,6 +1155,79 @@ mod tests {
             failure(&api(503, "QUERY_LIMIT_EXCEEDED")),
             Ending::Retry(_)
         ));
+    }
+
+    fn job(deal_id: u64, writes: Vec<EffectRecord>) -> Job {
+        Job {
+            deal_id,
+            queued: crate::store::QueuedDeal {
+                v: RECORD_VERSION,
+                deal_id,
+                generation: 1,
+                events: 1,
+                event_ids: Vec::new(),
+                first_at_ms: 0,
+                attempts: 0,
+                not_before_ms: 0,
+                last_error: None,
+                parked: false,
+            },
+            state: DealState::default(),
+            known: true,
+            pending: Vec::new(),
+            known_comments: 0,
+            ending: None,
+            writes,
+        }
+    }
+
+    fn write(deal_id: u64, entry_id: u64, rule: &str, index: u32) -> EffectRecord {
+        EffectRecord {
+            v: RECORD_VERSION,
+            deal_id,
+            entry_id,
+            rule: rule.into(),
+            index,
+            kind: EffectKind::Task,
+            method: "tasks.task.add".into(),
+            params: json!({}),
+            marker: effects::marker(deal_id, entry_id, rule, index),
+            state: EffectState::Pending,
+            attempts: 1,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_write_listed_twice_in_a_round_is_sent_once() {
+        let jobs = [
+            job(5, vec![write(5, 7, "offer", 0), write(5, 7, "offer", 0)]),
+            job(6, vec![write(6, 7, "offer", 0), write(6, 7, "offer", 1)]),
+        ];
+        assert_eq!(writes_to_send(&jobs), vec![(0, 0), (1, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn a_deal_answer_without_its_id_or_a_stage_cannot_be_used() {
+        let deal = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            malformed_deal(5, &deal(json!({"ID": "5", "STAGE_ID": "NEW"}))),
+            None
+        );
+        assert_eq!(
+            malformed_deal(5, &deal(json!({"ID": 5, "STAGE_ID": "C1:NEW"}))),
+            None
+        );
+        for bad in [
+            json!({"ID": "abc", "STAGE_ID": "NEW"}),
+            json!({"ID": "6", "STAGE_ID": "NEW"}),
+            json!({"STAGE_ID": "NEW"}),
+            json!({"ID": "5", "STAGE_ID": null}),
+            json!({"ID": "5", "STAGE_ID": ""}),
+            json!({"ID": "5"}),
+        ] {
+            assert!(malformed_deal(5, &deal(bad.clone())).is_some(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@ use serde_json::json;
 use super::Worker;
 use super::portal::{list_items, number};
 
-use crate::bitrix::{BatchCall, CallError, Retry};
+use crate::bitrix::{BatchCall, CallError, Response, Retry};
+use crate::metrics::{PagedList, PagingStop};
 use crate::store::{StoreError, now_ms};
 
 /// Entries in one page of a list method.
@@ -82,10 +83,17 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
 /// The first page tells how many entries wait (`total`); the other pages are read together, up
 /// to 50 pages (2,500 entries) in one `batch` request, so a sweep after a busy hour or a downtime
 /// does not spend the portal's requests one page at a time.
+///
+/// Bounded: at most `worker.max_sweep_pages` pages a sweep, and a pass whose pages bring no
+/// entry past the cursor while the portal says more follow (a `next` that never ends) stops the
+/// sweep, logged and counted. Either way the cursor stays at the last entry read, and the next
+/// sweep goes on from there.
 pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
     ensure_history_floor(worker).await?;
     let mut cursor = worker.store.sweep_cursor()?.unwrap_or(0);
     let mut queued = HashSet::new();
+    let max_pages = worker.settings.max_sweep_pages;
+    let mut pages_read = 0usize;
     loop {
         let params = |start: u64| {
             json!({ "entityTypeId": 2, "filter": { ">ID": cursor }, "order": { "ID": "ASC" },
@@ -95,12 +103,19 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
             .client
             .call("crm.stagehistory.list", params(0), Retry::Safe)
             .await?;
+        pages_read += 1;
+        // In ascending order, a first page with nothing past the cursor has no page after it
+        // that would: the rest are not read.
+        let first_brings_new = items(&first)?
+            .iter()
+            .any(|i| number(i, "ID").is_ok_and(|id| id > cursor));
         let mut pages = vec![first];
-        if let (Some(next), Some(total)) = (pages[0].next, pages[0].total) {
+        if let (Some(next), Some(total), true) = (pages[0].next, pages[0].total, first_brings_new) {
             let starts: Vec<u64> = (next..total)
                 .step_by(PAGE as usize)
-                .take(MAX_PAGES_PER_PASS)
+                .take(MAX_PAGES_PER_PASS.min(max_pages.saturating_sub(pages_read)))
                 .collect();
+            pages_read += starts.len();
             let calls = starts
                 .iter()
                 .map(|s| BatchCall {
@@ -122,8 +137,7 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
         let mut last = cursor;
         let mut full_page = false;
         for page in &pages {
-            let items = list_items(&page.result, "items")
-                .ok_or_else(|| SweepError::Malformed("no items in the answer".into()))?;
+            let items = items(page)?;
             full_page = items.len() as u64 >= PAGE;
             for item in items {
                 let (Ok(id), Ok(owner)) = (number(item, "ID"), number(item, "OWNER_ID")) else {
@@ -131,15 +145,20 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
                         "entry without ID/OWNER_ID: {item}"
                     )));
                 };
+                if id <= cursor {
+                    // Asked past the cursor: a portal that ignores the filter repeats old entries.
+                    continue;
+                }
                 last = last.max(id);
                 if queued.contains(&owner) {
                     continue;
                 }
-                let known = worker
-                    .store
-                    .deal_state(owner)?
-                    .map(|s| s.last_entry_id)
-                    .unwrap_or(0);
+                let known = match worker.store.deal_state(owner) {
+                    Ok(state) => state.map(|s| s.last_entry_id).unwrap_or(0),
+                    // Queued all the same: the round parks the deal with the error.
+                    Err(error) if error.is_unreadable() => 0,
+                    Err(error) => return Err(error.into()),
+                };
                 if id > known {
                     worker.store.enqueue(owner, now_ms())?;
                     queued.insert(owner);
@@ -157,7 +176,29 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
         }
         let more =
             pages.last().is_some_and(|p| p.next.is_some()) || (pages.len() == 1 && full_page);
-        if !more || !progressed {
+        if !more {
+            break;
+        }
+        if !progressed {
+            worker
+                .metrics
+                .paging_stopped(PagedList::Sweep, PagingStop::NoProgress);
+            tracing::warn!(
+                cursor,
+                pages = pages.len(),
+                "sweep: the portal answers more pages of stage history but none brings an entry past the cursor; this sweep stops, the next goes on from the cursor"
+            );
+            break;
+        }
+        if pages_read >= max_pages {
+            worker
+                .metrics
+                .paging_stopped(PagedList::Sweep, PagingStop::PageLimit);
+            tracing::info!(
+                cursor,
+                pages = pages_read,
+                "sweep: worker.max_sweep_pages pages read; the next sweep goes on from the cursor"
+            );
             break;
         }
     }
@@ -172,4 +213,10 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
         );
     }
     Ok(queued.len())
+}
+
+/// The items of a stage-history page.
+fn items(page: &Response) -> Result<&Vec<serde_json::Value>, SweepError> {
+    list_items(&page.result, "items")
+        .ok_or_else(|| SweepError::Malformed("no items in the answer".into()))
 }

@@ -359,3 +359,44 @@ async fn wait_done(client: &reqwest::Client, url: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_deal_list_that_never_advances_stops_the_backfill_with_the_reason_and_a_rerun_goes_on() {
+    let sim = seeded_portal(fast()).await;
+    let (prep, _, _) = deals(&sim, 60, 0, 0).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let worker = worker(&sim, dir.path());
+
+    // The portal ignores `>ID` and `start`: the same first page, and a `next`, forever.
+    sim.set_faults(b24_robot::sandbox::Faults {
+        endless_paging: Some(b24_robot::sandbox::EndlessPaging::All),
+        ..b24_robot::sandbox::Faults::default()
+    });
+    let before = sim.request_count();
+    let status = Status::default();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(
+            &worker,
+            &BackfillOptions::default(),
+            &status,
+            &CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the backfill ends");
+    let error = outcome.expect_err("it stops with an error").to_string();
+    assert!(
+        error.contains("crm.deal.list") && error.contains(">ID"),
+        "the reason says what the portal did: {error}"
+    );
+    assert_eq!(status.state(), RunState::Failed);
+    let requests = sim.request_count() - before;
+    assert!(requests <= 10, "bounded: {requests} requests");
+
+    // The portal recovers: the same command goes on from the last good deal, once each.
+    sim.set_faults(b24_robot::sandbox::Faults::default());
+    let resumed = backfill(&worker, BackfillOptions::default()).await;
+    assert_eq!(resumed["state"], "done");
+    assert_eq!(counts(&sim, &prep), vec![1; 60], "one offer task per deal");
+}

@@ -435,3 +435,44 @@ impl TestApp {
         answer.text().await.expect("text")
     }
 }
+
+// ----- added for a hostile portal (issue 8) -----
+
+/// Calls of `method` the portal received, top level or inside a `batch`.
+#[allow(dead_code)]
+pub fn calls_of(sim: &SimPortal, method: &str) -> usize {
+    sim.requests()
+        .iter()
+        .map(|r| {
+            usize::from(r.method == method) + r.sub_methods.iter().filter(|m| *m == method).count()
+        })
+        .sum()
+}
+
+#[allow(dead_code)]
+impl TestApp {
+    /// `GET` of an admin API path with the admin token, as JSON.
+    pub async fn admin_get(&self, token: &str, path: &str) -> serde_json::Value {
+        self.client
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the admin API answers")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// `POST` to an admin API path with the admin token; its status.
+    pub async fn admin_post(&self, token: &str, path: &str) -> u16 {
+        self.client
+            .post(format!("http://127.0.0.1:{}{path}", self.port))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the admin API answers")
+            .status()
+            .as_u16()
+    }
+}

@@ -28,4 +28,9 @@ mod tools;
 // Reliability (issue 4)
 mod crash_cycles;
 mod hardening;
+
+// A hostile portal and a damaged store (issue 8)
+mod damaged_store;
+mod hostile_history;
+mod malformed_deal;
 mod portal_bounds;
