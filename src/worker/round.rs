@@ -793,7 +793,11 @@ impl Worker {
                     None => {
                         let error = format!(
                             "{}: the portal answered {} without an id",
-                            effect.method, answer.result
+                            effect.method,
+                            crate::text::cut(
+                                &answer.result.to_string(),
+                                crate::text::ERROR_TEXT_MAX
+                            )
                         );
                         effect.state = EffectState::Failed {
                             error: error.clone(),
