@@ -71,6 +71,8 @@ pub struct Metrics {
     effects: Mutex<BTreeMap<(String, &'static str, EffectResult), u64>>,
     /// Reloads: applied, unchanged, refused.
     reloads: [AtomicU64; 3],
+    /// Tunnels not run because the deal was already the copy at `rules.max_tunnel_depth`.
+    tunnel_depth_exceeded: AtomicU64,
 }
 
 impl Metrics {
@@ -93,6 +95,10 @@ impl Metrics {
             "_other"
         };
         *effects.entry((rule.to_string(), kind, result)).or_insert(0) += 1;
+    }
+
+    pub fn tunnel_depth_exceeded(&self) {
+        self.tunnel_depth_exceeded.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn reload(&self, result: ReloadResult) {
@@ -248,6 +254,12 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
             n,
         );
     }
+
+    out.counter(
+        "b24robot_tunnel_depth_exceeded_total",
+        "Tunnels that made no copy because the deal was already the copy at rules.max_tunnel_depth of a chain of copies (their decisions failed).",
+        m.tunnel_depth_exceeded.load(Ordering::Relaxed),
+    );
 
     let stats = state.client.stats();
     out.family(
