@@ -1144,7 +1144,7 @@ fn a_tunnel_whose_copy_enters_its_own_stage_is_refused_as_a_cycle() {
     assert_eq!(
         errors(SELF_FEEDING),
         vec![
-            "sales.toml:7:12: rule \"x\": tunnel cycle: x (C1:NEW → C1:NEW), whose copy fires x again (each copy would be copied again with no one moving a deal: send to_stage to a stage that starts no tunnel)"
+            "sales.toml:7:12: rule \"x\": tunnel cycle: x (C1:NEW → C1:NEW), whose copy fires x again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
         ]
     );
 }
@@ -1176,7 +1176,7 @@ to_stage = "WON"
     assert_eq!(
         errors(chain),
         vec![
-            "sales.toml:7:12: rule \"a\": tunnel cycle: a (won in pipeline 0 → C1:NEW), whose copy fires b (C1:NEW → C2:NEW), whose copy fires c (C2:NEW → WON), whose copy fires a again (each copy would be copied again with no one moving a deal: send to_stage to a stage that starts no tunnel)"
+            "sales.toml:7:12: rule \"a\": tunnel cycle: a (won in pipeline 0 → C1:NEW), whose copy fires b (C1:NEW → C2:NEW), whose copy fires c (C2:NEW → WON), whose copy fires a again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
         ]
     );
 }
@@ -1187,7 +1187,7 @@ fn a_tunnel_of_every_pipeline_on_won_is_fed_by_a_copy_into_a_won_stage() {
     assert_eq!(
         errors(any),
         vec![
-            "sales.toml:5:12: rule \"t\": tunnel cycle: t (won in any pipeline → C2:WON), whose copy fires t again (each copy would be copied again with no one moving a deal: send to_stage to a stage that starts no tunnel)"
+            "sales.toml:5:12: rule \"t\": tunnel cycle: t (won in any pipeline → C2:WON), whose copy fires t again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
         ]
     );
     // Into a process stage, the same tunnel is no cycle; nor is the shipped won → C1:NEW.

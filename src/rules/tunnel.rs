@@ -242,7 +242,7 @@ pub(crate) fn cycle_diagnostics(
             let (message, help) = match severity {
                 Severity::Error => (
                     format!("tunnel cycle: {chain}"),
-                    "each copy would be copied again with no one moving a deal: send to_stage to a stage that starts no tunnel".to_string(),
+                    "each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel".to_string(),
                 ),
                 Severity::Warning => {
                     let unknown: BTreeSet<String> = path
