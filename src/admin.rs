@@ -348,6 +348,10 @@ fn describe_skip(skipped: &Value) -> String {
                 map["Reverted"]["by"].as_str().unwrap_or("?")
             )
         }
+        Value::Object(map) if map.contains_key("OwnCopy") => format!(
+            "the deal is this tunnel's own copy of deal {}",
+            map["OwnCopy"]["origin"]
+        ),
         other => other.to_string(),
     }
 }

@@ -730,8 +730,11 @@ impl Run<'_> {
             catalog,
             calendar: &worker.calendar,
             portal_origin: &worker.portal_origin,
+            max_tunnel_depth: worker.settings.max_tunnel_depth,
         };
-        let mut decisions = evaluate(&self.rules, &input).decisions;
+        let evaluation = evaluate(&self.rules, &input);
+        worker.note_stopped_chains(deal_id, entry.id, &evaluation);
+        let mut decisions = evaluation.decisions;
         decisions.retain(|d| !done.contains(&d.rule));
         if decisions.is_empty() {
             return Ok(if existing.is_some() || !done.is_empty() {

@@ -369,14 +369,19 @@ fn dry_run(
         .and_then(|u| url::Url::parse(u.expose()).ok())
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_else(|| "https://<portal>".into());
-    let lines = crate::dry_run::run(
-        &rules,
-        &deal,
-        from,
-        &settings.calendar,
-        &origin,
-        chrono::Utc::now(),
-    );
+    let context = crate::dry_run::Context {
+        calendar: &settings.calendar,
+        portal_origin: &origin,
+        max_tunnel_depth: settings.rules.max_tunnel_depth,
+        now: chrono::Utc::now(),
+    };
+    let lines = match crate::dry_run::run(&rules, &deal, from, &context) {
+        Ok(lines) => lines,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     for line in lines {
         match line {
             crate::dry_run::Line::Write(value) => println!("{value}"),
@@ -402,7 +407,12 @@ fn rule_tests(
         eprintln!("error: the rules do not load: no test was run");
         return ExitCode::from(1);
     };
-    crate::rule_tests::command(dir, &rules, &settings.calendar)
+    crate::rule_tests::command(
+        dir,
+        &rules,
+        &settings.calendar,
+        settings.rules.max_tunnel_depth,
+    )
 }
 
 async fn healthcheck(config: Option<PathBuf>) -> ExitCode {

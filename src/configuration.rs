@@ -101,6 +101,9 @@ pub struct PortalSettings {
 #[derive(Debug, Clone)]
 pub struct RulesSettings {
     pub dir: PathBuf,
+    /// The longest chain of tunnel copies (a copy of a copy of ...): a deal that is already the
+    /// copy at this depth is not copied again, its decision fails.
+    pub max_tunnel_depth: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +136,8 @@ pub struct WorkerSettings {
     pub max_history_pages: usize,
     /// Pages of the stage history one sweep reads; the next sweep goes on from there.
     pub max_sweep_pages: usize,
+    /// `rules.max_tunnel_depth`, for the rounds that evaluate the rules.
+    pub max_tunnel_depth: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,12 +222,14 @@ impl Default for RawPortal {
 #[serde(deny_unknown_fields, default)]
 struct RawRules {
     dir: String,
+    max_tunnel_depth: u32,
 }
 
 impl Default for RawRules {
     fn default() -> Self {
         RawRules {
             dir: "rules".into(),
+            max_tunnel_depth: 3,
         }
     }
 }
@@ -612,6 +619,11 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
         (1..=100_000).contains(&raw.worker.max_sweep_pages),
         "must be between 1 and 100000",
     );
+    c.require(
+        "rules.max_tunnel_depth",
+        raw.rules.max_tunnel_depth >= 1,
+        "must be at least 1 (1: a copy is never copied again)",
+    );
     let worker_retry_base = c.duration("worker.retry_base", &raw.worker.retry_base);
     let worker_retry_max = c.duration("worker.retry_max", &raw.worker.retry_max);
 
@@ -663,6 +675,7 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
             },
             rules: RulesSettings {
                 dir: base_dir.join(&raw.rules.dir),
+                max_tunnel_depth: raw.rules.max_tunnel_depth,
             },
             storage: StorageSettings {
                 dir: base_dir.join(&raw.storage.dir),
@@ -682,6 +695,7 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 retry_max: worker_retry_max,
                 max_history_pages: raw.worker.max_history_pages,
                 max_sweep_pages: raw.worker.max_sweep_pages,
+                max_tunnel_depth: raw.rules.max_tunnel_depth,
             },
             log: LogSettings {
                 format,
@@ -1199,6 +1213,7 @@ mod tests {
         assert_eq!(format!("{:?}", s.worker), format!("{:?}", d.worker));
         assert_eq!(s.portal.burst, d.portal.burst);
         assert_eq!(s.portal.max_response, d.portal.max_response);
+        assert_eq!(s.rules.max_tunnel_depth, d.rules.max_tunnel_depth);
     }
 
     #[test]
@@ -1212,6 +1227,25 @@ mod tests {
         );
         let s = Settings::load(&env(&[("B24ROBOT__PORTAL__MAX_RESPONSE", "1MiB")])).expect("ok");
         assert_eq!(s.portal.max_response, 1024 * 1024);
+    }
+
+    #[test]
+    fn the_tunnel_depth_defaults_to_3_and_must_be_at_least_1() {
+        assert_eq!(Settings::defaults().rules.max_tunnel_depth, 3);
+        assert_eq!(Settings::defaults().worker.max_tunnel_depth, 3);
+        let s = Settings::load(&env(&[("B24ROBOT__RULES__MAX_TUNNEL_DEPTH", "5")])).expect("valid");
+        assert_eq!(
+            (s.rules.max_tunnel_depth, s.worker.max_tunnel_depth),
+            (5, 5)
+        );
+        let problems =
+            check(&env(&[("B24ROBOT__RULES__MAX_TUNNEL_DEPTH", "0")])).expect_err("0 is refused");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.to_string().contains("rules.max_tunnel_depth")),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -11,13 +11,44 @@ use serde_json::{Value, json};
 use crate::calendar::Calendar;
 use crate::rules::{
     Deal, FieldCatalog, Input, Outcome, Person, RuleSet, StageEntry, StageSemantic, evaluate,
+    stage_pipeline,
 };
 use crate::worker::{marker, plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DryRunError {
+    /// The deal file is not a deal (exit 1).
     #[error("{0}")]
     Deal(String),
+    /// The command line asks for what cannot happen, such as a `--from` of another pipeline
+    /// (exit 2, as clap's own usage errors).
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// `--from` must be a stage of the deal's pipeline: the service never moves a deal back across
+/// pipelines, so a dry run must not plan it.
+fn check_from(rules: &RuleSet, deal: &Deal, from: &str) -> Result<(), DryRunError> {
+    let pipeline = deal
+        .category_id()
+        .or_else(|| deal.stage_id().and_then(stage_pipeline))
+        .unwrap_or(0);
+    if stage_pipeline(from) == Some(pipeline) {
+        return Ok(());
+    }
+    let from_in = match stage_pipeline(from) {
+        Some(p) => format!("is a stage of pipeline {p}"),
+        None => "is no stage id (write CODE in pipeline 0, C<n>:CODE in pipeline n)".to_string(),
+    };
+    let spelled = if pipeline == 0 {
+        "without a \"C<n>:\" prefix".to_string()
+    } else {
+        format!("with the prefix \"C{pipeline}:\"")
+    };
+    Err(DryRunError::Usage(format!(
+        "--from \"{from}\" {from_in}, but the deal is in pipeline {pipeline}: a deal is never moved back across pipelines (give a stage of pipeline {pipeline}, {spelled}: {})",
+        rules.stages_of(pipeline).join(", ")
+    )))
 }
 
 /// The deal of a `crm.deal.get` answer, with or without its `{"result": ...}` envelope.
@@ -50,15 +81,25 @@ pub enum Line {
     Note(String),
 }
 
-/// Evaluates the rules for `deal` entering its stage from `from` and lists the writes.
+/// What a dry run needs besides the rules and the deal.
+pub struct Context<'a> {
+    pub calendar: &'a Calendar,
+    pub portal_origin: &'a str,
+    /// `rules.max_tunnel_depth`.
+    pub max_tunnel_depth: u32,
+    pub now: DateTime<Utc>,
+}
+
+/// Evaluates the rules for `deal` entering its stage from `from` and lists the writes; `Err`
+/// when `from` is not a stage of the deal's pipeline.
 pub fn run(
     rules: &RuleSet,
     deal: &Deal,
     from: &str,
-    calendar: &Calendar,
-    portal_origin: &str,
-    now: DateTime<Utc>,
-) -> Vec<Line> {
+    context: &Context<'_>,
+) -> Result<Vec<Line>, DryRunError> {
+    check_from(rules, deal, from)?;
+    let now = context.now;
     let stage_id = deal.stage_id().unwrap_or_default().to_string();
     let semantic = deal
         .get("STAGE_SEMANTIC_ID")
@@ -84,8 +125,9 @@ pub fn run(
         entry: &entry,
         previous_stage: Some(from),
         catalog: &catalog,
-        calendar,
-        portal_origin,
+        calendar: context.calendar,
+        portal_origin: context.portal_origin,
+        max_tunnel_depth: context.max_tunnel_depth,
     };
     let deal_id = deal.id().unwrap_or(0);
     let mut lines = Vec::new();
@@ -126,7 +168,7 @@ pub fn run(
             }
         }
     }
-    lines
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -152,14 +194,7 @@ deadline = { after = "1 day" }
                 "ASSIGNED_BY_ID": "3", "MOVED_TIME": "2026-12-01T10:00:00+03:00"}}"#,
         )
         .expect("deal");
-        let lines = run(
-            &rules,
-            &deal,
-            "NEW",
-            &Calendar::default(),
-            "https://x.bitrix24.ru",
-            Utc::now(),
-        );
+        let lines = run(&rules, &deal, "NEW", &context(&Calendar::default())).expect("runs");
         let writes: Vec<&Value> = lines
             .iter()
             .filter_map(|l| {
@@ -182,6 +217,43 @@ deadline = { after = "1 day" }
             writes[0]["params"]["fields"]["DEADLINE"],
             "2026-12-02T10:00:00+03:00"
         );
+    }
+
+    fn context(calendar: &Calendar) -> Context<'_> {
+        Context {
+            calendar,
+            portal_origin: "https://x.bitrix24.ru",
+            max_tunnel_depth: 3,
+            now: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_from_stage_of_another_pipeline_is_a_usage_error_naming_the_valid_stages() {
+        let (rules, _) =
+            RuleSet::from_sources(&[("r.toml".into(), RULES.into())]).expect("rules load");
+        let deal = parse_deal(
+            r#"{"ID": "5", "TITLE": "Acme", "STAGE_ID": "PREPARATION", "CATEGORY_ID": "0"}"#,
+        )
+        .expect("deal");
+        let calendar = Calendar::default();
+        match run(&rules, &deal, "C1:NEW", &context(&calendar)) {
+            Err(DryRunError::Usage(message)) => assert_eq!(
+                message,
+                "--from \"C1:NEW\" is a stage of pipeline 1, but the deal is in pipeline 0: a deal is never moved back across pipelines (give a stage of pipeline 0, without a \"C<n>:\" prefix: NEW, PREPARATION, PREPAYMENT_INVOICE, EXECUTING, FINAL_INVOICE, WON, LOSE, APOLOGY)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let in_one = parse_deal(r#"{"ID": "6", "STAGE_ID": "C1:PREPARATION", "CATEGORY_ID": "1"}"#)
+            .expect("deal");
+        match run(&rules, &in_one, "NEW", &context(&calendar)) {
+            Err(DryRunError::Usage(message)) => assert!(
+                message.contains("with the prefix \"C1:\": C1:NEW, C1:PREPARATION"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(run(&rules, &deal, "NEW", &context(&calendar)).is_ok());
     }
 
     #[test]

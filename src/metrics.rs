@@ -93,6 +93,8 @@ pub struct Metrics {
     reloads: [AtomicU64; 3],
     /// Pagings stopped short, by [`PagedList`] and [`PagingStop`].
     paging_stopped: [[AtomicU64; 2]; 3],
+    /// Tunnels not run because the deal was already the copy at `rules.max_tunnel_depth`.
+    tunnel_depth_exceeded: AtomicU64,
 }
 
 impl Metrics {
@@ -119,6 +121,10 @@ impl Metrics {
 
     pub fn paging_stopped(&self, list: PagedList, why: PagingStop) {
         self.paging_stopped[list as usize][why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tunnel_depth_exceeded(&self) {
+        self.tunnel_depth_exceeded.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn reload(&self, result: ReloadResult) {
@@ -274,6 +280,12 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
             n,
         );
     }
+
+    out.counter(
+        "b24robot_tunnel_depth_exceeded_total",
+        "Tunnels that made no copy because the deal was already the copy at rules.max_tunnel_depth of a chain of copies (their decisions failed).",
+        m.tunnel_depth_exceeded.load(Ordering::Relaxed),
+    );
 
     let stats = state.client.stats();
     out.family(

@@ -3,13 +3,16 @@
 //! typo in a field code would otherwise only show as a rule that never works.
 //!
 //! Three reads in two `batch`es: pipelines and fields, then each named pipeline's stages.
+//! The stages' kinds (`SEMANTICS`) then settle the tunnel cycles that the offline check could
+//! only suspect (a custom stage may be a failure stage), and the fields' `isReadOnly` the
+//! fields a tunnel may not write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
 use crate::bitrix::{BatchCall, CallError, Client, Retry};
-use crate::rules::{Diagnostic, RuleSet, Severity};
+use crate::rules::{Diagnostic, RuleSet, Severity, StageSemantic};
 
 /// What the portal has.
 #[derive(Debug, Default)]
@@ -18,17 +21,17 @@ struct Portal {
     pipelines: BTreeMap<u64, String>,
     /// Pipeline id → its stage ids.
     stages: BTreeMap<u64, Vec<String>>,
+    /// Stage id → its kind, from `SEMANTICS` (`S`, `F`, null for a stage in progress).
+    semantics: BTreeMap<String, StageSemantic>,
     /// Field code → option labels (empty for fields that are not lists).
     fields: BTreeMap<String, Vec<String>>,
+    /// Fields `crm.deal.fields` marks `isReadOnly`.
+    read_only: BTreeSet<String>,
 }
 
 /// The pipeline a stage id belongs to: `C1:NEW` is in 1, `NEW` in 0.
 fn pipeline_of(stage: &str) -> u64 {
-    stage
-        .strip_prefix('C')
-        .and_then(|rest| rest.split_once(':'))
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or(0)
+    crate::rules::stage_pipeline(stage).unwrap_or(0)
 }
 
 fn entity_id(pipeline: u64) -> String {
@@ -101,6 +104,9 @@ async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Porta
                 })
                 .unwrap_or_default();
             portal.fields.insert(code.clone(), options);
+            if description.get("isReadOnly").and_then(Value::as_bool) == Some(true) {
+                portal.read_only.insert(code.clone());
+            }
         }
     }
 
@@ -121,20 +127,17 @@ async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Porta
         .zip(client.batch(calls, Retry::Safe).await)
     {
         let answer = answer?;
-        let stages = answer
-            .result
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| {
-                        i.get("STATUS_ID")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut stages = Vec::new();
+        for item in answer.result.as_array().into_iter().flatten() {
+            let Some(id) = item.get("STATUS_ID").and_then(Value::as_str) else {
+                continue;
+            };
+            let code = item.get("SEMANTICS").and_then(Value::as_str).unwrap_or("");
+            portal
+                .semantics
+                .insert(id.to_string(), StageSemantic::from_code(code));
+            stages.push(id.to_string());
+        }
         portal.stages.insert(pipeline, stages);
     }
     Ok(portal)
@@ -160,7 +163,28 @@ pub async fn check(rules: &RuleSet, client: &Client) -> Result<Vec<Diagnostic>, 
 }
 
 fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
-    let mut problems = Vec::new();
+    // Cycles through stages whose kind only the portal knew: the offline check warned of them.
+    let mut problems: Vec<Diagnostic> = rules
+        .tunnel_cycles(&|stage| portal.semantics.get(stage).copied())
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    for (rule, field) in rules.tunnel_writes() {
+        if portal.read_only.contains(field) {
+            let (file, line) = rule.location();
+            problems.push(Diagnostic {
+                file: file.to_string(),
+                line,
+                column: 1,
+                rule: Some(rule.name().to_string()),
+                message: format!("the tunnel writes {field}, which is read-only on the portal"),
+                help: Some(format!(
+                    "crm.deal.fields marks it isReadOnly, so the copy would not get it: remove {field} from copy/set"
+                )),
+                severity: Severity::Error,
+            });
+        }
+    }
     let field_codes: Vec<&str> = portal.fields.keys().map(String::as_str).collect();
     for rule in rules.rules() {
         let (file, line) = rule.location();
@@ -250,6 +274,12 @@ mod tests {
     use crate::bitrix::ClientSettings;
     use crate::sandbox::{SimConfig, SimPortal};
 
+    /// The problems `check` finds, as printed.
+    async fn shown(rules: &RuleSet, client: &Client) -> Vec<String> {
+        let problems = check(rules, client).await.expect("the portal answers");
+        problems.iter().map(ToString::to_string).collect()
+    }
+
     #[tokio::test]
     async fn rules_naming_what_the_portal_lacks_are_reported_with_suggestions() {
         let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
@@ -286,12 +316,7 @@ allowed = ["Too expensiv"]
 "#;
         let (rules, _) =
             RuleSet::from_sources(&[("b.toml".into(), broken.into())]).expect("loads offline");
-        let text: Vec<String> = check(&rules, &client)
-            .await
-            .expect("answers")
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let text = shown(&rules, &client).await;
         let all = text.join("\n");
         assert!(all.contains("stage \"C1:PREPARATON\" does not exist in pipeline 1 on the portal (did you mean \"C1:PREPARATION\"?)"), "{all}");
         assert!(
@@ -305,5 +330,75 @@ allowed = ["Too expensiv"]
             "{all}"
         );
         assert!(all.contains("\"Too expensiv\" is not an option of the list field UF_CRM_LOSS_REASON (did you mean \"Too expensive\"?)"), "{all}");
+    }
+
+    #[tokio::test]
+    async fn a_cycle_through_a_custom_failure_stage_and_a_read_only_field_are_errors_on_the_portal()
+    {
+        let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
+        crate::demo::seed_portal(&sim);
+        sim.add_pipeline(
+            2,
+            "Archive",
+            &[("C2:NEW", "New", 'P'), ("C2:UC_ARCHIVE", "Archived", 'F')],
+        );
+        let url = url::Url::parse(&sim.webhook_url()).expect("url");
+        let client = Client::new(ClientSettings::new(url)).expect("client");
+        let text = r#"
+[[tunnel]]
+name = "archive"
+stage = "lost"
+to_pipeline = 2
+to_stage = "C2:UC_ARCHIVE"
+copy = ["TITLE", "UF_CRM_SCORE"]
+"#;
+        let (rules, warnings) =
+            RuleSet::from_sources(&[("a.toml".into(), text.into())]).expect("loads offline");
+        assert_eq!(
+            warnings.len(),
+            1,
+            "offline it is only suspected: {warnings:?}"
+        );
+        let shown = shown(&rules, &client).await;
+        assert_eq!(
+            shown,
+            vec![
+                "a.toml:6:12: rule \"archive\": tunnel cycle: archive (lost in any pipeline → C2:UC_ARCHIVE), whose copy fires archive again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)",
+                "a.toml:2:1: rule \"archive\": field \"UF_CRM_SCORE\" does not exist on the portal (custom fields are named UF_CRM_...; see crm.deal.fields)",
+            ]
+        );
+        // A custom stage in progress: no cycle.
+        let calm = text
+            .replace("UC_ARCHIVE", "NEW")
+            .replace(", \"UF_CRM_SCORE\"", "");
+        let (rules, _) =
+            RuleSet::from_sources(&[("a.toml".into(), calm.clone())]).expect("loads offline");
+        assert_eq!(check(&rules, &client).await.expect("answers"), Vec::new());
+
+        // A field the portal computes itself (a read-only custom field): the copy cannot take it.
+        let (rules, _) = RuleSet::from_sources(&[(
+            "a.toml".into(),
+            calm.replace("[\"TITLE\"]", "[\"TITLE\", \"UF_CRM_SCORE\"]"),
+        )])
+        .expect("loads offline");
+        let portal = Portal {
+            fields: [("TITLE", vec![]), ("UF_CRM_SCORE", vec![])]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            read_only: BTreeSet::from(["UF_CRM_SCORE".to_string()]),
+            pipelines: BTreeMap::from([(2, "Archive".to_string())]),
+            ..Portal::default()
+        };
+        let shown: Vec<String> = compare(&rules, &portal)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                "a.toml:2:1: rule \"archive\": the tunnel writes UF_CRM_SCORE, which is read-only on the portal (crm.deal.fields marks it isReadOnly, so the copy would not get it: remove UF_CRM_SCORE from copy/set)"
+            ]
+        );
     }
 }

@@ -23,7 +23,7 @@ use toml::de::{DeTable, DeValue};
 use crate::calendar::Calendar;
 use crate::rules::{
     Deal, Diagnostic, FieldCatalog, Input, LineIndex, Outcome, Person, RuleSet, Severity,
-    StageEntry, StageSemantic, evaluate, suggest,
+    StageEntry, StageSemantic, evaluate, offline_semantic, stage_pipeline, suggest,
 };
 use crate::store::EffectKind;
 use crate::worker::{marker, plan};
@@ -384,18 +384,10 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
     let supervisors = entry(doc, "supervisors")
         .map(|(_, v)| supervisor_map(&mut r, v))
         .unwrap_or_default();
-    let rule_names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
     let mut cases = Vec::new();
     for (span, table) in tables(&mut r, doc, "case") {
-        if let Some(case) = parse_case(
-            &mut r,
-            span,
-            table,
-            &catalog,
-            &portal,
-            &supervisors,
-            &rule_names,
-        ) {
+        if let Some(case) = parse_case(&mut r, span, table, &catalog, &portal, &supervisors, rules)
+        {
             cases.push(case);
         }
     }
@@ -524,8 +516,9 @@ fn parse_case(
     catalog: &FieldCatalog,
     portal: &str,
     file_supervisors: &BTreeMap<u64, u64>,
-    rule_names: &[&str],
+    rules: &RuleSet,
 ) -> Option<Case> {
+    let rule_names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
     let errors_before = r.errors.len();
     let line = r.line(span.start);
     r.keys(table, CASE_KEYS, "in [[case]]");
@@ -584,14 +577,26 @@ fn parse_case(
                 .and_then(Value::as_str)
                 .map(StageSemantic::from_code)
         })
-        .unwrap_or_else(|| {
-            // Bitrix24's default final stages: WON is a success, LOSE and APOLOGY failures.
-            match stage.rsplit(':').next().unwrap_or_default() {
-                "WON" => StageSemantic::Success,
-                "LOSE" | "APOLOGY" => StageSemantic::Failure,
-                _ => StageSemantic::Process,
-            }
-        });
+        // Bitrix24's default final stages: WON is a success, LOSE and APOLOGY failures.
+        .unwrap_or_else(|| offline_semantic(&stage).unwrap_or(StageSemantic::Process));
+    // A revert never crosses pipelines: a previous stage elsewhere is a mistake in the file.
+    if let (Some(from), Some((_, v))) = (&from, entry(table, "from"))
+        && stage_pipeline(from) != Some(category)
+    {
+        let there = match stage_pipeline(from) {
+            Some(p) => format!("in pipeline {p}"),
+            None => "not a stage id".to_string(),
+        };
+        let help = format!(
+            "a deal is never moved back across pipelines: write a stage of pipeline {category} ({}), or leave \"from\" out when the deal came from another pipeline",
+            rules.stages_of(category).join(", ")
+        );
+        r.error(
+            v.span(),
+            format!("\"from\" stage \"{from}\" is {there}, but the case's deal is in pipeline {category}"),
+            &help,
+        );
+    }
     let moved_time = match entry(table, "moved_time") {
         Some((_, v)) => match moment(v.get_ref()) {
             Some(t) => Some(t),
@@ -628,7 +633,7 @@ fn parse_case(
         let name = r.string(t, "rule")?;
         if !rule_names.contains(&name.as_str()) {
             let (_, v) = entry(t, "rule")?;
-            let help = match suggest(&name, rule_names) {
+            let help = match suggest(&name, &rule_names) {
                 Some(s) => format!("did you mean \"{s}\"?"),
                 None => "the rules folder has no rule of that name".to_string(),
             };
@@ -803,7 +808,12 @@ fn kind_name(kind: EffectKind) -> &'static str {
 }
 
 /// The outcome of one case: `None` passed, `Some(report)` failed.
-fn run_case(file: &str, case: &Case, rules: &RuleSet, calendar: &Calendar) -> Option<String> {
+fn run_case(
+    file: &str,
+    case: &Case,
+    rules: &RuleSet,
+    (calendar, max_tunnel_depth): (&Calendar, u32),
+) -> Option<String> {
     let input = Input {
         deal: &case.deal,
         entry: &case.entry,
@@ -811,6 +821,7 @@ fn run_case(file: &str, case: &Case, rules: &RuleSet, calendar: &Calendar) -> Op
         catalog: &case.catalog,
         calendar,
         portal_origin: &case.portal,
+        max_tunnel_depth,
     };
     let evaluation = evaluate(rules, &input);
     let deal_id = case.deal.id().unwrap_or(0);
@@ -948,6 +959,9 @@ fn decision_line(d: &crate::rules::Decision) -> String {
         Outcome::Skipped(crate::rules::SkipReason::Reverted { by }) => {
             format!("skipped: the deal was moved back by rule \"{by}\"")
         }
+        Outcome::Skipped(crate::rules::SkipReason::OwnCopy { origin }) => {
+            format!("skipped: the deal is this tunnel's copy of deal {origin}")
+        }
         Outcome::Failed(e) => format!("failed: {e}"),
     };
     let notes = if d.notes.is_empty() {
@@ -1083,11 +1097,16 @@ pub struct Summary {
     pub failures: Vec<String>,
 }
 
-/// Runs every case of `file`.
-pub fn run(file: &TestFile, rules: &RuleSet, calendar: &Calendar) -> Summary {
+/// Runs every case of `file` (`max_tunnel_depth`: `rules.max_tunnel_depth` of the config).
+pub fn run(
+    file: &TestFile,
+    rules: &RuleSet,
+    calendar: &Calendar,
+    max_tunnel_depth: u32,
+) -> Summary {
     let mut summary = Summary::default();
     for case in &file.cases {
-        match run_case(&file.name, case, rules, calendar) {
+        match run_case(&file.name, case, rules, (calendar, max_tunnel_depth)) {
             None => summary.passed += 1,
             Some(report) => {
                 summary.failed += 1;
@@ -1119,7 +1138,12 @@ pub fn test_files(path: &Path) -> Result<Vec<std::path::PathBuf>, String> {
 
 /// `b24-robot test`: 0 all passed, 1 a case failed (or the rules do not load), 2 a test file
 /// is unreadable or invalid.
-pub fn command(path: &Path, rules: &RuleSet, calendar: &Calendar) -> std::process::ExitCode {
+pub fn command(
+    path: &Path,
+    rules: &RuleSet,
+    calendar: &Calendar,
+    max_tunnel_depth: u32,
+) -> std::process::ExitCode {
     use std::process::ExitCode;
     let files = match test_files(path) {
         Ok(f) => f,
@@ -1160,7 +1184,7 @@ pub fn command(path: &Path, rules: &RuleSet, calendar: &Calendar) -> std::proces
     }
     let mut total = Summary::default();
     for file in &parsed {
-        let summary = run(file, rules, calendar);
+        let summary = run(file, rules, calendar, max_tunnel_depth);
         println!(
             "{}: {} case(s), {} failed",
             file.name,
@@ -1226,7 +1250,7 @@ deadline = "2026-12-02T10:00:00+03:00"
     #[test]
     fn a_matching_expectation_passes() {
         let file = parse("t.toml", GOOD, &rules()).expect("valid");
-        let summary = run(&file, &rules(), &Calendar::default());
+        let summary = run(&file, &rules(), &Calendar::default(), 3);
         assert_eq!((summary.passed, summary.failed), (1, 0), "{:?}", summary);
     }
 
@@ -1234,7 +1258,7 @@ deadline = "2026-12-02T10:00:00+03:00"
     fn a_wrong_title_fails_with_expected_and_actual() {
         let text = GOOD.replace("title = \"Offer: Acme\"", "title = \"Offer to Acme\"");
         let file = parse("t.toml", &text, &rules()).expect("valid");
-        let summary = run(&file, &rules(), &Calendar::default());
+        let summary = run(&file, &rules(), &Calendar::default(), 3);
         assert_eq!(summary.failed, 1);
         let report = &summary.failures[0];
         assert!(
@@ -1264,6 +1288,19 @@ deadline = "2026-12-02T10:00:00+03:00"
                 .iter()
                 .any(|e| e.starts_with("t.toml:13:8: no rule named \"ofer\"")),
             "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn a_from_stage_of_another_pipeline_makes_the_test_file_invalid() {
+        let text = GOOD.replace("from = \"NEW\"", "from = \"C1:NEW\"");
+        let errors = parse("t.toml", &text, &rules()).expect_err("invalid");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "t.toml:7:8: \"from\" stage \"C1:NEW\" is in pipeline 1, but the case's deal is in pipeline 0 (a deal is never moved back across pipelines: write a stage of pipeline 0 (NEW, PREPARATION, PREPAYMENT_INVOICE, EXECUTING, FINAL_INVOICE, WON, LOSE, APOLOGY), or leave \"from\" out when the deal came from another pipeline)"
+            ]
         );
     }
 }

@@ -28,7 +28,7 @@ const NAME: &str = "Unique id of the rule across all files: lower-case letters, 
 const PIPELINE: &str = "The deal pipeline, Bitrix24's CATEGORY_ID (0 is the default pipeline). Set at the top of a file for all its rules; a rule's own value wins. Absent everywhere: every pipeline (only with stage \"won\"/\"lost\").";
 const STAGE: &str = "The stage being entered, as Bitrix24's STAGE_ID spells it (\"PREPARATION\" in pipeline 0, \"C1:PREPARATION\" in pipeline 1), or \"won\" (any success stage) or \"lost\" (any failure stage).";
 const WHEN: &str = "Extra conditions on the deal's fields, all must hold: a plain value means equality; a table takes eq ne gt gte lt lte in not_in empty. Example: { TYPE_ID = \"SALE\", OPPORTUNITY = { gte = 100000 } }";
-const TEMPLATE: &str = "A template: {FIELD} is replaced by the deal's field ({TITLE}, {OPPORTUNITY}, {UF_CRM_X}; a list field renders its label), {DEAL_URL} by the link to the deal card; {{ and }} are literal braces.";
+const TEMPLATE: &str = "A template: {FIELD} is replaced by the deal's field ({TITLE}, {OPPORTUNITY}, {UF_CRM_X}; a list field renders its label), {DEAL_URL} by the link to the deal card; {{ and }} are literal braces. At most 8 KiB of text and 64 placeholders.";
 const PERSON: &str = "\"assigned\" (the deal's ASSIGNED_BY_ID), \"supervisor\" (the head of the assigned user's department, walking up), a user id as an integer (17), or \"field:UF_CRM_X\" (the user in that deal field).";
 const DEADLINE: &str = "When the task is due: { after = \"2 workdays\" } after the stage entry, { after = \"1 day\", field = \"CLOSEDATE\" } or { before = \"3 days\", field = \"UF_CRM_EVENT_DATE\" } relative to a date field, or { at = \"2026-12-31T18:00\" }. Optional time = \"18:00\" pins the time of day; fallback = { ... } is used when the field is empty.";
 const ON_MISSING: &str = "\"revert\" (the default): move the deal back to the stage it came from; \"warn\": leave it. In both cases a timeline comment names the missing fields and the assigned user is notified.";
@@ -40,7 +40,8 @@ fn reference(name: &str, description: &str) -> Value {
 }
 
 fn template(description: &str) -> Value {
-    json!({ "type": "string", "description": format!("{description} {TEMPLATE}") })
+    // The loader counts bytes (8 KiB); a schema can only count characters.
+    json!({ "type": "string", "maxLength": 8192, "description": format!("{description} {TEMPLATE}") })
 }
 
 fn field_list(description: &str) -> Value {
@@ -179,7 +180,7 @@ pub fn schema() -> Value {
             "type": "object",
             "description": format!("Fields set from templates, after copy: {{ TITLE = \"Repeat sale: {{TITLE}}\" }}. {TEMPLATE}"),
             "propertyNames": { "pattern": FIELD_CODE },
-            "additionalProperties": { "type": "string" },
+            "additionalProperties": { "type": "string", "maxLength": 8192 },
         }),
     );
     tunnel.insert(

@@ -19,7 +19,8 @@ use crate::rules::model::{
     Body, Deadline, DeadlineBase, LossReason, OnMissing, PersonRef, Require, Rule, RuleKind,
     StageMatch, TaskTemplate, Tunnel,
 };
-use crate::rules::template::{Template, is_field_code};
+use crate::rules::template::{MAX_PLACEHOLDERS, MAX_TEMPLATE, Template, is_field_code};
+use crate::rules::tunnel;
 
 const TOP_LEVEL: &[&str] = &[
     "pipeline",
@@ -109,6 +110,13 @@ pub(crate) fn compile(
             rule: None,
         };
         cx.file(&mut names);
+    }
+    // Tunnels of different files may feed each other: checked once every file is read.
+    for found in tunnel::cycle_diagnostics(&out.rules, &tunnel::offline_semantic) {
+        match found.severity {
+            Severity::Error => out.errors.push(found),
+            Severity::Warning => out.warnings.push(found),
+        }
     }
     if out.errors.is_empty() {
         Ok((out.rules, out.warnings))
@@ -469,7 +477,23 @@ impl<'s> FileCx<'_, 's> {
 
     fn template(&mut self, v: &Spanned<DeValue<'s>>, key: &str) -> Option<Template> {
         let text = self.string(v, key, "\"Call {TITLE}\"")?;
+        if text.len() > MAX_TEMPLATE {
+            self.error(
+                v.span(),
+                format!("template of {} bytes", text.len()),
+                format!("at most {MAX_TEMPLATE} bytes (8 KiB) of template text: shorten it"),
+            );
+            return None;
+        }
         match Template::parse(text) {
+            Ok(t) if t.placeholders().count() > MAX_PLACEHOLDERS => {
+                self.error(
+                    v.span(),
+                    format!("template with {} placeholders", t.placeholders().count()),
+                    format!("at most {MAX_PLACEHOLDERS} in one template: split the text, or write fewer fields"),
+                );
+                None
+            }
             Ok(t) => Some(t),
             Err(e) => {
                 let offset = self.string_offset(v, e.offset);
@@ -795,7 +819,7 @@ impl<'s> FileCx<'_, 's> {
                 // Without a valid to_pipeline (reported already) there is nothing to check against.
                 let to_pipeline = to_pipeline?;
                 match check_stage(text, Some(to_pipeline), false) {
-                    Ok(_) => Some(text.to_string()),
+                    Ok(_) => Some((text.to_string(), self.source.position(v.span().start))),
                     Err((message, help)) => {
                         let message = message.replace("the rule's pipeline", "to_pipeline");
                         let help = help.replace("pipeline =", "to_pipeline =");
@@ -805,7 +829,15 @@ impl<'s> FileCx<'_, 's> {
                 }
             });
         let copy = match entry(table, "copy") {
-            Some((_, v)) => self.field_list(v, "copy"),
+            Some((_, v)) => {
+                let fields = self.field_list(v, "copy");
+                for item in v.get_ref().as_array().into_iter().flat_map(|a| a.iter()) {
+                    if let Some(field) = item.get_ref().as_str() {
+                        self.writable_by_copy(item.span(), "copy", field);
+                    }
+                }
+                fields
+            }
             None => Some(Vec::new()),
         };
         let set = match entry(table, "set") {
@@ -816,6 +848,7 @@ impl<'s> FileCx<'_, 's> {
                     let mut ok = true;
                     for (key, value) in entries_in_order(set) {
                         let code = key.get_ref().as_ref();
+                        self.writable_by_copy(key.span(), "set", code);
                         if !is_field_code(code) {
                             self.error(
                                 key.span(),
@@ -848,13 +881,40 @@ impl<'s> FileCx<'_, 's> {
             Some((_, v)) => self.person(v, "responsible"),
             None => Some(PersonRef::Assigned),
         };
+        let (to_stage, to_stage_at) = to_stage?;
         Some(Tunnel {
             to_pipeline: to_pipeline?,
-            to_stage: to_stage?,
+            to_stage,
+            to_stage_at,
             copy: copy?,
             set: set?,
             responsible: responsible?,
         })
+    }
+
+    /// A tunnel's `copy`/`set` naming a field the copy cannot take: its id, its stage and
+    /// pipeline (`to_stage`, `to_pipeline`), the service's own marker, a read-only field.
+    /// `ASSIGNED_BY_ID` is only a warning: `responsible` replaces it, which files written before
+    /// this check may rely on.
+    fn writable_by_copy(&mut self, span: Range<usize>, key: &str, field: &str) {
+        if let Some(help) = tunnel::unwritable(field) {
+            self.error(
+                span,
+                format!("{key} names {field}, which a tunnel cannot write"),
+                help,
+            );
+        } else if field == "ASSIGNED_BY_ID" {
+            let (line, column) = self.source.position(span.start);
+            self.out.warnings.push(Diagnostic {
+                file: self.source.name.to_string(),
+                line,
+                column,
+                rule: self.rule.clone(),
+                message: format!("{key} names ASSIGNED_BY_ID, which \"responsible\" replaces"),
+                help: Some("remove it: responsible = \"assigned\" (the default) gives the copy the deal's assigned user".into()),
+                severity: Severity::Warning,
+            });
+        }
     }
 
     fn deadline(&mut self, v: &Spanned<DeValue<'s>>, key: &str) -> Option<Deadline> {

@@ -13,9 +13,18 @@ use crate::rules::RuleSet;
 use crate::rules::condition::{is_missing, scalar_values};
 use crate::rules::model::{
     Body, Deadline, DeadlineBase, LossReason, OnMissing, PersonRef, Require, Rule, RuleKind,
-    StageMatch, TaskTemplate, Tunnel,
+    StageMatch, TaskTemplate, Tunnel, stage_pipeline,
 };
-use crate::rules::template::{RenderContext, Template, display_value, push_note};
+use crate::rules::template::{
+    Cap, MESSAGE_CAP, RenderContext, TEXT_CAP, TITLE_CAP, Template, cut, display_value, push_note,
+};
+use crate::rules::tunnel::CopyOrigin;
+
+/// Each note of the decision log: notes quote deal values, which may be of any length.
+const NOTE_CAP: Cap = Cap::Chars(500);
+/// Most bytes of one copied value (its JSON) kept in the copy and the records: a longer text
+/// is cut (ending with the mark), a longer list keeps its first items.
+const COPIED_VALUE_MAX: usize = 64 * 1024;
 
 /// A deal as `crm.deal.get` returns it: strings, nulls, arrays for multiple fields.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -206,12 +215,20 @@ pub struct Input<'a> {
     pub calendar: &'a Calendar,
     /// `https://x.bitrix24.ru`, for `{DEAL_URL}`.
     pub portal_origin: &'a str,
+    /// `rules.max_tunnel_depth`: a deal that is already the copy of this depth in a chain of
+    /// tunnel copies is not copied again.
+    pub max_tunnel_depth: u32,
 }
 
 /// The decisions for one stage entry.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     pub decisions: Vec<Decision>,
+    /// Tunnels that did not copy because the deal is already the copy at
+    /// `rules.max_tunnel_depth` of a chain (their decisions failed): the worker logs and counts
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains_stopped: Vec<String>,
 }
 
 impl Evaluation {
@@ -249,6 +266,9 @@ pub enum SkipReason {
     ConditionFalse,
     /// A gate rule moved the deal back: it never really entered the stage.
     Reverted { by: String },
+    /// The deal is the copy this tunnel made of deal `origin`: a copy never fires the tunnel
+    /// that made it.
+    OwnCopy { origin: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -281,6 +301,15 @@ pub struct CopySpec {
     /// Copied fields (raw values, as `crm.deal.add` takes them) then `set` (rendered).
     pub fields: Map<String, Value>,
     pub responsible: Person,
+    /// Where the copy stands in a chain of copies: 1 for the copy of a deal people made, 2 for
+    /// the copy of a copy... It goes into the copy's `ORIGIN_ID`. A decision recorded before
+    /// depths existed has none: 1.
+    #[serde(default = "first_copy")]
+    pub depth: u32,
+}
+
+fn first_copy() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -301,6 +330,7 @@ pub fn evaluate(rules: &RuleSet, input: &Input<'_>) -> Evaluation {
         .collect();
     let is_gate = |r: &&Rule| matches!(r.kind, RuleKind::Require | RuleKind::LossReason);
     let mut decisions = Vec::new();
+    let mut chains_stopped = Vec::new();
     let mut reverted_by: Option<String> = None;
     let mut reverting = Vec::new();
     for rule in concerned.iter().copied().filter(is_gate) {
@@ -326,11 +356,14 @@ pub fn evaluate(rules: &RuleSet, input: &Input<'_>) -> Evaluation {
                 Outcome::Skipped(SkipReason::Reverted { by: by.clone() }),
                 Vec::new(),
             ),
-            None => evaluate_action(rule, input),
+            None => evaluate_action(rule, input, &mut chains_stopped),
         };
         decisions.push(decision);
     }
-    Evaluation { decisions }
+    Evaluation {
+        decisions,
+        chains_stopped,
+    }
 }
 
 fn decision(rule: &Rule, outcome: Outcome, notes: Vec<String>) -> Decision {
@@ -338,7 +371,7 @@ fn decision(rule: &Rule, outcome: Outcome, notes: Vec<String>) -> Decision {
         rule: rule.name.clone(),
         kind: rule.kind,
         outcome,
-        notes,
+        notes: notes.iter().map(|n| cut(n, NOTE_CAP).0).collect(),
     }
 }
 
@@ -374,7 +407,24 @@ fn check_when(rule: &Rule, input: &Input<'_>) -> Option<Decision> {
     ))
 }
 
-fn evaluate_action(rule: &Rule, input: &Input<'_>) -> Decision {
+fn evaluate_action(rule: &Rule, input: &Input<'_>, chains_stopped: &mut Vec<String>) -> Decision {
+    // A copy's origin: what stops a tunnel from copying its own copies, and a chain of copies.
+    let origin = match rule.body {
+        Body::Tunnel(_) => CopyOrigin::of(input.deal),
+        _ => None,
+    };
+    if let Some(origin) = origin.as_ref().filter(|o| o.rule == rule.name) {
+        return decision(
+            rule,
+            Outcome::Skipped(SkipReason::OwnCopy {
+                origin: origin.deal_id,
+            }),
+            vec![format!(
+                "the deal is the copy this tunnel made of deal {}: a copy never fires the tunnel that made it",
+                origin.deal_id
+            )],
+        );
+    }
     if let Some(skipped) = check_when(rule, input) {
         return skipped;
     }
@@ -384,9 +434,24 @@ fn evaluate_action(rule: &Rule, input: &Input<'_>) -> Decision {
             Ok(spec) => Outcome::Fired(vec![Effect::CreateTask(spec)]),
             Err(why) => Outcome::Failed(why),
         },
-        Body::Tunnel(tunnel) => {
-            Outcome::Fired(vec![Effect::CopyDeal(make_copy(tunnel, input, &mut notes))])
-        }
+        Body::Tunnel(tunnel) => match origin {
+            Some(origin) if origin.depth >= input.max_tunnel_depth => {
+                chains_stopped.push(rule.name.clone());
+                Outcome::Failed(format!(
+                    "tunnel chain deeper than {}: deal {} is already copy {} in a chain of tunnel copies (made by rule \"{}\" from deal {}), so it is not copied again",
+                    input.max_tunnel_depth,
+                    input.deal.id().unwrap_or(0),
+                    origin.depth,
+                    origin.rule,
+                    origin.deal_id
+                ))
+            }
+            origin => {
+                let depth = origin.map_or(1, |o| o.depth.saturating_add(1));
+                let copy = make_copy(tunnel, input, depth, &mut notes);
+                Outcome::Fired(vec![Effect::CopyDeal(copy)])
+            }
+        },
         // Gates are evaluated by `evaluate_gate`.
         Body::Require(_) | Body::LossReason(_) => Outcome::Fired(Vec::new()),
     };
@@ -447,13 +512,30 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
             Template::parse(default_message).unwrap_or_else(|_| Template::text(default_message))
         }
     };
-    let mut text = template.render(&ctx, Some(&missing.labels), &mut notes);
+    let mut text = template.render(
+        &ctx,
+        Some(&missing.labels),
+        ("the message", MESSAGE_CAP),
+        &mut notes,
+    );
     if let Some(extra) = &missing.detail {
         text = format!("{} {extra}", end_sentence(&text));
     }
     let mut effects = Vec::new();
     let mut reverts = false;
     match (on_missing, input.previous_stage) {
+        (OnMissing::Revert, Some(previous))
+            if stage_pipeline(previous) != Some(input.entry.category_id) =>
+        {
+            let there = match stage_pipeline(previous) {
+                Some(p) => format!("in pipeline {p}"),
+                None => "in no pipeline".to_string(),
+            };
+            notes.push(format!(
+                "revert acts as warn: the previous stage {previous} is {there}, not in the deal's pipeline {} (a deal is never moved across pipelines)",
+                input.entry.category_id
+            ));
+        }
         (OnMissing::Revert, Some(previous)) => {
             reverts = true;
             match already {
@@ -467,8 +549,15 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
         ),
         (OnMissing::Warn, _) => {}
     }
-    let title = display_value(input.deal, input.catalog, "TITLE", &mut Vec::new());
-    let notice = format!("Deal \"{title}\" {}: {text}", ctx.deal_url());
+    let (text, _) = cut(&text, MESSAGE_CAP);
+    let (title, _) = cut(
+        &display_value(input.deal, input.catalog, "TITLE", &mut Vec::new()),
+        TITLE_CAP,
+    );
+    let (notice, _) = cut(
+        &format!("Deal \"{title}\" {}: {text}", ctx.deal_url()),
+        MESSAGE_CAP,
+    );
     effects.push(Effect::AddComment { text });
     effects.push(Effect::Notify {
         user: resolve(&PersonRef::Assigned, input, &mut notes),
@@ -568,11 +657,13 @@ fn make_task(
         portal_origin: input.portal_origin,
     };
     Ok(TaskSpec {
-        title: task.title.render(&ctx, None, notes),
+        title: task
+            .title
+            .render(&ctx, None, ("the title", TITLE_CAP), notes),
         description: task
             .description
             .as_ref()
-            .map(|d| d.render(&ctx, None, notes)),
+            .map(|d| d.render(&ctx, None, ("the description", TEXT_CAP), notes)),
         responsible: resolve(&task.responsible, input, notes),
         auditors: task
             .auditors
@@ -583,7 +674,7 @@ fn make_task(
     })
 }
 
-fn make_copy(tunnel: &Tunnel, input: &Input<'_>, notes: &mut Vec<String>) -> CopySpec {
+fn make_copy(tunnel: &Tunnel, input: &Input<'_>, depth: u32, notes: &mut Vec<String>) -> CopySpec {
     let ctx = RenderContext {
         deal: input.deal,
         catalog: input.catalog,
@@ -593,22 +684,80 @@ fn make_copy(tunnel: &Tunnel, input: &Input<'_>, notes: &mut Vec<String>) -> Cop
     for field in &tunnel.copy {
         match input.deal.get(field) {
             Some(value) if !value.is_null() => {
-                fields.insert(field.clone(), value.clone());
+                let (value, was_cut) = capped(value, COPIED_VALUE_MAX);
+                if was_cut {
+                    push_note(
+                        notes,
+                        format!("field {field} longer than 64 KiB: copied cut"),
+                    );
+                }
+                fields.insert(field.clone(), value);
             }
             _ => push_note(notes, format!("field {field} empty: not copied")),
         }
     }
     for (field, template) in &tunnel.set {
-        fields.insert(
-            field.clone(),
-            Value::String(template.render(&ctx, None, notes)),
-        );
+        let cap = if field == "TITLE" {
+            TITLE_CAP
+        } else {
+            TEXT_CAP
+        };
+        let value = template.render(&ctx, None, (&format!("set {field}"), cap), notes);
+        fields.insert(field.clone(), Value::String(value));
     }
     CopySpec {
         to_pipeline: tunnel.to_pipeline,
         to_stage: tunnel.to_stage.clone(),
         fields,
         responsible: resolve(&tunnel.responsible, input, notes),
+        depth,
+    }
+}
+
+/// A deal value within `max` bytes of JSON, and whether it had to be cut: a text is cut
+/// (ending with the mark), a list keeps its first items, a table what fits of its entries.
+fn capped(value: &Value, max: usize) -> (Value, bool) {
+    match value {
+        Value::String(text) => {
+            // The JSON quotes and escapes are not counted: the text itself is what is cut.
+            let (text, was_cut) = cut(text, Cap::Bytes(max));
+            (Value::String(text), was_cut)
+        }
+        Value::Array(items) => {
+            let mut kept = Vec::new();
+            let mut size = 2;
+            let mut was_cut = false;
+            for item in items {
+                let (item, cut_inside) = capped(item, max.saturating_sub(size));
+                let len = item.to_string().len() + 1;
+                if size + len > max {
+                    was_cut = true;
+                    break;
+                }
+                size += len;
+                was_cut |= cut_inside;
+                kept.push(item);
+            }
+            (Value::Array(kept), was_cut)
+        }
+        Value::Object(map) => {
+            let mut kept = Map::new();
+            let mut size = 2;
+            let mut was_cut = false;
+            for (key, item) in map {
+                let (item, cut_inside) = capped(item, max.saturating_sub(size + key.len() + 4));
+                let len = key.len() + 4 + item.to_string().len();
+                if size + len > max {
+                    was_cut = true;
+                    break;
+                }
+                size += len;
+                was_cut |= cut_inside;
+                kept.insert(key.clone(), item);
+            }
+            (Value::Object(kept), was_cut)
+        }
+        other => (other.clone(), false),
     }
 }
 

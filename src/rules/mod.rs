@@ -12,6 +12,7 @@ mod evaluate;
 mod file;
 mod model;
 mod template;
+mod tunnel;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,7 +24,9 @@ pub use evaluate::{
     CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
     StageEntry, StageSemantic, TaskSpec, evaluate,
 };
+pub(crate) use model::stage_pipeline;
 pub use model::{Rule, RuleKind};
+pub use tunnel::{CopyOrigin, ORIGINATOR, READ_ONLY_FIELDS, offline_semantic};
 
 use model::{Body, DeadlineBase, PersonRef, StageMatch};
 
@@ -152,6 +155,68 @@ impl RuleSet {
             rules: self.rules.iter().filter(|r| keep(r)).cloned().collect(),
             version: self.version.clone(),
         }
+    }
+
+    /// The tunnel cycles of the set with the stages' kinds as `semantic` tells them (the
+    /// portal's, for `check --portal`; a stage it does not know falls back to Bitrix24's
+    /// standard codes): errors for the cycles that surely run, warnings for those that depend
+    /// on a stage of unknown kind.
+    pub fn tunnel_cycles(
+        &self,
+        semantic: &dyn Fn(&str) -> Option<StageSemantic>,
+    ) -> Vec<Diagnostic> {
+        tunnel::cycle_diagnostics(&self.rules, &|stage: &str| {
+            semantic(stage).or_else(|| offline_semantic(stage))
+        })
+    }
+
+    /// Stage ids of `pipeline` known without a portal: Bitrix24's standard ones (reference
+    /// §6.6), then those the rules name, for messages that list the valid stages.
+    pub fn stages_of(&self, pipeline: u64) -> Vec<String> {
+        let prefix = if pipeline == 0 {
+            String::new()
+        } else {
+            format!("C{pipeline}:")
+        };
+        let mut stages: Vec<String> = [
+            "NEW",
+            "PREPARATION",
+            "PREPAYMENT_INVOICE",
+            "EXECUTING",
+            "FINAL_INVOICE",
+            "WON",
+            "LOSE",
+            "APOLOGY",
+        ]
+        .iter()
+        .map(|code| format!("{prefix}{code}"))
+        .collect();
+        for rule in &self.rules {
+            for stage in rule.portal_refs().stages {
+                if stage_pipeline(&stage) == Some(pipeline) && !stages.contains(&stage) {
+                    stages.push(stage);
+                }
+            }
+        }
+        stages
+    }
+
+    /// The fields tunnels write into their copies (`copy` and `set`), with the rule and where
+    /// it is defined: `check --portal` verifies the portal lets them be written.
+    pub fn tunnel_writes(&self) -> Vec<(&Rule, &str)> {
+        self.rules
+            .iter()
+            .flat_map(|rule| match &rule.body {
+                Body::Tunnel(tunnel) => tunnel
+                    .copy
+                    .iter()
+                    .map(String::as_str)
+                    .chain(tunnel.set.iter().map(|(field, _)| field.as_str()))
+                    .map(|field| (rule, field))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
     }
 
     /// Every deal field the rules name (templates, `when`, require, deadlines, people,

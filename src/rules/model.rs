@@ -127,9 +127,20 @@ pub(super) struct LossReason {
 pub(super) struct Tunnel {
     pub(super) to_pipeline: u64,
     pub(super) to_stage: String,
+    /// Line and column of the `to_stage` value: where a tunnel cycle is reported.
+    pub(super) to_stage_at: (usize, usize),
     pub(super) copy: Vec<String>,
     pub(super) set: Vec<(String, Template)>,
     pub(super) responsible: PersonRef,
+}
+
+/// The pipeline of a stage id: `C1:NEW` is in 1, `NEW` in the default pipeline 0; `None` for
+/// a `C<n>:` prefix that is not one.
+pub(crate) fn stage_pipeline(stage: &str) -> Option<u64> {
+    match stage.split_once(':') {
+        None => Some(0),
+        Some((prefix, _)) => prefix.strip_prefix('C')?.parse().ok(),
+    }
 }
 
 /// A person as a rule names them; resolved against the deal at evaluation.

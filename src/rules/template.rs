@@ -5,6 +5,122 @@
 
 use crate::rules::evaluate::{Deal, FieldCatalog};
 
+/// Most bytes of template text (`check` refuses a longer one): 8 KiB is pages of a task
+/// description, and bounds what one placeholder-free template can weigh.
+pub(crate) const MAX_TEMPLATE: usize = 8 * 1024;
+/// Most placeholders in one template: with [`MAX_TEMPLATE`] it keeps a template from repeating
+/// one field thousands of times (700,000 `{TITLE}` once made a 717 MB task title).
+pub(crate) const MAX_PLACEHOLDERS: usize = 64;
+
+/// How long a rendered text may be; past it the text is cut on a character boundary and ends
+/// with [`MARK`] (the mark counted in the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cap {
+    Chars(usize),
+    Bytes(usize),
+}
+
+impl std::fmt::Display for Cap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cap::Chars(n) => write!(f, "{n} characters"),
+            Cap::Bytes(n) if n % 1024 == 0 => write!(f, "{} KiB", n / 1024),
+            Cap::Bytes(n) => write!(f, "{n} bytes"),
+        }
+    }
+}
+
+/// The end of a text that was cut.
+pub(crate) const MARK: char = '…';
+/// A task's title, and a deal's `TITLE` set by a tunnel: Bitrix24 keeps 255 characters (the
+/// `TITLE` columns of tasks and deals are `varchar(255)`; the REST reference does not say).
+pub(crate) const TITLE_CAP: Cap = Cap::Chars(255);
+/// A task's description, any other field a tunnel sets or copies (per value): 64 KiB, the size
+/// of the portal's `text` columns.
+pub(crate) const TEXT_CAP: Cap = Cap::Bytes(64 * 1024);
+/// A timeline comment and a notification.
+pub(crate) const MESSAGE_CAP: Cap = Cap::Bytes(16 * 1024);
+
+/// A text that stops growing at its cap: rendering never holds more than the cap (plus one
+/// piece being copied), however long the deal's values are.
+struct Bounded {
+    out: String,
+    cap: Cap,
+    chars: usize,
+    cut: bool,
+}
+
+impl Bounded {
+    fn new(cap: Cap) -> Bounded {
+        Bounded {
+            out: String::new(),
+            cap,
+            chars: 0,
+            cut: false,
+        }
+    }
+
+    fn push(&mut self, text: &str) {
+        if self.cut {
+            return;
+        }
+        match self.cap {
+            Cap::Chars(max) => {
+                for c in text.chars() {
+                    if self.chars == max {
+                        self.cut = true;
+                        return;
+                    }
+                    self.out.push(c);
+                    self.chars += 1;
+                }
+            }
+            Cap::Bytes(max) => {
+                let room = max - self.out.len();
+                if text.len() <= room {
+                    self.out.push_str(text);
+                } else {
+                    self.out.push_str(&text[..floor_boundary(text, room)]);
+                    self.cut = true;
+                }
+            }
+        }
+    }
+
+    /// The text, and whether it was cut (then it ends with the mark, within the cap).
+    fn finish(mut self) -> (String, bool) {
+        if self.cut {
+            let keep = match self.cap {
+                Cap::Chars(max) => self
+                    .out
+                    .char_indices()
+                    .nth(max.saturating_sub(1))
+                    .map_or(self.out.len(), |(i, _)| i),
+                Cap::Bytes(max) => floor_boundary(&self.out, max.saturating_sub(MARK.len_utf8())),
+            };
+            self.out.truncate(keep);
+            self.out.push(MARK);
+        }
+        (self.out, self.cut)
+    }
+}
+
+/// The largest char boundary of `text` at or before `at`.
+fn floor_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// `text` within `cap`, and whether it was cut.
+pub(crate) fn cut(text: &str, cap: Cap) -> (String, bool) {
+    let mut bounded = Bounded::new(cap);
+    bounded.push(text);
+    bounded.finish()
+}
+
 /// A placeholder that is not a deal field.
 pub(crate) const DEAL_URL: &str = "DEAL_URL";
 /// The missing fields' labels, in `[[require]]`/`[[loss_reason]]` messages.
@@ -104,32 +220,41 @@ impl Template {
         })
     }
 
-    /// Renders against a deal. `missing` fills `{MISSING}`; empty fields render as nothing,
-    /// and each one adds a note for the decision log.
+    /// Renders against a deal, within `cap` (`what` names the text in the note when it is
+    /// cut). `missing` fills `{MISSING}`; empty fields render as nothing, and each one adds a
+    /// note for the decision log.
     pub(crate) fn render(
         &self,
         ctx: &RenderContext<'_>,
         missing: Option<&str>,
+        (what, cap): (&str, Cap),
         notes: &mut Vec<String>,
     ) -> String {
-        let mut out = String::new();
+        let mut out = Bounded::new(cap);
         for piece in &self.pieces {
             match piece {
-                Piece::Text(text) => out.push_str(text),
-                Piece::Field(name) if name == DEAL_URL => out.push_str(&ctx.deal_url()),
+                Piece::Text(text) => out.push(text),
+                Piece::Field(name) if name == DEAL_URL => out.push(&ctx.deal_url()),
                 Piece::Field(name) if name == MISSING && missing.is_some() => {
-                    out.push_str(missing.unwrap_or_default());
+                    out.push(missing.unwrap_or_default());
                 }
                 Piece::Field(name) => {
                     let value = display_value(ctx.deal, ctx.catalog, name, notes);
                     if value.is_empty() {
                         push_note(notes, format!("field {name} empty: rendered as nothing"));
                     }
-                    out.push_str(&value);
+                    out.push(&value);
                 }
             }
+            if out.cut {
+                break;
+            }
         }
-        out
+        let (text, was_cut) = out.finish();
+        if was_cut {
+            push_note(notes, cut_note(what, cap));
+        }
+        text
     }
 }
 
@@ -148,6 +273,11 @@ impl RenderContext<'_> {
             self.portal_origin.trim_end_matches('/')
         )
     }
+}
+
+/// The decision log's note on a text cut at its cap.
+pub(crate) fn cut_note(what: &str, cap: Cap) -> String {
+    format!("{what} longer than {cap}: cut, ending with \"{MARK}\"")
 }
 
 pub(crate) fn push_note(notes: &mut Vec<String>, note: String) {
@@ -270,6 +400,21 @@ fn is_option_id_field(field: &str, raw: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_text_stays_within_its_cap_on_a_character_boundary_with_the_mark() {
+        assert_eq!(cut("short", Cap::Chars(255)), ("short".to_string(), false));
+        let (text, was_cut) = cut(&"Ж".repeat(300), Cap::Chars(255));
+        assert!(was_cut);
+        assert_eq!(text.chars().count(), 255);
+        assert!(text.ends_with(MARK));
+        // 2-byte letters against an odd byte budget: never half a letter.
+        let (text, _) = cut(&"Ж".repeat(100), Cap::Bytes(100));
+        assert!(text.len() <= 100);
+        assert_eq!(text, format!("{}{MARK}", "Ж".repeat(48)));
+        let exact = "x".repeat(100);
+        assert_eq!(cut(&exact, Cap::Bytes(100)), (exact, false));
+    }
 
     #[test]
     fn doubled_braces_are_literal_braces() {

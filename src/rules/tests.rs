@@ -83,6 +83,7 @@ impl Run {
                 catalog: &self.catalog,
                 calendar: &self.calendar,
                 portal_origin: "https://x.bitrix24.ru",
+                max_tunnel_depth: 3,
             },
         )
     }
@@ -684,6 +685,7 @@ fn a_win_creates_the_nps_task_and_copies_the_deal() {
                     .unwrap()
                     .clone(),
             responsible: Person::User(7),
+            depth: 1,
         })
     );
 }
@@ -1124,4 +1126,288 @@ fn a_file_without_rules_loads_with_a_warning() {
             "b.toml: the file defines no rules (add [[task]], [[require]], [[loss_reason]], [[nps]] or [[tunnel]] sections, or remove the file)"
         ]
     );
+}
+
+// ---- tunnels that feed themselves (issue 8, item 4) ----
+
+const SELF_FEEDING: &str = r#"
+[[tunnel]]
+name = "x"
+pipeline = 1
+stage = "C1:NEW"
+to_pipeline = 1
+to_stage = "C1:NEW"
+"#;
+
+#[test]
+fn a_tunnel_whose_copy_enters_its_own_stage_is_refused_as_a_cycle() {
+    assert_eq!(
+        errors(SELF_FEEDING),
+        vec![
+            "sales.toml:7:12: rule \"x\": tunnel cycle: x (C1:NEW → C1:NEW), whose copy fires x again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
+        ]
+    );
+}
+
+#[test]
+fn a_chain_of_tunnels_back_to_the_first_is_refused_naming_every_step() {
+    let chain = r#"
+[[tunnel]]
+name = "a"
+pipeline = 0
+stage = "won"
+to_pipeline = 1
+to_stage = "C1:NEW"
+
+[[tunnel]]
+name = "b"
+pipeline = 1
+stage = "C1:NEW"
+to_pipeline = 2
+to_stage = "C2:NEW"
+
+[[tunnel]]
+name = "c"
+pipeline = 2
+stage = "C2:NEW"
+to_pipeline = 0
+to_stage = "WON"
+"#;
+    assert_eq!(
+        errors(chain),
+        vec![
+            "sales.toml:7:12: rule \"a\": tunnel cycle: a (won in pipeline 0 → C1:NEW), whose copy fires b (C1:NEW → C2:NEW), whose copy fires c (C2:NEW → WON), whose copy fires a again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
+        ]
+    );
+}
+
+#[test]
+fn a_tunnel_of_every_pipeline_on_won_is_fed_by_a_copy_into_a_won_stage() {
+    let any = "[[tunnel]]\nname = \"t\"\nstage = \"won\"\nto_pipeline = 2\nto_stage = \"C2:WON\"\n";
+    assert_eq!(
+        errors(any),
+        vec![
+            "sales.toml:5:12: rule \"t\": tunnel cycle: t (won in any pipeline → C2:WON), whose copy fires t again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
+        ]
+    );
+    // Into a process stage, the same tunnel is no cycle; nor is the shipped won → C1:NEW.
+    load(&any.replace("C2:WON", "C2:NEW"));
+    load(WON);
+}
+
+#[test]
+fn a_tunnel_into_a_custom_stage_that_may_be_a_failure_stage_loads_with_a_warning() {
+    let text = "[[tunnel]]\nname = \"archive\"\nstage = \"lost\"\nto_pipeline = 2\nto_stage = \"C2:UC_ARCHIVE\"\n";
+    let (set, warnings) =
+        RuleSet::from_sources(&[("sales.toml".into(), text.into())]).expect("loads");
+    assert_eq!(set.len(), 1);
+    let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        vec![
+            "sales.toml:5:12: rule \"archive\": possible tunnel cycle: archive (lost in any pipeline → C2:UC_ARCHIVE), whose copy fires archive again, if C2:UC_ARCHIVE is a failure stage (only the portal knows: b24-robot check --portal tells; at run time a chain stops after rules.max_tunnel_depth copies)"
+        ]
+    );
+}
+
+#[test]
+fn a_tunnel_writing_what_bitrix24_or_the_tunnel_itself_sets_is_an_error() {
+    let text = r#"
+[[tunnel]]
+name = "t"
+pipeline = 0
+to_pipeline = 1
+to_stage = "C1:NEW"
+copy = ["TITLE", "ID", "STAGE_ID", "DATE_CREATE"]
+set = { CATEGORY_ID = "2", ORIGIN_ID = "{ID}", COMMENTS = "Copy of {ID}" }
+"#;
+    assert_eq!(
+        errors(text),
+        vec![
+            "sales.toml:7:18: rule \"t\": copy names ID, which a tunnel cannot write (Bitrix24 gives the copy its own ID: remove it)",
+            "sales.toml:7:24: rule \"t\": copy names STAGE_ID, which a tunnel cannot write (the copy enters to_stage: remove it, and set to_stage instead)",
+            "sales.toml:7:36: rule \"t\": copy names DATE_CREATE, which a tunnel cannot write (a read-only field of crm.deal.fields: Bitrix24 fills it in itself; remove it)",
+            "sales.toml:8:9: rule \"t\": set names CATEGORY_ID, which a tunnel cannot write (the copy goes into to_pipeline: remove it, and set to_pipeline instead)",
+            "sales.toml:8:28: rule \"t\": set names ORIGIN_ID, which a tunnel cannot write (the service writes it to find the copy again: remove it)",
+        ]
+    );
+}
+
+// ---- reverts never cross pipelines (issue 8, item 5) ----
+
+#[test]
+fn a_revert_to_a_stage_of_another_pipeline_acts_as_warn_and_says_why() {
+    let mut run = preparation();
+    run.previous = Some("NEW");
+    let evaluation = run.evaluate(&load(CONTRACT));
+    let gate = &evaluation.decisions[0];
+    let Outcome::Fired(effects) = &gate.outcome else {
+        panic!("{gate:?}")
+    };
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::MoveBack { .. })),
+        "{effects:?}"
+    );
+    assert!(
+        gate.notes.contains(
+            &"revert acts as warn: the previous stage NEW is in pipeline 0, not in the deal's pipeline 1 (a deal is never moved across pipelines)".to_string()
+        ),
+        "{:?}",
+        gate.notes
+    );
+    assert!(matches!(evaluation.decisions[1].outcome, Outcome::Fired(_)));
+}
+
+// ---- bounded templates (issue 8, item 12) ----
+
+#[test]
+fn a_template_over_8_kib_or_with_too_many_placeholders_is_refused() {
+    let long = OFFER.replace(
+        "title = \"Send the commercial offer: {TITLE}\"",
+        &format!("title = \"{}\"", "{TITLE}".repeat(1200)),
+    );
+    assert_eq!(
+        errors(&long),
+        vec![
+            "sales.toml:6:9: rule \"offer\": template of 8400 bytes (at most 8192 bytes (8 KiB) of template text: shorten it)"
+        ]
+    );
+    let many = OFFER.replace(
+        "title = \"Send the commercial offer: {TITLE}\"",
+        &format!("title = \"{}\"", "{ID} ".repeat(65)),
+    );
+    assert_eq!(
+        errors(&many),
+        vec![
+            "sales.toml:6:9: rule \"offer\": template with 65 placeholders (at most 64 in one template: split the text, or write fewer fields)"
+        ]
+    );
+}
+
+#[test]
+fn a_rendered_task_title_is_cut_to_255_characters_with_a_mark() {
+    let mut run = preparation();
+    run.deal = deal(json!({"TITLE": "Ж".repeat(10_000)}));
+    let task = only_task(&run.evaluate(&load(OFFER))).clone();
+    assert_eq!(task.title.chars().count(), 255);
+    assert!(task.title.starts_with("Send the commercial offer: ЖЖЖ"));
+    assert!(task.title.ends_with('…'), "{}", task.title);
+    let description = task.description.expect("a description");
+    assert!(description.len() <= 64 * 1024);
+}
+
+#[test]
+fn a_huge_deal_value_renders_within_the_caps_and_is_kept_cut_in_the_records() {
+    let rules = load(&format!(
+        "{WON}\n[[task]]\nname = \"big\"\npipeline = 1\nstage = \"C1:WON\"\ntitle = \"x\"\ndescription = \"{}\"\ndeadline = {{ after = \"1 day\" }}\n",
+        "{COMMENTS}".repeat(64)
+    ));
+    let huge = "y".repeat(1024 * 1024);
+    let run = Run::new(
+        deal(json!({"COMMENTS": huge.clone(), "CONTACT_ID": huge})),
+        entry("C1:WON", 1, StageSemantic::Success),
+    );
+    let evaluation = run.evaluate(&rules);
+    let stored = serde_json::to_string(&evaluation).expect("serializes");
+    assert!(
+        stored.len() < 512 * 1024,
+        "the decision log keeps {} bytes",
+        stored.len()
+    );
+    let copy = evaluation
+        .effects()
+        .find_map(|(_, e)| match e {
+            Effect::CopyDeal(copy) => Some(copy.clone()),
+            _ => None,
+        })
+        .expect("a copy");
+    let contact = copy.fields["CONTACT_ID"].as_str().expect("a string");
+    assert_eq!(contact.len(), 64 * 1024);
+    assert!(contact.ends_with('…'));
+}
+
+// ---- copies of copies at run time (issue 8, item 4) ----
+
+fn copy_decision(origin_id: &str, max_tunnel_depth: u32) -> Evaluation {
+    let run = Run::new(
+        deal(json!({"ORIGINATOR_ID": "b24-robot", "ORIGIN_ID": origin_id})),
+        entry("C1:WON", 1, StageSemantic::Success),
+    );
+    evaluate(
+        &load(WON),
+        &Input {
+            deal: &run.deal,
+            entry: &run.entry,
+            previous_stage: run.previous,
+            catalog: &run.catalog,
+            calendar: &run.calendar,
+            portal_origin: "https://x.bitrix24.ru",
+            max_tunnel_depth,
+        },
+    )
+}
+
+fn tunnel_outcome(evaluation: &Evaluation) -> &Outcome {
+    &evaluation
+        .decisions
+        .iter()
+        .find(|d| d.rule == "repeat-sales")
+        .expect("the tunnel decided")
+        .outcome
+}
+
+#[test]
+fn a_copy_never_fires_the_tunnel_that_made_it() {
+    let evaluation = copy_decision("5:100:repeat-sales:0", 3);
+    assert_eq!(
+        tunnel_outcome(&evaluation),
+        &Outcome::Skipped(SkipReason::OwnCopy { origin: 5 })
+    );
+    assert!(evaluation.chains_stopped.is_empty());
+}
+
+#[test]
+fn a_copy_made_by_another_tunnel_is_copied_one_level_deeper() {
+    // An ORIGIN_ID without a depth (every copy of an older release): depth 1.
+    let evaluation = copy_decision("5:100:to-pipeline-1:0", 3);
+    let Outcome::Fired(effects) = tunnel_outcome(&evaluation) else {
+        panic!("{evaluation:#?}")
+    };
+    assert!(matches!(&effects[0], Effect::CopyDeal(copy) if copy.depth == 2));
+    // Another originator's ORIGIN_ID is not ours: a first copy.
+    let run = Run::new(
+        deal(json!({"ORIGINATOR_ID": "crm-import", "ORIGIN_ID": "5:100:x:0:3"})),
+        entry("C1:WON", 1, StageSemantic::Success),
+    );
+    let evaluation = run.evaluate(&load(WON));
+    let Outcome::Fired(effects) = tunnel_outcome(&evaluation) else {
+        panic!("{evaluation:#?}")
+    };
+    assert!(matches!(&effects[0], Effect::CopyDeal(copy) if copy.depth == 1));
+}
+
+#[test]
+fn a_chain_of_copies_deeper_than_the_limit_stops_with_a_failed_decision() {
+    let evaluation = copy_decision("5:100:to-pipeline-1:0:3", 3);
+    assert_eq!(
+        tunnel_outcome(&evaluation),
+        &Outcome::Failed(
+            "tunnel chain deeper than 3: deal 42 is already copy 3 in a chain of tunnel copies (made by rule \"to-pipeline-1\" from deal 5), so it is not copied again".into()
+        )
+    );
+    assert_eq!(evaluation.chains_stopped, vec!["repeat-sales".to_string()]);
+    // The limit is the config's: with 4, the same deal is copied (as copy 4).
+    let evaluation = copy_decision("5:100:to-pipeline-1:0:3", 4);
+    assert!(matches!(tunnel_outcome(&evaluation), Outcome::Fired(_)));
+}
+
+#[test]
+fn a_copy_decided_by_an_older_release_reads_as_depth_1() {
+    let old = r#"{"rule": "t", "kind": "tunnel", "notes": [], "outcome": {"Fired": [{"CopyDeal":
+        {"to_pipeline": 2, "to_stage": "C2:NEW", "fields": {}, "responsible": {"User": 3}}}]}}"#;
+    let decision: Decision = serde_json::from_str(old).expect("an old decision reads");
+    let Outcome::Fired(effects) = decision.outcome else {
+        panic!()
+    };
+    assert!(matches!(&effects[0], Effect::CopyDeal(copy) if copy.depth == 1));
 }

@@ -3,12 +3,11 @@
 
 use serde_json::{Value, json};
 
-use crate::rules::{Effect, Person};
+use crate::rules::{CopyOrigin, Effect, Person};
 use crate::store::{EffectKind, EffectRecord};
 
-/// `ORIGINATOR_ID` of the deals the service creates: with `ORIGIN_ID` it is the documented pair
-/// "for linking to an external source", and the key by which a copy is found again.
-pub const ORIGINATOR: &str = "b24-robot";
+/// `ORIGINATOR_ID` of the deals the service creates (the rules read it back: a copy's origin).
+pub use crate::rules::ORIGINATOR;
 
 /// A write with its people resolved, ready to be recorded and sent.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +93,7 @@ pub fn plan(
             fields.insert("STAGE_ID".into(), json!(copy.to_stage));
             fields.insert("ASSIGNED_BY_ID".into(), json!(responsible));
             fields.insert("ORIGINATOR_ID".into(), json!(ORIGINATOR));
-            fields.insert("ORIGIN_ID".into(), json!(origin_id(&marker)));
+            fields.insert("ORIGIN_ID".into(), json!(origin_id(&marker, copy.depth)));
             Ok(PlannedCall {
                 kind: EffectKind::CopyDeal,
                 method: "crm.deal.add".into(),
@@ -105,9 +104,25 @@ pub fn plan(
     }
 }
 
-/// `ORIGIN_ID` of a copy: the marker without its prefix (the field is short on some portals).
-fn origin_id(marker: &str) -> String {
-    marker.trim_start_matches("b24robot:").to_string()
+/// `ORIGIN_ID` of a copy: the marker without its prefix (the field is short on some portals),
+/// with the copy's depth in a chain of copies from 2 on ([`CopyOrigin`]): a copy of depth 1
+/// reads as one made before depths were written, and is found again the same way.
+fn origin_id(marker: &str, depth: u32) -> String {
+    let base = marker.trim_start_matches("b24robot:");
+    match CopyOrigin::parse(base) {
+        Some(o) => CopyOrigin::origin_id(o.deal_id, o.entry_id, &o.rule, o.index, depth),
+        None => base.to_string(),
+    }
+}
+
+/// The `ORIGIN_ID` a recorded copy was (or is to be) created with: the one in its parameters,
+/// exactly as sent; a record without it is of an older release, whose copies all had depth 1.
+fn recorded_origin_id(effect: &EffectRecord) -> String {
+    effect
+        .params
+        .pointer("/fields/ORIGIN_ID")
+        .and_then(Value::as_str)
+        .map_or_else(|| origin_id(&effect.marker, 1), str::to_string)
 }
 
 /// The read that finds what an earlier attempt of this effect may have created, if one exists.
@@ -132,7 +147,7 @@ pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
         EffectKind::CopyDeal => Some((
             "crm.deal.list".into(),
             json!({
-                "filter": { "ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": origin_id(&effect.marker) },
+                "filter": { "ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": recorded_origin_id(effect) },
                 "select": ["ID", "ORIGINATOR_ID", "ORIGIN_ID"],
             }),
         )),
@@ -177,7 +192,7 @@ pub fn found_in_lookup(
             })
         }
         EffectKind::CopyDeal => {
-            let origin = origin_id(&effect.marker);
+            let origin = recorded_origin_id(effect);
             result.as_array()?.iter().find_map(|d| {
                 let same = d.get("ORIGIN_ID").and_then(Value::as_str) == Some(origin.as_str())
                     && d.get("ORIGINATOR_ID").and_then(Value::as_str) == Some(ORIGINATOR);
@@ -292,6 +307,58 @@ mod tests {
             found_in_lookup(&comment, &listed, 12),
             None,
             "an older comment with the same words is not ours"
+        );
+    }
+
+    #[test]
+    fn a_copy_of_a_copy_carries_its_depth_in_origin_id_and_is_looked_up_by_it() {
+        let copy = |depth| {
+            Effect::CopyDeal(crate::rules::CopySpec {
+                to_pipeline: 2,
+                to_stage: "C2:NEW".into(),
+                fields: serde_json::Map::new(),
+                responsible: Person::User(3),
+                depth,
+            })
+        };
+        let mut resolve = |p: &Person| match p {
+            Person::User(u) => Ok(json!(u)),
+            _ => Err("no".to_string()),
+        };
+        let first = plan(&copy(1), 5, marker(5, 100, "t", 0), &mut resolve).expect("planned");
+        assert_eq!(
+            first.params["fields"]["ORIGIN_ID"], "5:100:t:0",
+            "depth 1 reads as before"
+        );
+        let deep = plan(&copy(2), 9, marker(9, 300, "t", 0), &mut resolve).expect("planned");
+        assert_eq!(deep.params["fields"]["ORIGIN_ID"], "9:300:t:0:2");
+        let record = EffectRecord {
+            v: 1,
+            deal_id: 9,
+            entry_id: 300,
+            rule: "t".into(),
+            index: 0,
+            kind: EffectKind::CopyDeal,
+            method: deep.method.clone(),
+            params: deep.params.clone(),
+            marker: deep.marker.clone(),
+            state: EffectState::Pending,
+            attempts: 1,
+            updated_at_ms: 0,
+        };
+        let (_, lookup) = lookup_call(&record).expect("a lookup");
+        assert_eq!(lookup["filter"]["ORIGIN_ID"], "9:300:t:0:2");
+        let listed =
+            json!([{"ID": "77", "ORIGINATOR_ID": "b24-robot", "ORIGIN_ID": "9:300:t:0:2"}]);
+        assert_eq!(found_in_lookup(&record, &listed, 0), Some("77".into()));
+        // A record of an older release has the marker only: depth 1.
+        let old = EffectRecord {
+            params: json!({"fields": {}}),
+            ..record
+        };
+        assert_eq!(
+            lookup_call(&old).expect("a lookup").1["filter"]["ORIGIN_ID"],
+            "9:300:t:0"
         );
     }
 

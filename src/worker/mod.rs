@@ -157,6 +157,30 @@ impl Worker {
         }
     }
 
+    /// Tunnels that made no copy because the deal is already the copy at
+    /// `rules.max_tunnel_depth` of a chain: their decisions failed (the decision log says why);
+    /// each is logged once and counted (`b24robot_tunnel_depth_exceeded_total`).
+    pub(crate) fn note_stopped_chains(
+        &self,
+        deal_id: u64,
+        entry_id: u64,
+        evaluation: &crate::rules::Evaluation,
+    ) {
+        for rule in &evaluation.chains_stopped {
+            let why = evaluation
+                .decisions
+                .iter()
+                .find(|d| d.rule == *rule)
+                .and_then(|d| match &d.outcome {
+                    crate::rules::Outcome::Failed(why) => Some(why.as_str()),
+                    _ => None,
+                })
+                .unwrap_or("tunnel chain too deep");
+            tracing::warn!(deal_id, entry_id, rule = %rule, "{why}");
+            self.metrics.tunnel_depth_exceeded();
+        }
+    }
+
     pub(crate) fn emit(&self, activity: Activity) {
         if let Some(tx) = &self.activity {
             let _ = tx.send(activity);

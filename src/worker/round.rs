@@ -416,8 +416,11 @@ impl Worker {
                     catalog,
                     calendar: &self.calendar,
                     portal_origin: &self.portal_origin,
+                    max_tunnel_depth: self.settings.max_tunnel_depth,
                 };
-                decisions = evaluate(&rules, &input).decisions;
+                let evaluation = evaluate(&rules, &input);
+                self.note_stopped_chains(deal_id, entry.id, &evaluation);
+                decisions = evaluation.decisions;
                 match self.plan(job, entry, &mut decisions).await {
                     Ok(planned) => intents.extend(planned),
                     Err(ending) => {

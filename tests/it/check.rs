@@ -1,5 +1,7 @@
 //! Loading rules: every broken rule file gives the exact message an integrator reads, the
-//! `check` command says so with exit code 1, and every example of `docs/rules.md` loads.
+//! `check` command says so with exit code 1, and every example of `docs/rules.md` loads. And
+//! what cannot happen cannot be asked for: a `dry-run --from`, or a rule test's `from`, of
+//! another pipeline is a usage error (exit code 2).
 //!
 //! `fixtures/rules-broken/<problem>/` holds the rule file(s) of one problem and `expected.txt`,
 //! the loader's diagnostics one per line with file names relative to the folder. After a
@@ -145,6 +147,93 @@ fn the_check_command_fails_with_the_message_on_a_broken_folder() {
             "missing {full:?} in stderr:\n{stderr}"
         );
     }
+}
+
+#[test]
+fn the_check_command_warns_of_a_cycle_only_the_portal_can_confirm_and_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("archive.toml"),
+        "[[tunnel]]\nname = \"archive\"\nstage = \"lost\"\nto_pipeline = 2\nto_stage = \"C2:UC_ARCHIVE\"\n",
+    )
+    .expect("rules written");
+    let output = run_check(dir.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("rule \"archive\": possible tunnel cycle: archive (lost in any pipeline → C2:UC_ARCHIVE)"),
+        "{stderr}"
+    );
+}
+
+/// The binary with `args`, in an empty folder, without `B24ROBOT__` settings.
+fn run_binary(args: &[&str]) -> std::process::Output {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_b24-robot"));
+    command.args(args).current_dir(cwd.path());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("B24ROBOT__") {
+            command.env_remove(key);
+        }
+    }
+    command.output().expect("the binary runs")
+}
+
+#[test]
+fn a_dry_run_from_a_stage_of_another_pipeline_exits_2_naming_the_valid_stages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let deal = dir.path().join("deal.json");
+    std::fs::write(
+        &deal,
+        r#"{"result": {"ID": "5", "TITLE": "Acme", "STAGE_ID": "PREPARATION", "CATEGORY_ID": "0", "ASSIGNED_BY_ID": "3"}}"#,
+    )
+    .expect("deal written");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let (deal, rules) = (deal.display().to_string(), rules.display().to_string());
+    let dry_run = |from: &str| {
+        run_binary(&[
+            "dry-run", "--deal", &deal, "--from", from, "--rules", &rules,
+        ])
+    };
+    let output = dry_run("C1:NEW");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stdout.is_empty(), "no write is planned: {stdout}");
+    assert!(
+        stderr.contains("error: --from \"C1:NEW\" is a stage of pipeline 1, but the deal is in pipeline 0: a deal is never moved back across pipelines (give a stage of pipeline 0, without a \"C<n>:\" prefix: NEW, PREPARATION,"),
+        "{stderr}"
+    );
+    let output = dry_run("NEW");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_rule_test_whose_from_is_in_another_pipeline_is_an_invalid_file_exiting_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("cross.toml");
+    std::fs::write(
+        &file,
+        "[[case]]\nname = \"revert across pipelines\"\nstage = \"C1:NEW\"\nfrom = \"PREPARATION\"\ndeal = { TITLE = \"Acme\" }\nexact = true\n",
+    )
+    .expect("test written");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let (file, rules) = (file.display().to_string(), rules.display().to_string());
+    let output = run_binary(&["test", &file, "--rules", &rules]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("error: {file}:4:8: \"from\" stage \"PREPARATION\" is in pipeline 0, but the case's deal is in pipeline 1 (a deal is never moved back across pipelines: write a stage of pipeline 1 (C1:NEW,")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod sweep;
 mod check;
 mod kinds;
 mod shipped_rules;
+mod tunnel_chains;
 
 // Tools for integrators (issue 5)
 mod backfill;

@@ -410,6 +410,7 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
                 &file,
                 &rules,
                 &b24_robot::calendar::Calendar::default(),
+                3,
             );
             assert_eq!(summary.failed, 0, "{name}: {:#?}", summary.failures);
         }
