@@ -5,8 +5,13 @@
 //! because the service holds the store's lock; when no service runs they open the store
 //! themselves. Both paths build the same JSON with [`deal_report`], [`jobs_report`] and
 //! [`store_check_report`], so they print the same.
+//!
+//! Every store call of a route runs on a blocking thread, bounded by
+//! [`AdminState::store_timeout`] (503 past it): a store stuck on a failing disk holds one
+//! blocking thread, never the runtime's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -28,6 +33,8 @@ pub struct AdminState {
     pub token: Secret,
     /// The service's backfill (`/admin/backfill`).
     pub backfill: Option<crate::backfill::Service>,
+    /// How long a route waits for the store before answering 503.
+    pub store_timeout: Duration,
 }
 
 /// The admin routes, to be merged into the service's router. With an empty token they are not
@@ -84,11 +91,34 @@ fn authorized(request: &Request, token: &str) -> bool {
 }
 
 async fn deal(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
-    json_or_error(deal_report(&state.store, id))
+    json_or_error(off_the_runtime(&state, move |store| deal_report(store, id)).await)
 }
 
 async fn jobs(State(state): State<AdminState>) -> Response {
-    json_or_error(jobs_report(&state.store))
+    json_or_error(off_the_runtime(&state, jobs_report).await)
+}
+
+/// Why a route got no answer from the store.
+enum Unanswered {
+    Store(StoreError),
+    /// Not within `store_timeout` (the call goes on, on its blocking thread).
+    TimedOut(Duration),
+    /// The blocking task panicked or was cancelled.
+    Stopped(String),
+}
+
+/// `call` on a blocking thread, for at most `state.store_timeout`.
+async fn off_the_runtime<T: Send + 'static>(
+    state: &AdminState,
+    call: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Unanswered> {
+    let store = state.store.clone();
+    let task = tokio::task::spawn_blocking(move || call(&store));
+    match tokio::time::timeout(state.store_timeout, task).await {
+        Ok(Ok(result)) => result.map_err(Unanswered::Store),
+        Ok(Err(error)) => Err(Unanswered::Stopped(error.to_string())),
+        Err(_) => Err(Unanswered::TimedOut(state.store_timeout)),
+    }
 }
 
 /// Reads the whole store: off the async threads.
@@ -112,10 +142,12 @@ async fn retry_one(State(state): State<AdminState>, Path(id): Path<u64>) -> Resp
 }
 
 async fn retry(state: &AdminState, deal: Option<u64>) -> Response {
-    let revived = state.store.retry_parked(deal).and_then(|revived| {
-        state.store.flush()?;
+    let revived = off_the_runtime(state, move |store| {
+        let revived = store.retry_parked(deal)?;
+        store.flush()?;
         Ok(revived)
-    });
+    })
+    .await;
     match revived {
         Ok(deals) => {
             for &d in &deals {
@@ -186,16 +218,32 @@ async fn backfill_cancel(State(state): State<AdminState>) -> Response {
     }
 }
 
-fn json_or_error(report: Result<Value, StoreError>) -> Response {
+fn json_or_error(report: Result<Value, Unanswered>) -> Response {
     match report {
         Ok(value) => axum::Json(value).into_response(),
         Err(error) => store_error(&error),
     }
 }
 
-fn store_error(error: &StoreError) -> Response {
-    tracing::error!(%error, "admin API: store error");
-    (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+fn store_error(error: &Unanswered) -> Response {
+    match error {
+        Unanswered::Store(error) => {
+            tracing::error!(%error, "admin API: store error");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+        }
+        Unanswered::TimedOut(after) => {
+            tracing::warn!(?after, "admin API: the store did not answer in time");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the store did not answer within {after:?}\n"),
+            )
+                .into_response()
+        }
+        Unanswered::Stopped(error) => {
+            tracing::error!(%error, "admin API: the store call stopped");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+        }
+    }
 }
 
 /// A deal's stage entries with the decisions about them, its effects, and its queued job.

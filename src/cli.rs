@@ -75,7 +75,8 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
     },
-    /// Exit 0 if the running service answers /healthz (for container health checks).
+    /// Exit 0 if the running service is ready: /readyz answers 200, so its store can write (for
+    /// container health checks: a service that cannot record events fails it).
     Healthcheck,
     /// A deal's stage entries, what each rule decided and why, and the effects with their ids.
     Explain {
@@ -435,10 +436,17 @@ async fn healthcheck(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match client.get(format!("http://{addr}/healthz")).send().await {
+    // /readyz, not /healthz: a service that answers but cannot record events (its store
+    // cannot write) is unhealthy too, so an orchestrator restarts it.
+    match client.get(format!("http://{addr}/readyz")).send().await {
         Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
         Ok(r) => {
-            eprintln!("unhealthy: /healthz answered {}", r.status());
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            match body.get("store").and_then(serde_json::Value::as_str) {
+                Some(store) => eprintln!("unhealthy: /readyz answered {status}: store {store}"),
+                None => eprintln!("unhealthy: /readyz answered {status}"),
+            }
             ExitCode::from(1)
         }
         Err(error) => {

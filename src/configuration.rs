@@ -81,6 +81,10 @@ pub struct ServerSettings {
     pub max_body: usize,
     pub admin_token: Secret,
     pub request_timeout: Duration,
+    /// Connections served at once (past it the oldest idle one is closed for a new one).
+    pub max_connections: usize,
+    /// Connections from one client address at once (a reverse proxy is one client).
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +179,8 @@ struct RawServer {
     max_body: String,
     admin_token: String,
     request_timeout: String,
+    max_connections: usize,
+    max_connections_per_client: usize,
 }
 
 impl Default for RawServer {
@@ -184,6 +190,8 @@ impl Default for RawServer {
             max_body: "64KiB".into(),
             admin_token: String::new(),
             request_timeout: "10s".into(),
+            max_connections: 1024,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -548,6 +556,16 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
     );
     let max_body = c.parse("server.max_body", parse_size(&raw.server.max_body), 0);
     let request_timeout = c.duration("server.request_timeout", &raw.server.request_timeout);
+    c.require(
+        "server.max_connections",
+        raw.server.max_connections >= 1,
+        "must be at least 1",
+    );
+    c.require(
+        "server.max_connections_per_client",
+        (1..=raw.server.max_connections.max(1)).contains(&raw.server.max_connections_per_client),
+        "must be between 1 and server.max_connections",
+    );
 
     let webhook_url = c.parse(
         "portal.webhook_url",
@@ -661,6 +679,8 @@ fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, ConfigError> 
                 max_body,
                 admin_token: Secret::new(raw.server.admin_token),
                 request_timeout,
+                max_connections: raw.server.max_connections,
+                max_connections_per_client: raw.server.max_connections_per_client,
             },
             portal: PortalSettings {
                 webhook_url,

@@ -4,8 +4,13 @@
 //! Written by hand rather than through the `metrics` facade and its exporter: each
 //! [`Application`](crate::startup::Application) owns its own counters (the tests run many in one
 //! process, where a global recorder would mix them), most values are read at scrape time from
-//! what already counts them (the intake's counters, the REST client's stats, the store's queue,
-//! the rules handle), and the format is a few lines of text.
+//! what already counts them (the intake's counters, the REST client's stats, the store's queue
+//! counters, the rules handle), and the format is a few lines of text.
+//!
+//! A scrape never waits on the store: the queue's size is a counter the store keeps; only the
+//! age of the oldest job needs a walk of the queue, done on a blocking thread, one at a time,
+//! for at most [`QUEUE_SCAN_TIMEOUT`] (a scrape that finds a walk still running reports the age
+//! the last one found).
 //!
 //! Labels stay bounded: results, actions, kinds and outcomes are closed lists; method names are
 //! the service's own; rule names come from the rule files, and past [`MAX_SERIES`] series a new
@@ -13,8 +18,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -24,6 +30,7 @@ use axum::routing::get;
 
 use crate::bitrix::Client;
 use crate::intake::IntakeCounters;
+use crate::intake::serve::ConnectionStats;
 use crate::reload::RulesStatus;
 use crate::store::{EffectKind, EntryAction, Store, now_ms};
 use crate::worker::RulesHandle;
@@ -156,6 +163,59 @@ pub struct MetricsState {
     pub client: Client,
     pub rules: RulesHandle,
     pub rules_status: RulesStatus,
+    /// What the connection limits did (`intake::serve`).
+    pub connections: Arc<ConnectionStats>,
+    /// The oldest waiting job, as the last walk of the queue found it.
+    pub oldest: Arc<OldestQueued>,
+}
+
+/// Longest a scrape waits for the walk of the queue that finds the oldest job.
+/// A walk that takes longer goes on and serves the next scrape.
+pub const QUEUE_SCAN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The last walk of the queue's finding, and whether a walk is running.
+#[derive(Debug, Default)]
+pub struct OldestQueued {
+    walking: AtomicBool,
+    /// When the oldest waiting (not parked) job was acknowledged, ms; 0: none.
+    first_at_ms: AtomicU64,
+}
+
+/// Clears `walking` however the walk ends.
+struct Walking(Arc<OldestQueued>);
+
+impl Drop for Walking {
+    fn drop(&mut self) {
+        self.0.walking.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Walks the queue for its oldest waiting job, unless a walk is running already; waits for it
+/// at most [`QUEUE_SCAN_TIMEOUT`].
+async fn refresh_oldest(state: &MetricsState) {
+    if state.oldest.walking.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let walking = Walking(state.oldest.clone());
+    let store = state.store.clone();
+    let walk = tokio::task::spawn_blocking(move || {
+        match store.all_queued() {
+            Ok(queued) => {
+                let oldest = queued
+                    .iter()
+                    .filter(|q| !q.parked)
+                    .map(|q| q.first_at_ms)
+                    .min();
+                walking
+                    .0
+                    .first_at_ms
+                    .store(oldest.unwrap_or(0), Ordering::Relaxed);
+            }
+            Err(error) => tracing::warn!(%error, "metrics: the queue could not be read"),
+        }
+        drop(walking);
+    });
+    let _ = tokio::time::timeout(QUEUE_SCAN_TIMEOUT, walk).await;
 }
 
 /// `GET /metrics`, to be merged into the service's router.
@@ -166,23 +226,16 @@ pub fn router(state: MetricsState) -> Router {
 }
 
 async fn scrape(State(state): State<MetricsState>) -> Response {
-    // The queue is read from sled: off the async threads.
-    let text = tokio::task::spawn_blocking(move || render(&state, now_ms())).await;
-    match text {
-        Ok(text) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::error!(%error, "rendering the metrics failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
-        }
-    }
+    refresh_oldest(&state).await;
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state, now_ms()),
+    )
+        .into_response()
 }
 
 /// The whole exposition, as of `now_ms`.
@@ -202,50 +255,76 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
     );
 
     let intake = &state.intake;
-    out.family(
+    out.counters(
         "b24robot_events_received_total",
-        "counter",
         "Outgoing-webhook events received, by what was done with them.",
+        "result",
+        &[
+            ("recorded", &intake.recorded),
+            ("duplicate", &intake.duplicate),
+            ("ignored", &intake.ignored),
+            ("unauthorized", &intake.unauthorized),
+            ("malformed", &intake.malformed),
+            ("failed", &intake.failed),
+        ],
     );
-    for (result, counter) in [
-        ("recorded", &intake.recorded),
-        ("duplicate", &intake.duplicate),
-        ("ignored", &intake.ignored),
-        ("unauthorized", &intake.unauthorized),
-        ("malformed", &intake.malformed),
-        ("failed", &intake.failed),
-    ] {
-        out.sample(
-            "b24robot_events_received_total",
-            &[("result", result)],
-            counter.load(Ordering::Relaxed),
-        );
-    }
 
-    match state.store.all_queued() {
-        Ok(queued) => {
-            let waiting: Vec<_> = queued.iter().filter(|q| !q.parked).collect();
-            let parked = queued.len() - waiting.len();
-            let oldest = waiting.iter().map(|q| q.first_at_ms).min();
-            let age = oldest.map_or(0.0, |at| now_ms.saturating_sub(at) as f64 / 1000.0);
-            out.gauge(
-                "b24robot_queue_depth",
-                "Deals with queued work (parked ones not included).",
-                waiting.len(),
-            );
-            out.gauge(
-                "b24robot_queue_oldest_age_seconds",
-                "Age of the oldest queued, not parked job (0 when none).",
-                age,
-            );
-            out.gauge(
-                "b24robot_queue_parked",
-                "Jobs parked after too many failed attempts (b24-robot jobs retry).",
-                parked,
-            );
-        }
-        Err(error) => tracing::warn!(%error, "metrics: the queue could not be read"),
-    }
+    let (queued, parked) = (state.store.queue_len(), state.store.parked_len());
+    let oldest = state.oldest.first_at_ms.load(Ordering::Relaxed);
+    // The walk may predate the last job's completion: no age for an empty queue.
+    let age = if oldest == 0 || queued == parked {
+        0.0
+    } else {
+        now_ms.saturating_sub(oldest) as f64 / 1000.0
+    };
+    out.gauge(
+        "b24robot_queue_depth",
+        "Deals with queued work (parked ones not included).",
+        queued.saturating_sub(parked),
+    );
+    out.gauge(
+        "b24robot_queue_oldest_age_seconds",
+        "Age of the oldest queued, not parked job (0 when none).",
+        age,
+    );
+    out.gauge(
+        "b24robot_queue_parked",
+        "Jobs parked after too many failed attempts (b24-robot jobs retry).",
+        parked,
+    );
+    out.gauge(
+        "b24robot_store_writable",
+        "1 while the store can write; 0 after a failed write until it can again (events get 503 meanwhile).",
+        u8::from(state.store.write_failure().is_none()),
+    );
+    out.counter(
+        "b24robot_store_write_failures_total",
+        "Store writes and flushes that failed (a full or failing disk).",
+        state.store.write_failures(),
+    );
+    out.counter(
+        "b24robot_store_reopens_total",
+        "Times the store was re-opened after a failed write, once the disk had room again.",
+        state.store.reopens(),
+    );
+
+    let conns = &state.connections;
+    out.gauge(
+        "b24robot_http_connections",
+        "HTTP connections open now.",
+        conns.open.load(Ordering::Relaxed),
+    );
+    out.counters(
+        "b24robot_http_connections_closed_total",
+        "Connections closed early by the limits: an idle one for a new one from its client at server.max_connections_per_client (client_limit) or at server.max_connections (cap), idle ones near the cap (idle_near_cap), new ones whose client had every connection busy (client_busy).",
+        "reason",
+        &[
+            ("client_limit", &conns.closed_client_limit),
+            ("cap", &conns.closed_cap),
+            ("idle_near_cap", &conns.closed_idle_near_cap),
+            ("client_busy", &conns.refused_client_busy),
+        ],
+    );
 
     out.family(
         "b24robot_stage_entries_total",
@@ -435,6 +514,14 @@ impl Exposition {
     fn counter(&mut self, name: &str, help: &str, value: impl Display) {
         self.family(name, "counter", help);
         self.sample(name, &[], value);
+    }
+
+    /// A counter family with one label, a sample per value.
+    fn counters(&mut self, name: &str, help: &str, label: &str, samples: &[(&str, &AtomicU64)]) {
+        self.family(name, "counter", help);
+        for (value, counter) in samples {
+            self.sample(name, &[(label, value)], counter.load(Ordering::Relaxed));
+        }
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: impl Display) {

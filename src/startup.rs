@@ -5,6 +5,10 @@
 //! future resolves, then stops on purpose: intake first (no new event is taken), then the worker
 //! between rounds (a round in flight gets until the deadline, after which it is abandoned: its
 //! intents are durable and the next start finishes them), then a last flush.
+//!
+//! Beside them runs the store's recovery: after a failed write (a full disk) the store refuses
+//! events until [`Store::recover`] re-opens it, tried every [`STORE_RECOVERY_EVERY`]; the
+//! worker then picks up the queue as after a restart.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -106,6 +110,8 @@ impl Default for Watchdog {
         Watchdog::new()
     }
 }
+/// How often a store that cannot write checks whether the disk has room again.
+pub const STORE_RECOVERY_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -232,6 +238,7 @@ impl Application {
             rules_status: RulesStatus::default(),
             closing: Arc::new(AtomicBool::new(false)),
             portal: worker.client.clone(),
+            refusals: Arc::default(),
         };
         Ok(Application {
             listener,
@@ -294,6 +301,11 @@ impl Application {
             settings.sync.poll_interval,
             stop_background.clone(),
         ));
+        let recovery = tokio::spawn(run_store_recovery(
+            worker.clone(),
+            STORE_RECOVERY_EVERY,
+            stop_background.clone(),
+        ));
         let pruner = tokio::spawn(run_pruner(
             intake.store.clone(),
             settings.sync.dedupe_window,
@@ -323,7 +335,9 @@ impl Application {
                 worker.clone(),
                 stop_background.clone(),
             )),
+            store_timeout: settings.server.request_timeout,
         });
+        let connections = Arc::new(intake::serve::ConnectionStats::default());
         let app = intake::router(
             intake.clone(),
             settings.server.max_body,
@@ -337,13 +351,20 @@ impl Application {
             client: worker.client.clone(),
             rules: intake.rules.clone(),
             rules_status: intake.rules_status.clone(),
+            connections: connections.clone(),
+            oldest: Arc::default(),
         }));
-        // Served by hand rather than by `axum::serve`: a header-read timeout and a connection
-        // cap (slow-loris clients), see `intake::serve`.
-        let http = tokio::spawn(intake::serve::serve(
+        // Served by hand rather than by `axum::serve`: a header-read timeout and connection
+        // limits (slow-loris clients), see `intake::serve`.
+        let http = tokio::spawn(intake::serve::serve_with_stats(
             listener,
             app,
-            intake::serve::Limits::for_request_timeout(settings.server.request_timeout),
+            intake::serve::Limits {
+                max_connections: settings.server.max_connections,
+                max_connections_per_client: settings.server.max_connections_per_client,
+                ..intake::serve::Limits::for_request_timeout(settings.server.request_timeout)
+            },
+            connections,
             stop_http.clone(),
             deadline::HTTP_GRACE,
         ));
@@ -368,6 +389,7 @@ impl Application {
         }
         let _ = tokio::time::timeout_at(deadline, sweeper).await;
         pruner.abort();
+        recovery.abort();
         if let Some(reloader) = reloader {
             let _ = tokio::time::timeout_at(deadline, reloader).await;
         }
@@ -410,7 +432,37 @@ async fn run_sweeper(worker: Arc<Worker>, every: Duration, stop: CancellationTok
     }
 }
 
-/// Forgets old delivery keys now and then, so the dedupe tree stays bounded.
+/// Every `every`, while the store cannot write: tries to re-open it ([`Store::recover`], on a
+/// blocking thread), and once it can write again puts the queue back into the scheduler, as a
+/// restart would (rounds that failed meanwhile are retried anyway; this is for the rest).
+async fn run_store_recovery(worker: Arc<Worker>, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        if worker.store.write_failure().is_none() {
+            continue;
+        }
+        let worker = worker.clone();
+        let recovered = tokio::task::spawn_blocking(move || {
+            if !worker.store.recover()? {
+                return Ok(None);
+            }
+            worker.restore_queue().map(Some)
+        })
+        .await;
+        match recovered {
+            Ok(Ok(Some(deals))) => {
+                tracing::info!(deals, "queued work resumed after the store recovered")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "re-opening the store failed; will retry"),
+            Err(error) => tracing::error!(%error, "the store's recovery stopped; will retry"),
+        }
+    }
+}
+
 /// Forgets old delivery keys now and then, so the dedupe tree stays bounded; and, less often,
 /// the stage entries and decisions older than `storage.decisions_retention`.
 async fn run_pruner(store: Store, window: Duration, retention: Duration, stop: CancellationToken) {

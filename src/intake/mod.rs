@@ -1,17 +1,21 @@
 //! The HTTP side: `POST /bitrix24/events` (the outgoing webhook's handler), `GET /healthz`,
-//! `GET /readyz`.
+//! `GET /readyz` (see `ready`).
 //!
 //! An event is answered 200 only once it is recorded and flushed; the portal is never called
 //! while the sender waits (Bitrix24 slows down handlers that answer slowly and never re-sends).
-//! The checks run in the order the spec fixes: too large (413), wrong or missing token (401),
-//! malformed (400).
+//! The checks run in the order the spec fixes: too large (413, from the announced length before
+//! a byte of the body is read, or while reading it), wrong or missing token (401), malformed
+//! (400). While the store cannot write, events are refused at once (503) without touching it.
+//! No store call runs on the runtime's threads: recording is handed to a blocking thread.
 
 pub mod event;
+pub mod ready;
+pub mod refusals;
 pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -22,9 +26,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::configuration::Secret;
-use crate::store::{Recorded, Store, now_ms};
+use crate::store::{Recorded, Store, StoreError, now_ms};
 use crate::worker::{RulesHandle, Scheduler};
 use event::{FormBody, check_content_type, parse_event, token_matches};
+use refusals::Refusals;
 
 /// What the intake needs, shared by every request.
 #[derive(Clone)]
@@ -41,6 +46,8 @@ pub struct IntakeState {
     pub closing: Arc<AtomicBool>,
     /// The REST client: `/readyz` shows a portal rename it followed (`portal_renamed`).
     pub portal: crate::bitrix::Client,
+    /// When refusals were last logged (at most a line a minute per kind).
+    pub refusals: Arc<Refusals>,
 }
 
 /// Events received, by result (exposed as metrics later, and in tests).
@@ -51,6 +58,7 @@ pub struct IntakeCounters {
     pub ignored: AtomicU64,
     pub unauthorized: AtomicU64,
     pub malformed: AtomicU64,
+    /// Not recorded: the store could not write (or did not answer); answered 503.
     pub failed: AtomicU64,
 }
 
@@ -60,10 +68,16 @@ pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) ->
     Router::new()
         .route(
             "/bitrix24/events",
-            post(receive_event).layer(DefaultBodyLimit::max(max_body)),
+            post(receive_event)
+                .layer(DefaultBodyLimit::max(max_body))
+                .layer(axum::middleware::from_fn(
+                    move |request: Request, next: Next| {
+                        refuse_announced_oversize(max_body, request, next)
+                    },
+                )),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(ready::healthz))
+        .route("/readyz", get(ready::readyz))
         .with_state(state)
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| async move {
@@ -75,21 +89,23 @@ pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) ->
         ))
 }
 
-async fn readyz(State(state): State<IntakeState>) -> Response {
-    let rules = state.rules.current();
-    let disk = state.rules_status.view(rules.version());
-    let body = serde_json::json!({
-        "ready": true,
-        "rules_version": rules.version(),
-        "rules": rules.len(),
-        "queue": state.store.queue_len(),
-        "store_read_errors": state.store.read_errors(),
-        "rules_on_disk": disk.rules_on_disk,
-        "stale": disk.stale,
-        "errors": disk.errors,
-        "portal_renamed": state.portal.renamed_to(),
-    });
-    (StatusCode::OK, axum::Json(body)).into_response()
+/// A body announced larger than `max_body` is refused from the head, before any of it is read:
+/// the body limit alone waits for the body, so a client announcing a gigabyte and sending
+/// nothing would hold the connection until the request timeout (408). A body that arrives
+/// without a length (chunked) is still cut at `max_body` while it is read (413 too).
+async fn refuse_announced_oversize(max_body: usize, request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max_body as u64) {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body larger than server.max_body",
+        );
+    }
+    next.run(request).await
 }
 
 async fn receive_event(
@@ -102,7 +118,12 @@ async fn receive_event(
     let form = FormBody::parse(&body);
     if !token_matches(form.application_token(), state.application_token.expose()) {
         counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("event refused: wrong or missing auth[application_token]");
+        if let Some(refused) = state.refusals.unauthorized.note(Instant::now()) {
+            tracing::warn!(
+                refused_since_last_line = refused,
+                "event refused: wrong or missing auth[application_token] (logged at most once a minute)"
+            );
+        }
         return reply(
             StatusCode::UNAUTHORIZED,
             "wrong or missing auth[application_token]",
@@ -116,7 +137,13 @@ async fn receive_event(
         Ok(event) => event,
         Err(reason) => {
             counters.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%reason, "event refused as malformed");
+            if let Some(refused) = state.refusals.malformed.note(Instant::now()) {
+                tracing::info!(
+                    %reason,
+                    refused_since_last_line = refused,
+                    "event refused as malformed (logged at most once a minute)"
+                );
+            }
             return reply(StatusCode::BAD_REQUEST, &reason.to_string());
         }
     };
@@ -131,6 +158,15 @@ async fn receive_event(
     }
     if state.closing.load(Ordering::SeqCst) {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    if let Some(reason) = state.store.write_failure() {
+        // Not taken into memory either: it could not be made durable, and the sender must see
+        // that (503) rather than a 200 that a re-open of the store would lose.
+        return unrecorded(
+            &state,
+            event.deal_id(),
+            &format!("the store cannot write: {reason}"),
+        );
     }
     match record(&state, &event).await {
         Ok(Recorded::New { event_id }) => {
@@ -151,31 +187,40 @@ async fn receive_event(
             }
             reply(StatusCode::OK, "duplicate")
         }
-        Err(error) => {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(deal_id = event.deal_id(), %error, "event could not be recorded");
-            reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "could not record the event",
-            )
-        }
+        Err(error) => unrecorded(&state, event.deal_id(), &error.to_string()),
     }
+}
+
+/// 503 for an event that could not be recorded: counted, and logged at most once a minute.
+fn unrecorded(state: &IntakeState, deal_id: u64, error: &str) -> Response {
+    state.counters.failed.fetch_add(1, Ordering::Relaxed);
+    if let Some(refused) = state.refusals.unrecorded.note(Instant::now()) {
+        tracing::error!(
+            deal_id,
+            %error,
+            refused_since_last_line = refused,
+            "event could not be recorded: answered 503 (logged at most once a minute)"
+        );
+    }
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "could not record the event",
+    )
 }
 
 /// Records the event and flushes. A duplicate is flushed too: the first copy may still be on its
 /// way to disk, and its 200 must not go out before it is there.
-async fn record(
-    state: &IntakeState,
-    event: &event::DealEvent,
-) -> Result<Recorded, crate::store::StoreError> {
-    // The sled writes are in memory and take microseconds: done here; the flush is the group
+async fn record(state: &IntakeState, event: &event::DealEvent) -> Result<Recorded, StoreError> {
+    // The sled writes are in memory and take microseconds, but a failing disk can make sled
+    // take much longer: on a blocking thread, never one of the runtime's. The flush is the group
     // commit that many concurrent deliveries share.
-    let recorded = state.store.record_event(
-        event.dedupe_key(),
-        event.deal_id(),
-        now_ms(),
-        state.dedupe_window,
-    )?;
+    let store = state.store.clone();
+    let key = event.dedupe_key().to_string();
+    let (deal_id, window) = (event.deal_id(), state.dedupe_window);
+    let recorded =
+        tokio::task::spawn_blocking(move || store.record_event(&key, deal_id, now_ms(), window))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("recording the event stopped: {e}")))??;
     state.store.flush_async().await?;
     Ok(recorded)
 }

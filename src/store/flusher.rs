@@ -7,12 +7,13 @@
 //! them. A request is answered only by a flush that started after it was sent, so what it wrote
 //! before asking is on disk when it gets its answer.
 
+use std::future::Future;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<(), sled::Error>>;
 
 pub(super) struct Flusher {
     requests: Option<mpsc::Sender<Reply>>,
@@ -29,7 +30,7 @@ impl Flusher {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    let result = db.flush().map(|_| ());
                     for reply in waiting {
                         let _ = reply.send(result.clone());
                     }
@@ -41,16 +42,23 @@ impl Flusher {
         })
     }
 
-    /// Waits until everything written before the call is durable.
-    pub(super) async fn flush(&self) -> Result<(), String> {
+    /// Asks for a flush; the answer comes once everything written before the call is durable
+    /// (or the flush failed). The request is sent now: the future holds no part of the store.
+    pub(super) fn request(&self) -> impl Future<Output = Result<(), sled::Error>> + use<> {
         let (tx, rx) = oneshot::channel();
-        let requests = self.requests.as_ref().ok_or("the store is closing")?;
-        requests
-            .send(tx)
-            .map_err(|_| "the flusher thread has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the flusher thread has stopped".to_string())?
+        let sent = match self.requests.as_ref() {
+            Some(requests) => requests.send(tx).map_err(|_| stopped()),
+            None => Err(sled::Error::Unsupported("the store is closing".into())),
+        };
+        async move {
+            sent?;
+            rx.await.map_err(|_| stopped())?
+        }
     }
+}
+
+fn stopped() -> sled::Error {
+    sled::Error::Unsupported("the flusher thread has stopped".into())
 }
 
 impl Drop for Flusher {

@@ -21,21 +21,24 @@
 //! of every tree to list the damaged ones (`b24-robot store check`).
 
 mod flusher;
+mod health;
 mod records;
 
 use std::cell::RefCell;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+pub use health::{PROBE_BYTES, Stall};
 pub use records::*;
 
 use crate::text::{STORED_ERROR_MAX, cut};
+use health::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +54,9 @@ pub enum StoreError {
         "storage: the store at {path} is in use by another process (is b24-robot already running?)"
     )]
     Locked { path: String },
+    /// Not opened at this moment: it is being re-opened after a failed write.
+    #[error("storage: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -104,38 +110,46 @@ pub enum Recorded {
     Duplicate { requeued: bool },
 }
 
+/// The store. Clones share everything, the open database included: after a failed write
+/// [`Store::recover`] replaces it under every clone at once.
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a store shares.
+struct Shared {
+    dir: PathBuf,
+    cache_bytes: u64,
+    /// The open database; `None` only while [`Store::recover`] swaps it. Each call clones the
+    /// `Arc` for its own duration, so the swap waits for calls in flight, never the other way.
+    open: RwLock<Option<Arc<Trees>>>,
+    /// Whether the last write or flush failed (the intake and `/readyz` read it).
+    health: health::WriteHealth,
+    /// The queue's size, kept by every change of the `queue` tree (`/readyz`, `/metrics`).
+    counts: health::QueueCounts,
+    /// The test hook of [`Store::stall`].
+    stall: Arc<health::StallGate>,
+    /// Records that could not be read since the store was opened (re-opens included). An
+    /// atomic, so that `/readyz` and `/metrics` read it without touching sled.
+    read_errors: AtomicU64,
+}
+
+/// One opened sled database and its trees.
+struct Trees {
     db: sled::Db,
-    /// Group commit for async callers; shared by every clone of the store.
-    flusher: std::sync::Arc<flusher::Flusher>,
+    /// Group commit for async callers; its thread holds this database until it is dropped.
+    flusher: flusher::Flusher,
     queue: sled::Tree,
     dedupe: sled::Tree,
     deals: sled::Tree,
     entries: sled::Tree,
     effects: sled::Tree,
     meta: sled::Tree,
-    /// Records that could not be read since the store was opened. An atomic, so that `/readyz`
-    /// and `/metrics` read it without touching sled.
-    read_errors: Arc<AtomicU64>,
 }
 
-/// sled's page cache unless `storage.cache` says otherwise.
-pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
-
-const META_HISTORY_FLOOR: &str = "history_floor";
-const META_SWEEP_CURSOR: &str = "sweep_cursor";
-const META_BACKFILL: &str = "backfill";
-
-impl Store {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
-    }
-
-    /// Opens (or creates) the store in `dir`, with sled's page cache bounded to `cache_bytes`
-    /// (what the store may keep in memory; sled's own default is 1 GiB).
-    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+impl Trees {
+    fn open(dir: &Path, cache_bytes: u64) -> Result<Trees, StoreError> {
         let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
         let db = config.open().map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
@@ -149,22 +163,89 @@ impl Store {
             other => StoreError::Sled(other),
         })?;
         let flusher = flusher::Flusher::start(db.clone()).map_err(sled::Error::Io)?;
-        Ok(Store {
-            flusher: std::sync::Arc::new(flusher),
+        Ok(Trees {
+            flusher,
             queue: db.open_tree("queue")?,
             dedupe: db.open_tree("dedupe")?,
             deals: db.open_tree("deals")?,
             entries: db.open_tree("entries")?,
             effects: db.open_tree("effects")?,
             meta: db.open_tree("meta")?,
-            read_errors: Arc::new(AtomicU64::new(0)),
             db,
         })
     }
 
+    /// (queued, parked), counted from the tree.
+    fn count_queue(&self) -> Result<(usize, usize), StoreError> {
+        let (mut queued, mut parked) = (0, 0);
+        for item in self.queue.iter() {
+            let (key, value) = item?;
+            queued += 1;
+            let slot = decode::<QueuedDeal>("queue", &key, &value)
+                .map_or(Slot::UNREADABLE, |q| Slot::of(Some(&q)));
+            parked += usize::from(slot.parked);
+        }
+        Ok((queued, parked))
+    }
+}
+
+/// sled's page cache unless `storage.cache` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+const META_HISTORY_FLOOR: &str = "history_floor";
+const META_SWEEP_CURSOR: &str = "sweep_cursor";
+const META_BACKFILL: &str = "backfill";
+/// Written and flushed by [`Store::recover`] to check that the re-opened database can write.
+const META_WRITE_CHECK: &str = "write_check";
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir`, with sled's page cache bounded to `cache_bytes`
+    /// (what the store may keep in memory; sled's own default is 1 GiB).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let trees = Trees::open(dir, cache_bytes)?;
+        let (queued, parked) = trees.count_queue()?;
+        let store = Store {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                cache_bytes,
+                open: RwLock::new(Some(Arc::new(trees))),
+                health: health::WriteHealth::default(),
+                counts: health::QueueCounts::default(),
+                stall: Arc::default(),
+                read_errors: AtomicU64::new(0),
+            }),
+        };
+        store.shared.counts.set(queued, parked);
+        Ok(store)
+    }
+
+    /// The open database, for one call.
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.shared.stall.wait();
+        self.shared
+            .open
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("being re-opened after a failed write".into()))
+    }
+
+    /// A write's or flush's result; a storage error marks the store as unable to write.
+    fn written<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Sled(error)) = &result {
+            self.shared.health.failed(health::describe(error));
+        }
+        result
+    }
+
     /// Records that could not be read since the store was opened (every failed read counts).
     pub fn read_errors(&self) -> u64 {
-        self.read_errors.load(Ordering::Relaxed)
+        self.shared.read_errors.load(Ordering::Relaxed)
     }
 
     /// Decodes a record, counting it when it cannot be read.
@@ -176,25 +257,31 @@ impl Store {
     ) -> Result<T, StoreError> {
         let record = decode(tree, key, bytes);
         if record.is_err() {
-            self.read_errors.fetch_add(1, Ordering::Relaxed);
+            self.shared.read_errors.fetch_add(1, Ordering::Relaxed);
         }
         record
     }
 
-    /// The deal's queue record for new work: an unreadable one is replaced by a fresh record
-    /// (that the deal has work is all it said that matters; its counts are lost), the error
-    /// kept in `replaced` for the caller to report.
+    /// The deal's queue record for new work, and where it stood for the counters: an unreadable
+    /// one is replaced by a fresh record (that the deal has work is all it said that matters;
+    /// its counts are lost), the error kept in `replaced` for the caller to report.
     fn queued_for_new_work(
         &self,
         key: &[u8],
         bytes: Option<&[u8]>,
         replaced: &RefCell<Option<StoreError>>,
-    ) -> Option<QueuedDeal> {
-        match self.read::<QueuedDeal>("queue", key, bytes?) {
-            Ok(q) => Some(q),
+    ) -> (Option<QueuedDeal>, Slot) {
+        let Some(bytes) = bytes else {
+            return (None, Slot::ABSENT);
+        };
+        match self.read::<QueuedDeal>("queue", key, bytes) {
+            Ok(q) => {
+                let slot = Slot::of(Some(&q));
+                (Some(q), slot)
+            }
             Err(error) => {
                 *replaced.borrow_mut() = Some(error);
-                None
+                (None, Slot::UNREADABLE)
             }
         }
     }
@@ -202,22 +289,118 @@ impl Store {
     /// Makes every write so far durable. Blocking: call it through `spawn_blocking` from async
     /// code (concurrent flushes coalesce; sled's `flush_async` stalls under concurrency).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        let result = self
+            .trees()?
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(StoreError::from);
+        self.written(result)
     }
 
     /// [`Store::flush`] from async code, as a group commit: concurrent callers share one flush
     /// (see `flusher`).
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.flusher
-            .flush()
-            .await
-            .map_err(|e| StoreError::Sled(sled::Error::Unsupported(format!("flush: {e}"))))
+        // Asked while the database is held, awaited without it (a re-open does not wait for
+        // flushes queued behind a failing disk: they are answered with its error).
+        let answer = self.trees()?.flusher.request();
+        self.written(answer.await.map_err(StoreError::Sled))
+    }
+
+    /// Why the store cannot write, since its last write or flush failed; `None` when it can.
+    pub fn write_failure(&self) -> Option<String> {
+        self.shared.health.failure()
+    }
+
+    /// Writes and flushes that failed since the store was opened.
+    pub fn write_failures(&self) -> u64 {
+        self.shared.health.failures()
+    }
+
+    /// Times the database was re-opened by [`Store::recover`].
+    pub fn reopens(&self) -> u64 {
+        self.shared.health.reopens()
+    }
+
+    /// After a failed write: once the disk takes [`PROBE_BYTES`] again, re-opens the database
+    /// (sled refuses every write after an I/O error, until it is opened anew) and checks that
+    /// a write goes through. Returns whether the store can write. Blocking; calls made while the
+    /// database is swapped fail with [`StoreError::Unavailable`]. What was written but not
+    /// flushed before the failure may be lost, as in a crash: nothing of it was acknowledged.
+    pub fn recover(&self) -> Result<bool, StoreError> {
+        if self.write_failure().is_none() {
+            return Ok(true);
+        }
+        if let Err(error) = health::probe_room(&self.shared.dir) {
+            tracing::debug!(%error, "the store's disk has no room yet");
+            return Ok(false);
+        }
+        let old = self
+            .shared
+            .open
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(old) = old {
+            // Calls in flight finish (with the failing disk's error) within moments.
+            let start = std::time::Instant::now();
+            while Arc::strong_count(&old) > 1 && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if Arc::strong_count(&old) > 1 {
+                tracing::warn!("a store call did not finish within 10 s: re-open postponed");
+                *self
+                    .shared
+                    .open
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(old);
+                return Ok(false);
+            }
+            drop(old);
+        }
+        // sled's threads let go of the file lock a moment after the last handle is dropped.
+        let start = std::time::Instant::now();
+        let trees = loop {
+            match Trees::open(&self.shared.dir, self.shared.cache_bytes) {
+                Err(StoreError::Locked { .. }) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        let checked = trees
+            .meta
+            .insert(META_WRITE_CHECK, &now_ms().to_be_bytes())
+            .and_then(|_| trees.db.flush())
+            .map_err(StoreError::from);
+        // Counted before anyone can write to it (nobody can while it is not installed).
+        let (queued, parked) = trees.count_queue()?;
+        self.shared.counts.set(queued, parked);
+        *self
+            .shared
+            .open
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(trees));
+        if let Err(error) = self.written(checked) {
+            tracing::warn!(%error, "the store was re-opened but still cannot write");
+            return Ok(false);
+        }
+        self.shared.health.recovered();
+        tracing::info!("the store can write again: events are taken again");
+        Ok(true)
+    }
+
+    /// Test hook: until the returned guard is dropped, every call into the store blocks, as on
+    /// a disk that stopped answering. What reads counters (`/readyz`, `/healthz`, the queue
+    /// gauges) must go on answering.
+    #[doc(hidden)]
+    pub fn stall(&self) -> Stall {
+        Stall::new(self.shared.stall.clone())
     }
 
     /// A fresh id, unique across restarts.
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        Ok(self.trees()?.db.generate_id()?)
     }
 
     // ---- intake ------------------------------------------------------------------------------
@@ -231,10 +414,11 @@ impl Store {
         now_ms: u64,
         window: Duration,
     ) -> Result<Recorded, StoreError> {
-        let event_id = self.next_id()?;
+        let t = self.trees()?;
+        let event_id = self.written(t.db.generate_id().map_err(StoreError::from))?;
         let window_ms = window.as_millis() as u64;
         let replaced = RefCell::new(None);
-        let result = (&self.dedupe, &self.queue).transaction(|(dedupe, queue)| {
+        let result = (&t.dedupe, &t.queue).transaction(|(dedupe, queue)| {
             replaced.replace(None);
             let key = deal_id.to_be_bytes();
             if let Some(seen) = dedupe.get(dedupe_key.as_bytes())?
@@ -247,38 +431,47 @@ impl Store {
                 // that a round already reading it runs again. Rules never apply twice (effects are
                 // keyed by stage entry); the cost is at most one read.
                 let current = queue.get(key)?;
-                let current = self.queued_for_new_work(&key, current.as_deref(), &replaced);
+                let (current, before) =
+                    self.queued_for_new_work(&key, current.as_deref(), &replaced);
                 let next = note_replaced(merge_event(current, deal_id, None, now_ms), &replaced);
                 queue.insert(&key, encode(&next).map_err(abort)?)?;
-                return Ok(Recorded::Duplicate { requeued: true });
+                return Ok((Recorded::Duplicate { requeued: true }, before));
             }
             dedupe.insert(dedupe_key.as_bytes(), &now_ms.to_be_bytes())?;
             let current = queue.get(key)?;
-            let current = self.queued_for_new_work(&key, current.as_deref(), &replaced);
+            let (current, before) = self.queued_for_new_work(&key, current.as_deref(), &replaced);
             let next = note_replaced(
                 merge_event(current, deal_id, Some(event_id), now_ms),
                 &replaced,
             );
             queue.insert(&key, encode(&next).map_err(abort)?)?;
-            Ok(Recorded::New { event_id })
+            Ok((Recorded::New { event_id }, before))
         });
         report_replaced(deal_id, replaced.into_inner());
-        unwrap_tx(result)
+        let (recorded, before) = self.written(unwrap_tx(result))?;
+        // `merge_event` leaves the record waiting, never parked.
+        self.shared.counts.changed(before, Slot::WAITING);
+        Ok(recorded)
     }
 
     /// Queues `deal_id` without an event (the sweep saw it move). Not durable until flushed.
     pub fn enqueue(&self, deal_id: u64, now_ms: u64) -> Result<(), StoreError> {
         let key = deal_id.to_be_bytes();
         let replaced = RefCell::new(None);
-        self.queue.update_and_fetch(key, |old| {
+        let mut before = Slot::ABSENT;
+        // Held until the counters are updated: a re-open waits for it, and counts afresh.
+        let t = self.trees()?;
+        t.queue.update_and_fetch(key, |old| {
             replaced.replace(None);
-            let current = self.queued_for_new_work(&key, old, &replaced);
+            let (current, slot) = self.queued_for_new_work(&key, old, &replaced);
+            before = slot;
             encode(&note_replaced(
                 merge_event(current, deal_id, None, now_ms),
                 &replaced,
             ))
             .ok()
         })?;
+        self.shared.counts.changed(before, Slot::WAITING);
         report_replaced(deal_id, replaced.into_inner());
         Ok(())
     }
@@ -287,10 +480,11 @@ impl Store {
     pub fn prune_dedupe(&self, now_ms: u64, window: Duration) -> Result<usize, StoreError> {
         let window_ms = window.as_millis() as u64;
         let mut removed = 0;
-        for item in self.dedupe.iter() {
+        let t = self.trees()?;
+        for item in t.dedupe.iter() {
             let (key, value) = item?;
             if now_ms.saturating_sub(be_u64(&value)) >= window_ms {
-                self.dedupe.remove(key)?;
+                t.dedupe.remove(key)?;
                 removed += 1;
             }
         }
@@ -301,7 +495,8 @@ impl Store {
 
     pub fn queued(&self, deal_id: u64) -> Result<Option<QueuedDeal>, StoreError> {
         let key = deal_id.to_be_bytes();
-        self.queue
+        self.trees()?
+            .queue
             .get(key)?
             .map(|b| self.read("queue", &key, &b))
             .transpose()
@@ -317,7 +512,7 @@ impl Store {
     pub fn queue_listing(&self) -> Result<(Vec<QueuedDeal>, Vec<Damaged>), StoreError> {
         let mut queued = Vec::new();
         let mut damaged = Vec::new();
-        for item in self.queue.iter() {
+        for item in self.trees()?.queue.iter() {
             let (k, v) = item?;
             match self.read("queue", &k, &v) {
                 Ok(q) => queued.push(q),
@@ -332,19 +527,40 @@ impl Store {
     /// job stays visible (`jobs list`) and re-runnable (`jobs retry`).
     pub fn park(&self, deal_id: u64, error: &str) -> Result<(), StoreError> {
         let key = deal_id.to_be_bytes();
-        self.queue.update_and_fetch(key, |old| {
+        let mut before = Slot::ABSENT;
+        // Held until the counters are updated: a re-open waits for it, and counts afresh.
+        let t = self.trees()?;
+        t.queue.update_and_fetch(key, |old| {
             let current = old.and_then(|b| decode::<QueuedDeal>("queue", &key, b).ok());
+            before = match (old, &current) {
+                (Some(_), None) => Slot::UNREADABLE,
+                _ => Slot::of(current.as_ref()),
+            };
             let mut q = current.unwrap_or_else(|| merge_event(None, deal_id, None, now_ms()));
             q.attempts += 1;
             q.parked = true;
             q.last_error = Some(stored_error(error));
             encode(&q).ok()
         })?;
+        self.shared.counts.changed(
+            before,
+            Slot {
+                present: true,
+                parked: true,
+            },
+        );
         Ok(())
     }
 
+    /// Queued deals, parked ones included: a counter kept by every change of the queue, so
+    /// reading it never touches the disk.
     pub fn queue_len(&self) -> usize {
-        self.queue.len()
+        self.shared.counts.get().0
+    }
+
+    /// Parked jobs (a counter, as [`Store::queue_len`]).
+    pub fn parked_len(&self) -> usize {
+        self.shared.counts.get().1
     }
 
     /// The deal's job is done: removes its queue record if no event came in since `generation`
@@ -427,17 +643,33 @@ impl Store {
     ) -> Result<Option<QueuedDeal>, StoreError> {
         let key = deal_id.to_be_bytes();
         let mut failure = None;
-        let after = self.queue.update_and_fetch(key, |old| {
+        let mut step = (Slot::ABSENT, Slot::ABSENT);
+        // Held until the counters are updated: a re-open waits for it, and counts afresh.
+        let t = self.trees()?;
+        let after = t.queue.update_and_fetch(key, |old| {
+            step = (Slot::ABSENT, Slot::ABSENT);
             let bytes = old?;
             match self.read::<QueuedDeal>("queue", &key, bytes) {
-                Ok(q) => change(q).and_then(|q| encode(&q).ok()),
+                Ok(q) => {
+                    let before = Slot::of(Some(&q));
+                    let next = change(q);
+                    let encoded = next.as_ref().and_then(|q| encode(q).ok());
+                    let after = match encoded {
+                        Some(_) => Slot::of(next.as_ref()),
+                        None => Slot::ABSENT,
+                    };
+                    step = (before, after);
+                    encoded
+                }
                 Err(e) => {
                     // Keep an unreadable record as it is: it is reported, never dropped.
                     failure = Some(e);
+                    step = (Slot::UNREADABLE, Slot::UNREADABLE);
                     Some(bytes.to_vec())
                 }
             }
         })?;
+        self.shared.counts.changed(step.0, step.1);
         if let Some(e) = failure {
             return Err(e);
         }
@@ -448,19 +680,27 @@ impl Store {
 
     pub fn deal_state(&self, deal_id: u64) -> Result<Option<DealState>, StoreError> {
         let key = deal_id.to_be_bytes();
-        self.deals
+        self.trees()?
+            .deals
             .get(key)?
             .map(|b| self.read("deals", &key, &b))
             .transpose()
     }
 
-    pub fn deal_count(&self) -> usize {
-        self.deals.len()
+    /// Known deals (walks the tree: not for HTTP handlers).
+    pub fn deal_count(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.trees()?.deals.iter() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// The deal's recorded stage entries, oldest first.
     pub fn entries(&self, deal_id: u64) -> Result<Vec<EntryRecord>, StoreError> {
-        self.entries
+        self.trees()?
+            .entries
             .scan_prefix(deal_id.to_be_bytes())
             .map(|item| {
                 let (k, v) = item?;
@@ -471,7 +711,8 @@ impl Store {
 
     /// The deal's effects, in entry and rule order.
     pub fn effects(&self, deal_id: u64) -> Result<Vec<EffectRecord>, StoreError> {
-        self.effects
+        self.trees()?
+            .effects
             .scan_prefix(deal_id.to_be_bytes())
             .map(|item| {
                 let (k, v) = item?;
@@ -498,7 +739,8 @@ impl Store {
             .iter()
             .map(|e| Ok((effect_key(e), encode(e)?)))
             .collect::<Result<_, StoreError>>()?;
-        let result = (&self.deals, &self.entries, &self.effects).transaction(|(d, en, ef)| {
+        let t = self.trees()?;
+        let result = (&t.deals, &t.entries, &t.effects).transaction(|(d, en, ef)| {
             d.insert(&deal_id.to_be_bytes(), state_bytes.as_slice())?;
             for (k, v) in &entry_rows {
                 en.insert(k.as_slice(), v.as_slice())?;
@@ -512,12 +754,16 @@ impl Store {
     }
 
     pub fn put_deal_state(&self, deal_id: u64, state: &DealState) -> Result<(), StoreError> {
-        self.deals.insert(deal_id.to_be_bytes(), encode(state)?)?;
+        self.trees()?
+            .deals
+            .insert(deal_id.to_be_bytes(), encode(state)?)?;
         Ok(())
     }
 
     pub fn put_effect(&self, effect: &EffectRecord) -> Result<(), StoreError> {
-        self.effects.insert(effect_key(effect), encode(effect)?)?;
+        self.trees()?
+            .effects
+            .insert(effect_key(effect), encode(effect)?)?;
         Ok(())
     }
 
@@ -526,7 +772,8 @@ impl Store {
     /// work owed). Deal states stay: they are what makes an old entry never act again.
     pub fn prune_entries(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for item in self.entries.iter() {
+        let t = self.trees()?;
+        for item in t.entries.iter() {
             let (key, value) = item?;
             let record: EntryRecord = match self.read("entries", &key, &value) {
                 Ok(r) => r,
@@ -535,19 +782,21 @@ impl Store {
             if record.recorded_at_ms >= cutoff_ms {
                 continue;
             }
-            let effects: Vec<(sled::IVec, EffectRecord)> = self
-                .effects
-                .scan_prefix(&key)
-                .filter_map(Result::ok)
-                .filter_map(|(k, v)| self.read("effects", &k, &v).ok().map(|e| (k, e)))
-                .collect();
+            // A storage error ends the pass (sled may yield the same error forever).
+            let mut effects: Vec<(sled::IVec, EffectRecord)> = Vec::new();
+            for item in t.effects.scan_prefix(&key) {
+                let (k, v) = item?;
+                if let Ok(e) = self.read("effects", &k, &v) {
+                    effects.push((k, e));
+                }
+            }
             if effects.iter().any(|(_, e)| e.state == EffectState::Pending) {
                 continue;
             }
             for (k, _) in effects {
-                self.effects.remove(k)?;
+                t.effects.remove(k)?;
             }
-            self.entries.remove(key)?;
+            t.entries.remove(key)?;
             removed += 1;
         }
         Ok(removed)
@@ -558,19 +807,24 @@ impl Store {
     /// The last stage-history id that existed when the store was created: older entries are
     /// never acted on (a backfill is for those).
     pub fn history_floor(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.meta.get(META_HISTORY_FLOOR)?.map(|v| be_u64(&v)))
+        Ok(self
+            .trees()?
+            .meta
+            .get(META_HISTORY_FLOOR)?
+            .map(|v| be_u64(&v)))
     }
 
     /// Sets the history floor (and the sweep cursor) once; a floor already set is kept.
     pub fn init_history_floor(&self, id: u64) -> Result<u64, StoreError> {
-        let previous = self.meta.compare_and_swap(
+        let t = self.trees()?;
+        let previous = t.meta.compare_and_swap(
             META_HISTORY_FLOOR,
             None as Option<&[u8]>,
             Some(&id.to_be_bytes()),
         )?;
         match previous {
             Ok(()) => {
-                self.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+                t.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
                 Ok(id)
             }
             Err(cas) => Ok(cas.current.map(|v| be_u64(&v)).unwrap_or(id)),
@@ -578,30 +832,39 @@ impl Store {
     }
 
     pub fn sweep_cursor(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.meta.get(META_SWEEP_CURSOR)?.map(|v| be_u64(&v)))
+        Ok(self
+            .trees()?
+            .meta
+            .get(META_SWEEP_CURSOR)?
+            .map(|v| be_u64(&v)))
     }
 
     pub fn set_sweep_cursor(&self, id: u64) -> Result<(), StoreError> {
-        self.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+        self.trees()?
+            .meta
+            .insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
         Ok(())
     }
 
     /// The last backfill's progress.
     pub fn backfill_progress(&self) -> Result<Option<BackfillProgress>, StoreError> {
-        self.meta
+        self.trees()?
+            .meta
             .get(META_BACKFILL)?
             .map(|b| self.read("meta", META_BACKFILL.as_bytes(), &b))
             .transpose()
     }
 
     pub fn set_backfill_progress(&self, progress: &BackfillProgress) -> Result<(), StoreError> {
-        self.meta.insert(META_BACKFILL, encode(progress)?)?;
+        self.trees()?
+            .meta
+            .insert(META_BACKFILL, encode(progress)?)?;
         Ok(())
     }
 
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.trees()?.db.size_on_disk()?)
     }
 
     // ---- checking --------------------------------------------------------------------------
@@ -611,13 +874,25 @@ impl Store {
     /// another deal's key. Blocking (it reads the whole store): off the async threads.
     pub fn check(&self) -> CheckReport {
         let mut report = CheckReport::default();
+        let t = match self.trees() {
+            Ok(t) => t,
+            Err(error) => {
+                report.damaged.push(Damaged {
+                    tree: "*".into(),
+                    key: String::new(),
+                    deal_id: None,
+                    error: error.to_string(),
+                });
+                return report;
+            }
+        };
         let trees: [(&'static str, &sled::Tree, CheckFn); 6] = [
-            ("queue", &self.queue, check_queued),
-            ("dedupe", &self.dedupe, check_dedupe),
-            ("deals", &self.deals, check_deal),
-            ("entries", &self.entries, check_entry),
-            ("effects", &self.effects, check_effect),
-            ("meta", &self.meta, check_meta),
+            ("queue", &t.queue, check_queued),
+            ("dedupe", &t.dedupe, check_dedupe),
+            ("deals", &t.deals, check_deal),
+            ("entries", &t.entries, check_entry),
+            ("effects", &t.effects, check_effect),
+            ("meta", &t.meta, check_meta),
         ];
         for (name, tree, check) in trees {
             for item in tree.iter() {
@@ -653,7 +928,11 @@ impl Store {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StoreError> {
-        self.db.open_tree(tree)?.insert(key, value)?;
+        let t = self.trees()?;
+        t.db.open_tree(tree)?.insert(key, value)?;
+        // The counters follow the tree, raw writes included.
+        let (queued, parked) = t.count_queue()?;
+        self.shared.counts.set(queued, parked);
         Ok(())
     }
 }
@@ -973,21 +1252,6 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_last_error_is_stored_cut_and_says_so() {
-        let (_d, s) = store();
-        s.enqueue(9, 0).expect("ok");
-        let huge = "e".repeat(5 * 1024 * 1024);
-        s.fail(9, &huge, 0, 3).expect("ok");
-        let stored = s.queued(9).expect("ok").expect("queued").last_error;
-        let stored = stored.expect("an error");
-        assert!(stored.len() <= 4096 + 40, "{}", stored.len());
-        assert!(stored.ends_with("[cut from 5242880 bytes]"));
-        s.postpone(9, 0, &huge).expect("ok");
-        let stored = s.queued(9).expect("ok").expect("queued").last_error;
-        assert!(stored.is_some_and(|e| e.len() <= 4096 + 40));
-    }
-
-    #[test]
     fn old_entries_are_pruned_but_not_those_with_pending_effects() {
         let (_d, s) = store();
         let entry = |id: u64, at: u64| EntryRecord {
@@ -1045,6 +1309,43 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_counters_agree_with_the_tree_after_every_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agree = |s: &Store, what: &str| {
+            let counted = s.trees().expect("open").count_queue().expect("count");
+            assert_eq!((s.queue_len(), s.parked_len()), counted, "after {what}");
+        };
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.record_event("a", 1, 0, DAY).expect("ok");
+            s.record_event("a", 1, 0, DAY).expect("ok");
+            s.record_event("b", 2, 0, DAY).expect("ok");
+            s.enqueue(3, 0).expect("ok");
+            s.enqueue(3, 0).expect("ok");
+            agree(&s, "recording and queueing");
+            s.fail(2, "boom", 0, 1).expect("ok");
+            s.fail(2, "boom", 0, 1).expect("ok");
+            agree(&s, "parking");
+            s.postpone(3, 10, "later").expect("ok");
+            s.record_event("c", 2, 0, DAY).expect("ok");
+            agree(&s, "an event for a parked deal");
+            s.fail(2, "boom", 0, 1).expect("ok");
+            assert_eq!(s.retry_parked(None).expect("ok"), vec![2]);
+            agree(&s, "a retry");
+            let generation = s.queued(1).expect("ok").expect("queued").generation;
+            s.complete(1, generation).expect("ok");
+            s.complete(1, generation).expect("ok");
+            s.complete(99, 1).expect("ok");
+            agree(&s, "completions");
+            assert_eq!((s.queue_len(), s.parked_len()), (2, 0));
+            s.fail(3, "boom", 0, 1).expect("ok");
+            s.flush().expect("flush");
+        }
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!((s.queue_len(), s.parked_len()), (2, 1), "counted at open");
+    }
+
+    #[test]
     fn the_history_floor_is_set_once() {
         let (_d, s) = store();
         assert_eq!(s.history_floor().expect("ok"), None);
@@ -1085,6 +1386,8 @@ mod tests {
         let (_d, s) = store();
         s.enqueue(3, 0).expect("ok");
         let bytes = s
+            .trees()
+            .expect("open")
             .queue
             .get(3u64.to_be_bytes())
             .expect("ok")

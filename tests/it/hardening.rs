@@ -1,16 +1,22 @@
 //! Intake hardening: slow-loris clients (trickled headers, trickled bodies, silent connections)
-//! are dropped while everyone else is answered; heads and bodies over their limits are refused;
-//! the connection cap makes extra clients wait rather than fail; a flood of deliveries for one
-//! deal costs a few reads, not one each.
+//! are dropped while everyone else is answered; heads and bodies over their limits are refused,
+//! an announced one at once; idle connections make room for new ones (past a client's own
+//! limit, past the cap, and early near the cap), while busy ones make extra clients wait rather
+//! than fail; a flood of deliveries for one deal costs a few reads, not one each.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use b24_robot::intake::serve::{Limits, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Options, TestApp, new_deal, spawn_app_with};
+
+/// Loopback addresses other than 127.0.0.1: other clients to the service.
+const LOCALHOST_2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const LOCALHOST_3: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 /// A service whose portal sends no events, with a 1 s request timeout (headers included).
 async fn strict_app() -> TestApp {
@@ -200,53 +206,270 @@ async fn a_chunked_body_over_max_body_is_refused_with_413() {
     assert_eq!(app.store.queue_len(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_connection_cap_a_client_waits_for_a_free_slot_instead_of_failing() {
+/// A bare server on a free port with `limits`, whose `/` answers after `delay`.
+async fn bare_server(
+    limits: Limits,
+    delay: Duration,
+) -> (u16, CancellationToken, tokio::task::JoinHandle<()>) {
+    // The clients below are reqwest's, built without a service (which would install it).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("address").port();
-    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move {
+            tokio::time::sleep(delay).await;
+            "ok"
+        }),
+    );
     let stop = CancellationToken::new();
     let server = tokio::spawn(serve(
         listener,
         app,
-        Limits {
-            header_timeout: Duration::from_secs(1),
-            max_connections: 2,
-            ..Limits::for_request_timeout(Duration::from_secs(1))
-        },
+        limits,
         stop.clone(),
         Duration::from_secs(1),
     ));
+    (port, stop, server)
+}
 
-    // Two silent connections take both slots until the header timeout drops them.
-    let mut idle = Vec::new();
-    for _ in 0..2 {
-        idle.push(
-            TcpStream::connect(("127.0.0.1", port))
-                .await
-                .expect("connect"),
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let start = Instant::now();
-    let answer = reqwest::get(format!("http://127.0.0.1:{port}/"))
-        .await
-        .expect("answered once a slot is free");
-    let waited = start.elapsed();
-    assert_eq!(answer.status().as_u16(), 200);
-    assert!(
-        waited >= Duration::from_millis(700) && waited < Duration::from_secs(3),
-        "waited {waited:?} for a slot"
-    );
-
+async fn stop_server(stop: CancellationToken, server: tokio::task::JoinHandle<()>) {
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(3), server)
         .await
         .expect("the server stops within its grace")
         .expect("server task");
+}
+
+/// A connection from `source` (bound before connecting, so the service sees another client);
+/// from the default address where binding to `source` is not possible.
+async fn connect_from(source: IpAddr, port: u16) -> TcpStream {
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let socket = TcpSocket::new_v4().expect("socket");
+    if socket.bind(SocketAddr::new(source, 0)).is_err() {
+        return TcpStream::connect(target).await.expect("connect");
+    }
+    socket.connect(target).await.expect("connect")
+}
+
+/// Whether the server has closed `stream` (read gives end of file or an error) within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(limit, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Limits for the bare-server tests: a 10 s header timeout, so that nothing below is the
+/// timeout's doing.
+fn bare_limits(max_connections: usize, per_client: usize) -> Limits {
+    Limits {
+        max_connections,
+        max_connections_per_client: per_client,
+        ..Limits::for_request_timeout(Duration::from_secs(10))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_the_oldest_idle_connection_makes_room_at_once() {
+    let (port, stop, server) = bare_server(bare_limits(4, 4), Duration::ZERO).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(connect_from(LOCALHOST_2, port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    let answer = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .expect("answered");
+    let waited = start.elapsed();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(waited < Duration::from_millis(500), "waited {waited:?}");
+    assert!(
+        closed_within(&mut idle[0], Duration::from_secs(1)).await,
+        "the oldest idle connection was closed"
+    );
+    stop_server(stop, server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_cap_with_every_connection_busy_a_client_waits_for_a_free_slot() {
+    let (port, stop, server) = bare_server(bare_limits(2, 2), Duration::from_secs(1)).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    // Two requests in flight (from another client) take both slots for a second; they cannot
+    // be closed early.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                reqwest::Client::builder()
+                    .local_address(LOCALHOST_2)
+                    .build()
+                    .expect("client")
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let answer = reqwest::get(&url)
+        .await
+        .expect("answered once a slot is free");
+    let waited = start.elapsed();
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(
+        waited >= Duration::from_millis(1_500) && waited < Duration::from_secs(4),
+        "waited {waited:?} for a slot (1 s for a slot, 1 s for its own answer)"
+    );
+    for request in busy {
+        assert_eq!(request.await.expect("task").expect("answered"), 200);
+    }
+    stop_server(stop, server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_connection_limit_loses_its_oldest_idle_one_and_no_one_elses() {
+    let (port, stop, server) = bare_server(bare_limits(100, 3), Duration::ZERO).await;
+    let mut other = connect_from(LOCALHOST_3, port).await;
+    let mut greedy = Vec::new();
+    for _ in 0..4 {
+        greedy.push(connect_from(LOCALHOST_2, port).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        closed_within(&mut greedy[0], Duration::from_secs(1)).await,
+        "the greedy client's oldest connection is closed"
+    );
+    for (i, stream) in greedy.iter_mut().enumerate().skip(1) {
+        assert!(
+            !closed_within(stream, Duration::from_millis(100)).await,
+            "the greedy client's connection {i} stays"
+        );
+    }
+    assert!(
+        !closed_within(&mut other, Duration::from_millis(100)).await,
+        "another client's connection stays"
+    );
+    stop_server(stop, server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_the_cap_connections_silent_for_a_second_are_closed_early() {
+    // 8 slots: past 6 (75 %), a connection that has sent nothing for 1 s is closed, though the
+    // header timeout is 10 s.
+    let (port, stop, server) = bare_server(bare_limits(8, 8), Duration::ZERO).await;
+    let mut silent = Vec::new();
+    for _ in 0..7 {
+        silent.push(connect_from(LOCALHOST_2, port).await);
+    }
+    let start = Instant::now();
+    for (i, stream) in silent.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, Duration::from_secs(3)).await,
+            "silent connection {i} was still open after {:?}",
+            start.elapsed()
+        );
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    // Below the pressure mark nothing is closed early.
+    let mut calm = connect_from(LOCALHOST_2, port).await;
+    assert!(!closed_within(&mut calm, Duration::from_millis(1_500)).await);
+    stop_server(stop, server).await;
+}
+
+/// The soft limit on open files, read from `/proc` (raising it would need unsafe code).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_answered_within_a_second_while_1100_idle_connections_are_held() {
+    const IDLE: usize = 1_100;
+    // Both ends of every connection live in this process, next to the other tests' sockets.
+    let needed = (2 * IDLE + 500) as u64;
+    if let Some(limit) = open_files_limit().filter(|&l| l < needed) {
+        eprintln!("SKIPPED: the open-files limit is {limit}, the test needs {needed} (ulimit -n)");
+        return;
+    }
+    // The default limits: a 10 s header timeout, 1,024 connections, 256 per client.
+    let app = spawn_app_with(Options {
+        events: false,
+        ..Options::default()
+    })
+    .await;
+    app.started().await;
+    let deal = new_deal(&app.sim, "Loris LLC").await;
+    app.sim.move_deal_silently(deal, "PREPARATION").await;
+
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(connect_from(LOCALHOST_2, app.port).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Each delivery on a new connection, as Bitrix24 sends them.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let mut slowest = Duration::ZERO;
+    for ts in 0..20 {
+        let start = Instant::now();
+        let status = fresh
+            .post(app.events_url())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(app.event_body("ONCRMDEALUPDATE", deal, 1_800_000_000 + ts))
+            .send()
+            .await
+            .expect("answered")
+            .status();
+        let took = start.elapsed();
+        assert_eq!(status.as_u16(), 200);
+        assert!(
+            took < Duration::from_secs(1),
+            "a delivery took {took:?} with {IDLE} idle connections held"
+        );
+        slowest = slowest.max(took);
+    }
+    eprintln!("slowest of 20 deliveries with {IDLE} idle connections held: {slowest:?}");
     drop(idle);
+    app.settle_quiet(Duration::from_secs(20)).await;
+    assert_eq!(app.task_counts(&[deal]), vec![1]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_announced_over_max_body_is_refused_with_413_at_once() {
+    let app = strict_app().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("connect");
+    // A billion bytes announced, none sent.
+    let head = "POST /bitrix24/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("head sent");
+    let start = Instant::now();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut answer))
+        .await
+        .expect("answered before the request timeout")
+        .expect("read");
+    let took = start.elapsed();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(took < Duration::from_millis(500), "answered after {took:?}");
+    assert_eq!(app.store.queue_len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,3 +272,78 @@ async fn healthz_answers_200_and_readyz_answers_json() {
     );
     app.stop().await;
 }
+
+/// What a tracing subscriber writes, kept in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        let bytes = self.0.lock().expect("log buffer").clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[test]
+fn a_flood_of_refused_deliveries_logs_one_line_a_minute_while_the_metric_counts_each() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_env_filter("b24_robot=info")
+        .finish();
+    // The whole service runs on this thread, so the subscriber sees what it logs.
+    let metrics = tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let app = quiet_app(Vec::new()).await;
+                for _ in 0..50 {
+                    let wrong = app
+                        .post_raw(fixture("wrong-token.txt", 7), Some(FORM))
+                        .await;
+                    assert_eq!(wrong.status().as_u16(), 401);
+                    let garbage = app.post_raw(fixture("garbage.txt", 7), Some(FORM)).await;
+                    assert_eq!(garbage.status().as_u16(), 400);
+                }
+                let metrics = app.metrics_text().await;
+                app.stop().await;
+                metrics
+            })
+    });
+    let text = logs.text();
+    let lines = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        lines("wrong or missing auth[application_token]"),
+        1,
+        "{text}"
+    );
+    assert_eq!(lines("refused as malformed"), 1, "{text}");
+    assert!(
+        metrics.contains("b24robot_events_received_total{result=\"unauthorized\"} 50\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("b24robot_events_received_total{result=\"malformed\"} 50\n"),
+        "{metrics}"
+    );
+}

@@ -1,5 +1,6 @@
 //! What operators and integrators live with: `/metrics`, hot reload of the rules with `/readyz`
-//! telling whether the folder is the rule set in force, and JSON logs from the real binary.
+//! telling whether the folder is the rule set in force, JSON logs from the real binary, and the
+//! health endpoints while the store is stuck or its disk is full.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::helpers::{
-    TOKEN, TestApp, new_deal, seeded_portal, spawn_app, spawn_app_with_rules_dir, task_rules,
+    Options, TOKEN, TestApp, new_deal, seeded_portal, spawn_app, spawn_app_with,
+    spawn_app_with_rules_dir, start_on, task_rules,
 };
 
 /// The samples of an exposition: `name{labels}` to value.
@@ -451,4 +453,295 @@ fn read(path: &Path) -> String {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("address").port()
+}
+
+// ----- the store stuck or full (issue 8, items 6 and 7) -----
+
+/// `GET path` with its status, JSON body (or null) and how long it took; `None` when no answer
+/// came within 3 s.
+async fn get_timed(app: &TestApp, path: &str) -> Option<(u16, Value, Duration)> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    let answer = client
+        .get(format!("http://127.0.0.1:{}{path}", app.port))
+        .send()
+        .await
+        .ok()?;
+    let status = answer.status().as_u16();
+    let text = answer.text().await.ok()?;
+    let took = start.elapsed();
+    Some((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        took,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_healthz_and_metrics_answer_while_the_store_is_stuck() {
+    let app = spawn_app_with(Options {
+        events: false,
+        settings: vec![
+            ("server.request_timeout", "2s".into()),
+            ("server.admin_token", "admin-secret".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    app.started().await;
+
+    let stall = app.store.stall();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, took) = get_timed(&app, path)
+            .await
+            .unwrap_or_else(|| panic!("{path} did not answer while the store was stuck"));
+        assert_eq!(status, 200, "{path}");
+        assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+    }
+    // What needs the store is answered too, if only to say it cannot be done now.
+    let start = Instant::now();
+    let delivery = app
+        .client
+        .post(app.events_url())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(app.event_body("ONCRMDEALUPDATE", 1, 1_800_000_000))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("a delivery is answered while the store is stuck");
+    assert!(
+        [408, 503].contains(&delivery.status().as_u16()),
+        "{}",
+        delivery.status()
+    );
+    let jobs = app
+        .client
+        .get(format!("http://127.0.0.1:{}/admin/jobs", app.port))
+        .bearer_auth("admin-secret")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the admin API answers while the store is stuck");
+    assert_eq!(jobs.status().as_u16(), 503);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // The runtime's threads were never blocked: a health check meanwhile is still immediate.
+    let (status, _, took) = get_timed(&app, "/healthz").await.expect("/healthz");
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+
+    drop(stall);
+    let (status, ready, _) = get_timed(&app, "/readyz").await.expect("/readyz");
+    assert_eq!(status, 200, "{ready}");
+    app.stop().await;
+}
+
+/// A tmpfs mounted over a folder for as long as it lives; unmounted when dropped, also when the
+/// test fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` (with a message) where mounting is not permitted: the test needs root, as in CI.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let done = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match done {
+            Ok(out) if out.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here ({}): the full-disk test needs root",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(error) => {
+                eprintln!("SKIPPED: cannot run mount ({error}): the full-disk test needs root");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: detached at once even if the store still has files open.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` with one file, until it refuses a byte more.
+fn fill_disk(path: &Path) -> u64 {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).expect("ballast file");
+    let chunk = vec![0xa5u8; 64 * 1024];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => written += n as u64,
+        }
+    }
+    let _ = file.sync_all();
+    written
+}
+
+/// `b24-robot healthcheck` against the service on `port`: its exit code and what it printed.
+fn healthcheck(port: u16, dir: &Path) -> (i32, String) {
+    let config = dir.join("healthcheck.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+        .arg("--config")
+        .arg(&config)
+        .arg("healthcheck")
+        .output()
+        .expect("healthcheck runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A deal moved into PREPARATION (without an event) and the delivery that reports it; returns
+/// the deal and the delivery's status.
+async fn deliver_a_move(app: &TestApp, title: &str, ts: u64) -> (u64, u16) {
+    let deal = new_deal(&app.sim, title).await;
+    app.sim.move_deal_silently(deal, "PREPARATION").await;
+    let status = app
+        .post_event(&app.event_body("ONCRMDEALUPDATE", deal, ts))
+        .await
+        .status()
+        .as_u16();
+    (deal, status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_full_disk_intake_recovers_by_itself_and_every_acknowledged_event_is_processed() {
+    let sim = seeded_portal(b24_robot::sandbox::SimConfig::default()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir_all(&store_dir).expect("store folder");
+    let Some(mount) = Tmpfs::mount(&store_dir, "24m") else {
+        return;
+    };
+    let app = start_on(
+        sim,
+        dir,
+        &[task_rules()],
+        &[("storage.dir", store_dir.display().to_string())],
+        false,
+    )
+    .await;
+    app.started().await;
+    let mut acknowledged = Vec::new();
+    let mut ts = 1_800_000_000;
+    let mut next_ts = || {
+        ts += 1;
+        ts
+    };
+
+    for i in 0..3 {
+        let (deal, status) = deliver_a_move(&app, &format!("Before {i}"), next_ts()).await;
+        assert_eq!(status, 200);
+        acknowledged.push(deal);
+    }
+    app.settle_quiet(Duration::from_secs(20)).await;
+    assert_eq!(app.task_counts(&acknowledged), vec![1; 3]);
+
+    // The disk fills up: deliveries are refused (a first one may still fit).
+    let ballast = store_dir.join("ballast");
+    let filled = fill_disk(&ballast);
+    assert!(filled > 0);
+    let mut refused = 0;
+    for i in 0..40 {
+        let (deal, status) = deliver_a_move(&app, &format!("Full {i}"), next_ts()).await;
+        match status {
+            200 => acknowledged.push(deal),
+            503 => refused += 1,
+            other => panic!("a delivery on a full disk got {other}"),
+        }
+        if refused >= 3 {
+            break;
+        }
+    }
+    assert!(refused >= 3, "deliveries on a full disk were not refused");
+    let (status, ready, took) = get_timed(&app, "/readyz").await.expect("/readyz answers");
+    assert_eq!(status, 503, "{ready}");
+    assert!(took < Duration::from_secs(1));
+    assert_eq!(ready["ready"], false, "{ready}");
+    let reason = ready["store"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("cannot write: ") && reason.contains("No space left on device"),
+        "{ready}"
+    );
+    let (status, _, _) = get_timed(&app, "/healthz").await.expect("/healthz answers");
+    assert_eq!(status, 200, "/healthz stays \"alive\"");
+    let outside = tempfile::tempdir().expect("temp dir");
+    let (code, said) = healthcheck(app.port, outside.path());
+    assert_eq!(code, 1, "the healthcheck command fails: {said}");
+    assert!(said.contains("cannot write"), "{said}");
+    let metrics = samples(&app.metrics_text().await);
+    assert!(
+        value(
+            &metrics,
+            "b24robot_events_received_total{result=\"failed\"}"
+        ) >= 3.0
+    );
+    assert!(value(&metrics, "b24robot_store_write_failures_total") >= 1.0);
+    assert_eq!(value(&metrics, "b24robot_store_writable"), 0.0);
+
+    // Room again: intake takes events again by itself, without a restart.
+    std::fs::remove_file(&ballast).expect("ballast removed");
+    let start = Instant::now();
+    loop {
+        let (status, ready, _) = get_timed(&app, "/readyz").await.expect("/readyz answers");
+        if status == 200 {
+            assert_eq!(ready["store"], "ok", "{ready}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "/readyz still says {ready} 15 s after the disk had room again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "intake took events again {:?} after the disk had room",
+        start.elapsed()
+    );
+    let (code, said) = healthcheck(app.port, outside.path());
+    assert_eq!(code, 0, "the healthcheck command passes again: {said}");
+    for i in 0..3 {
+        let (deal, status) = deliver_a_move(&app, &format!("After {i}"), next_ts()).await;
+        assert_eq!(status, 200, "a delivery after the disk had room again");
+        acknowledged.push(deal);
+    }
+
+    // Every acknowledged delivery is acted on, once.
+    let deals = acknowledged.clone();
+    app.wait_until(
+        Duration::from_secs(30),
+        "a task for every acknowledged delivery",
+        |sim| deals.iter().all(|d| !sim.tasks_for_deal(*d).is_empty()),
+    )
+    .await;
+    app.settle_quiet(Duration::from_secs(20)).await;
+    assert_eq!(app.task_counts(&acknowledged), vec![1; acknowledged.len()]);
+    assert_eq!(
+        value(
+            &samples(&app.metrics_text().await),
+            "b24robot_store_writable"
+        ),
+        1.0
+    );
+    let (_sim, dir) = app.stop().await;
+    drop(mount);
+    drop(dir);
 }
