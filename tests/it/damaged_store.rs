@@ -109,7 +109,10 @@ async fn healthy_deals_queued_with_a_damaged_one_get_their_tasks_and_the_damaged
     assert_eq!(app.task_counts(&[bad_state, healthy]), vec![0, 1]);
 
     // `jobs list` (the admin API), `/readyz`.
-    let jobs = app.admin_get(ADMIN, "/admin/jobs").await;
+    let jobs = app
+        .admin(ADMIN, reqwest::Method::GET, "/admin/jobs")
+        .await
+        .1;
     for deal in [bad_state, bad_queue] {
         let job = jobs["jobs"]
             .as_array()

@@ -449,30 +449,23 @@ pub fn calls_of(sim: &SimPortal, method: &str) -> usize {
         .sum()
 }
 
-#[allow(dead_code)]
 impl TestApp {
-    /// `GET` of an admin API path with the admin token, as JSON.
-    pub async fn admin_get(&self, token: &str, path: &str) -> serde_json::Value {
-        self.client
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
+    /// An admin API request with `token`: its status and its JSON answer (`Null` when none).
+    pub async fn admin(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
+        let answer = self
+            .client
+            .request(method, format!("http://127.0.0.1:{}{path}", self.port))
             .bearer_auth(token)
             .send()
             .await
-            .expect("the admin API answers")
-            .json()
-            .await
-            .expect("JSON")
-    }
-
-    /// `POST` to an admin API path with the admin token; its status.
-    pub async fn admin_post(&self, token: &str, path: &str) -> u16 {
-        self.client
-            .post(format!("http://127.0.0.1:{}{path}", self.port))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("the admin API answers")
-            .status()
-            .as_u16()
+            .expect("the admin API answers");
+        let status = answer.status().as_u16();
+        let body = answer.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
     }
 }

@@ -128,7 +128,10 @@ async fn endless_paging_parks_that_deal_with_the_reason_and_the_others_of_its_ro
     );
 
     // The reason, in `jobs list` as the admin API gives it.
-    let jobs = app.admin_get(ADMIN, "/admin/jobs").await;
+    let jobs = app
+        .admin(ADMIN, reqwest::Method::GET, "/admin/jobs")
+        .await
+        .1;
     let job = jobs["jobs"]
         .as_array()
         .expect("jobs")
@@ -146,8 +149,13 @@ async fn endless_paging_parks_that_deal_with_the_reason_and_the_others_of_its_ro
     // The portal recovers; the operator re-runs the job: exactly one task.
     app.sim.set_faults(Faults::default());
     let retried = app
-        .admin_post(ADMIN, &format!("/admin/jobs/{endless}/retry"))
-        .await;
+        .admin(
+            ADMIN,
+            reqwest::Method::POST,
+            &format!("/admin/jobs/{endless}/retry"),
+        )
+        .await
+        .0;
     assert_eq!(retried, 200);
     app.wait_until(Duration::from_secs(10), "a task after the retry", |sim| {
         !sim.tasks_for_deal(endless).is_empty()

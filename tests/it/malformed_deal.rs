@@ -55,8 +55,13 @@ async fn parked_then_acted_once(corruption: DealCorruption, reason: &str) {
     // The portal answers properly again; the operator re-runs the job.
     app.sim.set_faults(Faults::default());
     let retried = app
-        .admin_post(ADMIN, &format!("/admin/jobs/{deal}/retry"))
-        .await;
+        .admin(
+            ADMIN,
+            reqwest::Method::POST,
+            &format!("/admin/jobs/{deal}/retry"),
+        )
+        .await
+        .0;
     assert_eq!(retried, 200);
     app.wait_until(Duration::from_secs(10), "the task", |sim| {
         !sim.tasks_for_deal(deal).is_empty()

@@ -538,57 +538,6 @@ async fn readyz_healthz_and_metrics_answer_while_the_store_is_stuck() {
     app.stop().await;
 }
 
-/// A tmpfs mounted over a folder for as long as it lives; unmounted when dropped, also when the
-/// test fails.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    /// `None` (with a message) where mounting is not permitted: the test needs root, as in CI.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        let done = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output();
-        match done {
-            Ok(out) if out.status.success() => Some(Tmpfs(dir.to_path_buf())),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs here ({}): the full-disk test needs root",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(error) => {
-                eprintln!("SKIPPED: cannot run mount ({error}): the full-disk test needs root");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: detached at once even if the store still has files open.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills the file system of `dir` with one file, until it refuses a byte more.
-fn fill_disk(path: &Path) -> u64 {
-    use std::io::Write as _;
-    let mut file = std::fs::File::create(path).expect("ballast file");
-    let chunk = vec![0xa5u8; 64 * 1024];
-    let mut written = 0u64;
-    loop {
-        match file.write(&chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => written += n as u64,
-        }
-    }
-    let _ = file.sync_all();
-    written
-}
-
 /// `b24-robot healthcheck` against the service on `port`: its exit code and what it printed.
 fn healthcheck(port: u16, dir: &Path) -> (i32, String) {
     let config = dir.join("healthcheck.toml");
@@ -628,7 +577,7 @@ async fn after_a_full_disk_intake_recovers_by_itself_and_every_acknowledged_even
     let dir = tempfile::tempdir().expect("temp dir");
     let store_dir = dir.path().join("store");
     std::fs::create_dir_all(&store_dir).expect("store folder");
-    let Some(mount) = Tmpfs::mount(&store_dir, "24m") else {
+    let Some(mount) = crate::disk::Tmpfs::mount(&store_dir, "24m") else {
         return;
     };
     let app = start_on(
@@ -656,8 +605,7 @@ async fn after_a_full_disk_intake_recovers_by_itself_and_every_acknowledged_even
     assert_eq!(app.task_counts(&acknowledged), vec![1; 3]);
 
     // The disk fills up: deliveries are refused (a first one may still fit).
-    let ballast = store_dir.join("ballast");
-    let filled = fill_disk(&ballast);
+    let filled = mount.fill();
     assert!(filled > 0);
     let mut refused = 0;
     for i in 0..40 {
@@ -698,7 +646,7 @@ async fn after_a_full_disk_intake_recovers_by_itself_and_every_acknowledged_even
     assert_eq!(value(&metrics, "b24robot_store_writable"), 0.0);
 
     // Room again: intake takes events again by itself, without a restart.
-    std::fs::remove_file(&ballast).expect("ballast removed");
+    mount.empty();
     let start = Instant::now();
     loop {
         let (status, ready, _) = get_timed(&app, "/readyz").await.expect("/readyz answers");

@@ -59,18 +59,6 @@ async fn moved_under(
     }
 }
 
-async fn admin(app: &TestApp, method: reqwest::Method, path: &str) -> Value {
-    app.client
-        .request(method, format!("http://127.0.0.1:{}{path}", app.port))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("JSON")
-}
-
 /// The value of a metric without labels.
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
@@ -115,12 +103,13 @@ async fn a_redirect_to_a_foreign_host_sends_it_nothing_and_parks_the_job_with_th
 
     // The redirect stops: the job, re-run by an operator, makes its one task on the portal.
     app.sim.set_faults(Faults::default());
-    let retried = admin(
-        &app,
-        reqwest::Method::POST,
-        &format!("/admin/jobs/{deal}/retry"),
-    )
-    .await;
+    let (_, retried) = app
+        .admin(
+            ADMIN,
+            reqwest::Method::POST,
+            &format!("/admin/jobs/{deal}/retry"),
+        )
+        .await;
     assert_eq!(retried["retried"], serde_json::json!([deal]));
     app.wait_until(Duration::from_secs(10), "the task", |sim| {
         sim.tasks_for_deal(deal).len() == 1
@@ -178,7 +167,7 @@ async fn a_megabytes_long_error_description_is_cut_in_the_stored_error_and_in_ad
         );
     };
     bounded(job.last_error.as_deref().unwrap_or_default());
-    let jobs = admin(&app, reqwest::Method::GET, "/admin/jobs").await;
+    let (_, jobs) = app.admin(ADMIN, reqwest::Method::GET, "/admin/jobs").await;
     let listed = jobs["jobs"]
         .as_array()
         .and_then(|jobs| jobs.iter().find(|job| job["deal_id"] == deal))
