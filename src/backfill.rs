@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::bitrix::{CallError, ErrorKind, Response, Retry};
-use crate::metrics::{PagedList, PagingStop};
+use crate::ops::metrics::{PagedList, PagingStop};
 use crate::rules::{
     Deal, FieldCatalog, Input, RuleKind, RuleSet, StageEntry, StageSemantic, concerns, evaluate,
 };

@@ -23,24 +23,17 @@
 //! - [`metrics`] (`GET /metrics`) and [`reload`] (rules re-read on SIGHUP or a change) are for
 //!   the operators.
 
-pub mod admin;
-pub mod admin_cli;
 pub mod backfill;
-pub mod bench;
 pub mod bitrix;
 pub mod calendar;
-pub mod cli;
+pub mod commands;
 pub mod configuration;
-pub mod demo;
-pub mod dry_run;
+pub mod http;
 pub mod intake;
-pub mod metrics;
-pub mod portal_check;
+pub mod ops;
 pub mod reload;
-pub mod rule_tests;
 pub mod rules;
 pub mod sandbox;
-pub mod sandbox_cmd;
 pub mod schema;
 pub mod startup;
 pub mod store;

@@ -5,5 +5,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    b24_robot::cli::run(b24_robot::cli::Cli::parse())
+    b24_robot::commands::run(b24_robot::commands::Cli::parse())
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, ReloadResult};
+use crate::ops::metrics::{Metrics, ReloadResult};
 use crate::rules::{RuleSet, Severity};
 use crate::worker::RulesHandle;
 

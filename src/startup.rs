@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bitrix::{Client, ClientSettings};
 use crate::configuration::Settings;
 use crate::intake::{self, IntakeCounters, IntakeState};
-use crate::metrics::{Metrics, MetricsState};
+use crate::ops::metrics::{Metrics, MetricsState};
 use crate::reload::{Reloader, RulesStatus};
 use crate::rules::RuleSet;
 use crate::store::{Store, StoreError, now_ms};
@@ -157,11 +157,20 @@ pub fn client(settings: &Settings) -> Result<Client, StartupError> {
 }
 
 pub struct Application {
+    /// Bound at build (port 0 picks a free one), so tests know the port before it serves.
     listener: TcpListener,
     port: u16,
     settings: Settings,
+    /// Rounds, the sweep, backfill: everything that reads and writes the portal.
     worker: Arc<Worker>,
+    /// What the event handler needs (the store, the scheduler to wake, counters).
     intake: IntakeState,
+    /// The rules in force, shared by the worker, the health checks and the metrics; swapped by
+    /// the reload.
+    rules: RulesHandle,
+    /// What the rules folder holds next to the rules in force (`/readyz`, `/metrics`).
+    rules_status: RulesStatus,
+    /// Counters of the worker and the reload, read by `/metrics`.
     metrics: Arc<Metrics>,
     /// Re-read `rules.dir` on SIGHUP and on changes ([`Application::with_rule_reload`]).
     reload_rules: bool,
@@ -231,13 +240,10 @@ impl Application {
         let intake = IntakeState {
             store,
             scheduler,
-            rules,
             application_token: settings.portal.application_token.clone(),
             dedupe_window: settings.sync.dedupe_window,
             counters: Arc::new(IntakeCounters::default()),
-            rules_status: RulesStatus::default(),
             closing: Arc::new(AtomicBool::new(false)),
-            portal: worker.client.clone(),
             refusals: Arc::default(),
         };
         Ok(Application {
@@ -246,6 +252,8 @@ impl Application {
             settings,
             worker,
             intake,
+            rules,
+            rules_status: RulesStatus::default(),
             metrics,
             reload_rules: false,
         })
@@ -281,6 +289,8 @@ impl Application {
             settings,
             worker,
             intake,
+            rules,
+            rules_status,
             metrics,
             reload_rules,
             ..
@@ -317,8 +327,8 @@ impl Application {
             tokio::spawn(crate::reload::run(
                 Reloader {
                     dir: settings.rules.dir.clone(),
-                    rules: intake.rules.clone(),
-                    status: intake.rules_status.clone(),
+                    rules: rules.clone(),
+                    status: rules_status.clone(),
                     metrics: metrics.clone(),
                 },
                 stop_background.clone(),
@@ -327,7 +337,7 @@ impl Application {
 
         let closing = intake.closing.clone();
         let stop_http = CancellationToken::new();
-        let admin = crate::admin::router(crate::admin::AdminState {
+        let admin = crate::ops::admin::router(crate::ops::admin::AdminState {
             store: intake.store.clone(),
             scheduler: intake.scheduler.clone(),
             token: settings.server.admin_token.clone(),
@@ -337,32 +347,41 @@ impl Application {
             )),
             store_timeout: settings.server.request_timeout,
         });
-        let connections = Arc::new(intake::serve::ConnectionStats::default());
+        let connections = Arc::new(crate::http::ConnectionStats::default());
         let app = intake::router(
             intake.clone(),
             settings.server.max_body,
             settings.server.request_timeout,
         )
+        .merge(crate::ops::health::router(
+            crate::ops::health::HealthState {
+                store: intake.store.clone(),
+                rules: rules.clone(),
+                rules_status: rules_status.clone(),
+                closing: intake.closing.clone(),
+                portal: worker.client.clone(),
+            },
+        ))
         .merge(admin)
-        .merge(crate::metrics::router(MetricsState {
+        .merge(crate::ops::metrics::router(MetricsState {
             metrics,
             intake: intake.counters.clone(),
             store: intake.store.clone(),
             client: worker.client.clone(),
-            rules: intake.rules.clone(),
-            rules_status: intake.rules_status.clone(),
+            rules,
+            rules_status,
             connections: connections.clone(),
             oldest: Arc::default(),
         }));
         // Served by hand rather than by `axum::serve`: a header-read timeout and connection
-        // limits (slow-loris clients), see `intake::serve`.
-        let http = tokio::spawn(intake::serve::serve_with_stats(
+        // limits (slow-loris clients), see `crate::http`.
+        let http = tokio::spawn(crate::http::serve_with_stats(
             listener,
             app,
-            intake::serve::Limits {
+            crate::http::Limits {
                 max_connections: settings.server.max_connections,
                 max_connections_per_client: settings.server.max_connections_per_client,
-                ..intake::serve::Limits::for_request_timeout(settings.server.request_timeout)
+                ..crate::http::Limits::for_request_timeout(settings.server.request_timeout)
             },
             connections,
             stop_http.clone(),

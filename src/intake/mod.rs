@@ -1,5 +1,4 @@
-//! The HTTP side: `POST /bitrix24/events` (the outgoing webhook's handler), `GET /healthz`,
-//! `GET /readyz` (see `ready`).
+//! `POST /bitrix24/events`: the outgoing webhook's handler.
 //!
 //! An event is answered 200 only once it is recorded and flushed; the portal is never called
 //! while the sender waits (Bitrix24 slows down handlers that answer slowly and never re-sends).
@@ -9,9 +8,7 @@
 //! No store call runs on the runtime's threads: recording is handed to a blocking thread.
 
 pub mod event;
-pub mod ready;
 pub mod refusals;
-pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,11 +20,11 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 
 use crate::configuration::Secret;
 use crate::store::{Recorded, Store, StoreError, now_ms};
-use crate::worker::{RulesHandle, Scheduler};
+use crate::worker::Scheduler;
 use event::{FormBody, check_content_type, parse_event, token_matches};
 use refusals::Refusals;
 
@@ -36,16 +33,11 @@ use refusals::Refusals;
 pub struct IntakeState {
     pub store: Store,
     pub scheduler: Scheduler,
-    pub rules: RulesHandle,
     pub application_token: Secret,
     pub dedupe_window: Duration,
     pub counters: Arc<IntakeCounters>,
-    /// What the rules folder holds next to the rules in force (hot reload), for `/readyz`.
-    pub rules_status: crate::reload::RulesStatus,
     /// Set at shutdown: new events are refused with 503 so the sender sees they were not taken.
     pub closing: Arc<AtomicBool>,
-    /// The REST client: `/readyz` shows a portal rename it followed (`portal_renamed`).
-    pub portal: crate::bitrix::Client,
     /// When refusals were last logged (at most a line a minute per kind).
     pub refusals: Arc<Refusals>,
 }
@@ -76,8 +68,6 @@ pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) ->
                     },
                 )),
         )
-        .route("/healthz", get(ready::healthz))
-        .route("/readyz", get(ready::readyz))
         .with_state(state)
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| async move {

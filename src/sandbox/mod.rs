@@ -17,6 +17,7 @@
 mod http;
 mod methods;
 mod php;
+pub mod seed;
 mod store;
 mod values;
 

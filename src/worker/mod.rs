@@ -94,7 +94,7 @@ pub struct Worker {
     pub people: People,
     pub activity: Option<mpsc::UnboundedSender<Activity>>,
     /// Stage entries and effects, counted for `/metrics`.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::ops::metrics::Metrics>,
 }
 
 impl Worker {

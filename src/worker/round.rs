@@ -11,7 +11,7 @@ use super::effects::{self, PlannedCall};
 use super::portal::{HISTORY_SELECT, PersonError, list_items, parse_entry};
 use super::{Activity, Worker};
 use crate::bitrix::{BatchCall, CallError, ErrorKind, Response, Retry};
-use crate::metrics::{EffectResult, PagedList, PagingStop};
+use crate::ops::metrics::{EffectResult, PagedList, PagingStop};
 use crate::rules::{
     Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, StageEntry, StageSemantic,
     evaluate,

@@ -11,7 +11,7 @@ use super::Worker;
 use super::portal::{list_items, number};
 
 use crate::bitrix::{BatchCall, CallError, Response, Retry};
-use crate::metrics::{PagedList, PagingStop};
+use crate::ops::metrics::{PagedList, PagingStop};
 use crate::store::{StoreError, now_ms};
 
 /// Entries in one page of a list method.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use b24_robot::backfill::{BackfillOptions, RunState, Status, run};
-use b24_robot::metrics::Metrics;
+use b24_robot::ops::metrics::Metrics;
 use b24_robot::rules::RuleSet;
 use b24_robot::sandbox::{SimConfig, SimPortal};
 use b24_robot::store::Store;

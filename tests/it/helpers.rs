@@ -108,7 +108,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let sim = SimPortal::start(options.sim)
         .await
         .expect("simulated portal starts");
-    b24_robot::demo::seed_portal(&sim);
+    b24_robot::sandbox::seed::seed_portal(&sim);
     let dir = tempfile::tempdir().expect("temp dir");
     start_on(sim, dir, &options.rules, &options.settings, options.events).await
 }
@@ -267,7 +267,7 @@ pub async fn seeded_portal(config: SimConfig) -> SimPortal {
     let sim = SimPortal::start(config)
         .await
         .expect("simulated portal starts");
-    b24_robot::demo::seed_portal(&sim);
+    b24_robot::sandbox::seed::seed_portal(&sim);
     sim
 }
 

@@ -3,7 +3,7 @@
 //! responsible, auditors and deadline; reverts with one comment and one notification; NPS
 //! tasks; tunnel copies, exactly once.
 //!
-//! People after `demo::seed_portal`: department 1 "Company" (head 1) > 2 "Sales" (head 2) > 3
+//! People after `sandbox::seed::seed_portal`: department 1 "Company" (head 1) > 2 "Sales" (head 2) > 3
 //! "Sales team B" (no head). Users 2, 3, 4 are in Sales, 6 in Sales team B. So the supervisor of
 //! 3 is 2; of 2 (who heads Sales) is 1, one level up; of 6 is 2 (team B has no head).
 
@@ -32,7 +32,7 @@ async fn app_with_rules_and(
     let sim = SimPortal::start(sim)
         .await
         .expect("simulated portal starts");
-    b24_robot::demo::seed_portal(&sim);
+    b24_robot::sandbox::seed::seed_portal(&sim);
     sim.add_field(
         "UF_CRM_PROJECT_MANAGER",
         "employee",

@@ -50,7 +50,7 @@ fn the_rules_folder_loads_without_errors_or_warnings() {
 
 #[test]
 fn the_embedded_rules_are_the_rules_folder() {
-    let embedded = b24_robot::demo::embedded_rules().unwrap_or_else(|errors| {
+    let embedded = b24_robot::sandbox::seed::embedded_rules().unwrap_or_else(|errors| {
         panic!(
             "{}",
             errors
@@ -75,7 +75,7 @@ fn the_embedded_rules_are_the_rules_folder() {
         .collect();
     assert_eq!(
         files.len(),
-        b24_robot::demo::EMBEDDED_RULES.len(),
+        b24_robot::sandbox::seed::EMBEDDED_RULES.len(),
         "a rule file is not embedded: {files:?}"
     );
 }
@@ -85,8 +85,8 @@ async fn shipped_app() -> TestApp {
     let sim = b24_robot::sandbox::SimPortal::start(Default::default())
         .await
         .expect("portal starts");
-    b24_robot::demo::seed_portal(&sim);
-    let rules: Vec<(String, String)> = b24_robot::demo::EMBEDDED_RULES
+    b24_robot::sandbox::seed::seed_portal(&sim);
+    let rules: Vec<(String, String)> = b24_robot::sandbox::seed::EMBEDDED_RULES
         .iter()
         .map(|(n, t)| (n.to_string(), t.to_string()))
         .collect();

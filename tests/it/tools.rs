@@ -394,19 +394,19 @@ fn fenced_blocks(markdown: &str) -> Vec<(usize, String, String)> {
 #[test]
 fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
     let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
-    let rules = b24_robot::demo::embedded_rules().expect("shipped rules");
+    let rules = b24_robot::sandbox::seed::embedded_rules().expect("shipped rules");
     let (mut tests, mut scenarios) = (0, 0);
     for (line, info, text) in fenced_blocks(&docs) {
         let name = format!("docs/rules.md:{line}");
         if info.split_whitespace().any(|w| w == "rule-test") {
             tests += 1;
-            let file = b24_robot::rule_tests::parse(&name, &text, &rules).unwrap_or_else(|e| {
+            let file = b24_robot::commands::test::parse(&name, &text, &rules).unwrap_or_else(|e| {
                 panic!(
                     "{name}: {:#?}",
                     e.iter().map(ToString::to_string).collect::<Vec<_>>()
                 )
             });
-            let summary = b24_robot::rule_tests::run(
+            let summary = b24_robot::commands::test::run(
                 &file,
                 &rules,
                 &b24_robot::calendar::Calendar::default(),
@@ -416,7 +416,7 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
         }
         if info.split_whitespace().any(|w| w == "scenario") {
             scenarios += 1;
-            b24_robot::sandbox_cmd::parse_scenario(&name, &text).unwrap_or_else(|e| {
+            b24_robot::commands::sandbox::parse_scenario(&name, &text).unwrap_or_else(|e| {
                 panic!(
                     "{name}: {:#?}",
                     e.iter().map(ToString::to_string).collect::<Vec<_>>()

@@ -36,7 +36,7 @@ async fn app() -> TestApp {
     let sim = SimPortal::start(SimConfig::default())
         .await
         .expect("simulated portal starts");
-    b24_robot::demo::seed_portal(&sim);
+    b24_robot::sandbox::seed::seed_portal(&sim);
     for (id, name) in [(2, "Archive A"), (3, "Archive B")] {
         let stage = |code: &str| format!("C{id}:{code}");
         let (new, lose, archive) = (stage("NEW"), stage("LOSE"), stage("UC_ARCHIVE"));

@@ -9,20 +9,49 @@
 //! Every field reads something its owner keeps up to date (the store's counters, the REST
 //! client's rename), in constant time.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::IntakeState;
+use crate::bitrix::Client;
+use crate::reload::RulesStatus;
+use crate::store::Store;
+use crate::worker::RulesHandle;
 
-pub(super) async fn healthz() -> &'static str {
+/// What the health checks read: each kept up to date by its owner.
+#[derive(Clone)]
+pub struct HealthState {
+    /// Its write health and queue counters (never its trees).
+    pub store: Store,
+    /// The rules in force.
+    pub rules: RulesHandle,
+    /// What the rules folder holds next to the rules in force (hot reload).
+    pub rules_status: RulesStatus,
+    /// Set at shutdown, as the intake's: `/readyz` says "shutting down".
+    pub closing: Arc<AtomicBool>,
+    /// The REST client: `/readyz` shows a portal rename it followed (`portal_renamed`).
+    pub portal: Client,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+pub fn router(state: HealthState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
     "ok"
 }
 
-pub(super) async fn readyz(State(state): State<IntakeState>) -> Response {
+async fn readyz(State(state): State<HealthState>) -> Response {
     let (ready, body) = readiness(&state);
     let status = if ready {
         StatusCode::OK
@@ -33,7 +62,7 @@ pub(super) async fn readyz(State(state): State<IntakeState>) -> Response {
 }
 
 /// Whether the service can take events, and the `/readyz` document.
-pub fn readiness(state: &IntakeState) -> (bool, Value) {
+pub fn readiness(state: &HealthState) -> (bool, Value) {
     let rules = state.rules.current();
     let disk = state.rules_status.view(rules.version());
     let write_failure = state.store.write_failure();

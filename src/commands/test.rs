@@ -13,13 +13,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value, json};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::calendar::Calendar;
 use crate::rules::{
     Deal, Diagnostic, FieldCatalog, Input, LineIndex, Outcome, Person, RuleSet, Severity,
@@ -850,7 +851,7 @@ fn run_case(
                     rule: decision.rule.clone(),
                     kind: kind_name(call.kind),
                     values: values_of(call.kind, &call.params),
-                    shown: crate::demo::describe(&call.method, &call.params),
+                    shown: crate::commands::demo::describe(&call.method, &call.params),
                 }),
                 Err(e) => problems.push(format!("rule \"{}\": {e}", decision.rule)),
             }
@@ -1138,23 +1139,35 @@ pub fn test_files(path: &Path) -> Result<Vec<std::path::PathBuf>, String> {
 
 /// `b24-robot test`: 0 all passed, 1 a case failed (or the rules do not load), 2 a test file
 /// is unreadable or invalid.
-pub fn command(
+pub fn command(config: Option<PathBuf>, path: &Path, rules_dir: Option<PathBuf>) -> CommandResult {
+    let mut settings = load_settings(config)?;
+    if let Some(dir) = rules_dir {
+        settings.rules.dir = dir;
+    }
+    let rules = load_rules(&settings)
+        .map_err(|_| CommandError::Failed("the rules do not load: no test was run".into()))?;
+    run_files(
+        path,
+        &rules,
+        &settings.calendar,
+        settings.rules.max_tunnel_depth,
+    )
+}
+
+/// Runs every test file under `path` against `rules`, printing each file's result, the
+/// failures' diffs and the totals.
+pub fn run_files(
     path: &Path,
     rules: &RuleSet,
     calendar: &Calendar,
     max_tunnel_depth: u32,
-) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let files = match test_files(path) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+) -> CommandResult {
+    let files = test_files(path).map_err(|e| CommandError::Usage(e.to_string()))?;
     if files.is_empty() {
-        eprintln!("error: {}: no *.toml test files", path.display());
-        return ExitCode::from(2);
+        return Err(CommandError::Usage(format!(
+            "{}: no *.toml test files",
+            path.display()
+        )));
     }
     let mut parsed = Vec::new();
     let mut invalid = false;
@@ -1179,8 +1192,9 @@ pub fn command(
         }
     }
     if invalid {
-        eprintln!("error: invalid test files: no test was run");
-        return ExitCode::from(2);
+        return Err(CommandError::Usage(
+            "invalid test files: no test was run".into(),
+        ));
     }
     let mut total = Summary::default();
     for file in &parsed {
@@ -1202,9 +1216,9 @@ pub fn command(
     println!();
     println!("{} passed, {} failed", total.passed, total.failed);
     if total.failed == 0 {
-        ExitCode::SUCCESS
+        Ok(())
     } else {
-        ExitCode::from(1)
+        Err(CommandError::Found)
     }
 }
 

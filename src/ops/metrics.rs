@@ -29,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::bitrix::Client;
+use crate::http::ConnectionStats;
 use crate::intake::IntakeCounters;
-use crate::intake::serve::ConnectionStats;
 use crate::reload::RulesStatus;
 use crate::store::{EffectKind, EntryAction, Store, now_ms};
 use crate::worker::RulesHandle;

@@ -12,13 +12,13 @@
 //!   percentiles.
 //! - `memory`: resident memory at idle and the store's bytes per deal with many known deals.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::{CommandError, CommandResult};
 use crate::configuration::{Settings, Sources};
 use crate::rules::RuleSet;
 use crate::sandbox::{SimConfig, SimPortal};
@@ -79,7 +79,7 @@ async fn rig(name: &str, sim_config: SimConfig, overrides: &[(&str, &str)]) -> R
     let sim = SimPortal::start(sim_config)
         .await
         .map_err(|e| e.to_string())?;
-    crate::demo::seed_portal(&sim);
+    crate::sandbox::seed::seed_portal(&sim);
     let dir = TempDir::new(name);
     let mut all: Vec<(String, String)> = vec![
         ("server.listen".into(), "127.0.0.1:0".into()),
@@ -452,7 +452,7 @@ pub async fn memory(deals: u64) -> Result<(), String> {
 }
 
 /// Runs one benchmark by name.
-pub async fn run(name: &str, size: Option<u64>) -> ExitCode {
+pub async fn run(name: &str, size: Option<u64>) -> CommandResult {
     let result = match name {
         "throughput" => throughput(size.unwrap_or(300) as usize).await,
         "strict-portal" => strict_portal(size.unwrap_or(20) as usize).await,
@@ -464,11 +464,5 @@ pub async fn run(name: &str, size: Option<u64>) -> ExitCode {
             "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, memory)"
         )),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("bench failed: {error}");
-            ExitCode::from(1)
-        }
-    }
+    result.map_err(|error| CommandError::Failed(format!("bench failed: {error}")))
 }

@@ -5,9 +5,12 @@
 //! Each write is printed as one JSON object a line, `{"method": ..., "params": ...}`, on stdout;
 //! what each rule decided, and why, goes to stderr as `#` comments.
 
+use std::path::PathBuf;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::calendar::Calendar;
 use crate::rules::{
     Deal, FieldCatalog, Input, Outcome, Person, RuleSet, StageEntry, StageSemantic, evaluate,
@@ -169,6 +172,49 @@ pub fn run(
         }
     }
     Ok(lines)
+}
+
+/// The command: loads the config (for the calendar and the portal's address), the rules and the
+/// deal file, prints the writes.
+pub fn command(
+    config: Option<PathBuf>,
+    deal: &std::path::Path,
+    from: &str,
+    rules_dir: Option<PathBuf>,
+) -> CommandResult {
+    let mut settings = load_settings(config)?;
+    if let Some(dir) = rules_dir {
+        settings.rules.dir = dir;
+    }
+    let rules = load_rules(&settings)?;
+    let failed = |error: &dyn std::fmt::Display| {
+        CommandError::Failed(format!("{}: {error}", deal.display()))
+    };
+    let text = std::fs::read_to_string(deal).map_err(|e| failed(&e))?;
+    let deal = parse_deal(&text).map_err(|e| failed(&e))?;
+    let origin = settings
+        .portal
+        .webhook_url
+        .as_ref()
+        .and_then(|u| url::Url::parse(u.expose()).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "https://<portal>".into());
+    let context = Context {
+        calendar: &settings.calendar,
+        portal_origin: &origin,
+        max_tunnel_depth: settings.rules.max_tunnel_depth,
+        now: Utc::now(),
+    };
+    let lines = run(&rules, &deal, from, &context).map_err(|error| match error {
+        DryRunError::Usage(message) | DryRunError::Deal(message) => CommandError::Usage(message),
+    })?;
+    for line in lines {
+        match line {
+            Line::Write(value) => println!("{value}"),
+            Line::Note(text) => eprintln!("# {text}"),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -283,11 +283,11 @@ mod tests {
     #[tokio::test]
     async fn rules_naming_what_the_portal_lacks_are_reported_with_suggestions() {
         let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
-        crate::demo::seed_portal(&sim);
+        crate::sandbox::seed::seed_portal(&sim);
         let url = url::Url::parse(&sim.webhook_url()).expect("url");
         let client = Client::new(ClientSettings::new(url)).expect("client");
 
-        let (shipped, _) = crate::demo::embedded_rules()
+        let (shipped, _) = crate::sandbox::seed::embedded_rules()
             .map(|r| (r, ()))
             .expect("shipped rules load");
         assert_eq!(
@@ -336,7 +336,7 @@ allowed = ["Too expensiv"]
     async fn a_cycle_through_a_custom_failure_stage_and_a_read_only_field_are_errors_on_the_portal()
     {
         let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
-        crate::demo::seed_portal(&sim);
+        crate::sandbox::seed::seed_portal(&sim);
         sim.add_pipeline(
             2,
             "Archive",

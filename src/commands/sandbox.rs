@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
@@ -19,8 +18,9 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use toml::de::DeValue;
 
-use crate::demo::{Running, start};
-use crate::rule_tests::{Reader, entry, tables, type_name};
+use super::demo::{Running, start};
+use super::{CommandError, CommandResult};
+use crate::commands::test::{Reader, entry, tables, type_name};
 use crate::rules::{Diagnostic, RuleSet};
 use crate::sandbox::SimPortal;
 
@@ -196,49 +196,32 @@ pub async fn run(
     rules_dir: Option<PathBuf>,
     scenario: Option<PathBuf>,
     listen: SocketAddr,
-) -> ExitCode {
-    let mut settings = match crate::cli::load_settings(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+) -> CommandResult {
+    let mut settings = super::load_settings(config)?;
     if let Some(dir) = rules_dir {
         settings.rules.dir = dir;
     }
-    let Some(rules) = crate::cli::load_rules(&settings) else {
-        eprintln!("error: the rules do not load: the sandbox did not start");
-        return ExitCode::from(1);
-    };
-    let steps = match &scenario {
-        Some(path) => match read_scenario(path) {
-            Ok(steps) => Some(steps),
-            Err(code) => return code,
-        },
-        None => None,
-    };
-    let result = match steps {
+    let rules = super::load_rules(&settings).map_err(|_| {
+        CommandError::Failed("the rules do not load: the sandbox did not start".into())
+    })?;
+    let steps = scenario.as_deref().map(read_scenario).transpose()?;
+    match steps {
         Some(steps) => play(&rules, steps).await,
         None => serve(&rules, listen).await,
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(1)
-        }
     }
+    .map_err(CommandError::Failed)
 }
 
-fn read_scenario(path: &Path) -> Result<Vec<Step>, ExitCode> {
+/// The scenario file's steps; its problems printed (they are the command's output), exit 2.
+fn read_scenario(path: &Path) -> Result<Vec<Step>, CommandError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("error: {name}: cannot read the scenario: {e}");
-        ExitCode::from(2)
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CommandError::Usage(format!("{name}: cannot read the scenario: {e}")))?;
     parse_scenario(&name, &text).map_err(|diagnostics| {
         for d in diagnostics {
             eprintln!("error: {d}");
         }
-        ExitCode::from(2)
+        CommandError::Invalid
     })
 }
 
