@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::CommandError;
@@ -55,22 +56,22 @@ pub(super) async fn source(settings: &Settings) -> Result<Source, AdminError> {
     }
 }
 
-pub(super) async fn api(
+pub(super) async fn api<T: DeserializeOwned>(
     settings: &Settings,
     client: &reqwest::Client,
     method: reqwest::Method,
     url: String,
-) -> Result<Value, AdminError> {
+) -> Result<T, AdminError> {
     api_with(settings, client, method, url, None).await
 }
 
-pub(super) async fn api_with(
+pub(super) async fn api_with<T: DeserializeOwned>(
     settings: &Settings,
     client: &reqwest::Client,
     method: reqwest::Method,
     url: String,
     body: Option<Value>,
-) -> Result<Value, AdminError> {
+) -> Result<T, AdminError> {
     let mut request = client
         .request(method, url)
         .bearer_auth(settings.server.admin_token.expose());
@@ -93,6 +94,11 @@ pub(super) async fn api_with(
         });
     }
     serde_json::from_str(&body).map_err(|e| AdminError::Http(format!("not JSON: {e}")))
+}
+
+/// A report as the admin API serves it: pretty JSON.
+pub(super) fn pretty<T: serde::Serialize>(report: &T) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 impl From<AdminError> for CommandError {

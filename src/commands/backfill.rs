@@ -79,7 +79,7 @@ async fn backfill_in_service(
 ) -> Result<Value, AdminError> {
     let url = format!("{base}/admin/backfill");
     let body = serde_json::to_value(options).unwrap_or_default();
-    api_with(
+    api_with::<Value>(
         settings,
         client,
         reqwest::Method::POST,
@@ -105,7 +105,7 @@ async fn backfill_in_service(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
             _ = &mut ctrl_c => {
-                api(settings, client, reqwest::Method::DELETE, url.clone()).await?;
+                api::<Value>(settings, client, reqwest::Method::DELETE, url.clone()).await?;
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::admin::{AdminError, Source, api, source};
+use super::admin::{AdminError, Source, api, pretty, source};
 use super::{CommandResult, load_settings};
 use crate::ops::admin::{deal_report, format_deal_report};
 
@@ -23,7 +23,7 @@ pub async fn run(config: Option<PathBuf>, deal: u64, as_json: bool) -> CommandRe
             Source::Store(store) => deal_report(&store, deal)?,
         };
         Ok::<_, AdminError>(if as_json {
-            format!("{report:#}\n")
+            format!("{}\n", pretty(&report))
         } else {
             format_deal_report(&report)
         })

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::JobsAction;
-use super::admin::{AdminError, Source, api, source};
+use super::admin::{AdminError, Source, api, pretty, source};
 use super::{CommandResult, load_settings};
 use crate::ops::admin::{format_jobs_report, jobs_report};
 
@@ -27,7 +27,7 @@ pub async fn run(config: Option<PathBuf>, action: JobsAction) -> CommandResult {
                     Source::Store(store) => jobs_report(store)?,
                 };
                 Ok::<_, AdminError>(if json {
-                    format!("{report:#}\n")
+                    format!("{}\n", pretty(&report))
                 } else {
                     format_jobs_report(&report)
                 })
@@ -42,7 +42,8 @@ pub async fn run(config: Option<PathBuf>, action: JobsAction) -> CommandResult {
                             Some(d) => format!("{base}/admin/jobs/{d}/retry"),
                             None => format!("{base}/admin/jobs/retry"),
                         };
-                        let answer = api(&settings, client, reqwest::Method::POST, url).await?;
+                        let answer: serde_json::Value =
+                            api(&settings, client, reqwest::Method::POST, url).await?;
                         serde_json::from_value(answer["retried"].clone()).unwrap_or_default()
                     }
                     Source::Store(store) => {

@@ -67,7 +67,7 @@ impl StoreError {
 }
 
 /// A record that cannot be read, as [`Store::check`] reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Damaged {
     pub tree: String,
     /// The key in hex.

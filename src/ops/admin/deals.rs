@@ -3,132 +3,165 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::{AdminState, json_or_error, off_the_runtime};
-use crate::store::{Store, StoreError};
+use crate::rules::{Outcome, SkipReason};
+use crate::store::{
+    DealState, EffectRecord, EffectState, EntryAction, EntryRecord, QueuedDeal, Store, StoreError,
+};
 
 pub(super) async fn deal(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
     json_or_error(off_the_runtime(&state, move |store| deal_report(store, id)).await)
 }
 
+/// What the service knows of one deal: the admin API serves it as JSON, `explain` prints it
+/// (from the API's JSON or straight from the store: the same type either way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DealReport {
+    pub deal_id: u64,
+    /// Whether the service has recorded a stage entry of the deal.
+    pub known: bool,
+    pub state: Option<DealState>,
+    pub queued: Option<QueuedDeal>,
+    pub entries: Vec<EntryRecord>,
+    pub effects: Vec<EffectRecord>,
+}
+
 /// A deal's stage entries with the decisions about them, its effects, and its queued job.
-pub fn deal_report(store: &Store, deal_id: u64) -> Result<Value, StoreError> {
+pub fn deal_report(store: &Store, deal_id: u64) -> Result<DealReport, StoreError> {
     let state = store.deal_state(deal_id)?;
-    let entries = store.entries(deal_id)?;
-    let effects = store.effects(deal_id)?;
-    let queued = store.queued(deal_id)?;
-    Ok(json!({
-        "deal_id": deal_id,
-        "known": state.is_some(),
-        "state": state,
-        "queued": queued,
-        "entries": entries,
-        "effects": effects,
-    }))
+    Ok(DealReport {
+        deal_id,
+        known: state.is_some(),
+        state,
+        queued: store.queued(deal_id)?,
+        entries: store.entries(deal_id)?,
+        effects: store.effects(deal_id)?,
+    })
+}
+
+/// A value as its JSON text without quotes (a time as the API shows it).
+fn json_text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
 }
 
 /// A deal report for people: its stage entries, what each rule decided and why, and the effects
 /// with their Bitrix24 ids.
-pub fn format_deal_report(report: &Value) -> String {
+pub fn format_deal_report(report: &DealReport) -> String {
     let mut out = String::new();
-    let deal = report["deal_id"].as_u64().unwrap_or(0);
-    if report["known"] != json!(true) && report["entries"].as_array().is_none_or(Vec::is_empty) {
+    let deal = report.deal_id;
+    if !report.known && report.entries.is_empty() {
         out.push_str(&format!(
             "deal {deal}: not known to b24-robot (no stage entry recorded)\n"
         ));
     } else {
-        let stage = report["state"]["stage_id"].as_str().unwrap_or("?");
+        let stage = report
+            .state
+            .as_ref()
+            .and_then(|s| s.stage_id.as_deref())
+            .unwrap_or("?");
         out.push_str(&format!("deal {deal}: last recorded stage {stage}\n"));
     }
-    if let Some(q) = report.get("queued").filter(|q| !q.is_null()) {
-        let parked = q["parked"] == json!(true);
+    if let Some(q) = &report.queued {
         out.push_str(&format!(
             "  job: {} ({} event(s), {} failed attempt(s){})\n",
-            if parked { "PARKED" } else { "queued" },
-            q["events"],
-            q["attempts"],
-            q["last_error"]
-                .as_str()
+            if q.parked { "PARKED" } else { "queued" },
+            q.events,
+            q.attempts,
+            q.last_error
+                .as_deref()
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         ));
     }
-    let effects = report["effects"].as_array().cloned().unwrap_or_default();
-    for entry in report["entries"].as_array().cloned().unwrap_or_default() {
-        let e = &entry["entry"];
-        let action = entry["action"].as_str().unwrap_or("?");
-        let why = match action {
-            "acted" => "rules evaluated".to_string(),
-            "echo" => "the service's own move: no rules".to_string(),
-            "superseded" => format!(
+    for entry in &report.entries {
+        let e = &entry.entry;
+        let why = match &entry.action {
+            EntryAction::Acted => "rules evaluated".to_string(),
+            EntryAction::Echo => "the service's own move: no rules".to_string(),
+            EntryAction::Superseded { now_in } => format!(
                 "superseded: the deal was already in {}",
-                entry["now_in"].as_str().unwrap_or("?")
+                now_in.as_deref().unwrap_or("?")
             ),
-            other => other.to_string(),
         };
-        let why = match entry["note"].as_str() {
+        let why = match &entry.note {
             Some(note) => format!("{why} [{note}]"),
             None => why,
         };
         out.push_str(&format!(
             "  entry {} {} at {}: {} (rules {})\n",
-            e["id"],
-            e["stage_id"].as_str().unwrap_or("?"),
-            e["created_time"].as_str().unwrap_or("?"),
+            e.id,
+            e.stage_id,
+            json_text(&e.created_time),
             why,
-            entry["ruleset_version"].as_str().unwrap_or("?")
+            entry.ruleset_version
         ));
-        for decision in entry["decisions"].as_array().cloned().unwrap_or_default() {
-            let rule = decision["rule"].as_str().unwrap_or("?");
-            let outcome = &decision["outcome"];
-            let verdict = if let Some(fired) = outcome.get("Fired") {
-                format!("fired ({} effect(s))", fired.as_array().map_or(0, Vec::len))
-            } else if let Some(skipped) = outcome.get("Skipped") {
-                format!("skipped: {}", describe_skip(skipped))
-            } else if let Some(failed) = outcome.get("Failed") {
-                format!("failed: {}", failed.as_str().unwrap_or("?"))
-            } else {
-                outcome.to_string()
+        for decision in &entry.decisions {
+            let verdict = match &decision.outcome {
+                Outcome::Fired(effects) => format!("fired ({} effect(s))", effects.len()),
+                Outcome::Skipped(skipped) => format!("skipped: {}", describe_skip(skipped)),
+                Outcome::Failed(error) => format!("failed: {error}"),
             };
-            out.push_str(&format!("    rule {rule}: {verdict}\n"));
-            for note in decision["notes"].as_array().cloned().unwrap_or_default() {
-                out.push_str(&format!("      note: {}\n", note.as_str().unwrap_or("")));
+            out.push_str(&format!("    rule {}: {verdict}\n", decision.rule));
+            for note in &decision.notes {
+                out.push_str(&format!("      note: {note}\n"));
             }
-            for effect in effects
+            for effect in report
+                .effects
                 .iter()
-                .filter(|f| f["entry_id"] == e["id"] && f["rule"] == decision["rule"])
+                .filter(|f| f.entry_id == e.id && f.rule == decision.rule)
             {
-                let state = &effect["state"];
-                let result = match state["state"].as_str() {
-                    Some("done") => format!("done, id {}", state["id"].as_str().unwrap_or("?")),
-                    Some("failed") => format!("FAILED: {}", state["error"].as_str().unwrap_or("?")),
-                    Some("pending") => "pending (not confirmed yet)".to_string(),
-                    other => other.unwrap_or("?").to_string(),
+                let result = match &effect.state {
+                    EffectState::Done { id } => format!("done, id {id}"),
+                    EffectState::Failed { error } => format!("FAILED: {error}"),
+                    EffectState::Pending => "pending (not confirmed yet)".to_string(),
                 };
-                out.push_str(&format!(
-                    "      {} -> {result}\n",
-                    effect["method"].as_str().unwrap_or("?")
-                ));
+                out.push_str(&format!("      {} -> {result}\n", effect.method));
             }
         }
     }
     out
 }
 
-fn describe_skip(skipped: &Value) -> String {
+fn describe_skip(skipped: &SkipReason) -> String {
     match skipped {
-        Value::String(s) if s == "ConditionFalse" => "condition false".into(),
-        Value::Object(map) if map.contains_key("Reverted") => {
-            format!(
-                "reverted by rule {}",
-                map["Reverted"]["by"].as_str().unwrap_or("?")
-            )
+        SkipReason::ConditionFalse => "condition false".into(),
+        SkipReason::Reverted { by } => format!("reverted by rule {by}"),
+        SkipReason::OwnCopy { origin } => {
+            format!("the deal is this tunnel's own copy of deal {origin}")
         }
-        Value::Object(map) if map.contains_key("OwnCopy") => format!(
-            "the deal is this tunnel's own copy of deal {}",
-            map["OwnCopy"]["origin"]
-        ),
-        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deal_report_keeps_its_json_keys_and_reads_back_as_it_was_served() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        store.enqueue(7, 1_000).expect("queued");
+        let report = deal_report(&store, 7).expect("report");
+        let json = serde_json::to_value(&report).expect("JSON");
+        let keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["deal_id", "known", "state", "queued", "entries", "effects"]
+        );
+        assert_eq!(json["queued"]["deal_id"], 7);
+        let read: DealReport = serde_json::from_value(json).expect("reads back");
+        assert_eq!(read, report);
+        assert!(format_deal_report(&read).contains("job: queued (1 event(s)"));
     }
 }

@@ -3,10 +3,11 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::{AdminState, json_or_error, off_the_runtime, store_error};
-use crate::store::{Store, StoreError};
+use crate::store::{Damaged, QueuedDeal, Store, StoreError};
 
 pub(super) async fn jobs(State(state): State<AdminState>) -> Response {
     json_or_error(off_the_runtime(&state, jobs_report).await)
@@ -38,42 +39,55 @@ async fn retry(state: &AdminState, deal: Option<u64>) -> Response {
     }
 }
 
+/// The job queue: the admin API serves it as JSON, `jobs list` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobsReport {
+    /// Jobs queued, parked ones included.
+    pub queued: usize,
+    pub parked: usize,
+    /// Parked ones first, then the oldest first.
+    pub jobs: Vec<QueuedDeal>,
+    /// Queue records that cannot be read.
+    pub damaged: Vec<Damaged>,
+}
+
 /// Every queued job, parked ones first, and the queue records that cannot be read.
-pub fn jobs_report(store: &Store) -> Result<Value, StoreError> {
+pub fn jobs_report(store: &Store) -> Result<JobsReport, StoreError> {
     let (mut jobs, damaged) = store.queue_listing()?;
     jobs.sort_by_key(|q| (!q.parked, q.first_at_ms));
     let parked = jobs.iter().filter(|q| q.parked).count();
-    Ok(json!({ "queued": jobs.len(), "parked": parked, "jobs": jobs, "damaged": damaged }))
+    Ok(JobsReport {
+        queued: jobs.len(),
+        parked,
+        jobs,
+        damaged,
+    })
 }
 
 /// The queue for people.
-pub fn format_jobs_report(report: &Value) -> String {
+pub fn format_jobs_report(report: &JobsReport) -> String {
     let mut out = format!(
         "{} job(s) queued, {} parked\n",
-        report["queued"], report["parked"]
+        report.queued, report.parked
     );
-    for q in report["jobs"].as_array().cloned().unwrap_or_default() {
+    for q in &report.jobs {
         out.push_str(&format!(
             "  deal {}: {} {} event(s), {} attempt(s){}\n",
-            q["deal_id"],
-            if q["parked"] == json!(true) {
-                "PARKED"
-            } else {
-                "queued"
-            },
-            q["events"],
-            q["attempts"],
-            q["last_error"]
-                .as_str()
+            q.deal_id,
+            if q.parked { "PARKED" } else { "queued" },
+            q.events,
+            q.attempts,
+            q.last_error
+                .as_deref()
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         ));
     }
-    for d in report["damaged"].as_array().cloned().unwrap_or_default() {
+    for d in &report.damaged {
         out.push_str(&format!(
             "  deal {}: DAMAGED queue record: {} (b24-robot store check)\n",
-            d["deal_id"],
-            d["error"].as_str().unwrap_or("?")
+            d.deal_id.map_or("null".to_string(), |id| id.to_string()),
+            d.error
         ));
     }
     out

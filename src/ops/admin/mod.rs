@@ -19,7 +19,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 mod backfill;
@@ -27,8 +26,8 @@ mod deals;
 mod jobs;
 mod store;
 
-pub use deals::{deal_report, format_deal_report};
-pub use jobs::{format_jobs_report, jobs_report};
+pub use deals::{DealReport, deal_report, format_deal_report};
+pub use jobs::{JobsReport, format_jobs_report, jobs_report};
 pub use store::{format_store_check, store_check_report};
 
 use crate::configuration::Secret;
@@ -123,7 +122,7 @@ pub(super) async fn off_the_runtime<T: Send + 'static>(
 }
 
 /// Reads the whole store: off the async threads.
-pub(super) fn json_or_error(report: Result<Value, Unanswered>) -> Response {
+pub(super) fn json_or_error<T: serde::Serialize>(report: Result<T, Unanswered>) -> Response {
     match report {
         Ok(value) => axum::Json(value).into_response(),
         Err(error) => store_error(&error),
