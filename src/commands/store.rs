@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::admin::{AdminError, Source, api, source};
+use super::admin::{AdminError, Source, api, pretty, source};
 use super::{CommandError, CommandResult, StoreAction, load_settings};
 use crate::ops::admin::{format_store_check, store_check_report};
 
@@ -27,11 +27,11 @@ pub async fn run(config: Option<PathBuf>, action: StoreAction) -> CommandResult 
     };
     let report = report.await?;
     if json {
-        println!("{report:#}");
+        println!("{}", pretty(&report));
     } else {
         print!("{}", format_store_check(&report));
     }
-    if report["damaged"].as_array().is_none_or(Vec::is_empty) {
+    if report.damaged.is_empty() {
         Ok(())
     } else {
         Err(CommandError::Found)

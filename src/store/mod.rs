@@ -79,7 +79,7 @@ pub struct Damaged {
 }
 
 /// What [`Store::check`] found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct CheckReport {
     /// Records read, damaged ones included.
     pub records: u64,

@@ -4,10 +4,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::AdminState;
-use crate::store::Store;
+use crate::store::{CheckReport, Store};
 
 pub(super) async fn store_check(State(state): State<AdminState>) -> Response {
     match tokio::task::spawn_blocking(move || store_check_report(&state.store)).await {
@@ -21,29 +20,26 @@ pub(super) async fn store_check(State(state): State<AdminState>) -> Response {
 }
 
 /// Every record of the store read: how many, and the damaged ones (tree, key, error).
-pub fn store_check_report(store: &Store) -> Value {
-    let report = store.check();
-    json!({ "records": report.records, "damaged": report.damaged })
+pub fn store_check_report(store: &Store) -> CheckReport {
+    store.check()
 }
 
 /// The store check for people: one line for each damaged record.
-pub fn format_store_check(report: &Value) -> String {
-    let damaged = report["damaged"].as_array().cloned().unwrap_or_default();
+pub fn format_store_check(report: &CheckReport) -> String {
     let mut out = format!(
         "{} record(s) read, {} damaged\n",
-        report["records"],
-        damaged.len()
+        report.records,
+        report.damaged.len()
     );
-    for d in &damaged {
+    for d in &report.damaged {
         out.push_str(&format!(
             "  {} {}{}: {}\n",
-            d["tree"].as_str().unwrap_or("?"),
-            d["key"].as_str().unwrap_or("?"),
-            d["deal_id"]
-                .as_u64()
+            d.tree,
+            d.key,
+            d.deal_id
                 .map(|id| format!(" (deal {id})"))
                 .unwrap_or_default(),
-            d["error"].as_str().unwrap_or("?")
+            d.error
         ));
     }
     out
