@@ -2,11 +2,16 @@
 //!
 //! `file` reads the spanned TOML, `compile` validates it into the `model` (valid rules only),
 //! and `evaluate` turns a deal's stage entry into decisions and effects without any I/O.
+//! `deal` holds its inputs (the deal, the stage entry, the field catalog) and `decision` its
+//! outputs (decisions, outcomes, effects): `condition`, `template` and `evaluate` read those
+//! and not each other's.
 //! `rules.md` in the shared spec is the contract; integrators' files written against it must
 //! keep loading.
 
 mod compile;
 mod condition;
+mod deal;
+mod decision;
 mod diagnostics;
 mod evaluate;
 mod file;
@@ -17,13 +22,12 @@ mod tunnel;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+pub use deal::{Deal, FieldCatalog, StageEntry, StageSemantic};
+pub use decision::{CopySpec, Decision, Effect, Evaluation, Outcome, Person, SkipReason, TaskSpec};
 pub use diagnostics::{Diagnostic, Severity};
 pub(crate) use diagnostics::{LineIndex, suggest};
 pub(crate) use evaluate::concerns;
-pub use evaluate::{
-    CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
-    StageEntry, StageSemantic, TaskSpec, evaluate,
-};
+pub use evaluate::{Input, evaluate};
 pub(crate) use model::stage_pipeline;
 pub use model::{Rule, RuleKind};
 pub use tunnel::{CopyOrigin, ORIGINATOR, READ_ONLY_FIELDS, offline_semantic};
