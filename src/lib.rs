@@ -20,8 +20,8 @@
 //! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
 //! - [`backfill`] applies the rules to the deals already sitting in their stages, once.
 //! - [`text`] keeps texts from outside (a portal's error descriptions) to a size.
-//! - [`metrics`] (`GET /metrics`) and [`reload`] (rules re-read on SIGHUP or a change) are for
-//!   the operators.
+//! - [`metrics`] (`GET /metrics`) and [`rules::live`] (rules re-read on SIGHUP or a change) are
+//!   for the operators.
 
 pub mod admin;
 pub mod admin_cli;
@@ -36,7 +36,6 @@ pub mod dry_run;
 pub mod intake;
 pub mod metrics;
 pub mod portal_check;
-pub mod reload;
 pub mod rule_tests;
 pub mod rules;
 pub mod sandbox;

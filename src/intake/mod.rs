@@ -26,8 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::configuration::Secret;
+use crate::rules::{RulesHandle, RulesStatus};
 use crate::store::{Recorded, Store, StoreError, now_ms};
-use crate::worker::{RulesHandle, Scheduler};
+use crate::worker::Scheduler;
 use event::{FormBody, check_content_type, parse_event, token_matches};
 use refusals::Refusals;
 
@@ -41,7 +42,7 @@ pub struct IntakeState {
     pub dedupe_window: Duration,
     pub counters: Arc<IntakeCounters>,
     /// What the rules folder holds next to the rules in force (hot reload), for `/readyz`.
-    pub rules_status: crate::reload::RulesStatus,
+    pub rules_status: RulesStatus,
     /// Set at shutdown: new events are refused with 503 so the sender sees they were not taken.
     pub closing: Arc<AtomicBool>,
     /// The REST client: `/readyz` shows a portal rename it followed (`portal_renamed`).
