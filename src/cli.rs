@@ -200,7 +200,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench { name, size } => runtime.block_on(crate::bench::run(&name, size)),
         Command::Test { dir, rules } => rule_tests(cli.config, &dir, rules),
         Command::Schema => {
-            println!("{}", crate::schema::text());
+            println!("{}", crate::rules::schema::text());
             ExitCode::SUCCESS
         }
         Command::Sandbox {

@@ -40,7 +40,6 @@ pub mod rule_tests;
 pub mod rules;
 pub mod sandbox;
 pub mod sandbox_cmd;
-pub mod schema;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

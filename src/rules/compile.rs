@@ -22,7 +22,12 @@ use crate::rules::model::{
 use crate::rules::template::{MAX_PLACEHOLDERS, MAX_TEMPLATE, Template, is_field_code};
 use crate::rules::tunnel;
 
-const TOP_LEVEL: &[&str] = &[
+// The keys each table of a rule file takes, and the words of its word-valued keys: the one list
+// that both the checks here (unknown keys, "did you mean") and the JSON Schema (`schema.rs`,
+// its properties and enums) read, so the two cannot disagree.
+
+/// The keys at the top of a rule file.
+pub(super) const TOP_LEVEL: &[&str] = &[
     "pipeline",
     "task",
     "require",
@@ -60,7 +65,8 @@ const LOSS_KEYS: &[&str] = &[
     "message",
     "review",
 ];
-const REVIEW_KEYS: &[&str] = &[
+/// The keys of `[loss_reason.review]`: a task's, without name, pipeline, stage and when.
+pub(super) const REVIEW_KEYS: &[&str] = &[
     "title",
     "description",
     "responsible",
@@ -89,11 +95,27 @@ const TUNNEL_KEYS: &[&str] = &[
     "set",
     "responsible",
 ];
-const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
+/// The keys of a deadline table (and of its `fallback`).
+pub(super) const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
 /// Units for duration suggestions: plural unless the amount is 1.
 const UNITS: &[&str] = &["minutes", "hours", "days", "workdays"];
 const UNIT: &[&str] = &["minute", "hour", "day", "workday"];
-const PERSON_WORDS: &[&str] = &["assigned", "supervisor"];
+/// The people named by a word rather than an id or a field.
+pub(super) const PERSON_WORDS: &[&str] = &["assigned", "supervisor"];
+/// The values of `on_missing`.
+pub(super) const ON_MISSING_WORDS: &[&str] = &["revert", "warn"];
+
+/// The keys a rule of `kind` takes.
+pub(super) fn rule_keys(kind: RuleKind) -> &'static [&'static str] {
+    match kind {
+        RuleKind::Task => TASK_KEYS,
+        RuleKind::Require => REQUIRE_KEYS,
+        RuleKind::LossReason => LOSS_KEYS,
+        RuleKind::Nps => NPS_KEYS,
+        RuleKind::Tunnel => TUNNEL_KEYS,
+    }
+}
+
 const MAX_NAME: usize = 64;
 
 /// Compiles every file; `Err` holds every error (warnings included after them).
@@ -297,13 +319,7 @@ impl<'s> FileCx<'_, 's> {
                 }
             },
         };
-        let allowed = match kind {
-            RuleKind::Task => TASK_KEYS,
-            RuleKind::Require => REQUIRE_KEYS,
-            RuleKind::LossReason => LOSS_KEYS,
-            RuleKind::Nps => NPS_KEYS,
-            RuleKind::Tunnel => TUNNEL_KEYS,
-        };
+        let allowed = rule_keys(kind);
         if matches!(kind, RuleKind::LossReason | RuleKind::Nps)
             && let Some((key, _)) = entry(table, "stage")
         {
@@ -631,7 +647,7 @@ impl<'s> FileCx<'_, 's> {
             "revert" => Some(OnMissing::Revert),
             "warn" => Some(OnMissing::Warn),
             other => {
-                let help = match suggest(other, &["revert", "warn"]) {
+                let help = match suggest(other, ON_MISSING_WORDS) {
                     Some(s) => format!("did you mean \"{s}\"?"),
                     None => "use \"revert\" or \"warn\"".into(),
                 };

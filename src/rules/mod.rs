@@ -4,7 +4,8 @@
 //! and `evaluate` turns a deal's stage entry into decisions and effects without any I/O.
 //! `deal` holds its inputs (the deal, the stage entry, the field catalog) and `decision` its
 //! outputs (decisions, outcomes, effects): `condition`, `template` and `evaluate` read those
-//! and not each other's.
+//! and not each other's. `live` holds the rule set in force and reloads it when the folder
+//! changes; `schema` is the JSON Schema of rule files, built from the compiler's own key lists.
 //! `rules.md` in the shared spec is the contract; integrators' files written against it must
 //! keep loading.
 
@@ -17,6 +18,7 @@ mod evaluate;
 mod file;
 pub mod live;
 mod model;
+pub mod schema;
 mod template;
 mod tunnel;
 
