@@ -32,6 +32,7 @@ pub mod calendar;
 pub mod cli;
 pub mod configuration;
 pub mod demo;
+pub mod diagnostics;
 pub mod dry_run;
 pub mod intake;
 pub mod metrics;

@@ -20,8 +20,9 @@ use serde_json::{Map, Value, json};
 use toml::de::DeValue;
 
 use crate::demo::{Running, start};
-use crate::rule_tests::{Reader, entry, tables, type_name};
-use crate::rules::{Diagnostic, RuleSet};
+use crate::diagnostics::Diagnostic;
+use crate::diagnostics::spanned::{Reader, entry, tables, type_name};
+use crate::rules::RuleSet;
 use crate::sandbox::SimPortal;
 
 /// One step of a scenario.

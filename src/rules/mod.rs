@@ -1,7 +1,8 @@
 //! The rule language: loading (every error at once, with file:line:col) and pure evaluation.
 //!
-//! `file` reads the spanned TOML, `compile` validates it into the `model` (valid rules only),
-//! and `evaluate` turns a deal's stage entry into decisions and effects without any I/O.
+//! `compile` validates the spanned TOML of every file (read by `diagnostics::spanned`, the
+//! reader all user files share) into the `model` (valid rules only), and `evaluate` turns a
+//! deal's stage entry into decisions and effects without any I/O.
 //! `deal` holds its inputs (the deal, the stage entry, the field catalog) and `decision` its
 //! outputs (decisions, outcomes, effects): `condition`, `template` and `evaluate` read those
 //! and not each other's. `live` holds the rule set in force and reloads it when the folder
@@ -13,9 +14,7 @@ mod compile;
 mod condition;
 mod deal;
 mod decision;
-mod diagnostics;
 mod evaluate;
-mod file;
 pub mod live;
 mod model;
 pub mod schema;
@@ -25,10 +24,9 @@ mod tunnel;
 use std::collections::BTreeSet;
 use std::path::Path;
 
+pub use crate::diagnostics::{Diagnostic, Severity};
 pub use deal::{Deal, FieldCatalog, StageEntry, StageSemantic};
 pub use decision::{CopySpec, Decision, Effect, Evaluation, Outcome, Person, SkipReason, TaskSpec};
-pub use diagnostics::{Diagnostic, Severity};
-pub(crate) use diagnostics::{LineIndex, suggest};
 pub(crate) use evaluate::concerns;
 pub use evaluate::{Input, evaluate};
 pub use live::{RulesHandle, RulesStatus};
