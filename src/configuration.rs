@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use chrono::{NaiveDate, NaiveTime, Weekday};
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::Calendar;
+use crate::diagnostics::spanned::Source;
+use crate::diagnostics::{Diagnostic, Severity};
 
 /// Prefix of every environment variable that sets a key: `B24ROBOT__PORTAL__WEBHOOK_URL`.
 pub const ENV_PREFIX: &str = "B24ROBOT";
@@ -32,8 +35,42 @@ pub enum ConfigError {
     FileNotFound(PathBuf),
     #[error("{0}")]
     Source(String),
+    /// Variables of ours that are not UTF-8, one line each.
     #[error("{}", .0.join("\n"))]
-    Invalid(Vec<String>),
+    Environment(Vec<String>),
+    #[error("{}", lines(.0))]
+    Invalid(Vec<BadValue>),
+}
+
+/// A bad value and the key it is about (`section.key`): `check` finds the key's place in the
+/// file by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadValue {
+    pub key: String,
+    /// What is wrong with the value, and how to write it.
+    pub problem: String,
+}
+
+impl BadValue {
+    fn new(key: &str, problem: impl Into<String>) -> BadValue {
+        BadValue {
+            key: key.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+fn lines(bad: &[BadValue]) -> String {
+    bad.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A value that must never be printed: the webhook URL holds the portal's secret code.
@@ -415,7 +452,7 @@ impl Settings {
     pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
         let unreadable = sources.env_problems();
         if !unreadable.is_empty() {
-            return Err(ConfigError::Invalid(unreadable));
+            return Err(ConfigError::Environment(unreadable));
         }
         let (file, base_dir) = match &sources.file {
             Some(path) => {
@@ -515,14 +552,14 @@ fn describe_config_error(error: &config::ConfigError, file: Option<&Path>) -> St
 /// Collects every bad value, each with its key, while turning the raw strings into types.
 #[derive(Default)]
 struct Checker {
-    errors: Vec<String>,
+    errors: Vec<BadValue>,
 }
 
 impl Checker {
     /// The parsed value, or `fallback` with the error recorded under `key`.
     fn parse<T>(&mut self, key: &str, parsed: Result<T, String>, fallback: T) -> T {
         parsed.unwrap_or_else(|e| {
-            self.errors.push(format!("{key}: {e}"));
+            self.errors.push(BadValue::new(key, e));
             fallback
         })
     }
@@ -533,7 +570,7 @@ impl Checker {
 
     fn require(&mut self, key: &str, ok: bool, why: &str) {
         if !ok {
-            self.errors.push(format!("{key}: {why}"));
+            self.errors.push(BadValue::new(key, why));
         }
     }
 }
@@ -814,14 +851,17 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<String>> {
+fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<BadValue>> {
     let mut errors = Vec::new();
     let tz: Option<chrono_tz::Tz> = match raw.timezone.parse() {
         Ok(tz) => Some(tz),
         Err(_) => {
-            errors.push(format!(
-                "calendar.timezone: {:?} is not an IANA time zone (e.g. \"Europe/Moscow\")",
-                raw.timezone
+            errors.push(BadValue::new(
+                "calendar.timezone",
+                format!(
+                    "{:?} is not an IANA time zone (e.g. \"Europe/Moscow\")",
+                    raw.timezone
+                ),
             ));
             None
         }
@@ -830,8 +870,9 @@ fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<String>> {
     for day in &raw.workdays {
         match parse_weekday(day) {
             Some(d) => workdays.push(d),
-            None => errors.push(format!(
-                "calendar.workdays: {day:?} is not a weekday (use mon, tue, wed, thu, fri, sat, sun)"
+            None => errors.push(BadValue::new(
+                "calendar.workdays",
+                format!("{day:?} is not a weekday (use mon, tue, wed, thu, fri, sat, sun)"),
             )),
         }
     }
@@ -841,23 +882,27 @@ fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<String>> {
         Some((a, b))
     });
     if hours.is_none() {
-        errors.push(format!(
-            "calendar.hours: {:?} is not a range of hours such as \"09:00-18:00\"",
-            raw.hours
+        errors.push(BadValue::new(
+            "calendar.hours",
+            format!(
+                "{:?} is not a range of hours such as \"09:00-18:00\"",
+                raw.hours
+            ),
         ));
     }
     let mut holidays = Vec::new();
     for day in &raw.holidays {
         match NaiveDate::parse_from_str(day.trim(), "%Y-%m-%d") {
             Ok(d) => holidays.push(d),
-            Err(_) => errors.push(format!(
-                "calendar.holidays: {day:?} is not a date YYYY-MM-DD"
+            Err(_) => errors.push(BadValue::new(
+                "calendar.holidays",
+                format!("{day:?} is not a date YYYY-MM-DD"),
             )),
         }
     }
     match (tz, hours, errors.is_empty()) {
         (Some(tz), Some((start, end)), true) => Calendar::new(tz, workdays, start, end, holidays)
-            .map_err(|e| vec![format!("calendar: {e}")]),
+            .map_err(|e| vec![BadValue::new("calendar", e.to_string())]),
         _ => Err(errors),
     }
 }
@@ -872,23 +917,6 @@ fn parse_weekday(text: &str) -> Option<Weekday> {
         "sat" | "saturday" => Some(Weekday::Sat),
         "sun" | "sunday" => Some(Weekday::Sun),
         _ => None,
-    }
-}
-
-/// One problem of a config file, for `b24-robot check`: where it is, when it is in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// `file:line:col` when the problem is in the file; `None` for the environment or defaults.
-    pub location: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.location {
-            Some(at) => write!(f, "{at}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
     }
 }
 
@@ -911,49 +939,45 @@ fn known_keys() -> Vec<(String, Vec<String>)> {
 
 /// Loads the settings like [`Settings::load`], but reports every problem of the config file with
 /// its `file:line:col` (the file is re-read with spans): syntax errors, unknown keys with a
-/// suggestion, and bad values. Problems from the environment name their variable.
-pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
+/// suggestion, and bad values. Problems from the environment name their variable (and no file).
+pub fn check(sources: &Sources) -> Result<Settings, Vec<Diagnostic>> {
     let path = sources.file.clone().or_else(|| {
         let default = PathBuf::from(DEFAULT_CONFIG_FILE);
         default.is_file().then_some(default)
     });
     let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
     let mut problems = Vec::new();
-    let mut spans: HashMap<String, (usize, usize)> = HashMap::new();
-    if let (Some(path), Some(text)) = (&path, &text) {
-        let name = path.display().to_string();
-        let index = crate::rules::LineIndex::new(text);
-        let at = |offset: usize| {
-            let (line, col) = index.position(text, offset);
-            format!("{name}:{line}:{col}")
-        };
-        let (table, errors) = toml::de::DeTable::parse_recoverable(text);
-        for e in &errors {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            problems.push(ConfigProblem {
-                location: Some(at(offset)),
-                message: e.message().trim().to_string(),
-            });
+    let mut spans: HashMap<String, Range<usize>> = HashMap::new();
+    let source = match (&path, &text) {
+        (Some(path), Some(text)) => Some(Source::new(&path.display().to_string(), text)),
+        _ => None,
+    };
+    if let Some(source) = &source {
+        let (table, errors) = source.parse();
+        for (span, message) in errors {
+            problems.push(source.error(span, message, String::new()));
         }
         let known = known_keys();
         let sections: Vec<&str> = known.iter().map(|(s, _)| s.as_str()).collect();
         for (section, value) in table.get_ref().iter() {
             let section_name = section.get_ref().as_ref();
             let Some((_, keys)) = known.iter().find(|(s, _)| s == section_name) else {
-                let hint = crate::rules::suggest(section_name, &sections)
-                    .map(|s| format!(" (did you mean [{s}]?)"))
-                    .unwrap_or_else(|| format!(" (sections: {})", sections.join(", ")));
-                problems.push(ConfigProblem {
-                    location: Some(at(section.span().start)),
-                    message: format!("unknown section or key \"{section_name}\"{hint}"),
-                });
+                let hint = crate::diagnostics::suggest(section_name, &sections)
+                    .map(|s| format!("did you mean [{s}]?"))
+                    .unwrap_or_else(|| format!("sections: {}", sections.join(", ")));
+                problems.push(source.error(
+                    section.span(),
+                    format!("unknown section or key \"{section_name}\""),
+                    hint,
+                ));
                 continue;
             };
             let Some(inner) = value.get_ref().as_table() else {
-                problems.push(ConfigProblem {
-                    location: Some(at(value.span().start)),
-                    message: format!("[{section_name}] must be a table of keys"),
-                });
+                problems.push(source.error(
+                    value.span(),
+                    format!("[{section_name}] must be a table of keys"),
+                    String::new(),
+                ));
                 continue;
             };
             let key_names: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -961,17 +985,18 @@ pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
                 let key_name = key.get_ref().as_ref();
                 let full = format!("{section_name}.{key_name}");
                 if key_names.contains(&key_name) {
-                    spans.insert(full, index.position(text, value.span().start));
+                    spans.insert(full, value.span());
                 } else {
-                    let hint = crate::rules::suggest(key_name, &key_names)
-                        .map(|k| format!(" (did you mean \"{k}\"?)"))
+                    let hint = crate::diagnostics::suggest(key_name, &key_names)
+                        .map(|k| format!("did you mean \"{k}\"?"))
                         .unwrap_or_else(|| {
-                            format!(" (keys of [{section_name}]: {})", key_names.join(", "))
+                            format!("keys of [{section_name}]: {}", key_names.join(", "))
                         });
-                    problems.push(ConfigProblem {
-                        location: Some(at(key.span().start)),
-                        message: format!("unknown key \"{full}\"{hint}"),
-                    });
+                    problems.push(source.error(
+                        key.span(),
+                        format!("unknown key \"{full}\""),
+                        hint,
+                    ));
                 }
             }
         }
@@ -979,15 +1004,7 @@ pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
             return Err(problems);
         }
     }
-    problems.extend(
-        sources
-            .env_problems()
-            .into_iter()
-            .map(|message| ConfigProblem {
-                location: None,
-                message,
-            }),
-    );
+    problems.extend(sources.env_problems().into_iter().map(nowhere));
     let known = known_keys();
     for var in sources.env.keys() {
         let Some(rest) = var.strip_prefix(&format!("{ENV_PREFIX}__")) else {
@@ -1002,12 +1019,11 @@ pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
                 .flat_map(|(s, k)| k.iter().map(move |k| format!("{s}__{k}")))
                 .collect();
             let refs: Vec<&str> = candidates.iter().map(String::as_str).collect();
-            let hint = crate::rules::suggest(&key, &refs)
-                .map(|k| format!(" (did you mean {ENV_PREFIX}__{}?)", k.to_ascii_uppercase()))
-                .unwrap_or_default();
-            problems.push(ConfigProblem {
-                location: None,
-                message: format!("environment variable {var}: unknown key{hint}"),
+            let hint = crate::diagnostics::suggest(&key, &refs)
+                .map(|k| format!("did you mean {ENV_PREFIX}__{}?", k.to_ascii_uppercase()));
+            problems.push(Diagnostic {
+                help: hint,
+                ..nowhere(format!("environment variable {var}: unknown key"))
             });
         }
     }
@@ -1016,31 +1032,43 @@ pub fn check(sources: &Sources) -> Result<Settings, Vec<ConfigProblem>> {
     }
     match Settings::load(sources) {
         Ok(settings) => Ok(settings),
-        Err(ConfigError::Invalid(lines)) => {
-            let name = path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            for line in lines {
-                let key = line.split(':').next().unwrap_or("").trim().to_string();
-                let location = spans.get(&key).map(|(l, c)| format!("{name}:{l}:{c}"));
+        Err(ConfigError::Invalid(bad)) => {
+            for bad in bad {
+                let in_file = source
+                    .as_ref()
+                    .zip(spans.get(&bad.key))
+                    .map(|(source, span)| {
+                        source.error(span.clone(), bad.to_string(), String::new())
+                    });
                 let env_name = format!(
                     "{ENV_PREFIX}__{}",
-                    key.to_ascii_uppercase().replace('.', "__")
+                    bad.key.to_ascii_uppercase().replace('.', "__")
                 );
-                let message = if location.is_none() && sources.env.contains_key(&env_name) {
-                    format!("{line} (from the environment, {env_name})")
-                } else {
-                    line
-                };
-                problems.push(ConfigProblem { location, message });
+                problems.push(match in_file {
+                    Some(problem) => problem,
+                    None if sources.env.contains_key(&env_name) => Diagnostic {
+                        help: Some(format!("from the environment, {env_name}")),
+                        ..nowhere(bad.to_string())
+                    },
+                    None => nowhere(bad.to_string()),
+                });
             }
             Err(problems)
         }
-        Err(other) => Err(vec![ConfigProblem {
-            location: None,
-            message: other.to_string(),
-        }]),
+        Err(other) => Err(vec![nowhere(other.to_string())]),
+    }
+}
+
+/// A problem that is in no file: a variable of the environment, or the settings as a whole.
+fn nowhere(message: String) -> Diagnostic {
+    Diagnostic {
+        file: String::new(),
+        line: 0,
+        column: 0,
+        rule: None,
+        message,
+        help: None,
+        severity: Severity::Error,
     }
 }
 

@@ -20,21 +20,20 @@
 //! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
 //! - [`backfill`] applies the rules to the deals already sitting in their stages, once.
 //! - [`text`] keeps texts from outside (a portal's error descriptions) to a size.
-//! - [`metrics`] (`GET /metrics`) and [`reload`] (rules re-read on SIGHUP or a change) are for
-//!   the operators.
+//! - [`metrics`] (`GET /metrics`) and [`rules::live`] (rules re-read on SIGHUP or a change) are
+//!   for the operators.
 
 pub mod backfill;
 pub mod bitrix;
 pub mod calendar;
 pub mod commands;
 pub mod configuration;
+pub mod diagnostics;
 pub mod http;
 pub mod intake;
 pub mod ops;
-pub mod reload;
 pub mod rules;
 pub mod sandbox;
-pub mod schema;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -23,12 +23,11 @@ use crate::bitrix::{Client, ClientSettings};
 use crate::configuration::Settings;
 use crate::intake::{self, IntakeCounters, IntakeState};
 use crate::ops::metrics::{Metrics, MetricsState};
-use crate::reload::{Reloader, RulesStatus};
-use crate::rules::RuleSet;
+use crate::rules::live::{self, Reloader};
+use crate::rules::{RuleSet, RulesHandle, RulesStatus};
 use crate::store::{Store, StoreError, now_ms};
 use crate::worker::{
-    Activity, CatalogCache, People, RulesHandle, Scheduler, Worker, ensure_history_floor,
-    sweep_once,
+    Activity, CatalogCache, People, Scheduler, Worker, ensure_history_floor, sweep_once,
 };
 
 /// The stop is driven by deadlines on one clock that starts with the signal, so that a slow
@@ -259,7 +258,7 @@ impl Application {
         })
     }
 
-    /// Re-reads `rules.dir` on SIGHUP and whenever a file in it changes (see [`crate::reload`]).
+    /// Re-reads `rules.dir` on SIGHUP and whenever a file in it changes (see [`crate::rules::live`]).
     /// For an application whose rules came from that folder (`serve`), not from elsewhere.
     #[must_use]
     pub fn with_rule_reload(mut self) -> Application {
@@ -324,12 +323,11 @@ impl Application {
         ));
 
         let reloader = reload_rules.then(|| {
-            tokio::spawn(crate::reload::run(
+            tokio::spawn(live::run(
                 Reloader {
                     dir: settings.rules.dir.clone(),
                     rules: rules.clone(),
                     status: rules_status.clone(),
-                    metrics: metrics.clone(),
                 },
                 stop_background.clone(),
             ))

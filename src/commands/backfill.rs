@@ -124,7 +124,7 @@ async fn backfill_here(
         store,
         portal_origin: client.portal_origin(),
         client,
-        rules: crate::worker::RulesHandle::new(rules),
+        rules: crate::rules::RulesHandle::new(rules),
         calendar: settings.calendar.clone(),
         settings: settings.worker.clone(),
         scheduler: crate::worker::Scheduler::new(),

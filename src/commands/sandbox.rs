@@ -20,8 +20,9 @@ use toml::de::DeValue;
 
 use super::demo::{Running, start};
 use super::{CommandError, CommandResult};
-use crate::commands::test::{Reader, entry, tables, type_name};
-use crate::rules::{Diagnostic, RuleSet};
+use crate::diagnostics::Diagnostic;
+use crate::diagnostics::spanned::{Reader, entry, tables, type_name};
+use crate::rules::RuleSet;
 use crate::sandbox::SimPortal;
 
 /// One step of a scenario.

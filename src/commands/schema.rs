@@ -3,6 +3,6 @@
 use super::CommandResult;
 
 pub fn run() -> CommandResult {
-    println!("{}", crate::schema::text());
+    println!("{}", crate::rules::schema::text());
     Ok(())
 }

@@ -20,9 +20,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::bitrix::Client;
-use crate::reload::RulesStatus;
+use crate::rules::RulesHandle;
+use crate::rules::RulesStatus;
 use crate::store::Store;
-use crate::worker::RulesHandle;
 
 /// What the health checks read: each kept up to date by its owner.
 #[derive(Clone)]

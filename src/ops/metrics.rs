@@ -31,9 +31,8 @@ use axum::routing::get;
 use crate::bitrix::Client;
 use crate::http::ConnectionStats;
 use crate::intake::IntakeCounters;
-use crate::reload::RulesStatus;
+use crate::rules::{RulesHandle, RulesStatus};
 use crate::store::{EffectKind, EntryAction, Store, now_ms};
-use crate::worker::RulesHandle;
 
 /// Most `(rule, kind, result)` series kept for effects; more rules than that share one series.
 pub const MAX_SERIES: usize = 2_000;
@@ -57,17 +56,6 @@ impl EffectResult {
             EffectResult::Retried => "retried",
         }
     }
-}
-
-/// What a rule reload did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadResult {
-    /// A new rule set is in force.
-    Applied,
-    /// The files on disk are the rules in force already.
-    Unchanged,
-    /// The files on disk do not load whole: the rules in force keep running.
-    Refused,
 }
 
 /// A list read page by page (see [`Metrics::paging_stopped`]).
@@ -96,8 +84,6 @@ pub struct Metrics {
     /// Stage entries recorded: acted on, superseded, the service's own move (echo).
     stage_entries: [AtomicU64; 3],
     effects: Mutex<BTreeMap<(String, &'static str, EffectResult), u64>>,
-    /// Reloads: applied, unchanged, refused.
-    reloads: [AtomicU64; 3],
     /// Pagings stopped short, by [`PagedList`] and [`PagingStop`].
     paging_stopped: [[AtomicU64; 2]; 3],
     /// Tunnels not run because the deal was already the copy at `rules.max_tunnel_depth`.
@@ -132,15 +118,6 @@ impl Metrics {
 
     pub fn tunnel_depth_exceeded(&self) {
         self.tunnel_depth_exceeded.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn reload(&self, result: ReloadResult) {
-        let i = match result {
-            ReloadResult::Applied => 0,
-            ReloadResult::Unchanged => 1,
-            ReloadResult::Refused => 2,
-        };
-        self.reloads[i].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -449,15 +426,13 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
         "counter",
         "Rule reloads (SIGHUP or a change in the rules folder), by result.",
     );
-    for (result, counter) in ["applied", "unchanged", "refused"]
-        .into_iter()
-        .zip(&m.reloads)
-    {
-        out.sample(
-            "b24robot_rule_reloads_total",
-            &[("result", result)],
-            counter.load(Ordering::Relaxed),
-        );
+    let reloads = state.rules_status.reloads();
+    for (result, count) in [
+        ("applied", reloads.applied),
+        ("unchanged", reloads.unchanged),
+        ("refused", reloads.refused),
+    ] {
+        out.sample("b24robot_rule_reloads_total", &[("result", result)], count);
     }
     out.family(
         "b24robot_paging_stopped_total",

@@ -12,9 +12,12 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::calendar::Period;
+use crate::diagnostics::spanned::{
+    Report, Source, array_of_tables, entries_in_order, entry, integer, number, syntax_errors,
+    type_name, unknown_keys,
+};
+use crate::diagnostics::{Diagnostic, Severity, suggest};
 use crate::rules::condition::{Condition, OPERATORS, Op, Value};
-use crate::rules::diagnostics::{Diagnostic, Severity, suggest};
-use crate::rules::file::{Source, entries_in_order, entry, integer, number, type_name};
 use crate::rules::model::{
     Body, Deadline, DeadlineBase, LossReason, OnMissing, PersonRef, Require, Rule, RuleKind,
     StageMatch, TaskTemplate, Tunnel,
@@ -22,7 +25,12 @@ use crate::rules::model::{
 use crate::rules::template::{MAX_PLACEHOLDERS, MAX_TEMPLATE, Template, is_field_code};
 use crate::rules::tunnel;
 
-const TOP_LEVEL: &[&str] = &[
+// The keys each table of a rule file takes, and the words of its word-valued keys: the one list
+// that both the checks here (unknown keys, "did you mean") and the JSON Schema (`schema.rs`,
+// its properties and enums) read, so the two cannot disagree.
+
+/// The keys at the top of a rule file.
+pub(super) const TOP_LEVEL: &[&str] = &[
     "pipeline",
     "task",
     "require",
@@ -60,7 +68,8 @@ const LOSS_KEYS: &[&str] = &[
     "message",
     "review",
 ];
-const REVIEW_KEYS: &[&str] = &[
+/// The keys of `[loss_reason.review]`: a task's, without name, pipeline, stage and when.
+pub(super) const REVIEW_KEYS: &[&str] = &[
     "title",
     "description",
     "responsible",
@@ -89,11 +98,27 @@ const TUNNEL_KEYS: &[&str] = &[
     "set",
     "responsible",
 ];
-const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
+/// The keys of a deadline table (and of its `fallback`).
+pub(super) const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
 /// Units for duration suggestions: plural unless the amount is 1.
 const UNITS: &[&str] = &["minutes", "hours", "days", "workdays"];
 const UNIT: &[&str] = &["minute", "hour", "day", "workday"];
-const PERSON_WORDS: &[&str] = &["assigned", "supervisor"];
+/// The people named by a word rather than an id or a field.
+pub(super) const PERSON_WORDS: &[&str] = &["assigned", "supervisor"];
+/// The values of `on_missing`.
+pub(super) const ON_MISSING_WORDS: &[&str] = &["revert", "warn"];
+
+/// The keys a rule of `kind` takes.
+pub(super) fn rule_keys(kind: RuleKind) -> &'static [&'static str] {
+    match kind {
+        RuleKind::Task => TASK_KEYS,
+        RuleKind::Require => REQUIRE_KEYS,
+        RuleKind::LossReason => LOSS_KEYS,
+        RuleKind::Nps => NPS_KEYS,
+        RuleKind::Tunnel => TUNNEL_KEYS,
+    }
+}
+
 const MAX_NAME: usize = 64;
 
 /// Compiles every file; `Err` holds every error (warnings included after them).
@@ -144,28 +169,25 @@ struct FileCx<'a, 's> {
 /// A message and how to fix it.
 type Problem = (String, String);
 
+impl Report for FileCx<'_, '_> {
+    fn report(&mut self, span: Range<usize>, message: String, help: String) {
+        self.error(span, message, help);
+    }
+}
+
 impl<'s> FileCx<'_, 's> {
     fn error(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
-        let (line, column) = self.source.position(span.start);
-        let help: String = help.into();
         self.out.errors.push(Diagnostic {
-            file: self.source.name.to_string(),
-            line,
-            column,
             rule: self.rule.clone(),
-            message: message.into(),
-            help: (!help.is_empty()).then_some(help),
-            severity: Severity::Error,
+            ..self.source.error(span, message.into(), help.into())
         });
     }
 
     fn file(&mut self, names: &mut HashMap<String, (String, usize)>) {
         let (doc, syntax) = self.source.parse();
-        for (span, message) in syntax {
-            self.error(span, format!("TOML syntax error: {message}"), "");
-        }
+        syntax_errors(self, syntax);
         let doc = doc.get_ref();
-        self.unknown_keys(doc, TOP_LEVEL, "at the top level of a rule file");
+        unknown_keys(self, doc, TOP_LEVEL, "at the top level of a rule file");
         let file_entry = entry(doc, "pipeline");
         let file_pipeline = file_entry.and_then(|(_, v)| self.pipeline_value(v));
         // A top-level pipeline that does not parse is reported once, here; the rules relying on
@@ -180,33 +202,12 @@ impl<'s> FileCx<'_, 's> {
         ];
         let mut rules = Vec::new();
         for (key, kind) in kinds {
-            let Some((_, value)) = entry(doc, key) else {
-                continue;
-            };
-            match value.get_ref() {
-                DeValue::Array(items) => {
-                    for item in items.iter() {
-                        match item.get_ref() {
-                            DeValue::Table(table) => rules.push((item.span(), kind, table)),
-                            other => self.error(
-                                item.span(),
-                                format!(
-                                    "each \"{key}\" must be a table, found {}",
-                                    type_name(other)
-                                ),
-                                format!("write a [[{key}]] section per rule"),
-                            ),
-                        }
-                    }
-                }
-                other => self.error(
-                    value.span(),
-                    format!(
-                        "\"{key}\" must be an array of tables, found {}",
-                        type_name(other)
-                    ),
-                    format!("write [[{key}]], with double brackets, for each rule"),
-                ),
+            let helps = (
+                format!("write a [[{key}]] section per rule"),
+                format!("write [[{key}]], with double brackets, for each rule"),
+            );
+            for (span, table) in array_of_tables(self, doc, key, helps) {
+                rules.push((span, kind, table));
             }
         }
         // Source order, so duplicates are reported at the later definition.
@@ -221,24 +222,6 @@ impl<'s> FileCx<'_, 's> {
             ) {
                 self.out.rules.push(rule);
             }
-        }
-    }
-
-    fn unknown_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], context: &str) {
-        for (key, _) in entries_in_order(table) {
-            let key_text = key.get_ref().as_ref();
-            if allowed.contains(&key_text) {
-                continue;
-            }
-            let help = match suggest(key_text, allowed) {
-                Some(s) => format!("did you mean \"{s}\"?"),
-                None => format!("allowed keys: {}", allowed.join(", ")),
-            };
-            self.error(
-                key.span(),
-                format!("unknown key \"{key_text}\" {context}"),
-                help,
-            );
         }
     }
 
@@ -297,13 +280,7 @@ impl<'s> FileCx<'_, 's> {
                 }
             },
         };
-        let allowed = match kind {
-            RuleKind::Task => TASK_KEYS,
-            RuleKind::Require => REQUIRE_KEYS,
-            RuleKind::LossReason => LOSS_KEYS,
-            RuleKind::Nps => NPS_KEYS,
-            RuleKind::Tunnel => TUNNEL_KEYS,
-        };
+        let allowed = rule_keys(kind);
         if matches!(kind, RuleKind::LossReason | RuleKind::Nps)
             && let Some((key, _)) = entry(table, "stage")
         {
@@ -324,7 +301,7 @@ impl<'s> FileCx<'_, 's> {
         if !allowed_here.contains(&"stage") {
             allowed_here.push("stage");
         }
-        self.unknown_keys(table, &allowed_here, &format!("in {section}"));
+        unknown_keys(self, table, &allowed_here, &format!("in {section}"));
 
         let own_entry = entry(table, "pipeline");
         let own_pipeline = own_entry.and_then(|(_, v)| self.pipeline_value(v));
@@ -631,7 +608,7 @@ impl<'s> FileCx<'_, 's> {
             "revert" => Some(OnMissing::Revert),
             "warn" => Some(OnMissing::Warn),
             other => {
-                let help = match suggest(other, &["revert", "warn"]) {
+                let help = match suggest(other, ON_MISSING_WORDS) {
                     Some(s) => format!("did you mean \"{s}\"?"),
                     None => "use \"revert\" or \"warn\"".into(),
                 };
@@ -769,7 +746,7 @@ impl<'s> FileCx<'_, 's> {
             None => Some(None),
             Some((key, v)) => match v.get_ref() {
                 DeValue::Table(review) => {
-                    self.unknown_keys(review, REVIEW_KEYS, "in [loss_reason.review]");
+                    unknown_keys(self, review, REVIEW_KEYS, "in [loss_reason.review]");
                     let span = if v.span().is_empty() {
                         key.span()
                     } else {
@@ -904,15 +881,14 @@ impl<'s> FileCx<'_, 's> {
                 help,
             );
         } else if field == "ASSIGNED_BY_ID" {
-            let (line, column) = self.source.position(span.start);
             self.out.warnings.push(Diagnostic {
-                file: self.source.name.to_string(),
-                line,
-                column,
                 rule: self.rule.clone(),
-                message: format!("{key} names ASSIGNED_BY_ID, which \"responsible\" replaces"),
-                help: Some("remove it: responsible = \"assigned\" (the default) gives the copy the deal's assigned user".into()),
                 severity: Severity::Warning,
+                ..self.source.error(
+                    span,
+                    format!("{key} names ASSIGNED_BY_ID, which \"responsible\" replaces"),
+                    "remove it: responsible = \"assigned\" (the default) gives the copy the deal's assigned user".into(),
+                )
             });
         }
     }
@@ -934,7 +910,7 @@ impl<'s> FileCx<'_, 's> {
             return None;
         };
         let errors_before = self.out.errors.len();
-        self.unknown_keys(table, DEADLINE_KEYS, &format!("in {key}"));
+        unknown_keys(self, table, DEADLINE_KEYS, &format!("in {key}"));
         let after = entry(table, "after");
         let before = entry(table, "before");
         let at = entry(table, "at");

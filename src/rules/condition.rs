@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::rules::evaluate::{Deal, FieldCatalog};
+use crate::rules::deal::{Deal, FieldCatalog};
 
 /// A value written in a rule.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,29 +1,35 @@
 //! The rule language: loading (every error at once, with file:line:col) and pure evaluation.
 //!
-//! `file` reads the spanned TOML, `compile` validates it into the `model` (valid rules only),
-//! and `evaluate` turns a deal's stage entry into decisions and effects without any I/O.
+//! `compile` validates the spanned TOML of every file (read by `diagnostics::spanned`, the
+//! reader all user files share) into the `model` (valid rules only), and `evaluate` turns a
+//! deal's stage entry into decisions and effects without any I/O.
+//! `deal` holds its inputs (the deal, the stage entry, the field catalog) and `decision` its
+//! outputs (decisions, outcomes, effects): `condition`, `template` and `evaluate` read those
+//! and not each other's. `live` holds the rule set in force and reloads it when the folder
+//! changes; `schema` is the JSON Schema of rule files, built from the compiler's own key lists.
 //! `rules.md` in the shared spec is the contract; integrators' files written against it must
 //! keep loading.
 
 mod compile;
 mod condition;
-mod diagnostics;
+mod deal;
+mod decision;
 mod evaluate;
-mod file;
+pub mod live;
 mod model;
+pub mod schema;
 mod template;
 mod tunnel;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-pub use diagnostics::{Diagnostic, Severity};
-pub(crate) use diagnostics::{LineIndex, suggest};
+pub use crate::diagnostics::{Diagnostic, Severity};
+pub use deal::{Deal, FieldCatalog, StageEntry, StageSemantic};
+pub use decision::{CopySpec, Decision, Effect, Evaluation, Outcome, Person, SkipReason, TaskSpec};
 pub(crate) use evaluate::concerns;
-pub use evaluate::{
-    CopySpec, Deal, Decision, Effect, Evaluation, FieldCatalog, Input, Outcome, Person, SkipReason,
-    StageEntry, StageSemantic, TaskSpec, evaluate,
-};
+pub use evaluate::{Input, evaluate};
+pub use live::{RulesHandle, RulesStatus};
 pub(crate) use model::stage_pipeline;
 pub use model::{Rule, RuleKind};
 pub use tunnel::{CopyOrigin, ORIGINATOR, READ_ONLY_FIELDS, offline_semantic};

@@ -3,7 +3,7 @@
 //! A template is parsed once at load time into literal text and placeholders, so a brace
 //! mistake is an error with its position instead of a task titled `Call {TITLE`.
 
-use crate::rules::evaluate::{Deal, FieldCatalog};
+use crate::rules::deal::{Deal, FieldCatalog};
 
 /// Most bytes of template text (`check` refuses a longer one): 8 KiB is pages of a task
 /// description, and bounds what one placeholder-free template can weigh.

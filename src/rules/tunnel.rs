@@ -20,8 +20,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde_json::Value;
 
-use crate::rules::diagnostics::{Diagnostic, Severity};
-use crate::rules::evaluate::{Deal, StageSemantic};
+use crate::diagnostics::{Diagnostic, Severity};
+use crate::rules::deal::{Deal, StageSemantic};
 use crate::rules::model::{Body, Rule, StageMatch, Tunnel};
 
 /// `ORIGINATOR_ID` of the deals the service creates: with `ORIGIN_ID` it is the documented pair

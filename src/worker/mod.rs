@@ -20,7 +20,7 @@ mod round;
 mod scheduler;
 mod sweep;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bitrix::Client;
 use crate::calendar::Calendar;
 use crate::configuration::WorkerSettings;
-use crate::rules::RuleSet;
+use crate::rules::RulesHandle;
 use crate::store::Store;
 
 pub use effects::{ORIGINATOR, PlannedCall, marker, plan};
@@ -38,24 +38,6 @@ pub use sweep::{ensure_history_floor, sweep_once};
 // For the backfill, which reads, decides and writes as a round does.
 pub(crate) use portal::{HISTORY_SELECT, list_items, number, parse_entry};
 pub(crate) use round::{Ending, Job, malformed_deal};
-
-/// The rule set in force, swapped whole on a reload.
-#[derive(Clone)]
-pub struct RulesHandle(Arc<RwLock<Arc<RuleSet>>>);
-
-impl RulesHandle {
-    pub fn new(rules: RuleSet) -> RulesHandle {
-        RulesHandle(Arc::new(RwLock::new(Arc::new(rules))))
-    }
-
-    pub fn current(&self) -> Arc<RuleSet> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn replace(&self, rules: RuleSet) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
-    }
-}
 
 /// What the worker did, for whoever listens (the demo prints it; tests may wait on it).
 #[derive(Debug, Clone, PartialEq)]

@@ -220,7 +220,7 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
             };
             if !stages.iter().any(|s| s == stage) {
                 let names: Vec<&str> = stages.iter().map(String::as_str).collect();
-                let help = match crate::rules::suggest(stage, &names) {
+                let help = match crate::diagnostics::suggest(stage, &names) {
                     Some(s) => format!("did you mean \"{s}\"?"),
                     None => format!("stages of pipeline {pipeline}: {}", names.join(", ")),
                 };
@@ -237,7 +237,7 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
             if matches!(field.as_str(), "ID") || portal.fields.contains_key(field) {
                 continue;
             }
-            let help = crate::rules::suggest(field, &field_codes)
+            let help = crate::diagnostics::suggest(field, &field_codes)
                 .map(|s| format!("did you mean \"{s}\"?"))
                 .unwrap_or_else(|| {
                     "custom fields are named UF_CRM_...; see crm.deal.fields".into()
@@ -254,7 +254,7 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
             for value in values {
                 if !options.contains(value) {
                     let labels: Vec<&str> = options.iter().map(String::as_str).collect();
-                    let help = crate::rules::suggest(value, &labels)
+                    let help = crate::diagnostics::suggest(value, &labels)
                         .map(|s| format!("did you mean \"{s}\"?"))
                         .unwrap_or_else(|| format!("options: {}", labels.join(", ")));
                     report(

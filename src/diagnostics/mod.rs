@@ -1,8 +1,12 @@
-//! Problems found while loading rules, printed the way an integrator fixes them:
+//! Problems found in the files people write, printed the way they fix them:
 //! `file:line:col: rule "<name>": <what is wrong> (<how to fix it>)`.
 //!
-//! Errors and warnings share one type and are kept in separate lists, so `check` can print
-//! both and `--deny-warnings` can promote the latter.
+//! One [`Diagnostic`] type for every such file: rule files, rule tests, sandbox scenarios and
+//! the config file; [`spanned`] is the one reader of their spanned TOML. Errors and warnings
+//! share the type and are kept in separate lists, so `check` can print both and
+//! `--deny-warnings` can promote the latter.
+
+pub(crate) mod spanned;
 
 use std::fmt;
 
@@ -17,7 +21,8 @@ pub enum Severity {
 }
 
 /// One problem, located at the offending key or value (1-based line and column; line 0 when
-/// it concerns a whole file or folder).
+/// it concerns a whole file or folder; line 0 and no file name when it is in no file, such as
+/// a setting from the environment).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Diagnostic {
     pub file: String,
@@ -33,11 +38,12 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Line 0: the problem concerns the whole file or folder, not a position in it.
-        if self.line == 0 {
-            write!(f, "{}: ", self.file)?;
-        } else {
-            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        // Line 0: the problem concerns the whole file or folder, not a position in it; without a
+        // file, it is in none.
+        match (self.line, self.file.is_empty()) {
+            (0, true) => {}
+            (0, false) => write!(f, "{}: ", self.file)?,
+            _ => write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?,
         }
         if let Some(rule) = &self.rule {
             write!(f, "rule \"{rule}\": ")?;
@@ -129,6 +135,16 @@ mod tests {
             plain.to_string(),
             "sales.toml:4:1: unknown key \"titel\" in [[task]]"
         );
+        let whole_file = Diagnostic { line: 0, ..plain };
+        assert_eq!(
+            whole_file.to_string(),
+            "sales.toml: unknown key \"titel\" in [[task]]"
+        );
+        let nowhere = Diagnostic {
+            file: String::new(),
+            ..whole_file
+        };
+        assert_eq!(nowhere.to_string(), "unknown key \"titel\" in [[task]]");
     }
 
     #[test]

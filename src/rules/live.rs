@@ -1,4 +1,5 @@
-//! Hot reload of the rules: `serve` re-reads `rules.dir` on SIGHUP and when a file in it changes.
+//! The rules in force and their hot reload: `serve` re-reads `rules.dir` on SIGHUP and when a
+//! file in it changes.
 //!
 //! A set that does not load whole is refused: the rules in force keep running, every error is
 //! logged, `b24robot_rules_stale` is 1 and `/readyz` shows the errors, until the folder loads
@@ -11,28 +12,75 @@
 //! save is several events; `git checkout` touches many files), so a reload waits until the folder
 //! has been quiet for [`QUIET`], at most [`MAX_WAIT`] after the first event: well within the 2 s
 //! the spec allows.
+//!
+//! This is the one part of `rules/` that waits on files and signals; evaluation stays pure. It
+//! knows nothing of the worker or the metrics: it counts its reloads in [`RulesStatus`], which
+//! `/metrics` and `/readyz` read.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::metrics::{Metrics, ReloadResult};
-use crate::rules::{RuleSet, Severity};
-use crate::worker::RulesHandle;
-
+use crate::rules::{Diagnostic, RuleSet, Severity};
 /// A reload waits for this much silence in the folder...
 pub const QUIET: Duration = Duration::from_millis(250);
 /// ...but never longer than this after the first change.
 pub const MAX_WAIT: Duration = Duration::from_millis(1_000);
 
-/// What the rules folder held at the last look, shared by the reloader, `/readyz` and the
-/// metrics.
+/// The rule set in force, swapped whole on a reload: a round takes the set once
+/// ([`RulesHandle::current`]) and decides with it to the end, whatever a reload does meanwhile.
+#[derive(Clone)]
+pub struct RulesHandle(Arc<RwLock<Arc<RuleSet>>>);
+
+impl RulesHandle {
+    pub fn new(rules: RuleSet) -> RulesHandle {
+        RulesHandle(Arc::new(RwLock::new(Arc::new(rules))))
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, rules: RuleSet) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+    }
+}
+
+/// What the rules folder held at the last look, and the reloads so far: shared by the
+/// reloader, `/readyz` and the metrics.
 #[derive(Debug, Clone, Default)]
-pub struct RulesStatus(Arc<Mutex<OnDisk>>);
+pub struct RulesStatus(Arc<Status>);
+
+#[derive(Debug, Default)]
+struct Status {
+    on_disk: Mutex<OnDisk>,
+    /// Reloads by result: applied, unchanged, refused (`b24robot_rule_reloads_total`).
+    reloads: [AtomicU64; 3],
+}
+
+/// What a reload did, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReloadResult {
+    /// A new rule set is in force.
+    Applied = 0,
+    /// The files on disk are the rules in force already.
+    Unchanged = 1,
+    /// The files on disk do not load whole: the rules in force keep running.
+    Refused = 2,
+}
+
+/// The reloads so far, by result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadCounts {
+    pub applied: u64,
+    pub unchanged: u64,
+    pub refused: u64,
+}
 
 /// The folder at the last look.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,8 +128,26 @@ impl RulesStatus {
         }
     }
 
+    /// The reloads so far, for `/metrics`.
+    pub fn reloads(&self) -> ReloadCounts {
+        let [applied, unchanged, refused] =
+            self.0.reloads.each_ref().map(|n| n.load(Ordering::Relaxed));
+        ReloadCounts {
+            applied,
+            unchanged,
+            refused,
+        }
+    }
+
+    fn count(&self, result: ReloadResult) {
+        self.0.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, OnDisk> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0
+            .on_disk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn set(&self, state: OnDisk) {
@@ -101,7 +167,7 @@ pub enum Trigger {
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ReloadOutcome {
     Applied { from: String, to: String },
     Unchanged,
     Refused(Vec<String>),
@@ -113,16 +179,15 @@ pub struct Reloader {
     pub dir: PathBuf,
     pub rules: RulesHandle,
     pub status: RulesStatus,
-    pub metrics: Arc<Metrics>,
 }
 
 impl Reloader {
-    pub async fn reload(&self, trigger: Trigger) -> Outcome {
+    pub async fn reload(&self, trigger: Trigger) -> ReloadOutcome {
         let dir = self.dir.clone();
         let loaded = tokio::task::spawn_blocking(move || RuleSet::load_dir(&dir))
             .await
             .unwrap_or_else(|error| {
-                Err(vec![crate::rules::Diagnostic {
+                Err(vec![Diagnostic {
                     file: self.dir.display().to_string(),
                     line: 0,
                     column: 0,
@@ -144,9 +209,9 @@ impl Reloader {
                         tracing::info!(rules_dir = %dir, version = %version, "rules unchanged: the folder is the rule set in force");
                     }
                     if trigger == Trigger::Signal {
-                        self.metrics.reload(ReloadResult::Unchanged);
+                        self.status.count(ReloadResult::Unchanged);
                     }
-                    return Outcome::Unchanged;
+                    return ReloadOutcome::Unchanged;
                 }
                 for warning in &warnings {
                     tracing::warn!(rules_dir = %dir, rule = warning.rule.as_deref(), "rules: {warning}");
@@ -154,9 +219,9 @@ impl Reloader {
                 let from = in_force.version().to_string();
                 let count = set.len();
                 self.rules.replace(set);
-                self.metrics.reload(ReloadResult::Applied);
+                self.status.count(ReloadResult::Applied);
                 tracing::info!(rules_dir = %dir, from = %from, version = %version, rules = count, "rules reloaded");
-                Outcome::Applied { from, to: version }
+                ReloadOutcome::Applied { from, to: version }
             }
             Err(diagnostics) => {
                 let errors: Vec<String> = diagnostics
@@ -167,7 +232,7 @@ impl Reloader {
                 let repeated = *self.status.lock() == OnDisk::Refused(errors.clone());
                 self.status.set(OnDisk::Refused(errors.clone()));
                 if trigger == Trigger::Change && repeated {
-                    return Outcome::Refused(errors);
+                    return ReloadOutcome::Refused(errors);
                 }
                 for d in &diagnostics {
                     match d.severity {
@@ -179,14 +244,14 @@ impl Reloader {
                         }
                     }
                 }
-                self.metrics.reload(ReloadResult::Refused);
+                self.status.count(ReloadResult::Refused);
                 tracing::error!(
                     rules_dir = %dir,
                     in_force = %in_force.version(),
                     errors = errors.len(),
                     "rules on disk refused: the rules in force keep running (fix the files; /readyz shows the errors)"
                 );
-                Outcome::Refused(errors)
+                ReloadOutcome::Refused(errors)
             }
         }
     }
@@ -278,5 +343,51 @@ impl Hangup {
             return;
         }
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: &str = "pipeline = 0\n[[task]]\nname = \"call\"\nstage = \"NEW\"\ntitle = \"Call\"\ndeadline = { after = \"1 day\" }\n";
+
+    #[tokio::test]
+    async fn each_reload_is_counted_by_its_result_and_a_refusal_keeps_the_rules_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sales.toml");
+        std::fs::write(&file, RULE).expect("write");
+        let (rules, _) = RuleSet::load_dir(dir.path()).expect("loads");
+        let reloader = Reloader {
+            dir: dir.path().to_path_buf(),
+            rules: RulesHandle::new(rules),
+            status: RulesStatus::default(),
+        };
+        assert_eq!(
+            reloader.reload(Trigger::Signal).await,
+            ReloadOutcome::Unchanged
+        );
+        std::fs::write(&file, RULE.replace("Call", "Call back")).expect("write");
+        let applied = reloader.rules.current().version().to_string();
+        assert!(matches!(
+            reloader.reload(Trigger::Change).await,
+            ReloadOutcome::Applied { from, .. } if from == applied
+        ));
+        let in_force = reloader.rules.current().version().to_string();
+        std::fs::write(&file, "[[task]]\nname = 1\n").expect("write");
+        assert!(matches!(
+            reloader.reload(Trigger::Change).await,
+            ReloadOutcome::Refused(_)
+        ));
+        assert_eq!(reloader.rules.current().version(), in_force);
+        assert!(reloader.status.view(&in_force).stale);
+        assert_eq!(
+            reloader.status.reloads(),
+            ReloadCounts {
+                applied: 1,
+                unchanged: 1,
+                refused: 1
+            }
+        );
     }
 }

@@ -1,0 +1,213 @@
+//! What evaluation reads about a deal: the deal as the portal returns it, the stage entry being
+//! acted on, and the portal's field catalog (labels, types, list options).
+//!
+//! These are the rule language's inputs. `condition`, `template`, `tunnel` and `evaluate` all
+//! read them, so they live here, below all of them. `StageEntry` and `StageSemantic` are also
+//! stored (in the store's entry records): their serialised form must not change.
+
+use chrono::{DateTime, FixedOffset};
+use serde_json::{Map, Value};
+
+/// A deal as `crm.deal.get` returns it: strings, nulls, arrays for multiple fields.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Deal(Map<String, Value>);
+
+impl Deal {
+    pub fn new(map: Map<String, Value>) -> Deal {
+        Deal(map)
+    }
+
+    pub fn id(&self) -> Option<u64> {
+        self.number("ID")
+    }
+
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field)
+    }
+
+    pub fn stage_id(&self) -> Option<&str> {
+        self.0.get("STAGE_ID").and_then(Value::as_str)
+    }
+
+    pub fn category_id(&self) -> Option<u64> {
+        self.number("CATEGORY_ID")
+    }
+
+    pub fn assigned_by(&self) -> Option<u64> {
+        self.number("ASSIGNED_BY_ID")
+    }
+
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    /// Bitrix24 sends ids as strings; a JSON number is accepted too.
+    fn number(&self, field: &str) -> Option<u64> {
+        match self.0.get(field)? {
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+}
+
+/// `STAGE_SEMANTIC_ID`: P, S or F.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StageSemantic {
+    Process,
+    Success,
+    Failure,
+}
+
+impl StageSemantic {
+    /// From Bitrix24's one-letter code; anything but S and F is in progress.
+    pub fn from_code(code: &str) -> StageSemantic {
+        match code {
+            "S" => StageSemantic::Success,
+            "F" => StageSemantic::Failure,
+            _ => StageSemantic::Process,
+        }
+    }
+}
+
+/// An item of `crm.stagehistory.list`: the deal entered `stage_id` at `created_time`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StageEntry {
+    pub id: u64,
+    pub type_id: u8,
+    pub stage_id: String,
+    pub category_id: u64,
+    pub semantic: StageSemantic,
+    pub created_time: DateTime<FixedOffset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct FieldInfo {
+    field_type: String,
+    label: Option<String>,
+    /// Option id → label, for enumeration fields.
+    options: Vec<(String, String)>,
+}
+
+/// What the portal's `crm.deal.fields` says: types, labels, enumeration options.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FieldCatalog {
+    fields: Map<String, Value>,
+    parsed: std::collections::BTreeMap<String, FieldInfo>,
+}
+
+impl FieldCatalog {
+    /// No catalog (an offline dry run): labels fall back to codes and option ids.
+    pub fn empty() -> Self {
+        FieldCatalog::default()
+    }
+
+    /// From a `crm.deal.fields` result: `{CODE: {type, title, formLabel, listLabel, items}}`.
+    pub fn from_deal_fields(fields: &Value) -> Self {
+        let mut parsed = std::collections::BTreeMap::new();
+        let empty = Map::new();
+        let map = fields.as_object().unwrap_or(&empty);
+        for (code, description) in map {
+            let text = |key: &str| {
+                description
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_string)
+            };
+            // For custom fields `title` is only the code; the label people see is formLabel.
+            let label = text("formLabel")
+                .or_else(|| text("listLabel"))
+                .or_else(|| text("filterLabel"))
+                .or_else(|| text("title"));
+            let options = description
+                .get("items")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|item| {
+                            let id = match item.get("ID")? {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            Some((id, item.get("VALUE")?.as_str()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            parsed.insert(
+                code.clone(),
+                FieldInfo {
+                    field_type: text("type").unwrap_or_default(),
+                    label,
+                    options,
+                },
+            );
+        }
+        FieldCatalog {
+            fields: map.clone(),
+            parsed,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parsed.is_empty()
+    }
+
+    pub fn label(&self, code: &str) -> Option<&str> {
+        self.parsed.get(code)?.label.as_deref()
+    }
+
+    pub fn field_type(&self, code: &str) -> Option<&str> {
+        Some(self.parsed.get(code)?.field_type.as_str()).filter(|t| !t.is_empty())
+    }
+
+    pub fn option_label(&self, code: &str, id: &str) -> Option<&str> {
+        let info = self.parsed.get(code)?;
+        info.options
+            .iter()
+            .find(|(option, _)| option == id)
+            .map(|(_, label)| label.as_str())
+    }
+
+    /// Whether the field is a list (enumeration) whose values are option ids.
+    pub fn is_list(&self, code: &str) -> bool {
+        self.parsed
+            .get(code)
+            .is_some_and(|f| f.field_type == "enumeration" || !f.options.is_empty())
+    }
+
+    /// Whether the portal knows the field (for `check --portal`).
+    pub fn contains(&self, code: &str) -> bool {
+        self.fields.contains_key(code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_entry_is_stored_in_the_form_earlier_releases_wrote() {
+        let stored = r#"{"id":7,"type_id":2,"stage_id":"C1:WON","category_id":1,"semantic":"Success","created_time":"2026-03-02T10:00:00+03:00"}"#;
+        let entry = StageEntry {
+            id: 7,
+            type_id: 2,
+            stage_id: "C1:WON".into(),
+            category_id: 1,
+            semantic: StageSemantic::Success,
+            created_time: DateTime::parse_from_rfc3339("2026-03-02T10:00:00+03:00")
+                .expect("a time"),
+        };
+        assert_eq!(serde_json::to_string(&entry).expect("serialises"), stored);
+        let read: StageEntry = serde_json::from_str(stored).expect("reads");
+        assert_eq!(read, entry);
+        for (semantic, code) in [
+            (StageSemantic::Process, "\"Process\""),
+            (StageSemantic::Failure, "\"Failure\""),
+        ] {
+            assert_eq!(serde_json::to_string(&semantic).expect("serialises"), code);
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The JSON Schema of the rule files, for editors (`b24-robot schema` prints it).
+//!
+//! Taplo (and so the Even Better TOML extension of VS Code) validates a TOML document against a
+//! JSON Schema and completes its keys. We write draft-07, the draft Taplo's validator has
+//! supported longest; the keywords used (`properties`, `additionalProperties`, `required`,
+//! `enum`, `pattern`, `anyOf`, `$ref`, `propertyNames`) mean the same in every later draft.
+//!
+//! The loader stays the judge: the schema catches misspelt keys, wrong types and bad names as
+//! the integrator types; `b24-robot check` catches the rest (stage and pipeline agreement,
+//! templates, duplicate names). Descriptions are those of `docs/rules.md`, shortened.
+//!
+//! The keys of every table, and the words of `on_missing`, the people and the `when`
+//! operators, are the loader's own lists (`compile.rs`, `condition.rs`): a key the loader takes
+//! is a property here by construction. What this file adds is each key's type and description.
+
+use serde_json::{Map, Value, json};
+
+use crate::rules::compile::{
+    DEADLINE_KEYS, ON_MISSING_WORDS, PERSON_WORDS, REVIEW_KEYS, TOP_LEVEL, rule_keys,
+};
+use crate::rules::condition::OPERATORS;
+use crate::rules::model::RuleKind;
+
+const NAME: &str = "Unique id of the rule across all files: lower-case letters, digits, \"-\" and \"_\", starting with a letter or digit, at most 64 characters. Used in logs, metrics, the decision log and the keys that make each effect happen once: renaming a rule makes it a new rule.";
+const PIPELINE: &str = "The deal pipeline, Bitrix24's CATEGORY_ID (0 is the default pipeline). Set at the top of a file for all its rules; a rule's own value wins. Absent everywhere: every pipeline (only with stage \"won\"/\"lost\").";
+const STAGE: &str = "The stage being entered, as Bitrix24's STAGE_ID spells it (\"PREPARATION\" in pipeline 0, \"C1:PREPARATION\" in pipeline 1), or \"won\" (any success stage) or \"lost\" (any failure stage).";
+const WHEN: &str = "Extra conditions on the deal's fields, all must hold: a plain value means equality; a table takes eq ne gt gte lt lte in not_in empty. Example: { TYPE_ID = \"SALE\", OPPORTUNITY = { gte = 100000 } }";
+const TEMPLATE: &str = "A template: {FIELD} is replaced by the deal's field ({TITLE}, {OPPORTUNITY}, {UF_CRM_X}; a list field renders its label), {DEAL_URL} by the link to the deal card; {{ and }} are literal braces. At most 8 KiB of text and 64 placeholders.";
+const PERSON: &str = "\"assigned\" (the deal's ASSIGNED_BY_ID), \"supervisor\" (the head of the assigned user's department, walking up), a user id as an integer (17), or \"field:UF_CRM_X\" (the user in that deal field).";
+const DEADLINE: &str = "When the task is due: { after = \"2 workdays\" } after the stage entry, { after = \"1 day\", field = \"CLOSEDATE\" } or { before = \"3 days\", field = \"UF_CRM_EVENT_DATE\" } relative to a date field, or { at = \"2026-12-31T18:00\" }. Optional time = \"18:00\" pins the time of day; fallback = { ... } is used when the field is empty.";
+const ON_MISSING: &str = "\"revert\" (the default): move the deal back to the stage it came from; \"warn\": leave it. In both cases a timeline comment names the missing fields and the assigned user is notified.";
+const FIELD_CODE: &str = "^[A-Z_][A-Z0-9_]*$";
+
+fn reference(name: &str, description: &str) -> Value {
+    // draft-07 ignores siblings of `$ref`; wrapped in allOf, editors show the description.
+    json!({ "allOf": [{ "$ref": format!("#/definitions/{name}") }], "description": description })
+}
+
+fn template(description: &str) -> Value {
+    // The loader counts bytes (8 KiB); a schema can only count characters.
+    json!({ "type": "string", "maxLength": 8192, "description": format!("{description} {TEMPLATE}") })
+}
+
+fn field_list(description: &str) -> Value {
+    json!({
+        "type": "array",
+        "description": description,
+        "items": { "type": "string", "pattern": FIELD_CODE },
+    })
+}
+
+/// One key of a rule of `kind` (or of a loss reason's review, `kind` being `LossReason`). A key
+/// the loader takes but this does not describe would take any value (the schema never refuses a
+/// key the loader takes); the tests make sure every key is described.
+fn property(kind: RuleKind, key: &str) -> Value {
+    match (kind, key) {
+        (_, "name") => reference("name", NAME),
+        (_, "pipeline") => reference("pipeline", PIPELINE),
+        (RuleKind::Tunnel, "stage") => reference(
+            "stage",
+            &format!("{STAGE} Default \"won\"; a stage id must be of `pipeline`."),
+        ),
+        (_, "stage") => reference("stage", STAGE),
+        (_, "when") => reference("when", WHEN),
+        (_, "title") => template("The task's title (required)."),
+        (_, "description") => template("The task's description (optional)."),
+        (RuleKind::Tunnel, "responsible") => reference(
+            "person",
+            &format!("The copy's responsible; default \"assigned\". {PERSON}"),
+        ),
+        (_, "responsible") => reference(
+            "person",
+            &format!("Who does the task; default \"assigned\". {PERSON}"),
+        ),
+        (_, "auditors") => json!({
+            "type": "array",
+            "description": format!("Who watches the task. Each one: {PERSON}"),
+            "items": { "$ref": "#/definitions/person" },
+        }),
+        (_, "deadline") => reference("deadline", DEADLINE),
+        (_, "fields") => field_list(
+            "The deal fields that must be filled (field codes). A field is missing when absent, empty, an empty list, or a zero amount.",
+        ),
+        (_, "on_missing") => reference("on_missing", ON_MISSING),
+        (RuleKind::Require, "message") => template(
+            "The timeline comment and notification text; {MISSING} lists the missing fields' labels.",
+        ),
+        (_, "message") => template(
+            "The comment and notification text when the reason is missing or not allowed; {MISSING} is the field's label.",
+        ),
+        (_, "field") => {
+            json!({ "type": "string", "pattern": FIELD_CODE, "description": "The loss reason field: a list field or a string field." })
+        }
+        (_, "allowed") => {
+            json!({ "type": "array", "items": { "type": "string" }, "description": "Accepted values (option labels for a list field). Absent: any non-empty value." })
+        }
+        (_, "review") => rule(
+            "A task to check the reason (a supervisor's job), created when the reason is accepted. Takes the [[task]] keys but name, pipeline, stage and when.",
+            properties(kind, REVIEW_KEYS),
+            &["title", "deadline"],
+        ),
+        (_, "score_field") => {
+            json!({ "type": "string", "pattern": FIELD_CODE, "description": "The deal field where the 0-10 answer is kept (NPS reports read it)." })
+        }
+        (_, "to_pipeline") => {
+            json!({ "type": "integer", "minimum": 0, "description": "The pipeline (CATEGORY_ID) the copy is created in." })
+        }
+        (_, "to_stage") => {
+            json!({ "type": "string", "pattern": "^(C[0-9]+:)?[A-Z0-9_]+$", "description": "The stage of to_pipeline the copy starts in, as a STAGE_ID: \"C2:NEW\"." })
+        }
+        (_, "copy") => field_list("The fields copied as they are."),
+        (_, "set") => json!({
+            "type": "object",
+            "description": format!("Fields set from templates, after copy: {{ TITLE = \"Repeat sale: {{TITLE}}\" }}. {TEMPLATE}"),
+            "propertyNames": { "pattern": FIELD_CODE },
+            "additionalProperties": { "type": "string", "maxLength": 8192 },
+        }),
+        _ => json!({}),
+    }
+}
+
+/// The properties of `keys`, in the loader's order.
+fn properties(kind: RuleKind, keys: &[&str]) -> Map<String, Value> {
+    keys.iter()
+        .map(|key| (key.to_string(), property(kind, key)))
+        .collect()
+}
+
+/// One key of a deadline table.
+fn deadline_property(key: &str) -> Value {
+    match key {
+        "after" => reference(
+            "duration",
+            "That long after the stage entry (the deal's MOVED_TIME), or after the date in `field`.",
+        ),
+        "before" => reference("duration", "That long before the date in `field`."),
+        "field" => {
+            json!({ "type": "string", "pattern": FIELD_CODE, "description": "The deal field holding the date `after`/`before` count from." })
+        }
+        "at" => {
+            json!({ "type": "string", "description": "A fixed moment: \"2026-12-31T18:00\" in the calendar's time zone, or with an offset." })
+        }
+        "time" => {
+            json!({ "type": "string", "pattern": "^[0-9]{1,2}:[0-9]{2}(:[0-9]{2})?$", "description": "Pins the time of day of the result: \"18:00\"." })
+        }
+        "fallback" => reference("deadline", "The deadline used when `field` is empty."),
+        _ => json!({}),
+    }
+}
+
+/// One operator of a `when` table.
+fn operator_property(op: &str) -> Value {
+    match op {
+        "eq" => json!({ "$ref": "#/definitions/scalar", "description": "equals" }),
+        "ne" => json!({ "$ref": "#/definitions/scalar", "description": "does not equal" }),
+        "gt" => json!({ "type": "number", "description": "a number greater than" }),
+        "gte" => json!({ "type": "number", "description": "a number at least" }),
+        "lt" => json!({ "type": "number", "description": "a number less than" }),
+        "lte" => json!({ "type": "number", "description": "a number at most" }),
+        "in" => {
+            json!({ "type": "array", "items": { "$ref": "#/definitions/scalar" }, "description": "one of the values" })
+        }
+        "not_in" => {
+            json!({ "type": "array", "items": { "$ref": "#/definitions/scalar" }, "description": "none of the values" })
+        }
+        "empty" => json!({ "type": "boolean", "description": "true: missing; false: filled" }),
+        _ => json!({}),
+    }
+}
+
+/// One key at the top of a rule file.
+fn top_property(key: &str) -> Value {
+    match key {
+        "pipeline" => reference("pipeline", PIPELINE),
+        "task" => array_of("task", "[[task]]: a task on entering a stage."),
+        "require" => array_of("require", "[[require]]: mandatory fields for a stage."),
+        "loss_reason" => array_of(
+            "loss_reason",
+            "[[loss_reason]]: a lost deal must say why; a supervisor checks it.",
+        ),
+        "nps" => array_of("nps", "[[nps]]: a task to measure NPS after a win."),
+        "tunnel" => array_of("tunnel", "[[tunnel]]: copy the deal into another pipeline."),
+        _ => json!({}),
+    }
+}
+
+/// The definition of a rule of `kind`: what it does and the keys it cannot do without.
+fn definition(kind: RuleKind) -> Value {
+    let (description, required): (&str, &[&str]) = match kind {
+        RuleKind::Task => (
+            "Creates a Bitrix24 task (tasks.task.add) bound to the deal when it enters `stage`.",
+            &["name", "stage", "title", "deadline"],
+        ),
+        RuleKind::Require => (
+            "Fields that must be filled before a deal may be in `stage`.",
+            &["name", "stage", "fields"],
+        ),
+        RuleKind::LossReason => (
+            "Fires on entering any failure stage of `pipeline` (of every pipeline without it): the reason must be given (and allowed); with a reason, the review task is created.",
+            &["name", "field"],
+        ),
+        RuleKind::Nps => (
+            "Fires on entering any success stage of `pipeline` (of every pipeline without it): a task to ask the client for a 0-10 score.",
+            &["name", "title", "deadline"],
+        ),
+        RuleKind::Tunnel => (
+            "Creates a copy of the deal (crm.deal.add) in another pipeline, exactly once per deal, rule and stage entry.",
+            &["name", "to_pipeline", "to_stage"],
+        ),
+    };
+    rule(description, properties(kind, rule_keys(kind)), required)
+}
+
+/// The kinds, in the order of their definitions.
+const KINDS: [RuleKind; 5] = [
+    RuleKind::Task,
+    RuleKind::Require,
+    RuleKind::LossReason,
+    RuleKind::Nps,
+    RuleKind::Tunnel,
+];
+
+fn rule(description: &str, properties: Map<String, Value>, required: &[&str]) -> Value {
+    json!({
+        "type": "object",
+        "description": description,
+        "additionalProperties": false,
+        "required": required,
+        "properties": properties,
+    })
+}
+
+fn array_of(kind: &str, description: &str) -> Value {
+    json!({
+        "type": "array",
+        "description": description,
+        "items": { "$ref": format!("#/definitions/{kind}") },
+    })
+}
+
+/// The schema as JSON.
+pub fn schema() -> Value {
+    let operators = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "minProperties": 1,
+        "properties": OPERATORS
+            .iter()
+            .map(|op| (op.to_string(), operator_property(op)))
+            .collect::<Map<String, Value>>(),
+    });
+
+    let duration = json!({
+        "type": "string",
+        "pattern": "^\\s*[0-9]+\\s+(minute|minutes|hour|hours|day|days|workday|workdays)\\s*$",
+        "description": "An integer and a unit: minute(s), hour(s), day(s), workday(s). \"2 workdays\".",
+    });
+
+    let mut definitions = json!({
+        "name": {
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9_-]*$",
+            "maxLength": 64,
+            "description": NAME,
+        },
+        "pipeline": { "type": "integer", "minimum": 0, "description": PIPELINE },
+        "stage": {
+            "type": "string",
+            "pattern": "^(won|lost|(C[0-9]+:)?[A-Z0-9_]+)$",
+            "description": STAGE,
+        },
+        "scalar": { "type": ["string", "number", "boolean"] },
+        "when": {
+            "type": "object",
+            "description": WHEN,
+            "propertyNames": { "pattern": FIELD_CODE },
+            "additionalProperties": {
+                "anyOf": [ { "$ref": "#/definitions/scalar" }, operators ],
+            },
+        },
+        "person": {
+            "description": PERSON,
+            "anyOf": [
+                { "type": "string", "enum": PERSON_WORDS },
+                { "type": "string", "pattern": "^field:[A-Z_][A-Z0-9_]*$" },
+                { "type": "integer", "minimum": 1 },
+            ],
+        },
+        "on_missing": { "type": "string", "enum": ON_MISSING_WORDS, "description": ON_MISSING },
+        "duration": duration,
+        "deadline": {
+            "type": "object",
+            "description": DEADLINE,
+            "additionalProperties": false,
+            "properties": DEADLINE_KEYS
+                .iter()
+                .map(|key| (key.to_string(), deadline_property(key)))
+                .collect::<Map<String, Value>>(),
+            "anyOf": [
+                { "required": ["after"] },
+                { "required": ["before", "field"] },
+                { "required": ["at"] },
+            ],
+        },
+    });
+    if let Some(definitions) = definitions.as_object_mut() {
+        for kind in KINDS {
+            definitions.insert(kind.table().to_string(), definition(kind));
+        }
+    }
+
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "b24-robot rule file",
+        "description": "Rules applied when a Bitrix24 deal enters a stage. See docs/rules.md.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": TOP_LEVEL
+            .iter()
+            .map(|key| (key.to_string(), top_property(key)))
+            .collect::<Map<String, Value>>(),
+        "definitions": definitions,
+    })
+}
+
+/// The schema, pretty-printed.
+pub fn text() -> String {
+    serde_json::to_string_pretty(&schema()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `{}` in the schema: a key the loader takes that has no type or description here.
+    fn undescribed(value: &Value, path: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) if map.is_empty() => found.push(path.to_string()),
+            Value::Object(map) => {
+                for (key, value) in map {
+                    undescribed(value, &format!("{path}/{key}"), found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, value) in items.iter().enumerate() {
+                    undescribed(value, &format!("{path}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_key_the_loader_takes_is_described() {
+        let mut found = Vec::new();
+        undescribed(&schema(), "", &mut found);
+        assert_eq!(found, Vec::<String>::new());
+    }
+}
