@@ -32,7 +32,7 @@ pub struct AdminState {
     pub scheduler: Scheduler,
     pub token: Secret,
     /// The service's backfill (`/admin/backfill`).
-    pub backfill: Option<crate::backfill::Service>,
+    pub backfill: Option<crate::worker::backfill::Service>,
     /// How long a route waits for the store before answering 503.
     pub store_timeout: Duration,
 }
@@ -180,7 +180,7 @@ async fn backfill_status(
 /// Starts a backfill in the background with the options of the body (JSON); 409 if one runs.
 async fn backfill_start(
     State(state): State<AdminState>,
-    axum::Json(options): axum::Json<crate::backfill::BackfillOptions>,
+    axum::Json(options): axum::Json<crate::worker::backfill::BackfillOptions>,
 ) -> Response {
     let Some(b) = &state.backfill else {
         return (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response();

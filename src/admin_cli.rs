@@ -14,10 +14,10 @@ use crate::admin::{
     deal_report, format_deal_report, format_jobs_report, format_store_check, jobs_report,
     store_check_report,
 };
-use crate::backfill::{BackfillOptions, Status};
 use crate::cli::{JobsAction, StoreAction, load_settings};
 use crate::configuration::Settings;
 use crate::store::{Store, StoreError};
+use crate::worker::backfill::{BackfillOptions, Status};
 
 /// Where the answer came from.
 enum Source {
@@ -305,7 +305,11 @@ pub async fn backfill(config: Option<PathBuf>, options: BackfillOptions) -> Exit
 fn draw(status: &Value) {
     use std::io::Write;
     let mut err = std::io::stderr();
-    let _ = write!(err, "\r{}\x1b[K", crate::backfill::progress_line(status));
+    let _ = write!(
+        err,
+        "\r{}\x1b[K",
+        crate::worker::backfill::progress_line(status)
+    );
     let _ = err.flush();
 }
 
@@ -391,7 +395,9 @@ async fn backfill_here(
             status.clone(),
             stop.clone(),
         );
-        tokio::spawn(async move { crate::backfill::run(&worker, &options, &status, &stop).await })
+        tokio::spawn(async move {
+            crate::worker::backfill::run(&worker, &options, &status, &stop).await
+        })
     };
     let mut printed = 0usize;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());

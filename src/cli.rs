@@ -189,7 +189,7 @@ pub fn run(cli: Cli) -> ExitCode {
             restart,
         } => runtime.block_on(crate::admin_cli::backfill(
             cli.config,
-            crate::backfill::BackfillOptions {
+            crate::worker::backfill::BackfillOptions {
                 rule,
                 pipeline,
                 dry_run,
