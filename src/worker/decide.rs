@@ -10,14 +10,14 @@ use serde_json::Value;
 use super::job::{Ending, Job, failure};
 use super::read::{DealRead, deal_of};
 use super::{Activity, Worker};
-use crate::bitrix::ErrorKind;
+use crate::bitrix::{CallError, ErrorKind, Response};
 use crate::rules::{
     Deal, Decision, Evaluation, FieldCatalog, Input, Outcome, RuleSet, StageEntry, StageSemantic,
     evaluate,
 };
 use crate::store::{
-    Echo, EffectKind, EffectRecord, EffectState, EntryAction, EntryRecord, RECORD_VERSION,
-    StoreError, now_ms,
+    DealState, Echo, EffectKind, EffectRecord, EffectState, EntryAction, EntryRecord,
+    RECORD_VERSION, StoreError, now_ms,
 };
 
 /// The entries of a deal's history the service has not seen yet, classified.
@@ -101,55 +101,16 @@ impl Worker {
         read: DealRead,
         catalog: &FieldCatalog,
     ) -> Result<(), StoreError> {
-        let deal_id = job.deal_id;
-        let deal = match read.deal {
-            // Nothing is recorded from a malformed answer (no entry used up as superseded):
-            // the job is tried again, and parked with the reason if the portal goes on.
-            Some(Ok(answer)) => match deal_of(deal_id, answer) {
-                Ok(deal) => deal,
-                Err(why) => {
-                    job.end(Ending::Retry(why));
-                    return Ok(());
-                }
-            },
-            Some(Err(error)) if error.kind() == ErrorKind::NotFound => {
-                return self.deal_deleted(job);
-            }
-            Some(Err(error)) => {
-                job.end(failure(&error));
-                return Ok(());
-            }
-            None => {
-                job.end(Ending::Retry("crm.deal.get: no answer".into()));
-                return Ok(());
-            }
+        let Some((deal, entries)) = self.usable_answers(job, read.deal, read.history).await? else {
+            return Ok(());
         };
-        // Oldest first, each entry once.
-        let entries = match read.history {
-            Some(Ok(answer)) => match self.history_items(deal_id, answer).await {
-                Ok(items) => items,
-                Err(ending) => {
-                    job.end(ending);
-                    return Ok(());
-                }
-            },
-            Some(Err(error)) => {
-                job.end(failure(&error));
-                return Ok(());
-            }
-            None => {
-                job.end(Ending::Retry("crm.stagehistory.list: no answer".into()));
-                return Ok(());
-            }
-        };
-
         self.resolve_pending(job, read.lookups)?;
 
         let Some(new) = classify(job, &entries, floor, &deal) else {
             // An update without a new stage entry runs no rules.
             if !job.known {
                 job.first_met(floor, entries.last());
-                self.store.put_deal_state(deal_id, &job.state)?;
+                self.store.put_deal_state(job.deal_id, &job.state)?;
             }
             job.end(Ending::Done);
             return Ok(());
@@ -165,7 +126,7 @@ impl Worker {
                 // it too: it stands in when the history item did not carry one.
                 let entry = &with_deal_semantic(entry, &deal);
                 decisions = self.evaluate_entry(
-                    deal_id,
+                    job.deal_id,
                     &rules,
                     &deal,
                     entry,
@@ -181,61 +142,85 @@ impl Worker {
                     }
                 }
             }
-            let note = match &action {
-                EntryAction::Acted => format!("{} rule(s) concerned", decisions.len()),
-                EntryAction::Superseded { now_in } => {
-                    format!(
-                        "superseded: the deal is now in {}",
-                        now_in.as_deref().unwrap_or("?")
-                    )
-                }
-                EntryAction::Echo => "the service's own move: no rules".into(),
-            };
-            tracing::info!(
-                deal_id, entry_id = entry.id, stage = %entry.stage_id, event_id = job.event_id(),
-                acted = action == EntryAction::Acted, "{note}"
-            );
-            self.metrics.stage_entry(&action);
-            self.emit(Activity::StageEntry {
-                deal_id,
-                entry_id: entry.id,
-                stage_id: entry.stage_id.clone(),
-                acted: action == EntryAction::Acted,
-                note,
-            });
-            records.push(EntryRecord {
-                v: RECORD_VERSION,
-                deal_id,
-                entry: entry.clone(),
-                recorded_at_ms: now_ms(),
-                action,
-                ruleset_version: rules.version().to_string(),
-                decisions,
-                event_ids: job.queued.event_ids.clone(),
-                note: None,
-            });
+            self.tell_entry(job, entry, &action, decisions.len());
+            records.push(entry_record(job, entry, action, decisions, &rules, None));
         }
-        let newest = new.newest;
-        for effect in &intents {
-            if effect.kind == EffectKind::MoveBack {
-                let to_stage = effect
-                    .params
-                    .pointer("/fields/STAGE_ID")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                job.state.echo = Some(Echo {
-                    to_stage: to_stage.to_string(),
-                    after_entry_id: newest.id,
-                });
-            }
-        }
-        job.state.last_entry_id = newest.id;
-        job.state.stage_id = Some(newest.stage_id.clone());
-        job.state.category_id = Some(newest.category_id);
-        job.state.deleted = false;
+        advance(&mut job.state, new.newest, &intents);
         self.record(job, &records, intents)?;
         job.end(Ending::Done);
         Ok(())
+    }
+
+    /// The deal and its history (oldest first, each entry once) from the read batch's answers;
+    /// `None` when they cannot be used this round (the job's ending says why) or the deal is
+    /// gone.
+    async fn usable_answers(
+        &self,
+        job: &mut Job,
+        deal: Option<Result<Response, CallError>>,
+        history: Option<Result<Response, CallError>>,
+    ) -> Result<Option<(Deal, Vec<StageEntry>)>, StoreError> {
+        let deal_id = job.deal_id;
+        let deal = match deal {
+            // Nothing is recorded from a malformed answer (no entry used up as superseded):
+            // the job is tried again, and parked with the reason if the portal goes on.
+            Some(Ok(answer)) => match deal_of(deal_id, answer) {
+                Ok(deal) => deal,
+                Err(why) => {
+                    job.end(Ending::Retry(why));
+                    return Ok(None);
+                }
+            },
+            Some(Err(error)) if error.kind() == ErrorKind::NotFound => {
+                self.deal_deleted(job)?;
+                return Ok(None);
+            }
+            Some(Err(error)) => {
+                job.end(failure(&error));
+                return Ok(None);
+            }
+            None => {
+                job.end(Ending::Retry("crm.deal.get: no answer".into()));
+                return Ok(None);
+            }
+        };
+        let ending = match history {
+            Some(Ok(answer)) => match self.history_items(deal_id, answer).await {
+                Ok(entries) => return Ok(Some((deal, entries))),
+                Err(ending) => ending,
+            },
+            Some(Err(error)) => failure(&error),
+            None => Ending::Retry("crm.stagehistory.list: no answer".into()),
+        };
+        job.end(ending);
+        Ok(None)
+    }
+
+    /// A stage entry of a round told: logged, counted, and sent to the listeners.
+    fn tell_entry(&self, job: &Job, entry: &StageEntry, action: &EntryAction, concerned: usize) {
+        let note = match action {
+            EntryAction::Acted => format!("{concerned} rule(s) concerned"),
+            EntryAction::Superseded { now_in } => {
+                format!(
+                    "superseded: the deal is now in {}",
+                    now_in.as_deref().unwrap_or("?")
+                )
+            }
+            EntryAction::Echo => "the service's own move: no rules".into(),
+        };
+        let acted = *action == EntryAction::Acted;
+        tracing::info!(
+            deal_id = job.deal_id, entry_id = entry.id, stage = %entry.stage_id,
+            event_id = job.event_id(), acted, "{note}"
+        );
+        self.metrics.stage_entry(action);
+        self.emit(Activity::StageEntry {
+            deal_id: job.deal_id,
+            entry_id: entry.id,
+            stage_id: entry.stage_id.clone(),
+            acted,
+            note,
+        });
     }
 
     /// The rules' decisions for one stage entry of the deal (no I/O: [`evaluate`]); tunnels
@@ -321,6 +306,51 @@ impl Worker {
         job.end(Ending::Done);
         Ok(())
     }
+}
+
+/// The decision log's record of one stage entry of the job's deal: what was done about it
+/// and the rules' decisions, under the rules' version and the events behind the job.
+pub(crate) fn entry_record(
+    job: &Job,
+    entry: &StageEntry,
+    action: EntryAction,
+    decisions: Vec<Decision>,
+    rules: &RuleSet,
+    note: Option<&str>,
+) -> EntryRecord {
+    EntryRecord {
+        v: RECORD_VERSION,
+        deal_id: job.deal_id,
+        entry: entry.clone(),
+        recorded_at_ms: now_ms(),
+        action,
+        ruleset_version: rules.version().to_string(),
+        decisions,
+        event_ids: job.queued.event_ids.clone(),
+        note: note.map(str::to_string),
+    }
+}
+
+/// The deal's state once its new entries are recorded: seen up to the newest, in its stage,
+/// and, when a move back is planned, expecting that move's echo.
+fn advance(state: &mut DealState, newest: &StageEntry, intents: &[EffectRecord]) {
+    for effect in intents {
+        if effect.kind == EffectKind::MoveBack {
+            let to_stage = effect
+                .params
+                .pointer("/fields/STAGE_ID")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            state.echo = Some(Echo {
+                to_stage: to_stage.to_string(),
+                after_entry_id: newest.id,
+            });
+        }
+    }
+    state.last_entry_id = newest.id;
+    state.stage_id = Some(newest.stage_id.clone());
+    state.category_id = Some(newest.category_id);
+    state.deleted = false;
 }
 
 /// The entry with the deal's `STAGE_SEMANTIC_ID` when the history item had none ("P" is what a

@@ -432,6 +432,70 @@ mod tests {
     }
 
     #[test]
+    fn the_link_comments_of_a_copy_keep_their_keys_calls_and_texts() {
+        let copy = EffectRecord {
+            v: 1,
+            deal_id: 5,
+            entry_id: 100,
+            rule: "to-delivery".into(),
+            index: 1,
+            kind: EffectKind::CopyDeal,
+            method: "crm.deal.add".into(),
+            params: json!({"fields": {"CATEGORY_ID": 2}}),
+            marker: marker(5, 100, "to-delivery", 1),
+            state: EffectState::Done { id: "77".into() },
+            attempts: 1,
+            updated_at_ms: 0,
+        };
+        let links = link_comments(&copy, "77", "https://x.bitrix24.ru");
+        let keys: Vec<(u64, u64, &str, u32, &str)> = links
+            .iter()
+            .map(|l| {
+                (
+                    l.deal_id,
+                    l.entry_id,
+                    l.rule.as_str(),
+                    l.index,
+                    l.marker.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (
+                    5,
+                    100,
+                    "to-delivery",
+                    1002,
+                    "b24robot:5:100:to-delivery:1002"
+                ),
+                (
+                    5,
+                    100,
+                    "to-delivery",
+                    1003,
+                    "b24robot:5:100:to-delivery:1003"
+                ),
+            ]
+        );
+        assert!(links.iter().all(|l| l.kind == EffectKind::Comment
+            && l.method == "crm.timeline.comment.add"
+            && l.state == EffectState::Pending
+            && l.attempts == 1));
+        assert_eq!(
+            links[0].params,
+            json!({"fields": {"ENTITY_ID": 5, "ENTITY_TYPE": "deal", "COMMENT":
+                "Copied into pipeline 2 as deal #77: https://x.bitrix24.ru/crm/deal/details/77/ (rule \"to-delivery\")"}})
+        );
+        assert_eq!(
+            links[1].params,
+            json!({"fields": {"ENTITY_ID": 77, "ENTITY_TYPE": "deal", "COMMENT":
+                "Copy of deal #5: https://x.bitrix24.ru/crm/deal/details/5/ (rule \"to-delivery\")"}})
+        );
+    }
+
+    #[test]
     fn created_ids_are_read_from_each_answer_shape() {
         assert_eq!(
             created_id(EffectKind::Task, &json!({"task": {"id": "3711"}}), 1),

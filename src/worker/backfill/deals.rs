@@ -8,11 +8,12 @@ use serde_json::json;
 
 use super::{BackfillError, Run};
 use crate::bitrix::{CallError, ErrorKind, Response, calls};
-use crate::rules::FieldCatalog;
+use crate::rules::{Deal, FieldCatalog, StageEntry};
 use crate::store::{
     EffectKind, EffectState, EntryAction, EntryRecord, QueuedDeal, RECORD_VERSION, StoreError,
     now_ms,
 };
+use crate::worker::decide::entry_record;
 use crate::worker::job::{Ending, Job};
 use crate::worker::portal::HISTORY_SELECT;
 use crate::worker::read::{deal_of, entries_of, history_page};
@@ -211,53 +212,15 @@ impl Run<'_> {
     ) -> Result<Verdict, BackfillError> {
         let worker = self.worker;
         let deal_id = job.deal_id;
-        let deal = match deal_of(deal_id, deal) {
-            Ok(deal) => deal,
-            Err(why) => return Ok(Verdict::Malformed(why)),
+        let Current {
+            deal,
+            entry,
+            existing,
+            done,
+        } = match self.classify(job, history, deal)? {
+            Ok(current) => current,
+            Err(verdict) => return Ok(verdict),
         };
-        let items = history_page(&history.result).map_err(BackfillError::Malformed)?;
-        // The newest entry (the first listed of the newest id).
-        let newest = entries_of(deal_id, items)
-            .map_err(BackfillError::Malformed)?
-            .into_iter()
-            .reduce(|newest, e| if e.id > newest.id { e } else { newest });
-        let Some(entry) = newest else {
-            tracing::debug!(deal_id, "backfill: the deal has no stage history");
-            return Ok(Verdict::Skipped);
-        };
-        if deal.stage_id() != Some(entry.stage_id.as_str()) {
-            // It moved between the two reads: the worker acts on that move.
-            return Ok(Verdict::Skipped);
-        }
-        if entry.id > job.seen(self.floor) {
-            // A move the service has not processed yet: the worker acts on it (all rules, gates
-            // included), not the backfill.
-            return Ok(Verdict::Skipped);
-        }
-        let existing = worker
-            .store
-            .entries(deal_id)?
-            .into_iter()
-            .find(|e| e.entry.id == entry.id);
-        if existing
-            .as_ref()
-            .is_some_and(|e| e.action != EntryAction::Acted)
-        {
-            // The service's own move (a revert), or superseded: no rules for it.
-            return Ok(Verdict::Already);
-        }
-        let mut done: HashSet<String> = existing
-            .iter()
-            .flat_map(|e| e.decisions.iter().map(|d| d.rule.clone()))
-            .collect();
-        done.extend(
-            worker
-                .store
-                .effects(deal_id)?
-                .into_iter()
-                .filter(|e| e.entry_id == entry.id)
-                .map(|e| e.rule),
-        );
         // Not a move: no previous stage, so a gate's revert acts as warn.
         let mut decisions =
             worker.evaluate_entry(deal_id, &self.rules, &deal, &entry, None, catalog);
@@ -302,17 +265,15 @@ impl Run<'_> {
                 record.note = Some("backfill".into());
                 record
             }
-            None => EntryRecord {
-                v: RECORD_VERSION,
-                deal_id,
-                entry: entry.clone(),
-                recorded_at_ms: now_ms(),
-                action: EntryAction::Acted,
-                ruleset_version: self.rules.version().to_string(),
+            // A backfill's job has no event behind it: no event ids.
+            None => entry_record(
+                job,
+                &entry,
+                EntryAction::Acted,
                 decisions,
-                event_ids: Vec::new(),
-                note: Some("backfill".into()),
-            },
+                &self.rules,
+                Some("backfill"),
+            ),
         };
         if !job.known {
             // As a round records a deal it meets without a new entry.
@@ -329,6 +290,85 @@ impl Run<'_> {
         worker.record(job, &[record], intents)?;
         tracing::info!(deal_id, entry_id = entry.id, stage = %entry.stage_id, effects = count, "backfill: rules applied to the current stage entry");
         Ok(Verdict::Applied { effects: count })
+    }
+}
+
+/// A deal's current entry, to be decided by the backfill.
+struct Current {
+    deal: Deal,
+    /// The deal's newest history entry: the stage it is in now.
+    entry: StageEntry,
+    /// The decision log's record of the entry, if the service met it.
+    existing: Option<EntryRecord>,
+    /// The rules already decided for it (by a round or an earlier backfill): not again.
+    done: HashSet<String>,
+}
+
+impl Run<'_> {
+    /// The classify step of a backfill: the deal's current entry if the backfill is to decide
+    /// it, else the verdict (no history, moved meanwhile, a move the worker has yet to act on,
+    /// the service's own move, a malformed answer).
+    fn classify(
+        &self,
+        job: &Job,
+        history: &Response,
+        deal: Response,
+    ) -> Result<Result<Current, Verdict>, BackfillError> {
+        let worker = self.worker;
+        let deal_id = job.deal_id;
+        let deal = match deal_of(deal_id, deal) {
+            Ok(deal) => deal,
+            Err(why) => return Ok(Err(Verdict::Malformed(why))),
+        };
+        let items = history_page(&history.result).map_err(BackfillError::Malformed)?;
+        // The newest entry (the first listed of the newest id).
+        let newest = entries_of(deal_id, items)
+            .map_err(BackfillError::Malformed)?
+            .into_iter()
+            .reduce(|newest, e| if e.id > newest.id { e } else { newest });
+        let Some(entry) = newest else {
+            tracing::debug!(deal_id, "backfill: the deal has no stage history");
+            return Ok(Err(Verdict::Skipped));
+        };
+        if deal.stage_id() != Some(entry.stage_id.as_str()) {
+            // It moved between the two reads: the worker acts on that move.
+            return Ok(Err(Verdict::Skipped));
+        }
+        if entry.id > job.seen(self.floor) {
+            // A move the service has not processed yet: the worker acts on it (all rules, gates
+            // included), not the backfill.
+            return Ok(Err(Verdict::Skipped));
+        }
+        let existing = worker
+            .store
+            .entries(deal_id)?
+            .into_iter()
+            .find(|e| e.entry.id == entry.id);
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.action != EntryAction::Acted)
+        {
+            // The service's own move (a revert), or superseded: no rules for it.
+            return Ok(Err(Verdict::Already));
+        }
+        let mut done: HashSet<String> = existing
+            .iter()
+            .flat_map(|e| e.decisions.iter().map(|d| d.rule.clone()))
+            .collect();
+        done.extend(
+            worker
+                .store
+                .effects(deal_id)?
+                .into_iter()
+                .filter(|e| e.entry_id == entry.id)
+                .map(|e| e.rule),
+        );
+        Ok(Ok(Current {
+            deal,
+            entry,
+            existing,
+            done,
+        }))
     }
 }
 
