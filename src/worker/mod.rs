@@ -100,8 +100,8 @@ pub struct Worker {
     /// The portal's one client: its leaky bucket is shared by every round, the sweep and a
     /// backfill, so that together they stay under the portal's limit.
     pub client: Client,
-    /// The rules in force, read once per deal's decision: a reload between two rounds applies
-    /// from the next one, never halfway through a deal.
+    /// The rules in force, read once per deal's decision: a reload takes effect from the next
+    /// deal decided, never halfway through one (a backfill keeps the rules it started with).
     pub rules: RulesHandle,
     /// Working days and hours for the deadlines the rules compute.
     pub calendar: Calendar,
