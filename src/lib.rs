@@ -18,12 +18,11 @@
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones).
 //! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries.
 //! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
-//! - [`backfill`] applies the rules to the deals already sitting in their stages, once.
+//! - [`worker::backfill`] applies the rules to the deals already sitting in their stages, once.
 //! - [`text`] keeps texts from outside (a portal's error descriptions) to a size.
 //! - [`metrics`] (`GET /metrics`) and [`rules::live`] (rules re-read on SIGHUP or a change) are
 //!   for the operators.
 
-pub mod backfill;
 pub mod bitrix;
 pub mod calendar;
 pub mod commands;

@@ -339,7 +339,7 @@ impl Application {
             store: intake.store.clone(),
             scheduler: intake.scheduler.clone(),
             token: settings.server.admin_token.clone(),
-            backfill: Some(crate::backfill::Service::new(
+            backfill: Some(crate::worker::backfill::Service::new(
                 worker.clone(),
                 stop_background.clone(),
             )),

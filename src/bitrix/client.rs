@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 use url::Url;
@@ -26,6 +25,7 @@ use super::envelope::{CallTime, Parsed, Response, parse_batch, parse_http};
 use super::error::{ApiError, CallError, ClientError, ErrorKind};
 use super::query::php_query;
 use super::rename;
+use super::retry::{Jitter, backoff};
 use crate::text::{ERROR_TEXT_MAX, cut};
 
 /// Most sub-calls one `batch` may carry.
@@ -378,6 +378,11 @@ impl Client {
         let result = self.call_counted(method, params, retry).await;
         self.count_call(method, &result);
         result
+    }
+
+    /// One call built by [`super::calls`]: [`Client::call`] with its method and parameters.
+    pub async fn send(&self, call: BatchCall, retry: Retry) -> Result<Response, CallError> {
+        self.call(&call.method, call.params, retry).await
     }
 
     async fn call_counted(
@@ -892,12 +897,12 @@ impl Client {
 
     /// Full jitter: uniform in `[0, min(max, base * 2^n)]`.
     fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .inner
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(retry.min(20)))
-            .min(self.inner.backoff_max);
-        Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling.as_secs_f64()))
+        backoff(
+            self.inner.backoff_base,
+            self.inner.backoff_max,
+            retry,
+            Jitter::Full,
+        )
     }
 }
 

@@ -9,12 +9,15 @@
 //! - `bucket` paces requests like the portal's own counter and learns from 503s;
 //! - `client` ties them together: retries with jittered backoff, 429 parking per method,
 //!   302 re-posting to a renamed portal;
-//! - `rename` says which redirects are portal renames (the others are refused).
+//! - `rename` says which redirects are portal renames (the others are refused);
+//! - `retry` is the one backoff, the client's between attempts and the worker's between jobs;
+//! - `calls` builds each CRM call the service makes, in one place.
 //!
 //! The webhook URL holds a secret: no error, log line or `Debug` output of this module shows more
 //! of it than the scheme and host.
 
 mod bucket;
+pub mod calls;
 mod client;
 mod envelope;
 mod error;
@@ -22,6 +25,7 @@ mod error;
 mod fuzz;
 pub mod query;
 mod rename;
+mod retry;
 
 #[cfg(test)]
 mod tests;
@@ -30,3 +34,4 @@ pub use client::{BATCH_LIMIT, BatchCall, Client, ClientSettings, ClientStats, Re
 pub use envelope::{CallTime, Response};
 pub use error::{ApiError, CallError, ClientError, ErrorKind};
 pub use query::php_query;
+pub use retry::{Jitter, backoff};

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::admin::{AdminError, Source, api, api_with, source};
 use super::{CommandError, CommandResult, load_settings};
-use crate::backfill::{BackfillOptions, Status};
 use crate::configuration::Settings;
 use crate::store::Store;
+use crate::worker::backfill::{BackfillOptions, Status};
 
 /// `backfill`: in the running service (through the admin API, polled for the progress bar), or
 /// here on the store when no service runs. Ctrl-C interrupts it; the same command continues.
@@ -56,7 +56,11 @@ pub async fn run(config: Option<PathBuf>, options: BackfillOptions) -> CommandRe
 fn draw(status: &Value) {
     use std::io::Write;
     let mut err = std::io::stderr();
-    let _ = write!(err, "\r{}\x1b[K", crate::backfill::progress_line(status));
+    let _ = write!(
+        err,
+        "\r{}\x1b[K",
+        crate::worker::backfill::progress_line(status)
+    );
     let _ = err.flush();
 }
 
@@ -142,7 +146,9 @@ async fn backfill_here(
             status.clone(),
             stop.clone(),
         );
-        tokio::spawn(async move { crate::backfill::run(&worker, &options, &status, &stop).await })
+        tokio::spawn(async move {
+            crate::worker::backfill::run(&worker, &options, &status, &stop).await
+        })
     };
     let mut printed = 0usize;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());

@@ -280,7 +280,7 @@ pub fn run(cli: Cli) -> ExitCode {
             restart,
         } => runtime.block_on(backfill::run(
             config,
-            crate::backfill::BackfillOptions {
+            crate::worker::backfill::BackfillOptions {
                 rule,
                 pipeline,
                 dry_run,

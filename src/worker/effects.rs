@@ -1,10 +1,12 @@
 //! From a rule's effect to the REST write that applies it, and back: the call to make, the
-//! marker by which what it created is found again, and the id in its answer.
+//! marker by which what it created is found again, and the id in its answer. The comments that
+//! link a tunnel copy with its source are planned here too, once the copy has its id.
 
 use serde_json::{Value, json};
 
+use crate::bitrix::{BatchCall, calls};
 use crate::rules::{CopyOrigin, Effect, Person};
-use crate::store::{EffectKind, EffectRecord};
+use crate::store::{EffectKind, EffectRecord, EffectState, RECORD_VERSION, now_ms};
 
 /// `ORIGINATOR_ID` of the deals the service creates (the rules read it back: a copy's origin).
 pub use crate::rules::ORIGINATOR;
@@ -17,6 +19,23 @@ pub struct PlannedCall {
     pub params: Value,
     pub marker: String,
 }
+
+impl PlannedCall {
+    fn new(kind: EffectKind, call: BatchCall, marker: String) -> PlannedCall {
+        PlannedCall {
+            kind,
+            method: call.method,
+            params: call.params,
+            marker,
+        }
+    }
+}
+
+/// Effect indexes from here on are the comments linking a tunnel copy with its source, made
+/// after the copy (they need its id): the copy of effect `i` links with `LINK_COMMENTS + 2i`
+/// (on the source) and `LINK_COMMENTS + 2i + 1` (on the copy). A rule's own effects are
+/// numbered from 0. Stored records are keyed by these numbers: they never change.
+pub const LINK_COMMENTS: u32 = 1000;
 
 /// The marker of one effect: deal, stage entry, rule and the effect's place in the rule.
 pub fn marker(deal_id: u64, entry_id: u64, rule: &str, index: u32) -> String {
@@ -53,39 +72,28 @@ pub fn plan(
             if let Some(deadline) = &task.deadline {
                 fields.insert("DEADLINE".into(), json!(deadline.to_rfc3339()));
             }
-            fields.insert("UF_CRM_TASK".into(), json!([format!("D_{deal_id}")]));
+            fields.insert("UF_CRM_TASK".into(), json!([calls::deal_binding(deal_id)]));
             fields.insert("XML_ID".into(), json!(marker));
-            Ok(PlannedCall {
-                kind: EffectKind::Task,
-                method: "tasks.task.add".into(),
-                params: json!({ "fields": fields }),
+            Ok(PlannedCall::new(
+                EffectKind::Task,
+                calls::task_add(fields),
                 marker,
-            })
+            ))
         }
-        Effect::AddComment { text } => Ok(PlannedCall {
-            kind: EffectKind::Comment,
-            method: "crm.timeline.comment.add".into(),
-            params: json!({ "fields": { "ENTITY_ID": deal_id, "ENTITY_TYPE": "deal", "COMMENT": text } }),
-            marker,
-        }),
+        Effect::AddComment { text } => Ok(comment(json!(deal_id), text, marker)),
         Effect::Notify { user, message } => {
             let user = resolve(user)?;
             // A notification with an existing TAG replaces the older one: a re-send after an
             // unknown outcome cannot show twice. Through a webhook, TAG goes with CLIENT_ID
             // (im.notify.system.add's documentation).
-            Ok(PlannedCall {
-                kind: EffectKind::Notify,
-                method: "im.notify.system.add".into(),
-                params: json!({ "USER_ID": user, "MESSAGE": message, "TAG": marker.clone(), "CLIENT_ID": ORIGINATOR }),
-                marker,
-            })
+            let call = calls::notify(user, message, &marker, ORIGINATOR);
+            Ok(PlannedCall::new(EffectKind::Notify, call, marker))
         }
-        Effect::MoveBack { to_stage } => Ok(PlannedCall {
-            kind: EffectKind::MoveBack,
-            method: "crm.deal.update".into(),
-            params: json!({ "id": deal_id, "fields": { "STAGE_ID": to_stage } }),
+        Effect::MoveBack { to_stage } => Ok(PlannedCall::new(
+            EffectKind::MoveBack,
+            calls::deal_move(deal_id, to_stage),
             marker,
-        }),
+        )),
         Effect::CopyDeal(copy) => {
             let responsible = resolve(&copy.responsible)?;
             let mut fields = copy.fields.clone();
@@ -94,14 +102,91 @@ pub fn plan(
             fields.insert("ASSIGNED_BY_ID".into(), json!(responsible));
             fields.insert("ORIGINATOR_ID".into(), json!(ORIGINATOR));
             fields.insert("ORIGIN_ID".into(), json!(origin_id(&marker, copy.depth)));
-            Ok(PlannedCall {
-                kind: EffectKind::CopyDeal,
-                method: "crm.deal.add".into(),
-                params: json!({ "fields": fields }),
+            Ok(PlannedCall::new(
+                EffectKind::CopyDeal,
+                calls::deal_add(fields),
                 marker,
-            })
+            ))
         }
     }
+}
+
+/// A comment on a deal's timeline (`deal` as sent: its id).
+fn comment(deal: Value, text: &str, marker: String) -> PlannedCall {
+    PlannedCall::new(EffectKind::Comment, calls::comment_add(deal, text), marker)
+}
+
+/// The intent of one planned effect, as the store keeps it until the call is made. It is
+/// recorded as possibly sent (`attempts: 1`): after a crash, look before creating again.
+pub fn intent(
+    deal_id: u64,
+    entry_id: u64,
+    rule: &str,
+    index: u32,
+    call: PlannedCall,
+    state: EffectState,
+) -> EffectRecord {
+    EffectRecord {
+        v: RECORD_VERSION,
+        deal_id,
+        entry_id,
+        rule: rule.to_string(),
+        index,
+        kind: call.kind,
+        method: call.method,
+        params: call.params,
+        marker: call.marker,
+        state,
+        attempts: 1,
+        updated_at_ms: now_ms(),
+    }
+}
+
+/// The two timeline comments that link a tunnel copy and its source deal, as intents keyed
+/// after the copy's own ([`LINK_COMMENTS`]): on the source, the copy's address; on the copy,
+/// the source's.
+pub fn link_comments(copy: &EffectRecord, copy_id: &str, portal_origin: &str) -> Vec<EffectRecord> {
+    let source = copy.deal_id;
+    let pipeline = copy
+        .params
+        .pointer("/fields/CATEGORY_ID")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let on_copy = copy_id
+        .parse::<u64>()
+        .map_or_else(|_| Value::String(copy_id.to_string()), Value::from);
+    let texts = [
+        (
+            json!(source),
+            format!(
+                "Copied into pipeline {pipeline} as deal #{copy_id}: {portal_origin}/crm/deal/details/{copy_id}/ (rule \"{}\")",
+                copy.rule
+            ),
+        ),
+        (
+            on_copy,
+            format!(
+                "Copy of deal #{source}: {portal_origin}/crm/deal/details/{source}/ (rule \"{}\")",
+                copy.rule
+            ),
+        ),
+    ];
+    texts
+        .into_iter()
+        .zip(0u32..)
+        .map(|((on, text), i)| {
+            let index = LINK_COMMENTS + copy.index * 2 + i;
+            let marker = marker(copy.deal_id, copy.entry_id, &copy.rule, index);
+            intent(
+                copy.deal_id,
+                copy.entry_id,
+                &copy.rule,
+                index,
+                comment(on, &text, marker),
+                EffectState::Pending,
+            )
+        })
+        .collect()
 }
 
 /// `ORIGIN_ID` of a copy: the marker without its prefix (the field is short on some portals),
@@ -128,7 +213,7 @@ fn recorded_origin_id(effect: &EffectRecord) -> String {
 /// The read that finds what an earlier attempt of this effect may have created, if one exists.
 /// `None`: nothing to look for (the write is harmless to repeat: a move, a notification whose
 /// `TAG` makes Bitrix24 replace the older one).
-pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
+pub fn lookup_call(effect: &EffectRecord) -> Option<BatchCall> {
     match effect.kind {
         EffectKind::Task => {
             let title = effect
@@ -136,31 +221,15 @@ pub fn lookup_call(effect: &EffectRecord) -> Option<(String, Value)> {
                 .pointer("/fields/TITLE")
                 .cloned()
                 .unwrap_or(Value::Null);
-            Some((
-                "tasks.task.list".into(),
-                json!({
-                    "filter": { "UF_CRM_TASK": format!("D_{}", effect.deal_id), "TITLE": title },
-                    "select": ["ID", "TITLE", "XML_ID", "UF_CRM_TASK"],
-                }),
-            ))
+            Some(calls::task_lookup(effect.deal_id, title))
         }
-        EffectKind::CopyDeal => Some((
-            "crm.deal.list".into(),
-            json!({
-                "filter": { "ORIGINATOR_ID": ORIGINATOR, "ORIGIN_ID": recorded_origin_id(effect) },
-                "select": ["ID", "ORIGINATOR_ID", "ORIGIN_ID"],
-            }),
+        EffectKind::CopyDeal => Some(calls::deals_by_origin(
+            ORIGINATOR,
+            &recorded_origin_id(effect),
         )),
         EffectKind::Comment => {
-            let fields = effect.params.get("fields")?;
-            Some((
-                "crm.timeline.comment.list".into(),
-                json!({
-                    "filter": { "ENTITY_ID": fields.get("ENTITY_ID")?, "ENTITY_TYPE": "deal" },
-                    "order": { "ID": "DESC" },
-                    "select": ["ID", "COMMENT", "CREATED"],
-                }),
-            ))
+            let deal = effect.params.get("fields")?.get("ENTITY_ID")?;
+            Some(calls::comments(deal))
         }
         EffectKind::Notify | EffectKind::MoveBack => None,
     }
@@ -346,7 +415,7 @@ mod tests {
             attempts: 1,
             updated_at_ms: 0,
         };
-        let (_, lookup) = lookup_call(&record).expect("a lookup");
+        let lookup = lookup_call(&record).expect("a lookup").params;
         assert_eq!(lookup["filter"]["ORIGIN_ID"], "9:300:t:0:2");
         let listed =
             json!([{"ID": "77", "ORIGINATOR_ID": "b24-robot", "ORIGIN_ID": "9:300:t:0:2"}]);
@@ -357,8 +426,72 @@ mod tests {
             ..record
         };
         assert_eq!(
-            lookup_call(&old).expect("a lookup").1["filter"]["ORIGIN_ID"],
+            lookup_call(&old).expect("a lookup").params["filter"]["ORIGIN_ID"],
             "9:300:t:0"
+        );
+    }
+
+    #[test]
+    fn the_link_comments_of_a_copy_keep_their_keys_calls_and_texts() {
+        let copy = EffectRecord {
+            v: 1,
+            deal_id: 5,
+            entry_id: 100,
+            rule: "to-delivery".into(),
+            index: 1,
+            kind: EffectKind::CopyDeal,
+            method: "crm.deal.add".into(),
+            params: json!({"fields": {"CATEGORY_ID": 2}}),
+            marker: marker(5, 100, "to-delivery", 1),
+            state: EffectState::Done { id: "77".into() },
+            attempts: 1,
+            updated_at_ms: 0,
+        };
+        let links = link_comments(&copy, "77", "https://x.bitrix24.ru");
+        let keys: Vec<(u64, u64, &str, u32, &str)> = links
+            .iter()
+            .map(|l| {
+                (
+                    l.deal_id,
+                    l.entry_id,
+                    l.rule.as_str(),
+                    l.index,
+                    l.marker.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (
+                    5,
+                    100,
+                    "to-delivery",
+                    1002,
+                    "b24robot:5:100:to-delivery:1002"
+                ),
+                (
+                    5,
+                    100,
+                    "to-delivery",
+                    1003,
+                    "b24robot:5:100:to-delivery:1003"
+                ),
+            ]
+        );
+        assert!(links.iter().all(|l| l.kind == EffectKind::Comment
+            && l.method == "crm.timeline.comment.add"
+            && l.state == EffectState::Pending
+            && l.attempts == 1));
+        assert_eq!(
+            links[0].params,
+            json!({"fields": {"ENTITY_ID": 5, "ENTITY_TYPE": "deal", "COMMENT":
+                "Copied into pipeline 2 as deal #77: https://x.bitrix24.ru/crm/deal/details/77/ (rule \"to-delivery\")"}})
+        );
+        assert_eq!(
+            links[1].params,
+            json!({"fields": {"ENTITY_ID": 77, "ENTITY_TYPE": "deal", "COMMENT":
+                "Copy of deal #5: https://x.bitrix24.ru/crm/deal/details/5/ (rule \"to-delivery\")"}})
         );
     }
 

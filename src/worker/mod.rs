@@ -13,9 +13,22 @@
 //! (a crash, a timeout, a 5xx): the round first looks for it (a task by `UF_CRM_TASK` + `TITLE`
 //! with its `XML_ID` compared here; a copy by `ORIGINATOR_ID`/`ORIGIN_ID`) and creates it only
 //! when it is not there.
+//!
+//! The files, one role each: `round` orchestrates a round; `job` is a deal's job in it; `read`
+//! the read batch; `decide` the one decide path (classify → evaluate → plan → record) and
+//! `plan` its plan step; `apply` the writes and their results; `effects` maps an effect to its
+//! REST call and back; `portal` the stage-history parser and the caches of catalogs and
+//! people; `scheduler` which deals come next; `sweep` the control pass over the history;
+//! `backfill` the mode that applies the rules to deals already sitting in their stages.
 
+mod apply;
+pub mod backfill;
+mod decide;
 pub mod effects;
+mod job;
+mod plan;
 mod portal;
+mod read;
 mod round;
 mod scheduler;
 mod sweep;
@@ -35,9 +48,6 @@ pub use effects::{ORIGINATOR, PlannedCall, marker, plan};
 pub use portal::{CatalogCache, People};
 pub use scheduler::Scheduler;
 pub use sweep::{ensure_history_floor, sweep_once};
-// For the backfill, which reads, decides and writes as a round does.
-pub(crate) use portal::{HISTORY_SELECT, list_items, number, parse_entry};
-pub(crate) use round::{Ending, Job, malformed_deal};
 
 /// What the worker did, for whoever listens (the demo prints it; tests may wait on it).
 #[derive(Debug, Clone, PartialEq)]
@@ -63,17 +73,33 @@ pub enum Activity {
     DealDone { deal_id: u64 },
 }
 
-/// Everything a round needs.
+/// Everything a round needs. One per service, shared (`Arc`) by its concurrent rounds, the
+/// sweep and a backfill: whatever they must agree on lives here once.
 pub struct Worker {
+    /// The truth: queue, deal states, entries, effects. Every decision is recorded here before
+    /// its effect is sent.
     pub store: Store,
+    /// The portal's one client: its leaky bucket is shared by every round, the sweep and a
+    /// backfill, so that together they stay under the portal's limit.
     pub client: Client,
+    /// The rules in force, read once per deal's decision: a reload takes effect from the next
+    /// deal decided, never halfway through one (a backfill keeps the rules it started with).
     pub rules: RulesHandle,
+    /// Working days and hours for the deadlines the rules compute.
     pub calendar: Calendar,
+    /// `[worker]`: round sizes and concurrency, retries, the bounds on paging and chains.
     pub settings: WorkerSettings,
+    /// The portal's address when the service started, for the links to deals the rules' texts
+    /// and the link comments carry; taken once, while the client's own follows a rename.
     pub portal_origin: String,
+    /// Which deals are due, and which a round (or a backfill) holds: no deal is in two at once.
     pub scheduler: Scheduler,
+    /// The field catalog, cached: a round reads `crm.deal.fields` only when it is stale.
     pub catalog: CatalogCache,
+    /// Supervisors and departments, cached: people of one department share one walk.
     pub people: People,
+    /// Where to tell what was done (the demo prints it; tests wait on it); `None` when nobody
+    /// listens.
     pub activity: Option<mpsc::UnboundedSender<Activity>>,
     /// Stage entries and effects, counted for `/metrics`.
     pub metrics: Arc<crate::ops::metrics::Metrics>,
@@ -136,30 +162,6 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => {}
             }
-        }
-    }
-
-    /// Tunnels that made no copy because the deal is already the copy at
-    /// `rules.max_tunnel_depth` of a chain: their decisions failed (the decision log says why);
-    /// each is logged once and counted (`b24robot_tunnel_depth_exceeded_total`).
-    pub(crate) fn note_stopped_chains(
-        &self,
-        deal_id: u64,
-        entry_id: u64,
-        evaluation: &crate::rules::Evaluation,
-    ) {
-        for rule in &evaluation.chains_stopped {
-            let why = evaluation
-                .decisions
-                .iter()
-                .find(|d| d.rule == *rule)
-                .and_then(|d| match &d.outcome {
-                    crate::rules::Outcome::Failed(why) => Some(why.as_str()),
-                    _ => None,
-                })
-                .unwrap_or("tunnel chain too deep");
-            tracing::warn!(deal_id, entry_id, rule = %rule, "{why}");
-            self.metrics.tunnel_depth_exceeded();
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use serde_json::{Value, json};
 
-use crate::bitrix::{BatchCall, CallError, Client, ErrorKind, Retry};
+use crate::bitrix::{CallError, Client, ErrorKind, Retry, calls};
 use crate::rules::{FieldCatalog, StageEntry, StageSemantic};
 
 /// How long catalogs and people are trusted before they are read again.
@@ -186,15 +186,9 @@ impl People {
         }
 
         // Each user's first department.
-        let calls = todo
-            .iter()
-            .map(|u| BatchCall {
-                method: "user.get".into(),
-                params: json!({ "ID": u }),
-            })
-            .collect();
+        let users = todo.iter().map(|u| calls::user_get(*u)).collect();
         let mut walkers: Vec<(u64, Option<u64>)> = Vec::new();
-        for (&user, answer) in todo.iter().zip(client.batch(calls, Retry::Safe).await) {
+        for (&user, answer) in todo.iter().zip(client.batch(users, Retry::Safe).await) {
             match answer {
                 Err(error) => {
                     found.insert(user, Err(transient(error)));
@@ -224,14 +218,11 @@ impl People {
             needed.dedup();
             let mut failed: HashMap<u64, PersonError> = HashMap::new();
             if !needed.is_empty() {
-                let calls = needed
+                let departments = needed.iter().map(|d| calls::department_get(*d)).collect();
+                for (&id, answer) in needed
                     .iter()
-                    .map(|d| BatchCall {
-                        method: "department.get".into(),
-                        params: json!({ "ID": d }),
-                    })
-                    .collect();
-                for (&id, answer) in needed.iter().zip(client.batch(calls, Retry::Safe).await) {
+                    .zip(client.batch(departments, Retry::Safe).await)
+                {
                     match answer {
                         Ok(answer) => {
                             let d = answer.result.as_array().and_then(|a| a.first()).map(|d| {

@@ -5,12 +5,10 @@
 
 use std::collections::HashSet;
 
-use serde_json::json;
-
 use super::Worker;
 use super::portal::{list_items, number};
 
-use crate::bitrix::{BatchCall, CallError, Response, Retry};
+use crate::bitrix::{CallError, Response, Retry, calls};
 use crate::ops::metrics::{PagedList, PagingStop};
 use crate::store::{StoreError, now_ms};
 
@@ -35,14 +33,15 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
     if let Some(floor) = worker.store.history_floor()? {
         return Ok(floor);
     }
-    let answer = worker
-        .client
-        .call(
-            "crm.stagehistory.list",
-            json!({ "entityTypeId": 2, "order": { "ID": "DESC" }, "select": ["ID"] }),
-            Retry::Safe,
-        )
-        .await?;
+    let newest_first = |start| {
+        calls::stage_history(calls::History {
+            newest_first: true,
+            select: &["ID"],
+            start,
+            ..calls::History::default()
+        })
+    };
+    let answer = worker.client.send(newest_first(None), Retry::Safe).await?;
     let items = list_items(&answer.result, "items")
         .ok_or_else(|| SweepError::Malformed("no items in the answer".into()))?;
     let mut newest = items
@@ -59,11 +58,7 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
             let last_page = (total - 1) / PAGE * PAGE;
             let answer = worker
                 .client
-                .call(
-                    "crm.stagehistory.list",
-                    json!({ "entityTypeId": 2, "order": { "ID": "DESC" }, "select": ["ID"], "start": last_page }),
-                    Retry::Safe,
-                )
+                .send(newest_first(Some(calls::Start::At(last_page))), Retry::Safe)
                 .await?;
             let last = list_items(&answer.result, "items").into_iter().flatten();
             newest = newest.max(last.filter_map(|i| number(i, "ID").ok()).max().unwrap_or(0));
@@ -95,14 +90,15 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
     let max_pages = worker.settings.max_sweep_pages;
     let mut pages_read = 0usize;
     loop {
-        let params = |start: u64| {
-            json!({ "entityTypeId": 2, "filter": { ">ID": cursor }, "order": { "ID": "ASC" },
-                    "select": ["ID", "OWNER_ID"], "start": start })
+        let page = |start: u64| {
+            calls::stage_history(calls::History {
+                after: Some(cursor),
+                select: &["ID", "OWNER_ID"],
+                start: Some(calls::Start::At(start)),
+                ..calls::History::default()
+            })
         };
-        let first = worker
-            .client
-            .call("crm.stagehistory.list", params(0), Retry::Safe)
-            .await?;
+        let first = worker.client.send(page(0), Retry::Safe).await?;
         pages_read += 1;
         // In ascending order, a first page with nothing past the cursor has no page after it
         // that would: the rest are not read.
@@ -116,14 +112,8 @@ pub async fn sweep_once(worker: &Worker) -> Result<usize, SweepError> {
                 .take(MAX_PAGES_PER_PASS.min(max_pages.saturating_sub(pages_read)))
                 .collect();
             pages_read += starts.len();
-            let calls = starts
-                .iter()
-                .map(|s| BatchCall {
-                    method: "crm.stagehistory.list".into(),
-                    params: params(*s),
-                })
-                .collect();
-            for answer in worker.client.batch(calls, Retry::Safe).await {
+            let pages_after = starts.iter().map(|s| page(*s)).collect();
+            for answer in worker.client.batch(pages_after, Retry::Safe).await {
                 // Pages are taken in order up to the first that failed: the cursor never jumps a gap.
                 match answer {
                     Ok(page) => pages.push(page),

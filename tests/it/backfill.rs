@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use b24_robot::backfill::{BackfillOptions, RunState, Status, run};
 use b24_robot::ops::metrics::Metrics;
 use b24_robot::rules::{RuleSet, RulesHandle};
 use b24_robot::sandbox::{SimConfig, SimPortal};
 use b24_robot::store::Store;
+use b24_robot::worker::backfill::{BackfillOptions, RunState, Status, run};
 use b24_robot::worker::{CatalogCache, People, Scheduler, Worker};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::bitrix::{BatchCall, CallError, Client, Retry};
+use crate::bitrix::{CallError, Client, Retry, calls};
 use crate::rules::{Diagnostic, RuleSet, Severity, StageSemantic};
 
 /// What the portal has.
@@ -34,29 +34,9 @@ fn pipeline_of(stage: &str) -> u64 {
     crate::rules::stage_pipeline(stage).unwrap_or(0)
 }
 
-fn entity_id(pipeline: u64) -> String {
-    if pipeline == 0 {
-        "DEAL_STAGE".into()
-    } else {
-        format!("DEAL_STAGE_{pipeline}")
-    }
-}
-
 async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Portal, CallError> {
     let first = client
-        .batch(
-            vec![
-                BatchCall {
-                    method: "crm.category.list".into(),
-                    params: json!({ "entityTypeId": 2 }),
-                },
-                BatchCall {
-                    method: "crm.deal.fields".into(),
-                    params: json!({}),
-                },
-            ],
-            Retry::Safe,
-        )
+        .batch(vec![calls::pipelines(), calls::deal_fields()], Retry::Safe)
         .await;
     let mut answers = first.into_iter();
     let categories = answers
@@ -115,16 +95,10 @@ async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Porta
         .copied()
         .filter(|p| portal.pipelines.contains_key(p))
         .collect();
-    let calls = wanted
-        .iter()
-        .map(|p| BatchCall {
-            method: "crm.status.list".into(),
-            params: json!({ "filter": { "ENTITY_ID": entity_id(*p) }, "order": { "SORT": "ASC" } }),
-        })
-        .collect();
+    let stages = wanted.iter().map(|p| calls::stages(*p)).collect();
     for (pipeline, answer) in wanted
         .into_iter()
-        .zip(client.batch(calls, Retry::Safe).await)
+        .zip(client.batch(stages, Retry::Safe).await)
     {
         let answer = answer?;
         let mut stages = Vec::new();

@@ -29,7 +29,7 @@ pub(super) async fn status(
 /// Starts a backfill in the background with the options of the body (JSON); 409 if one runs.
 pub(super) async fn start(
     State(state): State<AdminState>,
-    axum::Json(options): axum::Json<crate::backfill::BackfillOptions>,
+    axum::Json(options): axum::Json<crate::worker::backfill::BackfillOptions>,
 ) -> Response {
     let Some(b) = &state.backfill else {
         return (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response();

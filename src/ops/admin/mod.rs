@@ -40,7 +40,7 @@ pub struct AdminState {
     pub scheduler: Scheduler,
     pub token: Secret,
     /// The service's backfill (`/admin/backfill`).
-    pub backfill: Option<crate::backfill::Service>,
+    pub backfill: Option<crate::worker::backfill::Service>,
     /// How long a route waits for the store before answering 503.
     pub store_timeout: Duration,
 }
