@@ -464,6 +464,11 @@ pub async fn handle(
         }
         Err(err) => (err.status, err.body(), Some(err.code.clone()), Vec::new()),
     };
+    if let Some((held, hold)) = &ctx.faults.hold_after
+        && (method == *held || sub_methods.contains(held))
+    {
+        tokio::time::sleep(*hold).await;
+    }
     match fault {
         Fault::ErrorAfter => {
             inner

@@ -127,6 +127,9 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Every answer is delayed this long.
     pub delay: Option<Duration>,
+    /// Answers of requests that ran this method (top level or inside a `batch`) are held this
+    /// long after it ran: the call happens while its client may have stopped waiting.
+    pub hold_after: Option<(String, Duration)>,
     /// This method answers 429 `OPERATION_TIME_LIMIT` (a sub-call error inside `batch`);
     /// the `u64` is the `operating_reset_at` (unix seconds) its `time` objects carry.
     pub method_429: Option<(String, u64)>,

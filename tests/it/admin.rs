@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use b24_robot::worker::Activity;
 use serde_json::Value;
 
 use crate::helpers::{Options, new_deal, spawn_app_with};
@@ -149,26 +150,27 @@ async fn explain_shows_a_revert_a_skip_and_a_failure_with_their_reasons() {
     .await;
     let deal = new_deal(&app.sim, "Acme").await;
     app.settle(Duration::from_secs(10)).await;
-    crate::helpers::next_second().await;
+    app.next_second().await;
     app.sim.move_deal(deal, "PREPARATION").await;
     app.settle(Duration::from_secs(10)).await;
-    crate::helpers::next_second().await;
+    app.next_second().await;
+    let mark = app.mark();
     app.sim.move_deal(deal, "PREPAYMENT_INVOICE").await;
     app.wait_until(Duration::from_secs(10), "the revert", |sim| {
         sim.deal(deal)
             .is_some_and(|d| d["STAGE_ID"] == "PREPARATION")
     })
     .await;
-    // The move back comes back as an event: its entry is recorded as the service's own.
-    let start = std::time::Instant::now();
-    while app.store.entries(deal).expect("entries").len() < 4 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the echo entry was not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The move back comes back as an event: its entry is recorded as the service's own, and
+    // no rule runs for it.
+    app.reported(mark, Duration::from_secs(10), "the echo entry", |a| {
+        matches!(a, Activity::StageEntry { deal_id, stage_id, acted: false, .. }
+            if *deal_id == deal && stage_id == "PREPARATION")
+        .then_some(())
+    })
+    .await;
     app.settle(Duration::from_secs(10)).await;
+    assert_eq!(app.store.entries(deal).expect("entries").len(), 4);
     let (_sim, dir) = app.stop().await;
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))

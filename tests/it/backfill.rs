@@ -2,18 +2,19 @@
 //! resumable after an interruption, in-process and through a running service's admin API.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use b24_robot::ops::metrics::Metrics;
 use b24_robot::rules::{RuleSet, RulesHandle};
 use b24_robot::sandbox::{SimConfig, SimPortal};
 use b24_robot::store::Store;
 use b24_robot::worker::backfill::{BackfillOptions, RunState, Status, run};
-use b24_robot::worker::{CatalogCache, People, Scheduler, Worker};
+use b24_robot::worker::{Activity, CatalogCache, People, Scheduler, Worker};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{new_deal_with, seeded_portal, start_on, test_settings};
+use crate::helpers::{TestApp, new_deal_with, poll, seeded_portal, start_on, test_settings};
 
 const ADMIN: &str = "backfill-admin-token";
 
@@ -107,6 +108,15 @@ async fn deals(
 
 /// A worker on the store in `dir`, as `backfill` builds it when no service runs.
 fn worker(sim: &SimPortal, dir: &std::path::Path) -> Arc<Worker> {
+    reporting_worker(sim, dir, None)
+}
+
+/// [`worker`], reporting what it does on `activity`.
+fn reporting_worker(
+    sim: &SimPortal,
+    dir: &std::path::Path,
+    activity: Option<mpsc::UnboundedSender<Activity>>,
+) -> Arc<Worker> {
     let settings = test_settings(dir, &sim.webhook_url(), &fast_settings());
     let client = b24_robot::startup::client(&settings).expect("client");
     let (rules, _) = RuleSet::from_sources(&rules()).expect("rules load");
@@ -120,7 +130,7 @@ fn worker(sim: &SimPortal, dir: &std::path::Path) -> Arc<Worker> {
         scheduler: Scheduler::new(),
         catalog: CatalogCache::default(),
         people: People::default(),
-        activity: None,
+        activity,
         metrics: Arc::new(Metrics::default()),
     })
 }
@@ -142,19 +152,23 @@ async fn a_backfill_applies_each_rule_once_resumes_after_an_interruption_and_rep
     let sim = seeded_portal(fast()).await;
     let (prep, new, _) = deals(&sim, 200, 100, 0).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let worker = worker(&sim, dir.path());
+    let (reports, mut activity) = mpsc::unbounded_channel();
+    let worker = reporting_worker(&sim, dir.path(), Some(reports));
 
-    // Interrupted after some progress.
+    // Interrupted after some progress: once the rules were applied to 100 deals.
     let status = Status::default();
     let stop = CancellationToken::new();
     let task = {
         let (worker, status, stop) = (worker.clone(), status.clone(), stop.clone());
         tokio::spawn(async move { run(&worker, &BackfillOptions::default(), &status, &stop).await })
     };
-    let start = Instant::now();
-    while status.json(0)["done"].as_u64().unwrap_or(0) < 100 {
-        assert!(start.elapsed() < Duration::from_secs(20), "no progress");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut applied = 0;
+    while applied < 100 {
+        let report = tokio::time::timeout(Duration::from_secs(20), activity.recv())
+            .await
+            .expect("no progress")
+            .expect("the backfill reports");
+        applied += usize::from(matches!(report, Activity::StageEntry { acted: true, .. }));
     }
     stop.cancel();
     let interrupted = task.await.expect("task").expect("no error");
@@ -283,7 +297,9 @@ async fn rule_and_pipeline_filters_dry_run_and_a_gate_named_acts_as_warn() {
         &CancellationToken::new(),
     )
     .await;
-    assert!(unknown.is_err());
+    let error = unknown.expect_err("an unknown rule is refused").to_string();
+    assert_eq!(error, "no rule named \"nope\" in the rules in force");
+    assert_eq!(sim.comments().len(), 30, "nothing more was done");
 }
 
 #[tokio::test]
@@ -316,7 +332,7 @@ async fn through_the_admin_api_of_a_running_service_without_repeating_the_worker
     );
     let started = post(json!({})).await.expect("answers");
     assert_eq!(started.status(), 202);
-    let status = wait_done(&app.client, &url).await;
+    let status = wait_done(&app).await;
     assert_eq!(status["total"], status["done"]);
     assert_eq!(app.task_counts(&prep), vec![1; 60]);
     assert_eq!(app.task_counts(&new), vec![1; 20]);
@@ -328,7 +344,7 @@ async fn through_the_admin_api_of_a_running_service_without_repeating_the_worker
 
     let again = post(json!({})).await.expect("answers");
     assert_eq!(again.status(), 202);
-    let status = wait_done(&app.client, &url).await;
+    let status = wait_done(&app).await;
     assert_eq!(status["effects"], 0);
     assert_eq!(app.task_counts(&prep), vec![1; 60]);
     let bad = post(json!({ "rule": "nope" })).await.expect("answers");
@@ -336,28 +352,19 @@ async fn through_the_admin_api_of_a_running_service_without_repeating_the_worker
     app.stop().await;
 }
 
-async fn wait_done(client: &reqwest::Client, url: &str) -> Value {
-    let start = Instant::now();
-    loop {
-        let status: Value = client
-            .get(url)
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("answers")
-            .json()
-            .await
-            .expect("JSON");
-        if status["state"] == "done" {
-            return status;
-        }
-        assert_ne!(status["state"], "failed", "{status}");
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the backfill did not finish: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_done(app: &TestApp) -> Value {
+    poll(
+        Duration::from_secs(20),
+        "the backfill to finish",
+        async || {
+            let (_, status) = app
+                .admin(ADMIN, reqwest::Method::GET, "/admin/backfill")
+                .await;
+            assert_ne!(status["state"], "failed", "{status}");
+            (status["state"] == "done").then_some(status)
+        },
+    )
+    .await
 }
 
 #[tokio::test]

@@ -3,23 +3,13 @@
 //! in the test's process. Shared by `crash.rs`, `crash_cycles.rs` and the shutdown tests.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use b24_robot::sandbox::{SimConfig, SimPortal};
+use tokio::process::{Child, Command};
 
-use crate::helpers::{TOKEN, new_deal, seeded_portal};
-
-pub const RULES: &str = r#"
-pipeline = 0
-
-[[task]]
-name = "offer"
-stage = "PREPARATION"
-title = "Send the offer: {TITLE}"
-responsible = "assigned"
-deadline = { after = "2 days" }
-"#;
+use crate::helpers::{TOKEN, new_deal, poll_within, seeded_portal, task_rules};
 
 /// The folders one service keeps across its restarts.
 pub struct Site {
@@ -30,7 +20,8 @@ impl Site {
     pub fn new() -> Site {
         let root = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(root.path().join("rules")).expect("rules dir");
-        std::fs::write(root.path().join("rules/tasks.toml"), RULES).expect("rule file");
+        let (name, rules) = task_rules();
+        std::fs::write(root.path().join("rules").join(name), rules).expect("rule file");
         Site { root }
     }
 
@@ -86,6 +77,8 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
+            // A failed assertion must not leave the child running.
+            .kill_on_drop(true)
             .spawn()
             .expect("the binary starts");
         let mut service = Service { child, port, log };
@@ -97,79 +90,76 @@ impl Service {
         service
     }
 
-    pub async fn wait_healthy(&mut self) {
+    async fn wait_healthy(&mut self) {
         let client = reqwest::Client::new();
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the service exited at start ({status}):\n{}", self.logs());
-            }
-            let answer = client
-                .get(format!("http://127.0.0.1:{}/healthz", self.port))
-                .send()
-                .await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the service did not start:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let url = format!("http://127.0.0.1:{}/healthz", self.port);
+        let (child, log) = (&mut self.child, &self.log);
+        let healthy = poll_within(
+            Duration::from_millis(25),
+            Duration::from_secs(20),
+            async || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("the service exited at start ({status}):\n{}", read(log));
+                }
+                let answer = client.get(&url).send().await;
+                answer.is_ok_and(|r| r.status().is_success()).then_some(())
+            },
+        )
+        .await;
+        assert!(
+            healthy.is_some(),
+            "the service did not start:\n{}",
+            self.logs()
+        );
+    }
+
+    /// The service's base URL, `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// `queue` from `/readyz`.
     pub async fn queued(&self) -> Option<u64> {
-        let answer = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port))
-            .await
-            .ok()?;
+        let answer = reqwest::get(format!("{}/readyz", self.base())).await.ok()?;
         let body: serde_json::Value = answer.json().await.ok()?;
         body.get("queue").and_then(serde_json::Value::as_u64)
     }
 
+    /// Sends `signal` (`-HUP`, `-TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the service runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// SIGKILL: no chance to flush or finish anything.
-    pub fn kill_9(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reaped");
+    pub async fn kill_9(mut self) {
+        self.child.kill().await.expect("kill -9");
     }
 
     /// SIGTERM, then waits up to `limit` for the exit; returns the exit code and how long it took.
     pub async fn terminate(mut self, limit: Duration) -> (Option<i32>, Duration) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM runs");
-        assert!(status.success(), "kill -TERM failed");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return (status.code(), start.elapsed());
-            }
-            if start.elapsed() > limit {
-                let logs = self.logs();
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("the service did not exit within {limit:?} of SIGTERM:\n{logs}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        self.signal("-TERM");
+        let start = std::time::Instant::now();
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => (status.expect("wait").code(), start.elapsed()),
+            Err(_) => panic!(
+                "the service did not exit within {limit:?} of SIGTERM:\n{}",
+                self.logs()
+            ),
         }
     }
 
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read(&self.log)
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        // A failed assertion must not leave the child running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 pub fn free_port() -> u16 {
@@ -188,32 +178,26 @@ pub async fn move_all(sim: SimPortal, deals: Vec<u64>) -> usize {
     acknowledged
 }
 
-/// Waits until every deal has a task and the service has nothing queued, stably.
+/// Waits until every deal has a task and the service has nothing queued. Whether a task was
+/// made twice is asked once the service has stopped ([`assert_one_task_each`]): then nothing can
+/// come later.
 pub async fn wait_all_done(sim: &SimPortal, service: &Service, deals: &[u64], limit: Duration) {
-    let start = Instant::now();
-    let mut done_since: Option<Instant> = None;
-    loop {
+    let done = poll_within(Duration::from_millis(50), limit, async || {
         let all = deals.iter().all(|d| !sim.tasks_for_deal(*d).is_empty());
-        if all && service.queued().await == Some(0) {
-            if done_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(500) {
-                return;
-            }
-        } else {
-            done_since = None;
-        }
-        if start.elapsed() > limit {
-            let missing: Vec<u64> = deals
-                .iter()
-                .copied()
-                .filter(|d| sim.tasks_for_deal(*d).is_empty())
-                .collect();
-            panic!(
-                "not done within {limit:?}: deals without a task {missing:?}, queue {:?}\n{}",
-                service.queued().await,
-                service.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        (all && service.queued().await == Some(0)).then_some(())
+    })
+    .await;
+    if done.is_none() {
+        let missing: Vec<u64> = deals
+            .iter()
+            .copied()
+            .filter(|d| sim.tasks_for_deal(*d).is_empty())
+            .collect();
+        panic!(
+            "not done within {limit:?}: deals without a task {missing:?}, queue {:?}\n{}",
+            service.queued().await,
+            service.logs()
+        );
     }
 }
 
@@ -225,15 +209,15 @@ pub fn task_writes(sim: &SimPortal) -> usize {
         .count()
 }
 
-/// Starts run `run` on the site without faults, waits until every deal has its task, checks that
-/// each has exactly one, and stops the service cleanly.
+/// Starts run `run` on the site without faults, waits until every deal has its task, stops the
+/// service cleanly, and checks that each has exactly one.
 pub async fn restart_and_finish(sim: &SimPortal, site: &Site, run: usize, deals: &[u64]) {
     sim.set_faults(b24_robot::sandbox::Faults::default());
     let service = Service::start(sim, site, run).await;
     wait_all_done(sim, &service, deals, Duration::from_secs(30)).await;
-    assert_one_task_each(sim, deals);
     let (code, _) = service.terminate(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
+    assert_one_task_each(sim, deals);
 }
 
 pub fn assert_one_task_each(sim: &SimPortal, deals: &[u64]) {

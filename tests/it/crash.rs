@@ -3,7 +3,7 @@
 //! moment the restarted service finishes every recorded event, and applies no effect twice;
 //! SIGTERM stops it cleanly.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use b24_robot::sandbox::Faults;
 use rand::rngs::StdRng;
@@ -13,6 +13,7 @@ use crate::child::{
     Service, Site, assert_one_task_each, move_all, portal_with_deals, restart_and_finish,
     task_writes, wait_all_done,
 };
+use crate::helpers::poll_within;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_right_after_the_acknowledgements_loses_nothing_and_duplicates_nothing() {
@@ -28,7 +29,7 @@ async fn kill_9_right_after_the_acknowledgements_loses_nothing_and_duplicates_no
     let service = Service::start(&sim, &site, 0).await;
     let acknowledged = move_all(sim.clone(), deals.clone()).await;
     assert_eq!(acknowledged, deals.len(), "every move was acknowledged 200");
-    service.kill_9();
+    service.kill_9().await;
 
     restart_and_finish(&sim, &site, 1, &deals).await;
 }
@@ -49,25 +50,28 @@ async fn kill_9_at_random_moments_over_five_restarts_loses_nothing_and_duplicate
         let writes_before = task_writes(&sim);
         let mover = tokio::spawn(move_all(sim.clone(), batch.to_vec()));
         if cycle % 2 == 0 {
-            // Anywhere from mid-intake to mid-work.
+            // Anywhere from mid-intake to mid-work. Real time: the child runs on its own clock,
+            // and a moment picked by the dice is what the test is about.
             tokio::time::sleep(Duration::from_millis(rng.random_range(20..600))).await;
         } else {
             // Right after the portal ran a batch of task writes: the intents are recorded,
-            // their results most likely not yet.
-            let start = Instant::now();
-            while task_writes(&sim) == writes_before && start.elapsed() < Duration::from_secs(10) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            // their results most likely not yet (looked at every millisecond, to land there).
+            let _ = poll_within(
+                Duration::from_millis(1),
+                Duration::from_secs(10),
+                async || (task_writes(&sim) > writes_before).then_some(()),
+            )
+            .await;
         }
-        service.kill_9();
+        service.kill_9().await;
         mover.await.expect("mover");
     }
 
     let service = Service::start(&sim, &site, 99).await;
     wait_all_done(&sim, &service, &deals, Duration::from_secs(60)).await;
-    assert_one_task_each(&sim, &deals);
     let (code, _) = service.terminate(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0));
+    assert_one_task_each(&sim, &deals);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,12 @@
 //! other deals of its round get their tasks, `/readyz` counts the read errors, and
 //! `b24-robot store check` lists the damaged records, offline or through the admin API.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use b24_robot::sandbox::SimConfig;
 use b24_robot::store::Store;
 
-use crate::helpers::{TestApp, new_deal, seeded_portal, start_on, task_rules};
+use crate::helpers::{TestApp, new_deal, seeded_portal, start_on, task_rules, wait_for};
 
 const ADMIN: &str = "damaged-admin-token";
 
@@ -17,22 +17,6 @@ const GARBAGE: &[u8] = &[0; 24];
 
 fn settings() -> Vec<(&'static str, String)> {
     vec![("server.admin_token", ADMIN.into())]
-}
-
-async fn wait_parked(app: &TestApp, deal: u64) -> String {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(q)) = app.store.queued(deal)
-            && q.parked
-        {
-            return q.last_error.unwrap_or_default();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "deal {deal} was not parked"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `b24-robot store check` with the service's store folder (and its admin API when `port`).
@@ -63,7 +47,7 @@ async fn healthy_deals_queued_with_a_damaged_one_get_their_tasks_and_the_damaged
     let bad_state = new_deal(&app.sim, "Bad state LLC").await;
     let bad_queue = new_deal(&app.sim, "Bad queue LLC").await;
     let healthy = new_deal(&app.sim, "Healthy LLC").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     let (sim, dir) = app.stop().await;
     let (code, text) = store_check(dir.path(), None).await;
     assert_eq!(code, 0, "a healthy store: {text}");
@@ -95,12 +79,12 @@ async fn healthy_deals_queued_with_a_damaged_one_get_their_tasks_and_the_damaged
         |sim| !sim.tasks_for_deal(healthy).is_empty(),
     )
     .await;
-    let state_error = wait_parked(&app, bad_state).await;
+    let state_error = app.parked(bad_state).await.last_error.unwrap_or_default();
     assert!(
         state_error.contains("deals/") && state_error.contains("cannot be read"),
         "the job carries the error: {state_error}"
     );
-    let queue_error = wait_parked(&app, bad_queue).await;
+    let queue_error = app.parked(bad_queue).await.last_error.unwrap_or_default();
     assert!(
         queue_error.contains("queue/") && queue_error.contains("cannot be read"),
         "the job carries the error: {queue_error}"
@@ -151,32 +135,19 @@ async fn healthy_deals_queued_with_a_damaged_one_get_their_tasks_and_the_damaged
     assert!(offline.contains(&key), "{offline}");
 }
 
-/// Waits for the start-up sweep and for the portal to go quiet, the damaged deals parked
-/// (`settle` would wait for an empty queue: parked jobs stay in it).
+/// Waits until every queued job is parked and the portal has no event left to deliver: the
+/// service has nothing more to do (`settle` would wait for an empty queue: parked jobs stay in
+/// it).
 async fn quiet(app: &TestApp) {
-    let start = Instant::now();
-    let mut seen = app.sim.request_count();
-    let mut since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        let now = app.sim.request_count();
-        if now != seen {
-            (seen, since) = (now, Instant::now());
-        } else if since.elapsed() > Duration::from_millis(400)
-            && app
-                .store
-                .all_queued()
-                .expect("queue")
-                .iter()
-                .all(|q| q.parked)
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the portal did not go quiet"
-        );
-    }
+    wait_for(Duration::from_secs(10), "every queued job parked", || {
+        app.store
+            .all_queued()
+            .expect("queue")
+            .iter()
+            .all(|q| q.parked)
+    })
+    .await;
+    app.sim.settle().await;
 }
 
 fn hex(deal: u64) -> String {

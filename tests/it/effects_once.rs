@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use b24_robot::store::EntryAction;
 
-use crate::helpers::{Options, TestApp, new_deal, next_second, spawn_app, spawn_app_with};
+use crate::helpers::{Options, TestApp, new_deal, spawn_app, spawn_app_with};
 
 async fn app_with_settled_deal(title: &str) -> (TestApp, u64) {
     let app = spawn_app().await;
     let deal = new_deal(&app.sim, title).await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     (app, deal)
 }
 
@@ -47,7 +47,7 @@ async fn the_same_event_delivered_five_times_in_a_row_creates_one_task() {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1]);
     app.stop().await;
 }
@@ -89,7 +89,7 @@ async fn the_same_event_delivered_five_times_at_once_creates_one_task() {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1]);
     app.stop().await;
 }
@@ -135,10 +135,10 @@ async fn a_field_edit_without_a_stage_change_creates_nothing_and_costs_one_batch
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     let tasks_before = app.sim.tasks().len();
     // Another second than the move's event: see `next_second`.
-    next_second().await;
+    app.next_second().await;
     let before = app.sim.request_count();
 
     let delivery = app
@@ -146,7 +146,7 @@ async fn a_field_edit_without_a_stage_change_creates_nothing_and_costs_one_batch
         .update_deal(deal, serde_json::json!({ "OPPORTUNITY": "2500.00" }))
         .await;
     assert_eq!(delivery.status, Some(200));
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     let requests = app.sim.requests()[before..].to_vec();
     let shape: Vec<(String, Vec<String>)> = requests
@@ -176,18 +176,18 @@ async fn a_deal_that_leaves_a_stage_and_re_enters_it_between_two_reads_gets_its_
         sim.tasks_for_deal(deal).len() == 1
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     // A→B→A with no read in between: only the last event arrives (in another second than
     // the first move's event: see `next_second`).
-    next_second().await;
+    app.next_second().await;
     app.sim.move_deal_silently(deal, "EXECUTING").await;
     app.sim.move_deal(deal, "PREPARATION").await;
     app.wait_until(Duration::from_secs(10), "a second task", |sim| {
         sim.tasks_for_deal(deal).len() >= 2
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     let tasks = app.sim.tasks_for_deal(deal);
     assert_eq!(tasks.len(), 2, "{tasks:#?}");
@@ -213,7 +213,7 @@ async fn an_entry_the_deal_already_left_is_recorded_but_not_acted_on() {
     let (app, deal) = app_with_settled_deal("Passer-by LLC").await;
     app.sim.move_deal_silently(deal, "PREPARATION").await;
     app.sim.move_deal(deal, "EXECUTING").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     assert!(
         app.sim.tasks_for_deal(deal).is_empty(),

@@ -1,14 +1,15 @@
 //! A portal that fails, limits and refuses: every stage entry still gets its effects exactly
 //! once, later if need be; what can never succeed is recorded and never blocks the others.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use b24_robot::sandbox::{Faults, SimConfig};
-use b24_robot::store::{EffectState, Store};
+use b24_robot::store::EffectState;
+use b24_robot::worker::Activity;
 
 use crate::helpers::{
-    Options, new_deal, new_deal_with, rule_file, seeded_portal, spawn_app_with, start_on,
-    task_rules,
+    Options, new_deal, new_deal_with, rule_file, samples, seeded_portal, spawn_app_with, start_on,
+    task_rules, value,
 };
 
 fn fast_portal() -> (SimConfig, Vec<(&'static str, String)>) {
@@ -38,7 +39,7 @@ async fn every_moved_deal_gets_exactly_one_task_when_a_third_of_the_portal_answe
     for i in 0..10 {
         deals.push(new_deal(&app.sim, &format!("Faulty {i} LLC")).await);
     }
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     let before = app.sim.request_count();
 
     // 15% fail before running, 15% run and then fail, 6% lose the connection (half of them
@@ -59,7 +60,7 @@ async fn every_moved_deal_gets_exactly_one_task_when_a_third_of_the_portal_answe
     .await;
     app.settle(Duration::from_secs(30)).await;
     app.sim.set_faults(Faults::default());
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     assert_eq!(
         app.task_counts(&deals),
@@ -126,55 +127,57 @@ async fn twenty_moves_complete_at_one_request_per_second_with_few_503s() {
 async fn a_task_refused_with_operation_time_limit_is_created_once_after_the_reset() {
     let app = spawn_app_with(Options::default()).await;
     let deal = new_deal(&app.sim, "Busy portal LLC").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     let reset = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs()
         + 3;
+    let reset_at = Instant::now()
+        + (UNIX_EPOCH + Duration::from_secs(reset))
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
     app.sim.set_faults(Faults {
         method_429: Some(("tasks.task.add".into(), reset)),
         ..Faults::default()
     });
     app.sim.move_deal(deal, "PREPARATION").await;
-    wait_for_store(
-        &app.store,
+    app.job_when(
+        deal,
         Duration::from_secs(10),
         "the job postponed on OPERATION_TIME_LIMIT",
-        |store| {
-            store
-                .queued(deal)
-                .ok()
-                .flatten()
-                .and_then(|q| q.last_error)
+        |q| {
+            q.last_error
+                .as_ref()
                 .is_some_and(|e| e.contains("OPERATION_TIME_LIMIT") || e.contains("parked"))
         },
     )
     .await;
     assert!(app.sim.tasks_for_deal(deal).is_empty());
 
-    // The portal's budget recovers; the method stays parked until then (at least 10 s).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let adds = |sim: &b24_robot::sandbox::SimPortal| {
-        sim.requests()
-            .iter()
-            .filter(|r| r.sub_methods.iter().any(|m| m == "tasks.task.add"))
-            .count()
-    };
-    assert_eq!(
-        adds(&app.sim),
-        1,
-        "a parked method is not sent again before its reset"
-    );
+    // The portal would take the call again at once: only the service's own park, until the
+    // reset the portal named (at least 10 s), holds it back.
     app.sim.set_faults(Faults::default());
-
     app.wait_until(Duration::from_secs(30), "the task, later", |sim| {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1]);
+    let adds: Vec<Instant> = app
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.sub_methods.iter().any(|m| m == "tasks.task.add"))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(adds.len(), 2, "refused once, then made once");
+    assert!(
+        adds[1] >= reset_at,
+        "a parked method is not sent again before its reset: sent again {:?} before it",
+        reset_at.saturating_duration_since(adds[1])
+    );
     assert!(
         app.store.all_queued().expect("queue").is_empty(),
         "not parked, not left behind"
@@ -186,13 +189,13 @@ async fn a_task_refused_with_operation_time_limit_is_created_once_after_the_rese
 async fn a_deal_deleted_before_its_event_is_processed_completes_as_deal_deleted() {
     let app = spawn_app_with(Options::default()).await;
     let deal = new_deal(&app.sim, "Gone LLC").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     app.sim.move_deal_silently(deal, "PREPARATION").await;
     app.sim.delete_deal(deal).await;
     let delivery = app.sim.send_event("ONCRMDEALUPDATE", deal).await;
     assert_eq!(delivery.status, Some(200));
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     assert!(app.sim.tasks_for_deal(deal).is_empty());
     assert!(
@@ -248,7 +251,7 @@ deadline = { after = "1 day" }
         serde_json::json!({ "UF_CRM_INN": "7736207543" }),
     )
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     for deal in [broken, fine, also_fine] {
         app.sim.move_deal(deal, "PREPARATION").await;
@@ -259,7 +262,7 @@ deadline = { after = "1 day" }
         |sim| sim.tasks_for_deal(fine).len() == 2 && sim.tasks_for_deal(also_fine).len() == 2,
     )
     .await;
-    app.settle_quiet(Duration::from_secs(15)).await;
+    app.settle(Duration::from_secs(15)).await;
 
     assert_eq!(app.task_counts(&[broken, fine, also_fine]), vec![1, 2, 2]);
     assert!(
@@ -291,7 +294,7 @@ async fn a_read_that_keeps_failing_ends_parked_with_its_last_error() {
     })
     .await;
     let deal = new_deal(&app.sim, "Unlucky LLC").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     app.sim.set_faults(Faults {
         error_rate: 1.0,
@@ -303,13 +306,7 @@ async fn a_read_that_keeps_failing_ends_parked_with_its_last_error() {
         Some(200),
         "the event is taken whatever the portal's state"
     );
-    wait_for_store(
-        &app.store,
-        Duration::from_secs(15),
-        "the job parked",
-        |store| store.queued(deal).ok().flatten().is_some_and(|q| q.parked),
-    )
-    .await;
+    app.parked(deal).await;
 
     let parked = app.store.all_queued().expect("queue");
     assert_eq!(parked.len(), 1, "{parked:?}");
@@ -323,26 +320,25 @@ async fn a_read_that_keeps_failing_ends_parked_with_its_last_error() {
     );
     assert!(app.sim.tasks_for_deal(deal).is_empty());
 
-    // The portal is back: a parked job stays parked until an operator re-runs it.
+    // The portal is back: a parked job stays parked until an operator re-runs it. Real time:
+    // an unparked job would be due again within worker.retry_max (500 ms); only letting that
+    // time pass shows that it is not taken.
     app.sim.set_faults(Faults::default());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests = app.sim.request_count();
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
         app.sim.tasks_for_deal(deal).is_empty(),
         "parked means parked"
     );
-    let retried: serde_json::Value = app
-        .client
-        .post(format!(
-            "http://127.0.0.1:{}/admin/jobs/{deal}/retry",
-            app.port
-        ))
-        .bearer_auth("ops-token")
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("JSON");
+    assert_eq!(app.sim.request_count(), requests, "not even read again");
+    let (status, retried) = app
+        .admin(
+            "ops-token",
+            reqwest::Method::POST,
+            &format!("/admin/jobs/{deal}/retry"),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(retried["retried"], serde_json::json!([deal]));
     app.wait_until(
         Duration::from_secs(15),
@@ -354,22 +350,6 @@ async fn a_read_that_keeps_failing_ends_parked_with_its_last_error() {
     assert_eq!(app.sim.tasks_for_deal(deal).len(), 1);
     assert!(app.store.all_queued().expect("queue").is_empty());
     app.stop().await;
-}
-
-async fn wait_for_store(
-    store: &Store,
-    limit: Duration,
-    what: &str,
-    check: impl Fn(&Store) -> bool,
-) {
-    let start = std::time::Instant::now();
-    while !check(store) {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -386,29 +366,62 @@ async fn answers_slower_than_the_client_timeout_never_duplicate_a_task() {
     for i in 0..5 {
         deals.push(new_deal(&app.sim, &format!("Slow {i} LLC")).await);
     }
-    app.settle_quiet(Duration::from_secs(10)).await;
-    // Every answer takes longer than the client waits: the writes run on the portal, the client
-    // gives up on them (outcome unknown).
+    app.settle(Duration::from_secs(10)).await;
+    // Every task write runs on the portal and is answered only after the client has given up
+    // on it (outcome unknown); reads and lookups are answered at once.
     app.sim.set_faults(Faults {
-        delay: Some(Duration::from_millis(600)),
+        hold_after: Some(("tasks.task.add".into(), Duration::from_millis(600))),
         ..Faults::default()
     });
+    let mark = app.mark();
     for &deal in &deals {
         app.sim.move_deal(deal, "PREPARATION").await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    app.sim.set_faults(Faults::default());
-    app.wait_until(Duration::from_secs(30), "a task for every deal", |sim| {
-        deals.iter().all(|d| !sim.tasks_for_deal(*d).is_empty())
-    })
-    .await;
-    app.settle(Duration::from_secs(30)).await;
+    // Each deal's task is reported applied: found by the lookup after the write timed out.
+    let mut applied = Vec::new();
     for &deal in &deals {
-        assert_eq!(
-            app.sim.tasks_for_deal(deal).len(),
-            1,
-            "deal {deal}: exactly one task"
+        applied.push(
+            app.reported(
+                mark,
+                Duration::from_secs(30),
+                "the task applied",
+                |a| match a {
+                    Activity::Effect {
+                        deal_id,
+                        method,
+                        result: Ok(id),
+                        ..
+                    } if *deal_id == deal && method == "tasks.task.add" => Some(id.clone()),
+                    _ => None,
+                },
+            )
+            .await,
         );
+    }
+    app.settle(Duration::from_secs(30)).await;
+    app.sim.set_faults(Faults::default());
+
+    let metrics = samples(&app.metrics_text().await);
+    assert_eq!(
+        value(
+            &metrics,
+            "b24robot_effects_total{rule=\"offer\",kind=\"task\",result=\"retried\"}"
+        ),
+        5.0,
+        "every deal's write timed out once"
+    );
+    // Only the task writes are held: every batch that failed is one the client gave up on.
+    assert!(
+        value(
+            &metrics,
+            "b24robot_rest_calls_total{method=\"batch\",outcome=\"transient\"}"
+        ) >= 1.0,
+        "the client timed out on the writes"
+    );
+    for (&deal, id) in deals.iter().zip(&applied) {
+        let tasks = app.sim.tasks_for_deal(deal);
+        assert_eq!(tasks.len(), 1, "deal {deal}: exactly one task");
+        assert_eq!(tasks[0]["ID"].to_string().trim_matches('"'), id.as_str());
     }
     app.stop().await;
 }

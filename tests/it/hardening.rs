@@ -7,12 +7,15 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use b24_robot::http::{Limits, serve};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use b24_robot::http::{ConnectionStats, Limits, serve_with_stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Options, TestApp, new_deal, spawn_app_with};
+use crate::helpers::{Options, TestApp, new_deal, poll, samples, spawn_app_with, wait_for};
 
 /// Loopback addresses other than 127.0.0.1: other clients to the service.
 const LOCALHOST_2: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -55,6 +58,7 @@ async fn slow_client(
             return;
         }
         for byte in trickle {
+            // Real time: a client that trickles its bytes is the behaviour under test.
             tokio::time::sleep(every).await;
             if write.write_all(&[byte]).await.is_err() {
                 return;
@@ -125,8 +129,8 @@ async fn slow_loris_clients_are_dropped_while_everyone_else_is_answered() {
         )));
     }
 
-    // Meanwhile the portal's deliveries are answered promptly.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Meanwhile (every slow client connected) the portal's deliveries are answered promptly.
+    connections_taken(&app, 60).await;
     for ts in 0..20 {
         let (status, took) = timed_post(&app, deal, 1_800_000_000 + ts).await;
         assert_eq!(status, 200);
@@ -206,41 +210,111 @@ async fn a_chunked_body_over_max_body_is_refused_with_413() {
     assert_eq!(app.store.queue_len(), 0);
 }
 
-/// A bare server on a free port with `limits`, whose `/` answers after `delay`.
-async fn bare_server(
-    limits: Limits,
-    delay: Duration,
-) -> (u16, CancellationToken, tokio::task::JoinHandle<()>) {
+/// Waits until the service has taken at least `n` connections: open now, or closed by the
+/// limits to make room (`b24robot_http_connections`, `b24robot_http_connections_closed_total`).
+async fn connections_taken(app: &TestApp, n: usize) {
+    poll(
+        Duration::from_secs(10),
+        &format!("{n} connections taken"),
+        async || {
+            let metrics = samples(&app.metrics_text().await);
+            let taken: f64 = metrics
+                .iter()
+                .filter(|(key, _)| {
+                    *key == "b24robot_http_connections"
+                        || key.starts_with("b24robot_http_connections_closed_total{")
+                })
+                .map(|(_, n)| n)
+                .sum();
+            (taken >= n as f64).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A server without a service, as the limits see it.
+struct BareServer {
+    port: u16,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    stats: Arc<ConnectionStats>,
+    /// Requests inside the handler now.
+    busy: Arc<AtomicUsize>,
+    /// Closed: the handler holds every request until it is opened.
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+/// A bare server on a free port with `limits`, whose `/` answers at once, or (`held`) once the
+/// test opens its gate ([`BareServer::open`]).
+async fn bare_server(limits: Limits, held: bool) -> BareServer {
     // The clients below are reqwest's, built without a service (which would install it).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("address").port();
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || async move {
-            tokio::time::sleep(delay).await;
-            "ok"
-        }),
-    );
+    let busy = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(if held {
+        0
+    } else {
+        tokio::sync::Semaphore::MAX_PERMITS
+    }));
+    let app = {
+        let (busy, gate) = (busy.clone(), gate.clone());
+        axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                busy.fetch_add(1, Ordering::SeqCst);
+                let _pass = gate.acquire().await.expect("the gate stays");
+                busy.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }),
+        )
+    };
     let stop = CancellationToken::new();
-    let server = tokio::spawn(serve(
+    let stats = Arc::new(ConnectionStats::default());
+    let server = tokio::spawn(serve_with_stats(
         listener,
         app,
         limits,
+        stats.clone(),
         stop.clone(),
         Duration::from_secs(1),
     ));
-    (port, stop, server)
+    BareServer {
+        port,
+        stop,
+        server,
+        stats,
+        busy,
+        gate,
+    }
 }
 
-async fn stop_server(stop: CancellationToken, server: tokio::task::JoinHandle<()>) {
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(3), server)
-        .await
-        .expect("the server stops within its grace")
-        .expect("server task");
+impl BareServer {
+    /// Waits until the server has taken `n` connections in all.
+    async fn open(&self, n: u64) {
+        wait_for(
+            Duration::from_secs(5),
+            &format!("{n} connections open"),
+            || self.stats.open.load(Ordering::SeqCst) == n,
+        )
+        .await;
+    }
+
+    /// Lets every held request, and every later one, through.
+    fn release(&self) {
+        self.gate
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(3), self.server)
+            .await
+            .expect("the server stops within its grace")
+            .expect("server task");
+    }
 }
 
 /// A connection from `source` (bound before connecting, so the service sees another client);
@@ -275,12 +349,13 @@ fn bare_limits(max_connections: usize, per_client: usize) -> Limits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_the_oldest_idle_connection_makes_room_at_once() {
-    let (port, stop, server) = bare_server(bare_limits(4, 4), Duration::ZERO).await;
+    let bare = bare_server(bare_limits(4, 4), false).await;
+    let port = bare.port;
     let mut idle = Vec::new();
     for _ in 0..4 {
         idle.push(connect_from(LOCALHOST_2, port).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    bare.open(4).await;
     let start = Instant::now();
     let answer = reqwest::get(format!("http://127.0.0.1:{port}/"))
         .await
@@ -292,15 +367,16 @@ async fn past_the_connection_cap_the_oldest_idle_connection_makes_room_at_once()
         closed_within(&mut idle[0], Duration::from_secs(1)).await,
         "the oldest idle connection was closed"
     );
-    stop_server(stop, server).await;
+    assert_eq!(bare.stats.closed_cap.load(Ordering::SeqCst), 1);
+    bare.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_with_every_connection_busy_a_client_waits_for_a_free_slot() {
-    let (port, stop, server) = bare_server(bare_limits(2, 2), Duration::from_secs(1)).await;
-    let url = format!("http://127.0.0.1:{port}/");
-    // Two requests in flight (from another client) take both slots for a second; they cannot
-    // be closed early.
+    let bare = bare_server(bare_limits(2, 2), true).await;
+    let url = format!("http://127.0.0.1:{}/", bare.port);
+    // Two requests in flight (from another client) take both slots until the gate opens; they
+    // cannot be closed early.
     let busy: Vec<_> = (0..2)
         .map(|_| {
             let url = url.clone();
@@ -316,32 +392,48 @@ async fn past_the_connection_cap_with_every_connection_busy_a_client_waits_for_a
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let start = Instant::now();
-    let answer = reqwest::get(&url)
-        .await
-        .expect("answered once a slot is free");
-    let waited = start.elapsed();
-    assert_eq!(answer.status().as_u16(), 200);
+    wait_for(Duration::from_secs(5), "both slots busy", || {
+        bare.busy.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let mut waiting = tokio::spawn(reqwest::get(url.clone()));
     assert!(
-        waited >= Duration::from_millis(1_500) && waited < Duration::from_secs(4),
-        "waited {waited:?} for a slot (1 s for a slot, 1 s for its own answer)"
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "answered while every slot was busy"
     );
+    assert_eq!(bare.stats.refused_client_busy.load(Ordering::SeqCst), 0);
+    assert_eq!(bare.stats.closed_cap.load(Ordering::SeqCst), 0);
+
+    bare.release();
+    let answer = waiting
+        .await
+        .expect("task")
+        .expect("answered once a slot is free");
+    assert_eq!(answer.status().as_u16(), 200);
     for request in busy {
         assert_eq!(request.await.expect("task").expect("answered"), 200);
     }
-    stop_server(stop, server).await;
+    bare.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_connection_limit_loses_its_oldest_idle_one_and_no_one_elses() {
-    let (port, stop, server) = bare_server(bare_limits(100, 3), Duration::ZERO).await;
+    let bare = bare_server(bare_limits(100, 3), false).await;
+    let port = bare.port;
     let mut other = connect_from(LOCALHOST_3, port).await;
+    bare.open(1).await;
     let mut greedy = Vec::new();
-    for _ in 0..4 {
+    for n in 0..3 {
         greedy.push(connect_from(LOCALHOST_2, port).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        bare.open(n + 2).await;
     }
+    greedy.push(connect_from(LOCALHOST_2, port).await);
+    wait_for(Duration::from_secs(5), "one connection closed", || {
+        bare.stats.closed_client_limit.load(Ordering::SeqCst) == 1
+    })
+    .await;
     assert!(
         closed_within(&mut greedy[0], Duration::from_secs(1)).await,
         "the greedy client's oldest connection is closed"
@@ -356,14 +448,15 @@ async fn a_client_over_its_connection_limit_loses_its_oldest_idle_one_and_no_one
         !closed_within(&mut other, Duration::from_millis(100)).await,
         "another client's connection stays"
     );
-    stop_server(stop, server).await;
+    bare.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_the_cap_connections_silent_for_a_second_are_closed_early() {
     // 8 slots: past 6 (75 %), a connection that has sent nothing for 1 s is closed, though the
     // header timeout is 10 s.
-    let (port, stop, server) = bare_server(bare_limits(8, 8), Duration::ZERO).await;
+    let bare = bare_server(bare_limits(8, 8), false).await;
+    let port = bare.port;
     let mut silent = Vec::new();
     for _ in 0..7 {
         silent.push(connect_from(LOCALHOST_2, port).await);
@@ -384,7 +477,8 @@ async fn near_the_cap_connections_silent_for_a_second_are_closed_early() {
     // Below the pressure mark nothing is closed early.
     let mut calm = connect_from(LOCALHOST_2, port).await;
     assert!(!closed_within(&mut calm, Duration::from_millis(1_500)).await);
-    stop_server(stop, server).await;
+    assert_eq!(bare.stats.closed_idle_near_cap.load(Ordering::SeqCst), 7);
+    bare.stop().await;
 }
 
 /// The soft limit on open files, read from `/proc` (raising it would need unsafe code).
@@ -417,7 +511,7 @@ async fn deliveries_are_answered_within_a_second_while_1100_idle_connections_are
     for _ in 0..IDLE {
         idle.push(connect_from(LOCALHOST_2, app.port).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    connections_taken(&app, IDLE).await;
 
     // Each delivery on a new connection, as Bitrix24 sends them.
     let fresh = reqwest::Client::builder()
@@ -445,7 +539,7 @@ async fn deliveries_are_answered_within_a_second_while_1100_idle_connections_are
     }
     eprintln!("slowest of 20 deliveries with {IDLE} idle connections held: {slowest:?}");
     drop(idle);
-    app.settle_quiet(Duration::from_secs(20)).await;
+    app.settle(Duration::from_secs(20)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1]);
     app.stop().await;
 }
@@ -496,7 +590,7 @@ async fn a_flood_of_500_deliveries_for_one_deal_costs_a_few_reads() {
         let statuses = sender.await.expect("sender");
         assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     }
-    app.settle_quiet(Duration::from_secs(20)).await;
+    app.settle(Duration::from_secs(20)).await;
 
     let reads = deal_reads(&app) - reads_before;
     assert_eq!(

@@ -1,5 +1,11 @@
 //! `spawn_app()`: the real `Application`, on port 0, with a temporary store, against a simulated
 //! portal that posts its events to it. Logs are quiet unless `TEST_LOG` is set.
+//!
+//! Tests wait on what they can observe, never for a guessed while: what the worker reports on its
+//! activity channel ([`TestApp::reported`]), and otherwise state looked at again and again
+//! against a deadline ([`poll`]: the store, the portal's records, a child process, an HTTP
+//! answer). [`TestApp::settle`] is both: nothing queued, and nothing left in the portal's event
+//! queue that would queue more.
 
 use std::time::{Duration, Instant};
 
@@ -8,18 +14,56 @@ use b24_robot::rules::RuleSet;
 use b24_robot::sandbox::{SimConfig, SimPortal};
 use b24_robot::startup::Application;
 use b24_robot::store::Store;
-use tokio::sync::oneshot;
+use b24_robot::worker::Activity;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub const TOKEN: &str = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas";
 
+/// How often [`poll`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Looks at `check` every `every` until it gives a value, for at most `limit` (`None` then).
+/// The suite's one poll loop, for state that no channel reports.
+pub async fn poll_within<T>(
+    every: Duration,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        // Real time: what is looked at changes in other tasks or processes, which tell no one.
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// [`poll_within`] at the usual pace; panics after `limit`, naming `what`.
+pub async fn poll<T>(limit: Duration, what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    poll_within(POLL, limit, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {limit:?} waiting for: {what}"))
+}
+
+/// [`poll`] for a condition.
+pub async fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    poll(limit, what, async || check().then_some(())).await;
+}
+
 /// A running service and its portal.
-#[allow(dead_code)] // each test file uses a part of it
 pub struct TestApp {
     pub sim: SimPortal,
     pub port: u16,
     pub store: Store,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// Everything the worker reported so far, in order: what a test waits on when the
+    /// behaviour is the worker's.
+    activity: watch::Receiver<Vec<Activity>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -104,11 +148,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    init_logs();
-    let sim = SimPortal::start(options.sim)
-        .await
-        .expect("simulated portal starts");
-    b24_robot::sandbox::seed::seed_portal(&sim);
+    let sim = seeded_portal(options.sim).await;
     let dir = tempfile::tempdir().expect("temp dir");
     start_on(sim, dir, &options.rules, &options.settings, options.events).await
 }
@@ -123,14 +163,22 @@ pub async fn start_on(
 ) -> TestApp {
     let settings = test_settings(dir.path(), &sim.webhook_url(), extra);
     let (rules, _) = RuleSet::from_sources(rules).expect("test rules load");
-    let app = Application::build(settings, rules)
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Application::build_with_activity(settings, rules, Some(tx))
         .await
         .expect("application builds");
-    launch(sim, dir, app, events)
+    launch(sim, dir, app, rx, events)
 }
 
-/// Runs a built application until [`TestApp::stop`], as the portal's event handler or not.
-fn launch(sim: SimPortal, dir: tempfile::TempDir, app: Application, events: bool) -> TestApp {
+/// Runs a built application until [`TestApp::stop`], as the portal's event handler or not,
+/// collecting what its worker reports on `reports`.
+fn launch(
+    sim: SimPortal,
+    dir: tempfile::TempDir,
+    app: Application,
+    mut reports: mpsc::UnboundedReceiver<Activity>,
+    events: bool,
+) -> TestApp {
     let port = app.port();
     let store = app.store();
     if events {
@@ -141,6 +189,12 @@ fn launch(sim: SimPortal, dir: tempfile::TempDir, app: Application, events: bool
     } else {
         sim.set_event_handler(None, TOKEN);
     }
+    let (log, activity) = watch::channel(Vec::new());
+    tokio::spawn(async move {
+        while let Some(report) = reports.recv().await {
+            log.send_modify(|seen| seen.push(report));
+        }
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -155,12 +209,12 @@ fn launch(sim: SimPortal, dir: tempfile::TempDir, app: Application, events: bool
         store,
         client: reqwest::Client::new(),
         dir,
+        activity,
         stop: Some(tx),
         task: Some(task),
     }
 }
 
-#[allow(dead_code)]
 impl TestApp {
     pub fn events_url(&self) -> String {
         format!("http://127.0.0.1:{}/bitrix24/events", self.port)
@@ -168,13 +222,21 @@ impl TestApp {
 
     /// Posts a raw form body as Bitrix24 would.
     pub async fn post_event(&self, body: &str) -> reqwest::Response {
-        self.client
-            .post(self.events_url())
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.to_string())
-            .send()
+        self.post_raw(body.to_string(), Some("application/x-www-form-urlencoded"))
             .await
-            .expect("the service answers")
+    }
+
+    /// Posts `body` with the given `Content-Type` (none when `None`).
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.events_url()).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("Content-Type", ct);
+        }
+        request.send().await.expect("the service answers")
     }
 
     /// A delivery of `event` for `deal_id` exactly as Bitrix24 encodes it.
@@ -185,43 +247,101 @@ impl TestApp {
         )
     }
 
-    /// Waits until the service has nothing queued (or panics after `limit`).
+    /// Waits until the service is idle: nothing queued, and nothing left in the portal's event
+    /// queue (the echoes of the service's own writes included) that would queue more. A job
+    /// leaves the queue only once its effects are applied or failed for good, and the portal
+    /// queues a write's echo before it answers the write, so once both are empty with no
+    /// delivery between the two looks, the service has nothing more to do (panics after
+    /// `limit`; parked jobs count as queued).
     pub async fn settle(&self, limit: Duration) {
         let start = Instant::now();
-        let mut empty_since: Option<Instant> = None;
         loop {
-            if self.store.queue_len() == 0 {
-                let since = *empty_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_millis(150) {
-                    return;
-                }
-            } else {
-                empty_since = None;
+            let left = limit.saturating_sub(start.elapsed());
+            poll(left, "the service to settle (an empty queue)", async || {
+                (self.store.queue_len() == 0).then_some(())
+            })
+            .await;
+            let delivered = self.sim.events_sent().len();
+            self.sim.settle().await;
+            if self.sim.events_sent().len() == delivered && self.store.queue_len() == 0 {
+                return;
             }
-            assert!(
-                start.elapsed() < limit,
-                "the service did not settle within {limit:?}: {} queued",
-                self.store.queue_len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Waits until `check` holds (or panics after `limit`).
+    /// Waits until `check` holds on the portal (or panics after `limit`).
     pub async fn wait_until(
         &self,
         limit: Duration,
         what: &str,
         check: impl Fn(&SimPortal) -> bool,
     ) {
-        let start = Instant::now();
-        while !check(&self.sim) {
-            assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?} waiting for: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_for(limit, what, || check(&self.sim)).await;
+    }
+
+    /// Waits for the start-up sweep to have read the portal, and for the service to settle:
+    /// what happens in the portal from now on is only seen through events (and later sweeps).
+    /// The portal records a call once it has run it, so the sweep's view is fixed by then.
+    pub async fn started(&self) {
+        self.wait_until(Duration::from_secs(10), "the start-up sweep", |sim| {
+            sim.requests()
+                .iter()
+                .filter(|r| r.method == "crm.stagehistory.list")
+                .count()
+                >= 2
+        })
+        .await;
+        self.settle(Duration::from_secs(10)).await;
+    }
+
+    /// A point in the worker's reports to wait from: [`TestApp::reported`] looks past it.
+    pub fn mark(&self) -> usize {
+        self.activity.borrow().len()
+    }
+
+    /// What the worker reported since `mark`, in order.
+    pub fn reports_since(&self, mark: usize) -> Vec<Activity> {
+        self.activity.borrow().iter().skip(mark).cloned().collect()
+    }
+
+    /// Waits until the worker reports, after `mark`, an activity that `wanted` picks; returns
+    /// what it picked (panics after `limit`, naming `what`).
+    pub async fn reported<T>(
+        &self,
+        mark: usize,
+        limit: Duration,
+        what: &str,
+        wanted: impl Fn(&Activity) -> Option<T>,
+    ) -> T {
+        let mut reports = self.activity.clone();
+        let seen = tokio::time::timeout(
+            limit,
+            reports.wait_for(|seen| seen.iter().skip(mark).any(|a| wanted(a).is_some())),
+        )
+        .await;
+        match seen {
+            Ok(Ok(seen)) => seen
+                .iter()
+                .skip(mark)
+                .find_map(&wanted)
+                .expect("the report just seen"),
+            Ok(Err(_)) => panic!("the worker stopped before it reported: {what}"),
+            Err(_) => panic!(
+                "timed out after {limit:?} waiting for the worker to report: {what}; it reported {:#?}",
+                self.reports_since(mark)
+            ),
         }
+    }
+
+    /// Waits until the worker reports `deal`'s job finished after `mark`.
+    pub async fn deal_done(&self, mark: usize, deal: u64) {
+        self.reported(
+            mark,
+            Duration::from_secs(20),
+            &format!("deal {deal} done"),
+            |a| matches!(a, Activity::DealDone { deal_id } if *deal_id == deal).then_some(()),
+        )
+        .await;
     }
 
     /// Stops the service gracefully; returns the portal and the store folder for a restart.
@@ -234,21 +354,46 @@ impl TestApp {
         }
         (self.sim.clone(), self.dir)
     }
+
+    /// The number of tasks bound to each of `deals`, in order.
+    pub fn task_counts(&self, deals: &[u64]) -> Vec<usize> {
+        deals
+            .iter()
+            .map(|d| self.sim.tasks_for_deal(*d).len())
+            .collect()
+    }
+
+    /// Waits for the next second of the wall clock after the last event the portal sent (see
+    /// [`next_second`]).
+    pub async fn next_second(&self) {
+        next_second(&self.sim).await;
+    }
+
+    /// A user moves `deal` to `stage` (in another second than the last event), the service
+    /// takes the event, and settles (within `limit`).
+    pub async fn move_to(&self, deal: u64, stage: &str, limit: Duration) {
+        self.next_second().await;
+        let delivery = self.sim.move_deal(deal, stage).await;
+        assert_eq!(delivery.status, Some(200), "the service accepts the event");
+        self.settle(limit).await;
+    }
+}
+
+/// A JSON value as text: `"3"` and `3` both read `3`.
+pub fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 /// Creates a deal in NEW of the default pipeline, assigned to user 3.
 pub async fn new_deal(sim: &SimPortal, title: &str) -> u64 {
-    sim.create_deal(serde_json::json!({
-        "TITLE": title, "ASSIGNED_BY_ID": "3", "OPPORTUNITY": "1000.00", "CURRENCY_ID": "RUB",
-        "CATEGORY_ID": "0", "STAGE_ID": "NEW"
-    }))
-    .await
+    new_deal_with(sim, title, "NEW", serde_json::json!({})).await
 }
 
-// ----- added for the service-core tests (issue 2) -----
-
 /// A raw event body from `fixtures/events/`, with `{DEAL_ID}` replaced.
-#[allow(dead_code)]
 pub fn fixture(name: &str, deal_id: u64) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/events")
@@ -261,7 +406,6 @@ pub fn fixture(name: &str, deal_id: u64) -> String {
 
 /// A started simulated portal seeded like the demo's, with no event handler yet: what a test
 /// does to it before the service first starts is invisible to the service.
-#[allow(dead_code)]
 pub async fn seeded_portal(config: SimConfig) -> SimPortal {
     init_logs();
     let sim = SimPortal::start(config)
@@ -272,7 +416,6 @@ pub async fn seeded_portal(config: SimConfig) -> SimPortal {
 }
 
 /// Creates a deal in `stage` of the default pipeline with extra fields, assigned to user 3.
-#[allow(dead_code)]
 pub async fn new_deal_with(
     sim: &SimPortal,
     title: &str,
@@ -292,97 +435,38 @@ pub async fn new_deal_with(
 }
 
 /// A rule file from its text.
-#[allow(dead_code)]
 pub fn rule_file(name: &str, text: &str) -> (String, String) {
     (name.to_string(), text.to_string())
 }
 
-#[allow(dead_code)]
-impl TestApp {
-    /// Posts `body` with the given `Content-Type` (none when `None`).
-    pub async fn post_raw(
-        &self,
-        body: impl Into<reqwest::Body>,
-        content_type: Option<&str>,
-    ) -> reqwest::Response {
-        let mut request = self.client.post(self.events_url()).body(body);
-        if let Some(ct) = content_type {
-            request = request.header("Content-Type", ct);
-        }
-        request.send().await.expect("the service answers")
-    }
-
-    /// [`TestApp::settle`], then waits until no REST request other than the sweep's own
-    /// `crm.stagehistory.list` has reached the portal for a while (retries and writes are over).
-    pub async fn settle_quiet(&self, limit: Duration) {
-        self.settle(limit).await;
-        let quiet = Duration::from_millis(400);
-        let start = Instant::now();
-        let work = |sim: &SimPortal| {
-            sim.requests()
-                .iter()
-                .filter(|r| r.method != "crm.stagehistory.list")
-                .count()
-        };
-        let mut count = work(&self.sim);
-        let mut since = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            let now = work(&self.sim);
-            if now != count {
-                count = now;
-                since = Instant::now();
-            } else if since.elapsed() >= quiet && self.store.queue_len() == 0 {
-                return;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "the portal did not go quiet within {limit:?}"
-            );
-        }
-    }
-
-    /// The number of tasks bound to each of `deals`, in order.
-    pub fn task_counts(&self, deals: &[u64]) -> Vec<usize> {
-        deals
-            .iter()
-            .map(|d| self.sim.tasks_for_deal(*d).len())
-            .collect()
-    }
-}
-
-#[allow(dead_code)]
-impl TestApp {
-    /// Waits for the start-up sweep to have run and the portal to go quiet: what happens in the
-    /// portal from now on is only seen through events (and later sweeps).
-    pub async fn started(&self) {
-        self.wait_until(Duration::from_secs(10), "the start-up sweep", |sim| {
-            sim.requests()
-                .iter()
-                .filter(|r| r.method == "crm.stagehistory.list")
-                .count()
-                >= 2
+/// Waits until the wall clock is past the `ts` of every event the portal has sent. Bitrix24's
+/// `ts` counts seconds, and two deliveries of the same event for the same deal within one
+/// second are one delivery to the service (the spec's dedupe key); a test that makes two such
+/// changes in a row waits here between them, as a person would.
+pub async fn next_second(sim: &SimPortal) {
+    let last = sim
+        .events_sent()
+        .iter()
+        .filter_map(|e| {
+            e.body
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("ts="))
+                .and_then(|ts| ts.parse::<u64>().ok())
         })
-        .await;
-        self.settle_quiet(Duration::from_secs(10)).await;
+        .max();
+    let Some(last) = last else {
+        return;
+    };
+    let now_ms = b24_robot::store::now_ms();
+    let next_ms = (last + 1) * 1000;
+    if now_ms < next_ms {
+        // Real time: the portal stamps `ts` from the wall clock, and the dedupe is keyed on it.
+        tokio::time::sleep(Duration::from_millis(next_ms - now_ms + 5)).await;
     }
 }
-
-/// Sleeps to the start of the next wall-clock second. Bitrix24's `ts` counts seconds, and two
-/// deliveries of the same event for the same deal within one second are one delivery to the
-/// service (the spec's dedupe key); a test that makes two such changes in a row waits here
-/// between them, as the demo does.
-#[allow(dead_code)]
-pub async fn next_second() {
-    let into_second = b24_robot::store::now_ms() % 1000;
-    tokio::time::sleep(Duration::from_millis(1000 - into_second + 5)).await;
-}
-
-// ----- added for operations (issue 5) -----
 
 /// Starts the service as `serve` does: its rules read from a real folder, `<dir>/rules` (see
 /// [`TestApp::rules_dir`]), that it re-reads on SIGHUP and when a file in it changes.
-#[allow(dead_code)]
 pub async fn spawn_app_with_rules_dir(files: &[(String, String)]) -> TestApp {
     let sim = seeded_portal(SimConfig::default()).await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -397,14 +481,14 @@ pub async fn spawn_app_with_rules_dir(files: &[(String, String)]) -> TestApp {
         &[("rules.dir", rules_dir.display().to_string())],
     );
     let (rules, _) = RuleSet::load_dir(&rules_dir).expect("test rules load");
-    let app = Application::build(settings, rules)
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Application::build_with_activity(settings, rules, Some(tx))
         .await
         .expect("application builds")
         .with_rule_reload();
-    launch(sim, dir, app, true)
+    launch(sim, dir, app, rx, true)
 }
 
-#[allow(dead_code)]
 impl TestApp {
     /// The rules folder of [`spawn_app_with_rules_dir`].
     pub fn rules_dir(&self) -> std::path::PathBuf {
@@ -434,22 +518,7 @@ impl TestApp {
         assert_eq!(answer.status(), 200, "/metrics");
         answer.text().await.expect("text")
     }
-}
 
-// ----- added for a hostile portal (issue 8) -----
-
-/// Calls of `method` the portal received, top level or inside a `batch`.
-#[allow(dead_code)]
-pub fn calls_of(sim: &SimPortal, method: &str) -> usize {
-    sim.requests()
-        .iter()
-        .map(|r| {
-            usize::from(r.method == method) + r.sub_methods.iter().filter(|m| *m == method).count()
-        })
-        .sum()
-}
-
-impl TestApp {
     /// An admin API request with `token`: its status and its JSON answer (`Null` when none).
     pub async fn admin(
         &self,
@@ -468,4 +537,57 @@ impl TestApp {
         let body = answer.json().await.unwrap_or(serde_json::Value::Null);
         (status, body)
     }
+
+    /// Waits until `deal`'s queue record satisfies `check`, and returns it.
+    pub async fn job_when(
+        &self,
+        deal: u64,
+        limit: Duration,
+        what: &str,
+        check: impl Fn(&b24_robot::store::QueuedDeal) -> bool,
+    ) -> b24_robot::store::QueuedDeal {
+        poll(limit, what, async || {
+            self.store.queued(deal).ok().flatten().filter(|q| check(q))
+        })
+        .await
+    }
+
+    /// Waits until `deal`'s job is parked, and returns it.
+    pub async fn parked(&self, deal: u64) -> b24_robot::store::QueuedDeal {
+        self.job_when(
+            deal,
+            Duration::from_secs(15),
+            &format!("deal {deal} parked"),
+            |q| q.parked,
+        )
+        .await
+    }
+}
+
+/// Calls of `method` the portal received, top level or inside a `batch`.
+pub fn calls_of(sim: &SimPortal, method: &str) -> usize {
+    sim.requests()
+        .iter()
+        .map(|r| {
+            usize::from(r.method == method) + r.sub_methods.iter().filter(|m| *m == method).count()
+        })
+        .sum()
+}
+
+/// The samples of a `/metrics` exposition: `name{labels}` to value.
+pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').expect("`name value`");
+            (key.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// One sample of [`samples`] (panics when it is not there).
+pub fn value(samples: &std::collections::BTreeMap<String, f64>, key: &str) -> f64 {
+    *samples
+        .get(key)
+        .unwrap_or_else(|| panic!("no sample {key} in {samples:#?}"))
 }

@@ -2,31 +2,21 @@
 //! Each stage entry still gets its effects once; a deal whose history never ends is parked with
 //! the reason and holds back no other deal; the sweep stops, counts it, and resumes later.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use b24_robot::sandbox::{EndlessPaging, Faults, SimConfig, SimPortal};
 use b24_robot::store::Store;
+use b24_robot::worker::Activity;
 
 use crate::helpers::{
-    Options, calls_of, new_deal, seeded_portal, spawn_app_with, start_on, task_rules,
+    Options, calls_of, new_deal, poll, samples, seeded_portal, spawn_app_with, start_on,
+    task_rules, value,
 };
 
 const ADMIN: &str = "hostile-admin-token";
 
 fn admin() -> Vec<(&'static str, String)> {
     vec![("server.admin_token", ADMIN.into())]
-}
-
-/// Waits until `check` holds on the store (or panics after `limit`).
-async fn wait_store(store: &Store, limit: Duration, what: &str, check: impl Fn(&Store) -> bool) {
-    let start = Instant::now();
-    while !check(store) {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `crm.stagehistory.list` calls the portal received, top level or inside a `batch`.
@@ -44,20 +34,42 @@ async fn a_history_item_listed_twice_creates_one_task_per_stage_entry() {
         history_twice: true,
         ..Faults::default()
     });
+    let mark = app.mark();
     app.sim.move_deal(deal, "PREPARATION").await;
-    app.wait_until(Duration::from_secs(10), "a task for the deal", |sim| {
-        !sim.tasks_for_deal(deal).is_empty()
-    })
-    .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.deal_done(mark, deal).await;
+    app.settle(Duration::from_secs(10)).await;
 
     let tasks = app.sim.tasks_for_deal(deal);
     assert_eq!(tasks.len(), 1, "one task for one stage entry: {tasks:#?}");
-    let entries = app.store.entries(deal).expect("entries");
-    let ids: Vec<u64> = entries.iter().map(|e| e.entry.id).collect();
-    let mut unique = ids.clone();
-    unique.dedup();
-    assert_eq!(ids, unique, "each entry recorded once");
+    // The entry listed twice is one stage entry to the worker, acted on once.
+    let reported: Vec<(String, bool)> = app
+        .reports_since(mark)
+        .into_iter()
+        .filter_map(|a| match a {
+            Activity::StageEntry {
+                deal_id,
+                stage_id,
+                acted,
+                ..
+            } if deal_id == deal => Some((stage_id, acted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, [("PREPARATION".to_string(), true)]);
+    let recorded: Vec<u64> = app
+        .store
+        .entries(deal)
+        .expect("entries")
+        .iter()
+        .map(|e| e.entry.id)
+        .collect();
+    let history: Vec<u64> = app
+        .sim
+        .stage_history(deal)
+        .iter()
+        .filter_map(|e| e["ID"].as_u64())
+        .collect();
+    assert_eq!(recorded, history, "each entry of the portal recorded once");
     app.stop().await;
 }
 
@@ -71,7 +83,7 @@ async fn two_deals_queued_for_one_round(
     let app = start_on(sim, dir, &[task_rules()], &admin(), true).await;
     let endless = new_deal(&app.sim, "Endless LLC").await;
     let healthy = new_deal(&app.sim, "Healthy LLC").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     let (sim, dir) = app.stop().await;
 
     sim.move_deal_silently(endless, "PREPARATION").await;
@@ -102,13 +114,7 @@ async fn endless_paging_parks_that_deal_with_the_reason_and_the_others_of_its_ro
         |sim| !sim.tasks_for_deal(healthy).is_empty(),
     )
     .await;
-    wait_store(
-        &app.store,
-        Duration::from_secs(10),
-        "the deal parked",
-        |s| s.queued(endless).ok().flatten().is_some_and(|q| q.parked),
-    )
-    .await;
+    app.parked(endless).await;
     let calls = history_calls(&app.sim) - before;
     assert!(
         calls <= 20,
@@ -161,7 +167,7 @@ async fn endless_paging_parks_that_deal_with_the_reason_and_the_others_of_its_ro
         !sim.tasks_for_deal(endless).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[endless, healthy]), vec![1, 1]);
     app.stop().await;
 }
@@ -176,27 +182,14 @@ async fn a_history_of_more_pages_than_the_bound_parks_the_deal() {
     })
     .await;
     let deal = new_deal(&app.sim, "Long history LLC").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     // 120 moves no event told of, then one that is: three pages of new history.
     for _ in 0..60 {
         app.sim.move_deal_silently(deal, "EXECUTING").await;
         app.sim.move_deal_silently(deal, "NEW").await;
     }
     app.sim.move_deal(deal, "PREPARATION").await;
-    wait_store(
-        &app.store,
-        Duration::from_secs(10),
-        "the deal parked",
-        |s| s.queued(deal).ok().flatten().is_some_and(|q| q.parked),
-    )
-    .await;
-    let error = app
-        .store
-        .queued(deal)
-        .expect("readable")
-        .expect("queued")
-        .last_error
-        .unwrap_or_default();
+    let error = app.parked(deal).await.last_error.unwrap_or_default();
     assert!(
         error.contains(&format!("deal {deal}")) && error.contains("worker.max_history_pages"),
         "the reason names the deal and the bound: {error}"
@@ -234,27 +227,18 @@ async fn a_sweep_whose_pages_bring_nothing_new_stops_counts_it_and_resumes_from_
     let deal = new_deal(&app.sim, "Swept LLC").await;
     app.sim.move_deal_silently(deal, "PREPARATION").await;
     let before = app.sim.request_count();
-    let stalls = |text: &str| -> u64 {
-        text.lines()
-            .find(|l| {
-                l.starts_with("b24robot_paging_stopped_total{")
-                    && l.contains("list=\"sweep\"")
-                    && l.contains("reason=\"no_progress\"")
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let start = Instant::now();
-    let mut stalled = 0;
-    while stalled < 3 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "three sweeps stopped and counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stalled = stalls(&app.metrics_text().await);
-    }
+    let stalled = poll(
+        Duration::from_secs(10),
+        "three sweeps stopped and counted",
+        async || {
+            let stalls = value(
+                &samples(&app.metrics_text().await),
+                "b24robot_paging_stopped_total{list=\"sweep\",reason=\"no_progress\"}",
+            ) as u64;
+            (stalls >= 3).then_some(stalls)
+        },
+    )
+    .await;
     let requests: Vec<_> = app.sim.requests()[before..].to_vec();
     assert!(
         requests.len() as u64 <= 2 * (stalled + 1),
@@ -273,7 +257,7 @@ async fn a_sweep_whose_pages_bring_nothing_new_stops_counts_it_and_resumes_from_
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1]);
     app.stop().await;
 }

@@ -38,7 +38,7 @@ async fn assert_refused(
         !reason.is_empty() && !reason.contains('\n'),
         "{what}: a one-line reason, got {text:?}"
     );
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(
         app.sim.request_count(),
         before,
@@ -223,7 +223,7 @@ async fn an_unknown_event_is_answered_200_and_dropped() {
         .post_raw(fixture("deal-delete.txt", deal), Some(FORM))
         .await;
     assert_eq!(response.status().as_u16(), 200);
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(
         app.sim.request_count(),
         before,

@@ -14,7 +14,7 @@ use b24_robot::sandbox::{Faults, SimConfig, SimPortal};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, Weekday};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, start_on};
+use crate::helpers::{TestApp, seeded_portal, start_on, text};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -28,11 +28,7 @@ async fn app_with_rules_and(
     sim: SimConfig,
     settings: &[(&'static str, String)],
 ) -> TestApp {
-    crate::helpers::init_logs();
-    let sim = SimPortal::start(sim)
-        .await
-        .expect("simulated portal starts");
-    b24_robot::sandbox::seed::seed_portal(&sim);
+    let sim = seeded_portal(sim).await;
     sim.add_field(
         "UF_CRM_PROJECT_MANAGER",
         "employee",
@@ -52,14 +48,6 @@ async fn app_with_rules_and(
     .await
 }
 
-/// Waits until the service and the portal's event queue (our own writes' echoes) are both idle.
-async fn quiet(app: &TestApp) {
-    for _ in 0..3 {
-        app.sim.settle().await;
-        app.settle(LIMIT).await;
-    }
-}
-
 async fn deal_in(app: &TestApp, title: &str, assigned: u64, stage: &str, extra: Value) -> u64 {
     let mut fields = json!({
         "TITLE": title, "ASSIGNED_BY_ID": assigned.to_string(), "OPPORTUNITY": "1000.00",
@@ -69,41 +57,14 @@ async fn deal_in(app: &TestApp, title: &str, assigned: u64, stage: &str, extra: 
         base.extend(extra.clone());
     }
     let id = app.sim.create_deal(fields).await;
-    quiet(app).await;
+    app.settle(LIMIT).await;
     id
 }
 
-/// Waits for the next second of the wall clock. Bitrix24's `ts` counts seconds, and the service
-/// takes two deliveries of the same event, deal and `ts` for one (`service.md`, intake): two
-/// different changes of one deal in the same second look like a duplicate, and the second one
-/// is only found by the sweep. A person does not move a deal twice in a second; a test must
-/// not either.
-pub(crate) async fn next_second() {
-    let now = chrono::Utc::now();
-    let into = u64::from(now.timestamp_subsec_millis());
-    tokio::time::sleep(Duration::from_millis(1_000 - into.min(999) + 20)).await;
-}
-
 async fn update(app: &TestApp, deal: u64, fields: Value) {
-    next_second().await;
+    app.next_second().await;
     app.sim.update_deal(deal, fields).await;
-    quiet(app).await;
-}
-
-async fn move_to(app: &TestApp, deal: u64, stage: &str) {
-    next_second().await;
-    let delivery = app.sim.move_deal(deal, stage).await;
-    assert_eq!(delivery.status, Some(200), "the service accepts the event");
-    quiet(app).await;
-}
-
-/// A JSON value as text: `"3"` and `3` both read `3`.
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+    app.settle(LIMIT).await;
 }
 
 fn ids(v: &Value) -> Vec<String> {
@@ -225,7 +186,7 @@ deadline = { before = "2 workdays", field = "UF_CRM_EVENT_DATE", time = "10:00",
 async fn a_task_has_its_title_description_responsible_supervisor_auditor_and_workday_deadline() {
     let app = app_with_rules(TASK_RULES).await;
     let deal = deal_in(&app, "Romashka LLC", 3, "NEW", json!({})).await;
-    move_to(&app, deal, "PREPARATION").await;
+    app.move_to(deal, "PREPARATION", LIMIT).await;
 
     let task = one_task(&app, deal, "Send the offer: Romashka LLC");
     assert_eq!(
@@ -293,7 +254,7 @@ async fn a_when_condition_that_holds_adds_the_task_for_a_user_id() {
         json!({"OPPORTUNITY": "250000.00"}),
     )
     .await;
-    move_to(&app, deal, "PREPARATION").await;
+    app.move_to(deal, "PREPARATION", LIMIT).await;
 
     let review = one_task(&app, deal, "Review the big deal: Big Corp");
     assert_eq!(text(&review["RESPONSIBLE_ID"]), "17");
@@ -319,7 +280,7 @@ async fn supervisors_are_found_up_the_department_tree_and_field_people_are_read_
         json!({"UF_CRM_PROJECT_MANAGER": "6"}),
     )
     .await;
-    move_to(&app, head, "EXECUTING").await;
+    app.move_to(head, "EXECUTING", LIMIT).await;
     let task = one_task(&app, head, "Deliver: Head's deal");
     assert_eq!(
         text(&task["RESPONSIBLE_ID"]),
@@ -338,14 +299,14 @@ async fn supervisors_are_found_up_the_department_tree_and_field_people_are_read_
 
     // Assigned to someone in a department without a head: the head one level up.
     let junior = deal_in(&app, "Junior's deal", 6, "NEW", json!({})).await;
-    move_to(&app, junior, "PREPARATION").await;
+    app.move_to(junior, "PREPARATION", LIMIT).await;
     let task = one_task(&app, junior, "Send the offer: Junior's deal");
     assert_eq!(text(&task["RESPONSIBLE_ID"]), "6");
     assert_eq!(ids(&task["AUDITORS"]), ["2", "17"]);
 
     // The field is empty: nobody to make responsible, so no task (and the job does not loop).
     let nobody = deal_in(&app, "Nobody's deal", 3, "NEW", json!({})).await;
-    move_to(&app, nobody, "EXECUTING").await;
+    app.move_to(nobody, "EXECUTING", LIMIT).await;
     assert!(
         app.sim.tasks_for_deal(nobody).is_empty(),
         "{:#?}",
@@ -367,13 +328,13 @@ async fn a_deadline_before_a_date_field_counts_workdays_back_and_falls_back_when
         json!({"UF_CRM_EVENT_DATE": "2030-06-14"}),
     )
     .await;
-    move_to(&app, dated, "FINAL_INVOICE").await;
+    app.move_to(dated, "FINAL_INVOICE", LIMIT).await;
     let task = one_task(&app, dated, "Prepare the event: Conference");
     assert_eq!(text(&task["DEADLINE"]), "2030-06-12T10:00:00+03:00");
 
     // No event date: the fallback, one calendar day after the entry (its own keys only).
     let undated = deal_in(&app, "Undated", 3, "NEW", json!({})).await;
-    move_to(&app, undated, "FINAL_INVOICE").await;
+    app.move_to(undated, "FINAL_INVOICE", LIMIT).await;
     let task = one_task(&app, undated, "Prepare the event: Undated");
     assert_eq!(
         deadline(&task) - moved_time(&app, undated),
@@ -423,17 +384,17 @@ deadline = { after = "5 workdays" }
 async fn missing_required_fields_move_the_deal_back_with_one_comment_and_one_notification() {
     let app = app_with_rules(REQUIRE_RULES).await;
     let deal = deal_in(&app, "Romashka LLC", 3, "NEW", json!({})).await;
-    move_to(&app, deal, "PREPARATION").await;
+    app.move_to(deal, "PREPARATION", LIMIT).await;
     one_task(&app, deal, "Send the offer: Romashka LLC");
     let events_before = app.sim.events_sent().len();
 
-    move_to(&app, deal, "PREPAYMENT_INVOICE").await;
+    app.move_to(deal, "PREPAYMENT_INVOICE", LIMIT).await;
     app.wait_until(LIMIT, "the deal moved back", |sim| {
         sim.deal(deal)
             .is_some_and(|d| d["STAGE_ID"] == "PREPARATION")
     })
     .await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
 
     assert_eq!(stage_of(&app, deal), "PREPARATION");
     assert_eq!(
@@ -482,7 +443,7 @@ async fn missing_required_fields_move_the_deal_back_with_one_comment_and_one_not
         json!({"UF_CRM_INN": "7701234567", "UF_CRM_CONTRACT_NO": "2026-117"}),
     )
     .await;
-    move_to(&app, deal, "PREPAYMENT_INVOICE").await;
+    app.move_to(deal, "PREPAYMENT_INVOICE", LIMIT).await;
     assert_eq!(stage_of(&app, deal), "PREPAYMENT_INVOICE");
     let invoice = one_task(&app, deal, "Issue the invoice: Romashka LLC");
     assert_eq!(text(&invoice["RESPONSIBLE_ID"]), "3");
@@ -529,7 +490,7 @@ async fn a_zero_amount_is_missing_and_a_revert_without_a_previous_stage_acts_as_
 async fn warn_keeps_the_deal_in_the_stage_comments_notifies_and_runs_the_stage_rules() {
     let app = app_with_rules(REQUIRE_RULES).await;
     let deal = deal_in(&app, "Lyutik", 3, "NEW", json!({})).await;
-    move_to(&app, deal, "EXECUTING").await;
+    app.move_to(deal, "EXECUTING", LIMIT).await;
     assert_eq!(stage_of(&app, deal), "EXECUTING");
     assert_eq!(
         comments_on(&app, deal),
@@ -578,12 +539,12 @@ async fn a_deal_lost_without_a_reason_is_reverted_and_with_one_gets_the_review_t
     let deal = deal_in(&app, "Vasilek", 3, "NEW", json!({})).await;
     one_task(&app, deal, "Qualify Vasilek");
 
-    move_to(&app, deal, "LOSE").await;
+    app.move_to(deal, "LOSE", LIMIT).await;
     app.wait_until(LIMIT, "the deal moved back", |sim| {
         sim.deal(deal).is_some_and(|d| d["STAGE_ID"] == "NEW")
     })
     .await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
     assert_eq!(
         comments_on(&app, deal),
         ["Give the reason (Loss reason) the deal was lost. The deal was moved back to NEW."]
@@ -602,7 +563,7 @@ async fn a_deal_lost_without_a_reason_is_reverted_and_with_one_gets_the_review_t
     );
 
     update(&app, deal, json!({"UF_CRM_LOSS_REASON": "11"})).await;
-    move_to(&app, deal, "LOSE").await;
+    app.move_to(deal, "LOSE", LIMIT).await;
     assert_eq!(stage_of(&app, deal), "LOSE");
     let review = one_task(&app, deal, "Check why Vasilek was lost: Too expensive");
     assert_eq!(
@@ -635,12 +596,12 @@ async fn a_loss_reason_that_is_not_allowed_is_handled_as_missing() {
         json!({"UF_CRM_LOSS_REASON": "14"}),
     )
     .await;
-    move_to(&app, deal, "APOLOGY").await;
+    app.move_to(deal, "APOLOGY", LIMIT).await;
     app.wait_until(LIMIT, "the deal moved back", |sim| {
         sim.deal(deal).is_some_and(|d| d["STAGE_ID"] == "NEW")
     })
     .await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
     assert_eq!(
         comments_on(&app, deal),
         [
@@ -678,16 +639,16 @@ score_field = "UF_CRM_NPS"
 async fn a_won_deal_gets_one_nps_task_whatever_the_deliveries() {
     let app = app_with_rules(NPS_RULES).await;
     let deal = deal_in(&app, "Romashka LLC", 3, "NEW", json!({})).await;
-    move_to(&app, deal, "PREPARATION").await;
+    app.move_to(deal, "PREPARATION", LIMIT).await;
     assert!(
         app.sim.tasks_for_deal(deal).is_empty(),
         "nps fires on success stages only"
     );
-    move_to(&app, deal, "WON").await;
+    app.move_to(deal, "WON", LIMIT).await;
     // The same event delivered twice more.
     app.sim.send_event("ONCRMDEALUPDATE", deal).await;
     app.sim.send_event("ONCRMDEALUPDATE", deal).await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
 
     let task = one_task(
         &app,
@@ -750,14 +711,14 @@ async fn a_won_deal_is_copied_once_into_the_target_pipeline_and_the_copy_gets_it
         json!({"OPPORTUNITY": "240000.00", "UF_CRM_INN": "7701234567"}),
     )
     .await;
-    move_to(&app, deal, "WON").await;
+    app.move_to(deal, "WON", LIMIT).await;
     app.wait_until(LIMIT, "a copy", |sim| !copies_of(sim, deal).is_empty())
         .await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
     // Duplicate deliveries of the WON event.
     app.sim.send_event("ONCRMDEALUPDATE", deal).await;
     app.sim.send_event("ONCRMDEALUPDATE", deal).await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
 
     let copy = one_copy(&app, deal);
     assert_eq!(text(&copy["CATEGORY_ID"]), "1");
@@ -844,12 +805,12 @@ async fn a_copy_whose_creation_answered_500_is_found_again_not_made_twice() {
             seed: Some(round),
             ..Faults::default()
         });
-        next_second().await;
+        app.next_second().await;
         app.sim.move_deal(deal, "WON").await;
         app.wait_until(LIMIT, "a copy", |sim| !copies_of(sim, deal).is_empty())
             .await;
         app.sim.set_faults(Faults::default());
-        quiet(&app).await;
+        app.settle(LIMIT).await;
         if round >= 1 && app.sim.requests().iter().any(is_faulted_add) {
             break;
         }

@@ -2,7 +2,7 @@
 //! nothing: the job is retried, then parked with the reason, and once the portal answers properly
 //! again the stage entry's rules run once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use b24_robot::sandbox::{DealCorruption, Faults};
 use b24_robot::store::EntryAction;
@@ -21,25 +21,14 @@ async fn parked_then_acted_once(corruption: DealCorruption, reason: &str) {
     })
     .await;
     let deal = new_deal(&app.sim, "Malformed LLC").await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     app.sim.set_faults(Faults {
         corrupt_deal: Some((deal, corruption)),
         ..Faults::default()
     });
     app.sim.move_deal(deal, "PREPARATION").await;
-    let start = Instant::now();
-    let job = loop {
-        let job = app.store.queued(deal).expect("readable");
-        if let Some(job) = job.as_ref().filter(|q| q.parked) {
-            break job.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the job is parked after its attempts: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let job = app.parked(deal).await;
     assert_eq!(job.attempts, 3, "each malformed answer counts an attempt");
     let error = job.last_error.unwrap_or_default();
     assert!(
@@ -67,7 +56,7 @@ async fn parked_then_acted_once(corruption: DealCorruption, reason: &str) {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1], "the rules ran once");
     assert_eq!(
         entries_in(&app, deal, "PREPARATION"),

@@ -2,34 +2,17 @@
 //! telling whether the folder is the rule set in force, JSON logs from the real binary, and the
 //! health endpoints while the store is stuck or its disk is full.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::child::{Service, Site};
 use crate::helpers::{
-    Options, TOKEN, TestApp, new_deal, seeded_portal, spawn_app, spawn_app_with,
-    spawn_app_with_rules_dir, start_on, task_rules,
+    Options, TOKEN, TestApp, new_deal, poll, samples, seeded_portal, spawn_app, spawn_app_with,
+    spawn_app_with_rules_dir, start_on, task_rules, value, wait_for,
 };
-
-/// The samples of an exposition: `name{labels}` to value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (key, value) = l.rsplit_once(' ').expect("`name value`");
-            (key.to_string(), value.parse().expect("a number"))
-        })
-        .collect()
-}
-
-fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
-    *samples
-        .get(key)
-        .unwrap_or_else(|| panic!("no sample {key} in {samples:#?}"))
-}
 
 const CALL_RULE: &str = r#"
 pipeline = 0
@@ -52,20 +35,12 @@ titel = "Send the offer: {TITLE}"
 responsible = "assigned"
 "#;
 
-/// Polls `/readyz` until `check` holds; panics after `limit` with the last answer.
+/// Polls `/readyz` until `check` holds; panics after `limit`.
 async fn readyz_until(app: &TestApp, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let ready = app.readyz().await;
-        if check(&ready) {
-            return ready;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "/readyz not as expected within {limit:?}: {ready:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll(limit, "/readyz as expected", async || {
+        Some(app.readyz().await).filter(|ready| check(ready))
+    })
+    .await
 }
 
 /// Writes a file the way editors save: a temporary file renamed over the target.
@@ -122,7 +97,7 @@ async fn metrics_are_present_and_move_after_a_stage_entry() {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
 
     let text = app.metrics_text().await;
     let after = samples(&text);
@@ -186,7 +161,7 @@ async fn a_good_rules_file_is_reloaded_and_the_next_stage_entry_uses_it() {
         sim.tasks_for_deal(deal).len() >= 2
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     let mut titles: Vec<String> = app
         .sim
         .tasks_for_deal(deal)
@@ -257,7 +232,7 @@ async fn a_broken_rules_file_is_refused_and_the_old_rules_keep_working() {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     let tasks = app.sim.tasks_for_deal(deal);
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0]["TITLE"], "Send the offer: Romashka LLC");
@@ -287,94 +262,47 @@ async fn a_broken_rules_file_is_refused_and_the_old_rules_keep_working() {
 #[tokio::test]
 async fn json_logs_carry_deal_rule_and_event_and_never_a_secret() {
     let sim = seeded_portal(b24_robot::sandbox::SimConfig::default()).await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let rules = root.path().join("rules");
-    std::fs::create_dir_all(&rules).expect("rules folder");
-    let (name, text) = task_rules();
-    std::fs::write(rules.join(name), text).expect("rule file");
-    let log = root.path().join("service.log");
-    let port = free_port();
-    let out = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_b24-robot"))
-        .arg("serve")
-        .current_dir(root.path())
-        .env_clear()
-        .env("B24ROBOT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("B24ROBOT__STORAGE__DIR", root.path().join("data"))
-        .env("B24ROBOT__RULES__DIR", &rules)
-        .env("B24ROBOT__PORTAL__WEBHOOK_URL", sim.webhook_url())
-        .env("B24ROBOT__PORTAL__APPLICATION_TOKEN", TOKEN)
-        .env("B24ROBOT__PORTAL__REQUESTS_PER_SECOND", "50")
-        .env("B24ROBOT__PORTAL__BURST", "200")
-        .env("B24ROBOT__LOG__FORMAT", "json")
-        .env("B24ROBOT__LOG__LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("the binary starts");
-    let service = Running(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let site = Site::new();
+    let service = Service::start_with(
+        &sim,
+        &site,
+        0,
+        &[
+            ("B24ROBOT__LOG__FORMAT", "json"),
+            ("B24ROBOT__LOG__LEVEL", "info"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    while !client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the service did not start:\n{}",
-            read(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    sim.set_event_handler(Some(format!("{base}/bitrix24/events")), TOKEN);
 
     let deal = new_deal(&sim, "Romashka LLC").await;
     sim.move_deal(deal, "PREPARATION").await;
-    let start = Instant::now();
-    while sim.tasks_for_deal(deal).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no task:\n{}",
-            read(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for(Duration::from_secs(15), "a task", || {
+        !sim.tasks_for_deal(deal).is_empty()
+    })
+    .await;
 
     // SIGHUP with the folder unchanged: reloaded, counted, nothing replaced.
-    signal(&service.0, "-HUP");
-    let start = Instant::now();
-    loop {
+    service.signal("-HUP");
+    poll(Duration::from_secs(5), "SIGHUP seen", async || {
         let text = client
-            .get(format!("{base}/metrics"))
+            .get(format!("{}/metrics", service.base()))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
             .expect("text");
-        if samples(&text).get("b24robot_rule_reloads_total{result=\"unchanged\"}") == Some(&1.0) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "SIGHUP not seen:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (samples(&text).get("b24robot_rule_reloads_total{result=\"unchanged\"}") == Some(&1.0))
+            .then_some(())
+    })
+    .await;
+    let logs = {
+        let (code, _) = service.terminate(Duration::from_secs(10)).await;
+        assert_eq!(code, Some(0));
+        std::fs::read_to_string(site.path("run-0.log")).expect("the log")
+    };
 
-    signal(&service.0, "-TERM");
-    let mut service = service;
-    let start = Instant::now();
-    while service.0.try_wait().expect("wait").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    let logs = read(&log);
     let secret = sim
         .webhook_url()
         .trim_end_matches('/')
@@ -401,6 +329,7 @@ async fn json_logs_carry_deal_rule_and_event_and_never_a_secret() {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
+    assert!(!lines.is_empty(), "nothing logged");
     assert!(
         lines
             .iter()
@@ -424,35 +353,6 @@ async fn json_logs_carry_deal_rule_and_event_and_never_a_secret() {
             .any(|l| l["message"].as_str().unwrap_or_default().contains("SIGHUP")),
         "{logs}"
     );
-}
-
-/// Kills the child if a failed assertion leaves it running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn signal(child: &Child, which: &str) {
-    let status = Command::new("kill")
-        .args([which, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill {which} failed");
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").port()
 }
 
 // ----- the store stuck or full (issue 8, items 6 and 7) -----
@@ -601,7 +501,7 @@ async fn after_a_full_disk_intake_recovers_by_itself_and_every_acknowledged_even
         assert_eq!(status, 200);
         acknowledged.push(deal);
     }
-    app.settle_quiet(Duration::from_secs(20)).await;
+    app.settle(Duration::from_secs(20)).await;
     assert_eq!(app.task_counts(&acknowledged), vec![1; 3]);
 
     // The disk fills up: deliveries are refused (a first one may still fit).
@@ -648,18 +548,16 @@ async fn after_a_full_disk_intake_recovers_by_itself_and_every_acknowledged_even
     // Room again: intake takes events again by itself, without a restart.
     mount.empty();
     let start = Instant::now();
-    loop {
-        let (status, ready, _) = get_timed(&app, "/readyz").await.expect("/readyz answers");
-        if status == 200 {
-            assert_eq!(ready["store"], "ok", "{ready}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "/readyz still says {ready} 15 s after the disk had room again"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = poll(
+        Duration::from_secs(15),
+        "/readyz ready after the disk had room again",
+        async || {
+            let (status, ready, _) = get_timed(&app, "/readyz").await.expect("/readyz answers");
+            (status == 200).then_some(ready)
+        },
+    )
+    .await;
+    assert_eq!(ready["store"], "ok", "{ready}");
     eprintln!(
         "intake took events again {:?} after the disk had room",
         start.elapsed()
@@ -680,7 +578,7 @@ async fn after_a_full_disk_intake_recovers_by_itself_and_every_acknowledged_even
         |sim| deals.iter().all(|d| !sim.tasks_for_deal(*d).is_empty()),
     )
     .await;
-    app.settle_quiet(Duration::from_secs(20)).await;
+    app.settle(Duration::from_secs(20)).await;
     assert_eq!(app.task_counts(&acknowledged), vec![1; acknowledged.len()]);
     assert_eq!(
         value(

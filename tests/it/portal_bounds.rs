@@ -2,12 +2,12 @@
 //! (the webhook's secret stays home), an answer past `portal.max_response` is not read, and an
 //! error text of megabytes is stored and shown cut.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use b24_robot::sandbox::{Faults, SimConfig, SimPortal};
 use serde_json::Value;
 
-use crate::helpers::{Options, TestApp, new_deal, spawn_app_with};
+use crate::helpers::{Options, TestApp, new_deal, samples, spawn_app_with, value};
 
 const ADMIN: &str = "bounds-admin";
 const SECRET: &str = "hushhushwebhookcode";
@@ -39,31 +39,17 @@ async fn moved_under(
     app.settle(Duration::from_secs(10)).await;
     app.sim.set_faults(faults);
     app.sim.move_deal(deal, "PREPARATION").await;
-    let limit = Duration::from_secs(10);
-    let start = Instant::now();
-    loop {
-        let job = app
-            .store
-            .queued(deal)
-            .expect("store")
-            .filter(|job| job.last_error.as_deref().is_some_and(&matches));
-        if let Some(job) = job {
-            return (deal, job);
-        }
-        assert!(
-            start.elapsed() < limit,
-            "deal {deal}: no such error within {limit:?}: {:?}",
-            app.store.queued(deal)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let job = app
+        .job_when(deal, Duration::from_secs(10), "the error", |job| {
+            job.last_error.as_deref().is_some_and(&matches)
+        })
+        .await;
+    (deal, job)
 }
 
-/// The value of a metric without labels.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
+/// The value of a metric.
+fn metric(text: &str, name: &str) -> f64 {
+    value(&samples(text), name)
 }
 
 #[tokio::test]
@@ -97,8 +83,8 @@ async fn a_redirect_to_a_foreign_host_sends_it_nothing_and_parks_the_job_with_th
     assert!(foreign.tasks().is_empty());
     assert!(app.sim.tasks_for_deal(deal).is_empty());
     let metrics = app.metrics_text().await;
-    assert!(metric(&metrics, "b24robot_rest_redirects_refused_total") >= 1);
-    assert_eq!(metric(&metrics, "b24robot_rest_redirects_total"), 0);
+    assert!(metric(&metrics, "b24robot_rest_redirects_refused_total") >= 1.0);
+    assert_eq!(metric(&metrics, "b24robot_rest_redirects_total"), 0.0);
     assert_eq!(app.readyz().await["portal_renamed"], Value::Null);
 
     // The redirect stops: the job, re-run by an operator, makes its one task on the portal.
@@ -132,7 +118,7 @@ async fn an_answer_over_portal_max_response_fails_that_call_and_the_service_goes
     assert!(!job.parked, "retried by the job's own backoff: {job:?}");
     assert!(app.sim.tasks_for_deal(deal).is_empty());
     let metrics = app.metrics_text().await;
-    assert!(metric(&metrics, "b24robot_rest_answers_too_large_total") >= 1);
+    assert!(metric(&metrics, "b24robot_rest_answers_too_large_total") >= 1.0);
     assert_eq!(
         app.readyz().await["ready"],
         true,

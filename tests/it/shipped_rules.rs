@@ -7,8 +7,7 @@ use std::time::Duration;
 use b24_robot::rules::{RuleKind, RuleSet};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, start_on};
-use crate::kinds::next_second;
+use crate::helpers::{TestApp, seeded_portal, start_on, text};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -81,11 +80,7 @@ fn the_embedded_rules_are_the_rules_folder() {
 }
 
 async fn shipped_app() -> TestApp {
-    crate::helpers::init_logs();
-    let sim = b24_robot::sandbox::SimPortal::start(Default::default())
-        .await
-        .expect("portal starts");
-    b24_robot::sandbox::seed::seed_portal(&sim);
+    let sim = seeded_portal(Default::default()).await;
     let rules: Vec<(String, String)> = b24_robot::sandbox::seed::EMBEDDED_RULES
         .iter()
         .map(|(n, t)| (n.to_string(), t.to_string()))
@@ -98,27 +93,6 @@ async fn shipped_app() -> TestApp {
         true,
     )
     .await
-}
-
-async fn quiet(app: &TestApp) {
-    for _ in 0..3 {
-        app.sim.settle().await;
-        app.settle(LIMIT).await;
-    }
-}
-
-async fn move_to(app: &TestApp, deal: u64, stage: &str) {
-    next_second().await;
-    assert_eq!(app.sim.move_deal(deal, stage).await.status, Some(200));
-    quiet(app).await;
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 fn titles(app: &TestApp, deal: u64) -> Vec<String> {
@@ -150,10 +124,10 @@ async fn a_new_clients_deal_goes_through_the_shipped_sales_standard() {
             "CURRENCY_ID": "RUB", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}),
         )
         .await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
     task(&app, deal, "Qualify the request: call Romashka LLC");
 
-    move_to(&app, deal, "PREPARATION").await;
+    app.move_to(deal, "PREPARATION", LIMIT).await;
     let offer = task(&app, deal, "Send the commercial offer: Romashka LLC");
     assert_eq!(text(&offer["RESPONSIBLE_ID"]), "3");
     assert_eq!(
@@ -167,13 +141,13 @@ async fn a_new_clients_deal_goes_through_the_shipped_sales_standard() {
     );
 
     // Without the tax id and the contract number: moved back, told why.
-    move_to(&app, deal, "PREPAYMENT_INVOICE").await;
+    app.move_to(deal, "PREPAYMENT_INVOICE", LIMIT).await;
     app.wait_until(LIMIT, "moved back", |sim| {
         sim.deal(deal)
             .is_some_and(|d| d["STAGE_ID"] == "PREPARATION")
     })
     .await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
     let comments: Vec<String> = app
         .sim
         .comments()
@@ -195,15 +169,15 @@ async fn a_new_clients_deal_goes_through_the_shipped_sales_standard() {
         titles(&app, deal)
     );
 
-    next_second().await;
+    app.next_second().await;
     app.sim
         .update_deal(
             deal,
             json!({"UF_CRM_INN": "7701234567", "UF_CRM_CONTRACT_NO": "2026-117"}),
         )
         .await;
-    quiet(&app).await;
-    move_to(&app, deal, "PREPAYMENT_INVOICE").await;
+    app.settle(LIMIT).await;
+    app.move_to(deal, "PREPAYMENT_INVOICE", LIMIT).await;
     assert_eq!(
         text(&app.sim.deal(deal).expect("deal")["STAGE_ID"]),
         "PREPAYMENT_INVOICE"
@@ -214,12 +188,12 @@ async fn a_new_clients_deal_goes_through_the_shipped_sales_standard() {
         "Issue the prepayment invoice and get it paid: Romashka LLC",
     );
 
-    move_to(&app, deal, "WON").await;
+    app.move_to(deal, "WON", LIMIT).await;
     app.wait_until(LIMIT, "the repeat-sales copy", |sim| {
         sim.deals().iter().any(|d| d["CATEGORY_ID"] == "1")
     })
     .await;
-    quiet(&app).await;
+    app.settle(LIMIT).await;
     let nps = task(
         &app,
         deal,

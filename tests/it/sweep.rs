@@ -48,7 +48,7 @@ async fn a_move_whose_event_is_never_sent_is_caught_by_the_sweep() {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1]);
     app.stop().await;
 }
@@ -72,7 +72,7 @@ async fn a_move_to_another_pipeline_is_caught_and_its_stage_rules_run() {
         |sim| !sim.tasks_for_deal(deal).is_empty(),
     )
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(
         app.sim.events_sent().len(),
         events_before,
@@ -100,7 +100,7 @@ async fn a_portal_without_an_outgoing_webhook_still_gets_its_rules_applied() {
         !sim.tasks_for_deal(deal).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[deal]), vec![1]);
     app.stop().await;
 }
@@ -131,7 +131,7 @@ async fn entries_older_than_the_first_start_are_not_acted_on() {
     .await;
     let delivery = app.sim.send_event("ONCRMDEALUPDATE", moved).await;
     assert_eq!(delivery.status, Some(200));
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(app.task_counts(&[moved, created, other]), vec![0, 0, 0]);
 
     // The service does work: a move made now is acted on.
@@ -141,7 +141,7 @@ async fn entries_older_than_the_first_start_are_not_acted_on() {
         !sim.tasks_for_deal(fresh).is_empty()
     })
     .await;
-    app.settle_quiet(Duration::from_secs(10)).await;
+    app.settle(Duration::from_secs(10)).await;
     assert_eq!(
         app.task_counts(&[moved, created, other, fresh]),
         vec![0, 0, 0, 1]

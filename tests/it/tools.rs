@@ -7,6 +7,11 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::helpers::poll;
+
+/// How long the sandbox may take to start, and to act.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -76,7 +81,19 @@ fn the_shipped_rule_tests_pass_with_the_default_folders() {
         Some(0),
         "stdout: {stdout}\nstderr: {stderr}"
     );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    // Every case of the shipped tests ran and passed.
+    let cases: usize = std::fs::read_dir(root().join("rules/tests"))
+        .expect("rules/tests")
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("file");
+            text.lines().filter(|l| l.trim() == "[[case]]").count()
+        })
+        .sum();
+    assert!(cases > 0, "the shipped tests have cases");
+    assert!(
+        stdout.ends_with(&format!("\n{cases} passed, 0 failed\n")),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -514,15 +531,15 @@ async fn the_sandbox_control_api_creates_and_moves_deals_and_refuses_a_foreign_s
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/deals")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(up, "the sandbox's control API answers");
+    poll(LIMIT, "the sandbox's control API to answer", async || {
+        client
+            .get(format!("{base}/deals"))
+            .send()
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
 
     let created: serde_json::Value = client
         .post(format!("{base}/deals"))
@@ -541,9 +558,8 @@ async fn the_sandbox_control_api_creates_and_moves_deals_and_refuses_a_foreign_s
         .await
         .expect("answers");
     assert!(moved.status().is_success());
-    let mut tasks = serde_json::Value::Null;
-    for _ in 0..200 {
-        tasks = client
+    poll(LIMIT, "the offer task in the sandbox", async || {
+        let tasks: serde_json::Value = client
             .get(format!("{base}/tasks"))
             .send()
             .await
@@ -551,20 +567,12 @@ async fn the_sandbox_control_api_creates_and_moves_deals_and_refuses_a_foreign_s
             .json()
             .await
             .expect("JSON");
-        if tasks
-            .to_string()
-            .contains("Send the commercial offer: Acme")
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
         tasks
             .to_string()
-            .contains("Send the commercial offer: Acme"),
-        "{tasks}"
-    );
+            .contains("Send the commercial offer: Acme")
+            .then_some(())
+    })
+    .await;
     let refused = client
         .post(format!("{base}/deals/{id}/move"))
         .json(&serde_json::json!({"stage": "C1:NEW"}))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use b24_robot::sandbox::{SimConfig, SimPortal};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, next_second, start_on};
+use crate::helpers::{TestApp, seeded_portal, start_on, text};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -32,11 +32,7 @@ copy = ["TITLE"]
 "#;
 
 async fn app() -> TestApp {
-    crate::helpers::init_logs();
-    let sim = SimPortal::start(SimConfig::default())
-        .await
-        .expect("simulated portal starts");
-    b24_robot::sandbox::seed::seed_portal(&sim);
+    let sim = seeded_portal(SimConfig::default()).await;
     for (id, name) in [(2, "Archive A"), (3, "Archive B")] {
         let stage = |code: &str| format!("C{id}:{code}");
         let (new, lose, archive) = (stage("NEW"), stage("LOSE"), stage("UC_ARCHIVE"));
@@ -61,26 +57,11 @@ async fn app() -> TestApp {
     .await
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 fn copies(sim: &SimPortal) -> Vec<Value> {
     sim.deals()
         .into_iter()
         .filter(|d| d["ORIGINATOR_ID"] == "b24-robot")
         .collect()
-}
-
-async fn quiet(app: &TestApp) {
-    for _ in 0..3 {
-        app.sim.settle().await;
-        app.settle(LIMIT).await;
-    }
 }
 
 #[tokio::test]
@@ -91,13 +72,13 @@ async fn a_chain_of_tunnel_copies_stops_at_the_configured_depth_with_a_failed_de
         .sim
         .create_deal(json!({"TITLE": "Romashka LLC", "ASSIGNED_BY_ID": "3", "CATEGORY_ID": "2", "STAGE_ID": "C2:NEW"}))
         .await;
-    quiet(&app).await;
-    next_second().await;
+    app.settle(LIMIT).await;
+    app.next_second().await;
     app.sim.move_deal(deal, "C2:LOSE").await;
     app.wait_until(LIMIT, "three copies", |sim| copies(sim).len() >= 3)
         .await;
     // Settled: every copy's entry has been acted on, so a fourth copy would exist by now.
-    quiet(&app).await;
+    app.settle(LIMIT).await;
 
     let mut made = copies(&app.sim);
     made.sort_by_key(|d| text(&d["ID"]).parse::<u64>().unwrap_or(0));
