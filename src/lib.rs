@@ -9,19 +9,29 @@
 //!                 sweep ──▶ worker ──▶ rules (pure) ──▶ worker ──▶ bitrix (REST client) ──▶ Bitrix24
 //! ```
 //!
+//! The core, in the order an event travels:
 //! - [`intake`] answers the portal's outgoing webhook: it parses the raw form body, checks the
 //!   token, records the event durably and only then answers 200.
 //! - [`store`] is the only code that touches sled.
 //! - [`worker`] takes queued deals, reads them and their new stage-history entries in shared
-//!   `batch`es, asks [`rules`] what to do and applies the effects exactly once.
-//! - [`rules`] is the rule language: loading with every error at once, and pure evaluation.
-//! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones).
-//! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries.
-//! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for tests and the demo.
-//! - [`worker::backfill`] applies the rules to the deals already sitting in their stages, once.
-//! - [`text`] keeps texts from outside (a portal's error descriptions) to a size.
-//! - [`metrics`] (`GET /metrics`) and [`rules::live`] (rules re-read on SIGHUP or a change) are
-//!   for the operators.
+//!   `batch`es, asks [`rules`] what to do and applies the effects exactly once; the sweep and
+//!   the backfill are its other modes.
+//! - [`rules`] is the rule language: loading with every error at once, pure evaluation, the
+//!   rules in force and their reload.
+//! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries, one builder
+//!   per CRM call.
+//!
+//! Beside it:
+//! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones), pure.
+//! - [`diagnostics`] is the one `file:line:col` problem type and spanned-TOML reader.
+//! - [`configuration`] is the settings; [`telemetry`] the logs; [`text`] bounds outside texts.
+//! - [`ops`] is the operators' side: the admin API, `/metrics`, `/healthz` and `/readyz`.
+//! - [`http`] serves the one listener (header timeout, connection limits).
+//! - [`startup`] builds the one [`startup::Application`] that `serve`, the demo and the tests
+//!   run, and stops it on purpose.
+//! - [`commands`] is the command line, one file a command.
+//! - [`sandbox`] is a simulated portal that speaks Bitrix24's wire format, for the tests, the
+//!   demo, the sandbox command and the bench; production code never imports it.
 
 pub mod bitrix;
 pub mod calendar;

@@ -22,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use crate::bitrix::{Client, ClientSettings};
 use crate::configuration::Settings;
 use crate::intake::{self, IntakeCounters, IntakeState};
-use crate::ops::metrics::{Metrics, MetricsState};
+use crate::ops::metrics::MetricsState;
 use crate::rules::live::{self, Reloader};
 use crate::rules::{RuleSet, RulesHandle, RulesStatus};
 use crate::store::{Store, StoreError, now_ms};
+use crate::worker::counters::Metrics;
 use crate::worker::{
     Activity, CatalogCache, People, Scheduler, Worker, ensure_history_floor, sweep_once,
 };

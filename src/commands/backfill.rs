@@ -135,7 +135,7 @@ async fn backfill_here(
         catalog: crate::worker::CatalogCache::default(),
         people: crate::worker::People::default(),
         activity: None,
-        metrics: std::sync::Arc::new(crate::ops::metrics::Metrics::default()),
+        metrics: std::sync::Arc::new(crate::worker::counters::Metrics::default()),
     });
     let status = Status::default();
     let stop = CancellationToken::new();

@@ -16,10 +16,9 @@
 //! the service's own; rule names come from the rule files, and past [`MAX_SERIES`] series a new
 //! one is counted under `rule="_other"`. Deal ids are never labels.
 
-use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -32,104 +31,8 @@ use crate::bitrix::Client;
 use crate::http::ConnectionStats;
 use crate::intake::IntakeCounters;
 use crate::rules::{RulesHandle, RulesStatus};
-use crate::store::{EffectKind, EntryAction, Store, now_ms};
-
-/// Most `(rule, kind, result)` series kept for effects; more rules than that share one series.
-pub const MAX_SERIES: usize = 2_000;
-
-/// How one effect ended (or did not, yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum EffectResult {
-    /// Done: the portal gave its id (or an earlier attempt was found to have made it).
-    Applied,
-    /// Failed for good: recorded with its error, not tried again.
-    Failed,
-    /// An attempt failed in a way that may pass: the job is tried again later.
-    Retried,
-}
-
-impl EffectResult {
-    fn label(self) -> &'static str {
-        match self {
-            EffectResult::Applied => "applied",
-            EffectResult::Failed => "failed",
-            EffectResult::Retried => "retried",
-        }
-    }
-}
-
-/// A list read page by page (see [`Metrics::paging_stopped`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PagedList {
-    /// One deal's stage history, in a round.
-    DealHistory,
-    /// The stage history, in a sweep.
-    Sweep,
-    /// The deals, in a backfill.
-    DealList,
-}
-
-/// Why a list's paging stopped before the portal said it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PagingStop {
-    /// A page brought nothing past what was read (or its `next` did not advance).
-    NoProgress,
-    /// The page bound was reached (`worker.max_history_pages`, `worker.max_sweep_pages`).
-    PageLimit,
-}
-
-/// The counters the service increments as it works; gauges are read at scrape time.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Stage entries recorded: acted on, superseded, the service's own move (echo).
-    stage_entries: [AtomicU64; 3],
-    effects: Mutex<BTreeMap<(String, &'static str, EffectResult), u64>>,
-    /// Pagings stopped short, by [`PagedList`] and [`PagingStop`].
-    paging_stopped: [[AtomicU64; 2]; 3],
-    /// Tunnels not run because the deal was already the copy at `rules.max_tunnel_depth`.
-    tunnel_depth_exceeded: AtomicU64,
-}
-
-impl Metrics {
-    pub fn stage_entry(&self, action: &EntryAction) {
-        let i = match action {
-            EntryAction::Acted => 0,
-            EntryAction::Superseded { .. } => 1,
-            EntryAction::Echo => 2,
-        };
-        self.stage_entries[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn effect(&self, rule: &str, kind: EffectKind, result: EffectResult) {
-        let mut effects = self.effects.lock().unwrap_or_else(PoisonError::into_inner);
-        let kind = kind_label(kind);
-        let known = effects.contains_key(&(rule.to_string(), kind, result));
-        let rule = if known || effects.len() < MAX_SERIES {
-            rule
-        } else {
-            "_other"
-        };
-        *effects.entry((rule.to_string(), kind, result)).or_insert(0) += 1;
-    }
-
-    pub fn paging_stopped(&self, list: PagedList, why: PagingStop) {
-        self.paging_stopped[list as usize][why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn tunnel_depth_exceeded(&self) {
-        self.tunnel_depth_exceeded.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-fn kind_label(kind: EffectKind) -> &'static str {
-    match kind {
-        EffectKind::Task => "task",
-        EffectKind::Comment => "comment",
-        EffectKind::Notify => "notify",
-        EffectKind::MoveBack => "move_back",
-        EffectKind::CopyDeal => "copy_deal",
-    }
-}
+use crate::store::{Store, now_ms};
+use crate::worker::counters::Metrics;
 
 /// Everything a scrape reads.
 #[derive(Clone)]
@@ -516,6 +419,8 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::EffectKind;
+    use crate::worker::counters::{EffectResult, MAX_SERIES};
 
     #[test]
     fn label_values_are_escaped() {

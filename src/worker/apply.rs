@@ -8,8 +8,8 @@ use super::effects;
 use super::job::{Ending, Job, failure};
 use super::{Activity, Worker};
 use crate::bitrix::{BatchCall, CallError, Response, Retry};
-use crate::ops::metrics::EffectResult;
 use crate::store::{EffectKind, EffectRecord, EffectState, StoreError, now_ms};
+use crate::worker::counters::EffectResult;
 
 impl Worker {
     /// Effects of earlier rounds, with the answers of their lookups: found (applied before),

@@ -23,6 +23,7 @@
 
 mod apply;
 pub mod backfill;
+pub mod counters;
 mod decide;
 pub mod effects;
 mod job;
@@ -102,7 +103,7 @@ pub struct Worker {
     /// listens.
     pub activity: Option<mpsc::UnboundedSender<Activity>>,
     /// Stage entries and effects, counted for `/metrics`.
-    pub metrics: Arc<crate::ops::metrics::Metrics>,
+    pub metrics: Arc<crate::worker::counters::Metrics>,
 }
 
 impl Worker {

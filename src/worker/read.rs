@@ -13,8 +13,8 @@ use super::effects;
 use super::job::{Ending, Job, failure};
 use super::portal::{HISTORY_SELECT, list_items, parse_entry};
 use crate::bitrix::{BatchCall, CallError, Response, Retry, calls};
-use crate::ops::metrics::{PagedList, PagingStop};
 use crate::rules::{Deal, FieldCatalog, StageEntry};
+use crate::worker::counters::{PagedList, PagingStop};
 
 /// What one read `batch` brought back (see [`Worker::read_deals`]).
 pub(crate) struct DealReads {

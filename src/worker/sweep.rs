@@ -9,8 +9,8 @@ use super::Worker;
 use super::portal::{list_items, number};
 
 use crate::bitrix::{CallError, Response, Retry, calls};
-use crate::ops::metrics::{PagedList, PagingStop};
 use crate::store::{StoreError, now_ms};
+use crate::worker::counters::{PagedList, PagingStop};
 
 /// Entries in one page of a list method.
 const PAGE: u64 = 50;

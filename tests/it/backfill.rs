@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use b24_robot::ops::metrics::Metrics;
 use b24_robot::rules::{RuleSet, RulesHandle};
 use b24_robot::sandbox::{SimConfig, SimPortal};
 use b24_robot::store::Store;
 use b24_robot::worker::backfill::{BackfillOptions, RunState, Status, run};
+use b24_robot::worker::counters::Metrics;
 use b24_robot::worker::{Activity, CatalogCache, People, Scheduler, Worker};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;

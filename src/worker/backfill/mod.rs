@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use super::portal::{list_items, number};
 use super::{Worker, ensure_history_floor};
 use crate::bitrix::{BatchCall, CallError, Response, Retry, calls};
-use crate::ops::metrics::{PagedList, PagingStop};
 use crate::rules::{RuleKind, RuleSet, StageEntry, StageSemantic, concerns};
 use crate::store::{BackfillProgress, RECORD_VERSION, StoreError, now_ms};
+use crate::worker::counters::{PagedList, PagingStop};
 
 pub use status::{RunState, Status, progress_line};
 
