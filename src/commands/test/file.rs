@@ -1,0 +1,547 @@
+//! A rule-test file read: its portal facts (field labels, list options, supervisors) and its
+//! cases (a deal, the stage entry, the effects expected or not), every problem reported at once
+//! as `file:line:col: ...`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::{Map, Value, json};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostics::spanned::{Reader, entry, field_value, integer, tables, type_name};
+use crate::diagnostics::{Diagnostic, suggest};
+use crate::rules::{
+    Deal, FieldCatalog, RuleSet, StageEntry, StageSemantic, offline_semantic, stage_pipeline,
+};
+
+/// `{DEAL_URL}` of test deals unless the file sets `portal`.
+pub const DEFAULT_PORTAL: &str = "https://example.bitrix24.com";
+
+/// An expectation's value, for comparison: a scalar as text, a list element-wise.
+pub(super) fn expected_value(value: &DeValue<'_>) -> Option<Value> {
+    match value {
+        DeValue::Boolean(b) => Some(json!(b.to_string())),
+        other => field_value(other),
+    }
+}
+
+pub(super) fn moment(value: &DeValue<'_>) -> Option<DateTime<FixedOffset>> {
+    let text = match value {
+        DeValue::String(s) => s.to_string(),
+        DeValue::Datetime(d) => d.to_string(),
+        _ => return None,
+    };
+    DateTime::parse_from_rfc3339(&text).ok()
+}
+
+// ----- the test file -----
+
+const TOP_KEYS: &[&str] = &["portal", "fields", "supervisors", "case"];
+const FIELD_KEYS: &[&str] = &["label", "type", "options"];
+const CASE_KEYS: &[&str] = &[
+    "name",
+    "deal",
+    "stage",
+    "from",
+    "moved_time",
+    "semantic",
+    "supervisors",
+    "exact",
+    "expect",
+    "expect_not",
+];
+pub(super) const KINDS: &[&str] = &["task", "move_back", "comment", "notify", "copy"];
+pub(super) const SEMANTICS: &[&str] = &["in_progress", "won", "lost"];
+
+/// The keys an expectation of each kind may check, besides `kind` and `rule`.
+pub(super) fn kind_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "task" => &[
+            "title",
+            "title_contains",
+            "description",
+            "description_contains",
+            "responsible",
+            "auditors",
+            "deadline",
+        ],
+        "move_back" => &["to_stage"],
+        "comment" => &["text", "text_contains"],
+        "notify" => &["user", "message", "message_contains"],
+        "copy" => &["to_pipeline", "to_stage", "responsible", "fields"],
+        _ => &[],
+    }
+}
+
+/// One parsed test file.
+#[derive(Debug)]
+pub struct TestFile {
+    pub name: String,
+    pub(super) cases: Vec<Case>,
+}
+
+impl TestFile {
+    pub fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Case {
+    pub(super) name: String,
+    pub(super) line: usize,
+    pub(super) deal: Deal,
+    pub(super) entry: StageEntry,
+    pub(super) from: Option<String>,
+    pub(super) catalog: FieldCatalog,
+    pub(super) portal: String,
+    pub(super) supervisors: BTreeMap<u64, u64>,
+    pub(super) exact: bool,
+    pub(super) expect: Vec<Expect>,
+    pub(super) expect_not: Vec<ExpectNot>,
+}
+
+#[derive(Debug)]
+pub(super) struct Expect {
+    pub(super) line: usize,
+    pub(super) kind: String,
+    pub(super) rule: Option<String>,
+    pub(super) checks: Vec<(String, Check)>,
+}
+
+#[derive(Debug)]
+pub(super) enum Check {
+    Equals(Value),
+    Contains(String),
+    Deadline(Option<DateTime<FixedOffset>>),
+    Fields(Map<String, Value>),
+}
+
+#[derive(Debug)]
+pub(super) struct ExpectNot {
+    pub(super) line: usize,
+    pub(super) kind: Option<String>,
+    pub(super) rule: Option<String>,
+}
+
+/// Parses a test file; `Err` holds every problem. Rule names are checked against `rules`.
+pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Diagnostic>> {
+    let mut r = Reader::new(name, text);
+    let doc = r.parse();
+    let doc = doc.get_ref();
+    r.keys(doc, TOP_KEYS, "at the top level of a test file");
+    let portal = r
+        .string(doc, "portal")
+        .unwrap_or_else(|| DEFAULT_PORTAL.to_string());
+    let catalog = catalog(&mut r, doc);
+    let supervisors = entry(doc, "supervisors")
+        .map(|(_, v)| supervisor_map(&mut r, v))
+        .unwrap_or_default();
+    let mut cases = Vec::new();
+    for (span, table) in tables(&mut r, doc, "case") {
+        if let Some(case) = parse_case(&mut r, span, table, &catalog, &portal, &supervisors, rules)
+        {
+            cases.push(case);
+        }
+    }
+    if cases.is_empty() && r.errors.is_empty() {
+        r.error(0..0, "the file has no test cases", "add a [[case]] section");
+    }
+    if r.errors.is_empty() {
+        Ok(TestFile {
+            name: name.to_string(),
+            cases,
+        })
+    } else {
+        Err(r.errors)
+    }
+}
+
+/// `[fields.CODE] label = "...", type = "enumeration", options = { 11 = "Too expensive" }`,
+/// turned into the `crm.deal.fields` answer the service would read.
+fn catalog(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FieldCatalog {
+    let Some((_, v)) = entry(doc, "fields") else {
+        return FieldCatalog::empty();
+    };
+    let DeValue::Table(fields) = v.get_ref() else {
+        r.error(
+            v.span(),
+            "\"fields\" must be a table of fields",
+            "write [fields.UF_CRM_X] with label, type and options",
+        );
+        return FieldCatalog::empty();
+    };
+    let mut answer = Map::new();
+    for (code, spec) in fields.iter() {
+        let DeValue::Table(spec_table) = spec.get_ref() else {
+            r.error(
+                spec.span(),
+                format!("fields.{} must be a table", code.get_ref()),
+                "write { label = \"Loss reason\", type = \"enumeration\", options = { 11 = \"Too expensive\" } }",
+            );
+            continue;
+        };
+        r.keys(
+            spec_table,
+            FIELD_KEYS,
+            &format!("in fields.{}", code.get_ref()),
+        );
+        let label = r.string(spec_table, "label");
+        let mut items = Vec::new();
+        if let Some((_, options)) = entry(spec_table, "options") {
+            match options.get_ref() {
+                DeValue::Table(options) => {
+                    for (id, label) in options.iter() {
+                        match label.get_ref() {
+                            DeValue::String(s) => {
+                                items.push(json!({"ID": id.get_ref().to_string(), "VALUE": s}))
+                            }
+                            other => r.error(
+                                label.span(),
+                                format!(
+                                    "an option's label must be a string, found {}",
+                                    type_name(other)
+                                ),
+                                "write options = { 11 = \"Too expensive\" }",
+                            ),
+                        }
+                    }
+                }
+                other => r.error(
+                    options.span(),
+                    format!("\"options\" must be a table, found {}", type_name(other)),
+                    "write options = { 11 = \"Too expensive\", 12 = \"No budget\" }",
+                ),
+            }
+        }
+        let field_type = r.string(spec_table, "type").unwrap_or_else(|| {
+            if items.is_empty() {
+                "string".into()
+            } else {
+                "enumeration".into()
+            }
+        });
+        answer.insert(
+            code.get_ref().to_string(),
+            json!({"type": field_type, "title": code.get_ref().to_string(), "formLabel": label, "items": items}),
+        );
+    }
+    FieldCatalog::from_deal_fields(&Value::Object(answer))
+}
+
+/// `supervisors = { 3 = 2, 4 = 2 }`: user id → the supervisor the portal would name.
+fn supervisor_map(r: &mut Reader<'_>, v: &Spanned<DeValue<'_>>) -> BTreeMap<u64, u64> {
+    let mut map = BTreeMap::new();
+    let DeValue::Table(table) = v.get_ref() else {
+        r.error(
+            v.span(),
+            "\"supervisors\" must be a table: user id = supervisor's user id",
+            "write supervisors = { 3 = 2 }",
+        );
+        return map;
+    };
+    for (user, head) in table.iter() {
+        let user_id = user.get_ref().parse::<u64>().ok();
+        let head_id = integer(head.get_ref()).and_then(|h| u64::try_from(h).ok());
+        match (user_id, head_id) {
+            (Some(u), Some(h)) => {
+                map.insert(u, h);
+            }
+            (None, _) => r.error(
+                user.span(),
+                format!("\"{}\" is not a user id", user.get_ref()),
+                "write supervisors = { 3 = 2 }: user 3's supervisor is user 2",
+            ),
+            (_, None) => r.error(
+                head.span(),
+                "a supervisor is a user id: an integer",
+                "write supervisors = { 3 = 2 }",
+            ),
+        }
+    }
+    map
+}
+
+fn parse_case(
+    r: &mut Reader<'_>,
+    span: Range<usize>,
+    table: &DeTable<'_>,
+    catalog: &FieldCatalog,
+    portal: &str,
+    file_supervisors: &BTreeMap<u64, u64>,
+    rules: &RuleSet,
+) -> Option<Case> {
+    let rule_names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
+    let errors_before = r.errors.len();
+    let line = r.line(span.start);
+    r.keys(table, CASE_KEYS, "in [[case]]");
+    let name = r
+        .string(table, "name")
+        .unwrap_or_else(|| format!("case at line {line}"));
+    let mut fields = match entry(table, "deal") {
+        Some((_, v)) => r.fields(v, "deal"),
+        None => Map::new(),
+    };
+    let stage = match r.string(table, "stage") {
+        Some(s) => s,
+        None => {
+            if entry(table, "stage").is_none() {
+                r.error(
+                    span.clone(),
+                    format!("case \"{name}\" has no \"stage\""),
+                    "add stage = \"PREPARATION\": the stage the deal enters",
+                );
+            }
+            String::new()
+        }
+    };
+    let from = r.string(table, "from");
+    let category = fields
+        .get("CATEGORY_ID")
+        .and_then(Value::as_str)
+        .and_then(|c| c.parse::<u64>().ok())
+        .or_else(|| {
+            stage
+                .split_once(':')
+                .and_then(|(p, _)| p.strip_prefix('C')?.parse().ok())
+        })
+        .unwrap_or(0);
+    let semantic = match r.string(table, "semantic") {
+        Some(s) => match s.as_str() {
+            "won" => Some(StageSemantic::Success),
+            "lost" => Some(StageSemantic::Failure),
+            "in_progress" => Some(StageSemantic::Process),
+            other => {
+                let (_, v) = entry(table, "semantic")?;
+                let help = match suggest(other, SEMANTICS) {
+                    Some(s) => format!("did you mean \"{s}\"?"),
+                    None => format!("use one of: {}", SEMANTICS.join(", ")),
+                };
+                r.error(v.span(), format!("unknown semantic \"{other}\""), &help);
+                None
+            }
+        },
+        None => None,
+    };
+    let semantic = semantic
+        .or_else(|| {
+            fields
+                .get("STAGE_SEMANTIC_ID")
+                .and_then(Value::as_str)
+                .map(StageSemantic::from_code)
+        })
+        // Bitrix24's default final stages: WON is a success, LOSE and APOLOGY failures.
+        .unwrap_or_else(|| offline_semantic(&stage).unwrap_or(StageSemantic::Process));
+    // A revert never crosses pipelines: a previous stage elsewhere is a mistake in the file.
+    if let (Some(from), Some((_, v))) = (&from, entry(table, "from"))
+        && stage_pipeline(from) != Some(category)
+    {
+        let there = match stage_pipeline(from) {
+            Some(p) => format!("in pipeline {p}"),
+            None => "not a stage id".to_string(),
+        };
+        let help = format!(
+            "a deal is never moved back across pipelines: write a stage of pipeline {category} ({}), or leave \"from\" out when the deal came from another pipeline",
+            rules.stages_of(category).join(", ")
+        );
+        r.error(
+            v.span(),
+            format!("\"from\" stage \"{from}\" is {there}, but the case's deal is in pipeline {category}"),
+            &help,
+        );
+    }
+    let moved_time = match entry(table, "moved_time") {
+        Some((_, v)) => match moment(v.get_ref()) {
+            Some(t) => Some(t),
+            None => {
+                r.error(
+                    v.span(),
+                    "\"moved_time\" must be a moment with its offset",
+                    "write moved_time = \"2026-12-01T10:00:00+03:00\"",
+                );
+                None
+            }
+        },
+        None => fields
+            .get("MOVED_TIME")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok()),
+    };
+    // The deal the service would read: in the stage it entered, with an id for {DEAL_URL}.
+    fields
+        .entry("ID")
+        .or_insert_with(|| Value::String("1".into()));
+    fields
+        .entry("STAGE_ID")
+        .or_insert_with(|| Value::String(stage.clone()));
+    fields
+        .entry("CATEGORY_ID")
+        .or_insert_with(|| Value::String(category.to_string()));
+    let supervisors = match entry(table, "supervisors") {
+        Some((_, v)) => supervisor_map(r, v),
+        None => file_supervisors.clone(),
+    };
+    let exact = r.boolean(table, "exact").unwrap_or(false);
+    let rule_ref = |r: &mut Reader<'_>, t: &DeTable<'_>| -> Option<String> {
+        let name = r.string(t, "rule")?;
+        if !rule_names.contains(&name.as_str()) {
+            let (_, v) = entry(t, "rule")?;
+            let help = match suggest(&name, &rule_names) {
+                Some(s) => format!("did you mean \"{s}\"?"),
+                None => "the rules folder has no rule of that name".to_string(),
+            };
+            r.error(v.span(), format!("no rule named \"{name}\""), &help);
+        }
+        Some(name)
+    };
+    let mut expect = Vec::new();
+    let mut wants_deadline = None;
+    for (span, t) in tables(r, table, "expect") {
+        let line = r.line(span.start);
+        let kind = expect_kind(r, t, &span)?;
+        let mut allowed = vec!["kind", "rule"];
+        allowed.extend(kind_keys(&kind));
+        r.keys(t, &allowed, &format!("in a \"{kind}\" expectation"));
+        let rule = rule_ref(r, t);
+        let mut checks = Vec::new();
+        for key in kind_keys(&kind) {
+            let Some((_, v)) = entry(t, key) else {
+                continue;
+            };
+            let check = match *key {
+                "deadline" => {
+                    wants_deadline.get_or_insert(v.span());
+                    match v.get_ref() {
+                        DeValue::String(s) if s.as_ref() == "none" => Check::Deadline(None),
+                        other => match moment(other) {
+                            Some(t) => Check::Deadline(Some(t)),
+                            None => {
+                                r.error(
+                                    v.span(),
+                                    "\"deadline\" must be a moment with its offset, or \"none\"",
+                                    "write deadline = \"2026-12-02T18:00:00+03:00\"",
+                                );
+                                continue;
+                            }
+                        },
+                    }
+                }
+                "fields" => Check::Fields(r.fields(v, "fields")),
+                k if k.ends_with("_contains") => match r.string(t, k) {
+                    Some(s) => Check::Contains(s),
+                    None => continue,
+                },
+                _ => match expected_value(v.get_ref()) {
+                    Some(value) => Check::Equals(value),
+                    None => {
+                        r.error(
+                            v.span(),
+                            format!("\"{key}\" cannot be {}", type_name(v.get_ref())),
+                            "",
+                        );
+                        continue;
+                    }
+                },
+            };
+            checks.push((key.to_string(), check));
+        }
+        expect.push(Expect {
+            line,
+            kind,
+            rule,
+            checks,
+        });
+    }
+    let mut expect_not = Vec::new();
+    for (span, t) in tables(r, table, "expect_not") {
+        let line = r.line(span.start);
+        r.keys(t, &["kind", "rule"], "in [[case.expect_not]]");
+        let kind = match entry(t, "kind") {
+            Some(_) => Some(expect_kind(r, t, &span)?),
+            None => None,
+        };
+        let rule = rule_ref(r, t);
+        if kind.is_none() && rule.is_none() && entry(t, "rule").is_none() {
+            r.error(
+                span,
+                "an expect_not names a \"rule\", a \"kind\" or both",
+                "write rule = \"new-offer\": that rule must make no effect",
+            );
+        }
+        expect_not.push(ExpectNot { line, kind, rule });
+    }
+    if expect.is_empty() && expect_not.is_empty() && !exact {
+        r.error(
+            span.clone(),
+            format!("case \"{name}\" expects nothing"),
+            "add [[case.expect]] or [[case.expect_not]], or exact = true for \"no effects at all\"",
+        );
+    }
+    let created_time = match (moved_time, wants_deadline) {
+        (Some(t), _) => t,
+        (None, Some(span)) => {
+            r.error(
+                span,
+                "a deadline is expected, but the case has no moved_time (nor a MOVED_TIME in its deal)",
+                "add moved_time = \"2026-12-01T10:00:00+03:00\": deadlines count from it",
+            );
+            Utc::now().fixed_offset()
+        }
+        (None, None) => Utc::now().fixed_offset(),
+    };
+    fields
+        .entry("MOVED_TIME")
+        .or_insert_with(|| Value::String(created_time.to_rfc3339()));
+    let entry = StageEntry {
+        id: 0,
+        type_id: 2,
+        stage_id: stage,
+        category_id: category,
+        semantic,
+        created_time,
+    };
+    (r.errors.len() == errors_before).then(|| Case {
+        name,
+        line,
+        deal: Deal::new(fields),
+        entry,
+        from,
+        catalog: catalog.clone(),
+        portal: portal.to_string(),
+        supervisors,
+        exact,
+        expect,
+        expect_not,
+    })
+}
+
+fn expect_kind(r: &mut Reader<'_>, t: &DeTable<'_>, span: &Range<usize>) -> Option<String> {
+    let Some(kind) = r.string(t, "kind") else {
+        if entry(t, "kind").is_none() {
+            r.error(
+                span.clone(),
+                "an expectation without \"kind\"",
+                &format!("add kind = one of {}", KINDS.join(", ")),
+            );
+        }
+        return None;
+    };
+    if KINDS.contains(&kind.as_str()) {
+        return Some(kind);
+    }
+    let (_, v) = entry(t, "kind")?;
+    let help = match suggest(&kind, KINDS) {
+        Some(s) => format!("did you mean \"{s}\"?"),
+        None => format!("use one of: {}", KINDS.join(", ")),
+    };
+    r.error(v.span(), format!("unknown kind \"{kind}\""), &help);
+    None
+}
+
+// ----- running -----

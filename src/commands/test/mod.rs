@@ -1,0 +1,253 @@
+//! `b24-robot test [DIR]`: integrator-written rule tests, like `promtool test rules`.
+//!
+//! A test file (TOML) holds cases: a deal as `crm.deal.get` returns it, the stage it enters, and
+//! the effects expected (or not expected). Each case is evaluated offline with the pure
+//! [`rules::evaluate`](crate::rules::evaluate) and rendered into REST calls by the worker's own
+//! [`plan`], so a test sees exactly the titles, people and deadlines the service would write.
+//! What only the portal knows (field labels, list options, supervisors) is given in the file,
+//! so results are the same on every machine.
+//!
+//! Test files are user input like rule files: strict (unknown keys are errors, with a
+//! suggestion), every problem reported at once as `file:line:col: ...`.
+
+mod file;
+mod run;
+
+pub use file::{TestFile, parse};
+use run::run_case;
+
+use std::path::{Path, PathBuf};
+
+use super::{CommandError, CommandResult, load_rules, load_settings};
+use crate::calendar::Calendar;
+use crate::rules::RuleSet;
+
+/// The result of a whole run, for the command and for tests.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    /// One report per failed case, ready to print.
+    pub failures: Vec<String>,
+}
+
+/// Runs every case of `file` (`max_tunnel_depth`: `rules.max_tunnel_depth` of the config).
+pub fn run(
+    file: &TestFile,
+    rules: &RuleSet,
+    calendar: &Calendar,
+    max_tunnel_depth: u32,
+) -> Summary {
+    let mut summary = Summary::default();
+    for case in &file.cases {
+        match run_case(&file.name, case, rules, (calendar, max_tunnel_depth)) {
+            None => summary.passed += 1,
+            Some(report) => {
+                summary.failed += 1;
+                summary.failures.push(format!(
+                    "FAIL {}:{}: case \"{}\"\n{report}",
+                    file.name, case.line, case.name
+                ));
+            }
+        }
+    }
+    summary
+}
+
+/// The `*.toml` files of a folder, in name order (or the file itself).
+pub fn test_files(path: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let listing =
+        std::fs::read_dir(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let mut files: Vec<_> = listing
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `b24-robot test`: 0 all passed, 1 a case failed (or the rules do not load), 2 a test file
+/// is unreadable or invalid.
+pub fn command(config: Option<PathBuf>, path: &Path, rules_dir: Option<PathBuf>) -> CommandResult {
+    let mut settings = load_settings(config)?;
+    if let Some(dir) = rules_dir {
+        settings.rules.dir = dir;
+    }
+    let rules = load_rules(&settings)
+        .map_err(|_| CommandError::Failed("the rules do not load: no test was run".into()))?;
+    run_files(
+        path,
+        &rules,
+        &settings.calendar,
+        settings.rules.max_tunnel_depth,
+    )
+}
+
+/// Runs every test file under `path` against `rules`, printing each file's result, the
+/// failures' diffs and the totals.
+pub fn run_files(
+    path: &Path,
+    rules: &RuleSet,
+    calendar: &Calendar,
+    max_tunnel_depth: u32,
+) -> CommandResult {
+    let files = test_files(path).map_err(|e| CommandError::Usage(e.to_string()))?;
+    if files.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "{}: no *.toml test files",
+            path.display()
+        )));
+    }
+    let mut parsed = Vec::new();
+    let mut invalid = false;
+    for path in files {
+        let name = path.display().to_string();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {name}: cannot read the file: {e}");
+                invalid = true;
+                continue;
+            }
+        };
+        match parse(&name, &text, rules) {
+            Ok(file) => parsed.push(file),
+            Err(diagnostics) => {
+                invalid = true;
+                for d in diagnostics {
+                    eprintln!("error: {d}");
+                }
+            }
+        }
+    }
+    if invalid {
+        return Err(CommandError::Usage(
+            "invalid test files: no test was run".into(),
+        ));
+    }
+    let mut total = Summary::default();
+    for file in &parsed {
+        let summary = run(file, rules, calendar, max_tunnel_depth);
+        println!(
+            "{}: {} case(s), {} failed",
+            file.name,
+            file.len(),
+            summary.failed
+        );
+        total.passed += summary.passed;
+        total.failed += summary.failed;
+        total.failures.extend(summary.failures);
+    }
+    for failure in &total.failures {
+        println!();
+        print!("{failure}");
+    }
+    println!();
+    println!("{} passed, {} failed", total.passed, total.failed);
+    if total.failed == 0 {
+        Ok(())
+    } else {
+        Err(CommandError::Found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+pipeline = 0
+[[task]]
+name = "offer"
+stage = "PREPARATION"
+title = "Offer: {TITLE}"
+auditors = ["supervisor"]
+deadline = { after = "1 day" }
+"#;
+
+    fn rules() -> RuleSet {
+        RuleSet::from_sources(&[("r.toml".into(), RULES.into())])
+            .expect("rules load")
+            .0
+    }
+
+    const GOOD: &str = r#"
+supervisors = { 3 = 2 }
+
+[[case]]
+name = "offer task"
+stage = "PREPARATION"
+from = "NEW"
+moved_time = "2026-12-01T10:00:00+03:00"
+deal = { TITLE = "Acme", ASSIGNED_BY_ID = 3 }
+
+[[case.expect]]
+kind = "task"
+rule = "offer"
+title = "Offer: Acme"
+responsible = 3
+auditors = [2]
+deadline = "2026-12-02T10:00:00+03:00"
+"#;
+
+    #[test]
+    fn a_matching_expectation_passes() {
+        let file = parse("t.toml", GOOD, &rules()).expect("valid");
+        let summary = run(&file, &rules(), &Calendar::default(), 3);
+        assert_eq!((summary.passed, summary.failed), (1, 0), "{:?}", summary);
+    }
+
+    #[test]
+    fn a_wrong_title_fails_with_expected_and_actual() {
+        let text = GOOD.replace("title = \"Offer: Acme\"", "title = \"Offer to Acme\"");
+        let file = parse("t.toml", &text, &rules()).expect("valid");
+        let summary = run(&file, &rules(), &Calendar::default(), 3);
+        assert_eq!(summary.failed, 1);
+        let report = &summary.failures[0];
+        assert!(
+            report.contains("FAIL t.toml:4: case \"offer task\""),
+            "{report}"
+        );
+        assert!(report.contains("expected \"Offer to Acme\""), "{report}");
+        assert!(report.contains("actual   \"Offer: Acme\""), "{report}");
+    }
+
+    #[test]
+    fn unknown_keys_and_rules_are_reported_with_their_position_and_a_suggestion() {
+        let text = GOOD
+            .replace("rule = \"offer\"", "rule = \"ofer\"")
+            .replace("title = \"Offer: Acme\"", "titel = \"Offer: Acme\"");
+        let errors = parse("t.toml", &text, &rules()).expect_err("invalid");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with("t.toml:14:1: unknown key \"titel\"")
+                    && e.contains("did you mean \"title\"?")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.starts_with("t.toml:13:8: no rule named \"ofer\"")),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn a_from_stage_of_another_pipeline_makes_the_test_file_invalid() {
+        let text = GOOD.replace("from = \"NEW\"", "from = \"C1:NEW\"");
+        let errors = parse("t.toml", &text, &rules()).expect_err("invalid");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "t.toml:7:8: \"from\" stage \"C1:NEW\" is in pipeline 1, but the case's deal is in pipeline 0 (a deal is never moved back across pipelines: write a stage of pipeline 0 (NEW, PREPARATION, PREPAYMENT_INVOICE, EXECUTING, FINAL_INVOICE, WON, LOSE, APOLOGY), or leave \"from\" out when the deal came from another pipeline)"
+            ]
+        );
+    }
+}
