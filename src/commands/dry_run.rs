@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{CommandError, CommandResult, load_rules, load_settings};
+use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
 use crate::rules::{
     Deal, FieldCatalog, Input, Outcome, Person, RuleSet, StageEntry, StageSemantic, evaluate,
@@ -182,10 +182,7 @@ pub fn command(
     from: &str,
     rules_dir: Option<PathBuf>,
 ) -> CommandResult {
-    let mut settings = load_settings(config)?;
-    if let Some(dir) = rules_dir {
-        settings.rules.dir = dir;
-    }
+    let settings = super::load_settings_for_rules(config, rules_dir)?;
     let rules = load_rules(&settings)?;
     let failed = |error: &dyn std::fmt::Display| {
         CommandError::Failed(format!("{}: {error}", deal.display()))

@@ -315,6 +315,18 @@ pub(crate) fn load_settings(config: Option<PathBuf>) -> Result<Settings, Command
     })
 }
 
+/// [`load_settings`], with `rules.dir` replaced by a `--rules DIR` when one is given.
+pub(crate) fn load_settings_for_rules(
+    config: Option<PathBuf>,
+    rules_dir: Option<PathBuf>,
+) -> Result<Settings, CommandError> {
+    let mut settings = load_settings(config)?;
+    if let Some(dir) = rules_dir {
+        settings.rules.dir = dir;
+    }
+    Ok(settings)
+}
+
 /// Loads the rules, printing every diagnostic (they are the command's output);
 /// [`CommandError::Found`] when there are errors.
 pub fn load_rules(settings: &Settings) -> Result<RuleSet, CommandError> {

@@ -198,10 +198,7 @@ pub async fn run(
     scenario: Option<PathBuf>,
     listen: SocketAddr,
 ) -> CommandResult {
-    let mut settings = super::load_settings(config)?;
-    if let Some(dir) = rules_dir {
-        settings.rules.dir = dir;
-    }
+    let settings = super::load_settings_for_rules(config, rules_dir)?;
     let rules = super::load_rules(&settings).map_err(|_| {
         CommandError::Failed("the rules do not load: the sandbox did not start".into())
     })?;

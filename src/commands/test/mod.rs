@@ -18,7 +18,7 @@ use run::run_case;
 
 use std::path::{Path, PathBuf};
 
-use super::{CommandError, CommandResult, load_rules, load_settings};
+use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
 use crate::rules::RuleSet;
 
@@ -73,10 +73,7 @@ pub fn test_files(path: &Path) -> Result<Vec<std::path::PathBuf>, String> {
 /// `b24-robot test`: 0 all passed, 1 a case failed (or the rules do not load), 2 a test file
 /// is unreadable or invalid.
 pub fn command(config: Option<PathBuf>, path: &Path, rules_dir: Option<PathBuf>) -> CommandResult {
-    let mut settings = load_settings(config)?;
-    if let Some(dir) = rules_dir {
-        settings.rules.dir = dir;
-    }
+    let settings = super::load_settings_for_rules(config, rules_dir)?;
     let rules = load_rules(&settings)
         .map_err(|_| CommandError::Failed("the rules do not load: no test was run".into()))?;
     run_files(

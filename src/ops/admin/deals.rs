@@ -68,15 +68,10 @@ pub fn format_deal_report(report: &DealReport) -> String {
         out.push_str(&format!("deal {deal}: last recorded stage {stage}\n"));
     }
     if let Some(q) = &report.queued {
+        let (state, error) = super::job_state(q);
         out.push_str(&format!(
-            "  job: {} ({} event(s), {} failed attempt(s){})\n",
-            if q.parked { "PARKED" } else { "queued" },
-            q.events,
-            q.attempts,
-            q.last_error
-                .as_deref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
+            "  job: {state} ({} event(s), {} failed attempt(s){error})\n",
+            q.events, q.attempts
         ));
     }
     for entry in &report.entries {

@@ -71,16 +71,10 @@ pub fn format_jobs_report(report: &JobsReport) -> String {
         report.queued, report.parked
     );
     for q in &report.jobs {
+        let (state, error) = super::job_state(q);
         out.push_str(&format!(
-            "  deal {}: {} {} event(s), {} attempt(s){}\n",
-            q.deal_id,
-            if q.parked { "PARKED" } else { "queued" },
-            q.events,
-            q.attempts,
-            q.last_error
-                .as_deref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
+            "  deal {}: {state} {} event(s), {} attempt(s){error}\n",
+            q.deal_id, q.events, q.attempts
         ));
     }
     for d in &report.damaged {

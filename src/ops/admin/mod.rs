@@ -98,6 +98,17 @@ fn authorized(request: &Request, token: &str) -> bool {
     }
 }
 
+/// A job's state and its last error, as the reports print them: `("PARKED", ", last error: ...")`.
+pub(super) fn job_state(q: &crate::store::QueuedDeal) -> (&'static str, String) {
+    let state = if q.parked { "PARKED" } else { "queued" };
+    let error = q
+        .last_error
+        .as_deref()
+        .map(|e| format!(", last error: {e}"))
+        .unwrap_or_default();
+    (state, error)
+}
+
 /// Why a route got no answer from the store.
 pub(super) enum Unanswered {
     Store(StoreError),
