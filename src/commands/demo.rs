@@ -96,6 +96,12 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
     story.settle_for(Duration::from_secs(3)).await;
 
     stop.stop().await?;
+    print_done(&sim);
+    Ok(())
+}
+
+/// The last line of a played day: what the simulated portal holds now.
+pub(super) fn print_done(sim: &SimPortal) {
     println!();
     println!(
         "done: {} tasks, {} deals, {} REST requests to the portal",
@@ -103,7 +109,6 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
         sim.deals().len(),
         sim.request_count()
     );
-    Ok(())
 }
 
 /// The service started against a seeded simulated portal, and what stops it.

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use toml::de::DeValue;
 
-use super::demo::{Running, start};
+use super::demo::{Running, print_done, start};
 use super::{CommandError, CommandResult};
 use crate::diagnostics::Diagnostic;
 use crate::diagnostics::spanned::{Reader, entry, tables, type_name};
@@ -274,13 +274,7 @@ async fn play(rules: &RuleSet, steps: Vec<Step>) -> Result<(), String> {
         }
     }
     stop.stop().await?;
-    println!();
-    println!(
-        "done: {} tasks, {} deals, {} REST requests to the portal",
-        sim.tasks().len(),
-        sim.deals().len(),
-        sim.request_count()
-    );
+    print_done(&sim);
     outcome
 }
 
