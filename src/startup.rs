@@ -27,9 +27,7 @@ use crate::rules::live::{self, Reloader};
 use crate::rules::{RuleSet, RulesHandle, RulesStatus};
 use crate::store::{Store, StoreError, now_ms};
 use crate::worker::counters::Metrics;
-use crate::worker::{
-    Activity, CatalogCache, People, Scheduler, Worker, ensure_history_floor, sweep_once,
-};
+use crate::worker::{Activity, Worker, ensure_history_floor, sweep_once};
 
 /// The stop is driven by deadlines on one clock that starts with the signal, so that a slow
 /// phase cannot push the next past the spec's promise (SIGTERM to exit within 10 s).
@@ -196,22 +194,16 @@ impl Application {
             )))
         })?;
         let store = Store::open_with_cache(&settings.storage.dir, settings.storage.cache)?;
-        let scheduler = Scheduler::new();
         let rules = RulesHandle::new(rules);
-        let metrics = Arc::new(Metrics::default());
-        let worker = Arc::new(Worker {
-            store: store.clone(),
-            portal_origin: client.portal_origin(),
+        let worker = Arc::new(Worker::new(
+            &settings,
+            store.clone(),
             client,
-            rules: rules.clone(),
-            calendar: settings.calendar.clone(),
-            settings: settings.worker.clone(),
-            scheduler: scheduler.clone(),
-            catalog: CatalogCache::default(),
-            people: People::default(),
+            rules.clone(),
             activity,
-            metrics: metrics.clone(),
-        });
+        ));
+        let scheduler = worker.scheduler.clone();
+        let metrics = worker.metrics.clone();
 
         // The starting point of the stage history, before any event can be taken, so that a move
         // made right after the first start is acted on. An unreachable portal does not stop the

@@ -5,14 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::{AdminError, Source, api, api_with, source};
 use super::{CommandError, CommandResult, load_settings};
 use crate::configuration::Settings;
 use crate::store::Store;
-use crate::worker::backfill::{BackfillOptions, Status};
+use crate::worker::Worker;
+use crate::worker::backfill::{BackfillOptions, RunState, Status, StatusReport};
 
 /// `backfill`: in the running service (through the admin API, polled for the progress bar), or
 /// here on the store when no service runs. Ctrl-C interrupts it; the same command continues.
@@ -25,54 +25,48 @@ pub async fn run(config: Option<PathBuf>, options: BackfillOptions) -> CommandRe
     };
     let status = end?;
     eprintln!();
-    let state = status["state"].as_str().unwrap_or("?");
-    match state {
-        "done" => {
+    match status.state {
+        RunState::Done => {
             eprintln!(
                 "backfill done: {} deal(s) looked at, rules applied to {} entr(ies), {} effect(s){}, {} already done",
-                status["done"],
-                status["entries"],
-                status["effects"],
+                status.done,
+                status.entries,
+                status.effects,
                 if options.dry_run {
                     " (dry run: none made)"
                 } else {
                     ""
                 },
-                status["already"]
+                status.already
             );
             Ok(())
         }
-        "cancelled" => Err(CommandError::Interrupted(format!(
+        RunState::Cancelled => Err(CommandError::Interrupted(format!(
             "backfill interrupted after {} deal(s): run the same command again to continue",
-            status["done"]
+            status.done
         ))),
-        _ => Err(CommandError::Failed(format!(
+        state => Err(CommandError::Failed(format!(
             "backfill {state}: {}; run the same command again to continue",
-            status["last_error"].as_str().unwrap_or("?")
+            status.last_error.as_deref().unwrap_or("?")
         ))),
     }
 }
 
-fn draw(status: &Value) {
+fn draw(status: &StatusReport) {
     use std::io::Write;
     let mut err = std::io::stderr();
-    let _ = write!(
-        err,
-        "\r{}\x1b[K",
-        crate::worker::backfill::progress_line(status)
-    );
+    let _ = write!(err, "\r{}\x1b[K", status.progress_line());
     let _ = err.flush();
 }
 
-fn print_writes(status: &Value) -> usize {
-    let writes = status["writes"].as_array().cloned().unwrap_or_default();
-    if !writes.is_empty() {
+fn print_writes(status: &StatusReport) -> usize {
+    if !status.writes.is_empty() {
         eprint!("\r\x1b[K");
-        for w in &writes {
+        for w in &status.writes {
             println!("{w}");
         }
     }
-    writes.len()
+    status.writes.len()
 }
 
 async fn backfill_in_service(
@@ -80,10 +74,10 @@ async fn backfill_in_service(
     client: &reqwest::Client,
     base: &str,
     options: &BackfillOptions,
-) -> Result<Value, AdminError> {
+) -> Result<StatusReport, AdminError> {
     let url = format!("{base}/admin/backfill");
     let body = serde_json::to_value(options).unwrap_or_default();
-    api_with::<Value>(
+    api_with::<serde_json::Value>(
         settings,
         client,
         reqwest::Method::POST,
@@ -94,7 +88,7 @@ async fn backfill_in_service(
     let mut printed = 0usize;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
-        let status = api(
+        let status: StatusReport = api(
             settings,
             client,
             reqwest::Method::GET,
@@ -103,13 +97,13 @@ async fn backfill_in_service(
         .await?;
         printed += print_writes(&status);
         draw(&status);
-        if status["state"] != "running" {
+        if status.state != RunState::Running {
             return Ok(status);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(300)) => {}
             _ = &mut ctrl_c => {
-                api::<Value>(settings, client, reqwest::Method::DELETE, url.clone()).await?;
+                api::<serde_json::Value>(settings, client, reqwest::Method::DELETE, url.clone()).await?;
             }
         }
     }
@@ -119,24 +113,18 @@ async fn backfill_here(
     settings: &Settings,
     store: Store,
     options: &BackfillOptions,
-) -> Result<Value, AdminError> {
+) -> Result<StatusReport, AdminError> {
     let Ok(rules) = super::load_rules(settings) else {
         return Err(AdminError::Http("the rules do not load".into()));
     };
     let client = crate::startup::client(settings).map_err(|e| AdminError::Http(e.to_string()))?;
-    let worker = std::sync::Arc::new(crate::worker::Worker {
+    let worker = std::sync::Arc::new(Worker::new(
+        settings,
         store,
-        portal_origin: client.portal_origin(),
         client,
-        rules: crate::rules::RulesHandle::new(rules),
-        calendar: settings.calendar.clone(),
-        settings: settings.worker.clone(),
-        scheduler: crate::worker::Scheduler::new(),
-        catalog: crate::worker::CatalogCache::default(),
-        people: crate::worker::People::default(),
-        activity: None,
-        metrics: std::sync::Arc::new(crate::worker::counters::Metrics::default()),
-    });
+        crate::rules::RulesHandle::new(rules),
+        None,
+    ));
     let status = Status::default();
     let stop = CancellationToken::new();
     let task = {
@@ -153,7 +141,7 @@ async fn backfill_here(
     let mut printed = 0usize;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
-        let snapshot = status.json(printed);
+        let snapshot = status.report(printed);
         printed += print_writes(&snapshot);
         draw(&snapshot);
         if task.is_finished() {
@@ -165,7 +153,7 @@ async fn backfill_here(
         }
     }
     let _ = task.await;
-    let snapshot = status.json(printed);
+    let snapshot = status.report(printed);
     print_writes(&snapshot);
     draw(&snapshot);
     worker.store.flush()?;

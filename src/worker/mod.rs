@@ -107,6 +107,30 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The worker of a service configured by `settings`: fresh caches and scheduler, counters of
+    /// its own; `activity` is where it tells what it does, when someone listens.
+    pub fn new(
+        settings: &crate::configuration::Settings,
+        store: Store,
+        client: Client,
+        rules: RulesHandle,
+        activity: Option<mpsc::UnboundedSender<Activity>>,
+    ) -> Worker {
+        Worker {
+            store,
+            portal_origin: client.portal_origin(),
+            client,
+            rules,
+            calendar: settings.calendar.clone(),
+            settings: settings.worker.clone(),
+            scheduler: Scheduler::new(),
+            catalog: CatalogCache::default(),
+            people: People::default(),
+            activity,
+            metrics: Arc::new(crate::worker::counters::Metrics::default()),
+        }
+    }
+
     /// Puts every queued (not parked) deal of the store into the scheduler: after a restart, the
     /// work recorded before it goes on. A deal whose queue record cannot be read is scheduled
     /// too: its round parks it with the error, where `jobs list` shows it.

@@ -7,9 +7,8 @@ use std::time::Duration;
 use b24_robot::rules::{RuleSet, RulesHandle};
 use b24_robot::sandbox::{SimConfig, SimPortal};
 use b24_robot::store::Store;
-use b24_robot::worker::backfill::{BackfillOptions, RunState, Status, run};
-use b24_robot::worker::counters::Metrics;
-use b24_robot::worker::{Activity, CatalogCache, People, Scheduler, Worker};
+use b24_robot::worker::backfill::{BackfillOptions, RunState, Status, StatusReport, run};
+use b24_robot::worker::{Activity, Worker};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -120,27 +119,21 @@ fn reporting_worker(
     let settings = test_settings(dir, &sim.webhook_url(), &fast_settings());
     let client = b24_robot::startup::client(&settings).expect("client");
     let (rules, _) = RuleSet::from_sources(&rules()).expect("rules load");
-    Arc::new(Worker {
-        store: Store::open(dir).expect("store"),
-        portal_origin: client.portal_origin(),
+    Arc::new(Worker::new(
+        &settings,
+        Store::open(dir).expect("store"),
         client,
-        rules: RulesHandle::new(rules),
-        calendar: settings.calendar.clone(),
-        settings: settings.worker.clone(),
-        scheduler: Scheduler::new(),
-        catalog: CatalogCache::default(),
-        people: People::default(),
+        RulesHandle::new(rules),
         activity,
-        metrics: Arc::new(Metrics::default()),
-    })
+    ))
 }
 
-async fn backfill(worker: &Worker, options: BackfillOptions) -> Value {
+async fn backfill(worker: &Worker, options: BackfillOptions) -> StatusReport {
     let status = Status::default();
     run(worker, &options, &status, &CancellationToken::new())
         .await
         .expect("the backfill runs");
-    status.json(0)
+    status.report(0)
 }
 
 fn counts(sim: &SimPortal, deals: &[u64]) -> Vec<usize> {
@@ -184,7 +177,7 @@ async fn a_backfill_applies_each_rule_once_resumes_after_an_interruption_and_rep
 
     // Resumed: the same options continue.
     let resumed = backfill(&worker, BackfillOptions::default()).await;
-    assert_eq!(resumed["state"], "done");
+    assert_eq!(resumed.state, RunState::Done);
     assert_eq!(counts(&sim, &prep), vec![1; 200], "one offer task per deal");
     assert_eq!(
         counts(&sim, &new),
@@ -211,9 +204,9 @@ async fn a_backfill_applies_each_rule_once_resumes_after_an_interruption_and_rep
     // Again: nothing new.
     let before = sim.tasks().len();
     let again = backfill(&worker, BackfillOptions::default()).await;
-    assert_eq!(again["state"], "done");
-    assert_eq!(again["effects"], 0);
-    assert_eq!(again["already"], 300);
+    assert_eq!(again.state, RunState::Done);
+    assert_eq!(again.effects, 0);
+    assert_eq!(again.already, 300);
     assert_eq!(sim.tasks().len(), before);
 }
 
@@ -233,8 +226,8 @@ async fn rule_and_pipeline_filters_dry_run_and_a_gate_named_acts_as_warn() {
         },
     )
     .await;
-    assert_eq!(dry["writes_total"], 60);
-    assert_eq!(dry["writes"][0]["method"], "tasks.task.add");
+    assert_eq!(dry.writes_total, 60);
+    assert_eq!(dry.writes[0]["method"], "tasks.task.add");
     assert!(sim.tasks().is_empty());
     assert!(worker.store.entries(prep[0]).expect("ok").is_empty());
     assert!(worker.store.backfill_progress().expect("ok").is_none());
@@ -248,7 +241,7 @@ async fn rule_and_pipeline_filters_dry_run_and_a_gate_named_acts_as_warn() {
         },
     )
     .await;
-    assert_eq!(offer["effects"], 30);
+    assert_eq!(offer.effects, 30);
     assert_eq!(counts(&sim, &prep), vec![1; 30]);
     assert_eq!(counts(&sim, &new), vec![0; 20]);
     assert_eq!(counts(&sim, &repeat), vec![0; 10]);
@@ -267,7 +260,7 @@ async fn rule_and_pipeline_filters_dry_run_and_a_gate_named_acts_as_warn() {
 
     // Everything else: the welcome tasks; the offers are not made twice.
     let all = backfill(&worker, BackfillOptions::default()).await;
-    assert_eq!(all["effects"], 20);
+    assert_eq!(all.effects, 20);
     assert_eq!(counts(&sim, &prep), vec![1; 30]);
     assert_eq!(counts(&sim, &new), vec![1; 20]);
 
@@ -280,7 +273,7 @@ async fn rule_and_pipeline_filters_dry_run_and_a_gate_named_acts_as_warn() {
         },
     )
     .await;
-    assert_eq!(gate["entries"], 30);
+    assert_eq!(gate.entries, 30);
     assert_eq!(sim.comments().len(), 30);
     assert!(
         prep.iter()
@@ -404,6 +397,6 @@ async fn a_deal_list_that_never_advances_stops_the_backfill_with_the_reason_and_
     // The portal recovers: the same command goes on from the last good deal, once each.
     sim.set_faults(b24_robot::sandbox::Faults::default());
     let resumed = backfill(&worker, BackfillOptions::default()).await;
-    assert_eq!(resumed["state"], "done");
+    assert_eq!(resumed.state, RunState::Done);
     assert_eq!(counts(&sim, &prep), vec![1; 60], "one offer task per deal");
 }

@@ -21,7 +21,7 @@ pub(super) async fn status(
     axum::extract::Query(from): axum::extract::Query<From>,
 ) -> Response {
     match &state.backfill {
-        Some(b) => axum::Json(b.status.json(from.from)).into_response(),
+        Some(b) => axum::Json(b.status.report(from.from)).into_response(),
         None => (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response(),
     }
 }
@@ -50,7 +50,7 @@ pub(super) async fn start(
             .into_response();
     }
     if b.start(options) {
-        (StatusCode::ACCEPTED, axum::Json(b.status.json(0))).into_response()
+        (StatusCode::ACCEPTED, axum::Json(b.status.report(0))).into_response()
     } else {
         (StatusCode::CONFLICT, "a backfill is already running\n").into_response()
     }
@@ -61,7 +61,7 @@ pub(super) async fn cancel(State(state): State<AdminState>) -> Response {
     match &state.backfill {
         Some(b) => {
             b.cancel();
-            axum::Json(b.status.json(0)).into_response()
+            axum::Json(b.status.report(0)).into_response()
         }
         None => (StatusCode::NOT_FOUND, "no backfill in this service\n").into_response(),
     }

@@ -42,7 +42,7 @@ use crate::rules::{RuleKind, RuleSet, StageEntry, StageSemantic, concerns};
 use crate::store::{BackfillProgress, RECORD_VERSION, StoreError, now_ms};
 use crate::worker::counters::{PagedList, PagingStop};
 
-pub use status::{RunState, Status, progress_line};
+pub use status::{RunState, Status, StatusReport};
 
 /// The page size of a list (Bitrix24's, fixed).
 const PAGE: usize = 50;

@@ -6,8 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::BackfillOptions;
 use crate::store::BackfillProgress;
@@ -15,7 +15,7 @@ use crate::store::BackfillProgress;
 /// Dry-run writes kept for the admin API.
 const MAX_WRITES: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Idle,
@@ -23,6 +23,19 @@ pub enum RunState {
     Done,
     Failed,
     Cancelled,
+}
+
+impl std::fmt::Display for RunState {
+    /// The state as the CLI says it, the same word as its JSON form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunState::Idle => "idle",
+            RunState::Running => "running",
+            RunState::Done => "done",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -99,61 +112,127 @@ impl Status {
         }
     }
 
-    /// The progress as JSON (`GET /admin/backfill`), with the dry-run writes from `from` on.
-    pub fn json(&self, from: usize) -> Value {
+    /// The progress (`GET /admin/backfill` serialises it), with the dry-run writes from `from`
+    /// on.
+    pub fn report(&self, from: usize) -> StatusReport {
         let s = self.lock();
         let p = &s.progress;
-        let eta = match (s.state, s.started) {
+        let eta_seconds = match (s.state, s.started) {
             (RunState::Running, Some((at, done_then))) if p.done > done_then => {
                 let rate = (p.done - done_then) as f64 / at.elapsed().as_secs_f64().max(0.001);
                 Some((p.total.saturating_sub(p.done) as f64 / rate).round())
             }
             _ => None,
         };
-        json!({
-            "state": s.state,
-            "rule": s.options.rule,
-            "pipeline": s.options.pipeline,
-            "dry_run": s.options.dry_run,
-            "done": p.done,
-            "total": p.total,
-            "last_deal_id": p.last_deal_id,
-            "entries": p.entries,
-            "effects": p.effects,
-            "already": p.already,
-            "retrying": p.failed,
-            "deferred": p.deferred.len(),
-            "eta_seconds": eta,
-            "last_error": s.last_error,
-            "writes_total": s.writes_total,
-            "writes": s.writes.iter().skip(from).collect::<Vec<_>>(),
-        })
+        StatusReport {
+            state: s.state,
+            rule: s.options.rule.clone(),
+            pipeline: s.options.pipeline,
+            dry_run: s.options.dry_run,
+            done: p.done,
+            total: p.total,
+            last_deal_id: p.last_deal_id,
+            entries: p.entries,
+            effects: p.effects,
+            already: p.already,
+            retrying: p.failed,
+            deferred: p.deferred.len(),
+            eta_seconds,
+            last_error: s.last_error.clone(),
+            writes_total: s.writes_total,
+            writes: s.writes.iter().skip(from).cloned().collect(),
+        }
     }
 }
 
-/// One line of progress for people: a bar, the counts and the ETA.
-pub fn progress_line(status: &Value) -> String {
-    let done = status["done"].as_u64().unwrap_or(0);
-    let total = status["total"].as_u64().unwrap_or(0).max(done);
-    let width = 30usize;
-    let filled = if total == 0 {
-        width
-    } else {
-        (done as usize * width) / total as usize
-    };
-    let eta = match status["eta_seconds"].as_f64() {
-        Some(s) => {
-            let s = s as u64;
-            format!("ETA {}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+/// A backfill's progress at one moment: what the admin API serves (as JSON, these keys) and the
+/// CLI reads back and prints, locally or from the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub state: RunState,
+    /// The options it runs with: one rule, one pipeline, a dry run.
+    pub rule: Option<String>,
+    pub pipeline: Option<u64>,
+    pub dry_run: bool,
+    /// Deals looked at so far, of `total`.
+    pub done: u64,
+    pub total: u64,
+    pub last_deal_id: u64,
+    /// Stage entries the rules were applied to, the effects planned, and those already done.
+    pub entries: u64,
+    pub effects: u64,
+    pub already: u64,
+    /// Effects not applied (failed for good, or left to the worker to retry).
+    pub retrying: u64,
+    /// Deals held back (their job was busy) and taken at the end.
+    pub deferred: usize,
+    pub eta_seconds: Option<f64>,
+    pub last_error: Option<String>,
+    /// The writes a dry run would make, all of them counted, those from `?from=N` on listed.
+    pub writes_total: usize,
+    pub writes: Vec<Value>,
+}
+
+impl StatusReport {
+    /// One line of progress for people: a bar, the counts and the ETA.
+    pub fn progress_line(&self) -> String {
+        let done = self.done;
+        let total = self.total.max(done);
+        let width = 30usize;
+        let filled = if total == 0 {
+            width
+        } else {
+            (done as usize * width) / total as usize
+        };
+        let eta = match self.eta_seconds {
+            Some(s) => {
+                let s = s as u64;
+                format!("ETA {}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+            }
+            None => "ETA --:--:--".into(),
+        };
+        format!(
+            "[{}{}] {done}/{total} deals  {} entries, {} effects, {} already done  {eta}",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            self.entries,
+            self.effects,
+            self.already,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_says_the_word_of_its_json_form() {
+        for state in [
+            RunState::Idle,
+            RunState::Running,
+            RunState::Done,
+            RunState::Failed,
+            RunState::Cancelled,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                Value::String(state.to_string())
+            );
         }
-        None => "ETA --:--:--".into(),
-    };
-    format!(
-        "[{}{}] {done}/{total} deals  {} entries, {} effects, {} already done  {eta}",
-        "#".repeat(filled),
-        ".".repeat(width - filled),
-        status["entries"],
-        status["effects"],
-        status["already"],
-    )
+    }
+
+    #[test]
+    fn the_report_reads_back_from_its_json() {
+        let status = Status::default();
+        status.begin(&BackfillOptions::default());
+        status.write(serde_json::json!({"deal_id": 7}));
+        let report = status.report(0);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["state"], "running");
+        assert_eq!(json["writes_total"], 1);
+        let back: StatusReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+        assert!(status.report(1).writes.is_empty());
+    }
 }
