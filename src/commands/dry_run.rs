@@ -5,18 +5,19 @@
 //! Each write is printed as one JSON object a line, `{"method": ..., "params": ...}`, on stdout;
 //! what each rule decided, and why, goes to stderr as `#` comments.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::offline::plan_fired;
 use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
 use crate::rules::{
-    Deal, FieldCatalog, Input, Outcome, Person, RuleSet, StageEntry, StageSemantic, evaluate,
+    Deal, FieldCatalog, Input, Outcome, RuleSet, StageEntry, StageSemantic, evaluate,
     stage_pipeline,
 };
-use crate::worker::{marker, plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DryRunError {
@@ -147,26 +148,15 @@ pub fn run(
         for note in &decision.notes {
             lines.push(Line::Note(format!("  {note}")));
         }
-        let Outcome::Fired(effects) = &decision.outcome else {
-            continue;
-        };
-        for (index, effect) in effects.iter().enumerate() {
-            let mark = marker(deal_id, 0, &decision.rule, index as u32);
-            let mut resolve = |person: &Person| -> Result<Value, String> {
-                Ok(match person {
-                    Person::User(id) => json!(id),
-                    Person::SupervisorOf(user) => {
-                        json!(format!("<unresolved: supervisor of user {user}>"))
-                    }
-                    Person::Unresolved(why) => json!(format!("<unresolved: {why}>")),
-                })
-            };
-            match plan(effect, deal_id, mark, &mut resolve) {
+        let one = std::slice::from_ref(&decision);
+        for planned in plan_fired(one, deal_id, &BTreeMap::new(), &|_| String::new()) {
+            match planned.call {
                 Ok(call) => lines.push(Line::Write(
                     json!({ "method": call.method, "params": call.params }),
                 )),
                 Err(error) => lines.push(Line::Note(format!(
-                    "  effect {index} cannot be made: {error}"
+                    "  effect {} cannot be made: {error}",
+                    planned.index
                 ))),
             }
         }

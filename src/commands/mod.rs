@@ -28,6 +28,7 @@ pub mod dry_run;
 pub mod explain;
 pub mod healthcheck;
 pub mod jobs;
+mod offline;
 pub mod sandbox;
 pub mod schema;
 pub mod serve;

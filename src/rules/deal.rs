@@ -87,6 +87,8 @@ struct FieldInfo {
     label: Option<String>,
     /// Option id → label, for enumeration fields.
     options: Vec<(String, String)>,
+    /// `isReadOnly`: the portal computes the field itself; a write does not take.
+    read_only: bool,
 }
 
 /// What the portal's `crm.deal.fields` says: types, labels, enumeration options.
@@ -142,6 +144,7 @@ impl FieldCatalog {
                     field_type: text("type").unwrap_or_default(),
                     label,
                     options,
+                    read_only: description.get("isReadOnly").and_then(Value::as_bool) == Some(true),
                 },
             );
         }
@@ -181,6 +184,26 @@ impl FieldCatalog {
     /// Whether the portal knows the field (for `check --portal`).
     pub fn contains(&self, code: &str) -> bool {
         self.fields.contains_key(code)
+    }
+
+    /// Every field code the portal lists.
+    pub fn codes(&self) -> impl Iterator<Item = &str> {
+        self.parsed.keys().map(String::as_str)
+    }
+
+    /// The labels of a list field's options (empty for other fields).
+    pub fn option_labels(&self, code: &str) -> Vec<&str> {
+        self.parsed.get(code).map_or_else(Vec::new, |info| {
+            info.options
+                .iter()
+                .map(|(_, label)| label.as_str())
+                .collect()
+        })
+    }
+
+    /// Whether the portal marks the field `isReadOnly`.
+    pub fn is_read_only(&self, code: &str) -> bool {
+        self.parsed.get(code).is_some_and(|info| info.read_only)
     }
 }
 

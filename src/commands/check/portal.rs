@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::bitrix::{CallError, Client, Retry, calls};
-use crate::rules::{Diagnostic, RuleSet, Severity, StageSemantic};
+use crate::rules::{Diagnostic, FieldCatalog, RuleSet, Severity, StageSemantic};
 
 /// What the portal has.
 #[derive(Debug, Default)]
@@ -23,10 +23,8 @@ struct Portal {
     stages: BTreeMap<u64, Vec<String>>,
     /// Stage id → its kind, from `SEMANTICS` (`S`, `F`, null for a stage in progress).
     semantics: BTreeMap<String, StageSemantic>,
-    /// Field code → option labels (empty for fields that are not lists).
-    fields: BTreeMap<String, Vec<String>>,
-    /// Fields `crm.deal.fields` marks `isReadOnly`.
-    read_only: BTreeSet<String>,
+    /// What `crm.deal.fields` says: codes, option labels, read-only marks.
+    fields: FieldCatalog,
 }
 
 /// The pipeline a stage id belongs to: `C1:NEW` is in 1, `NEW` in 0.
@@ -71,24 +69,7 @@ async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Porta
         .pipelines
         .entry(0)
         .or_insert_with(|| "General".into());
-    if let Value::Object(map) = &fields.result {
-        for (code, description) in map {
-            let options = description
-                .get("items")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|i| i.get("VALUE").and_then(Value::as_str).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            portal.fields.insert(code.clone(), options);
-            if description.get("isReadOnly").and_then(Value::as_bool) == Some(true) {
-                portal.read_only.insert(code.clone());
-            }
-        }
-    }
+    portal.fields = FieldCatalog::from_deal_fields(&fields.result);
 
     let wanted: Vec<u64> = pipelines
         .iter()
@@ -144,7 +125,7 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
         .filter(|d| d.severity == Severity::Error)
         .collect();
     for (rule, field) in rules.tunnel_writes() {
-        if portal.read_only.contains(field) {
+        if portal.fields.is_read_only(field) {
             let (file, line) = rule.location();
             problems.push(Diagnostic {
                 file: file.to_string(),
@@ -159,7 +140,7 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
             });
         }
     }
-    let field_codes: Vec<&str> = portal.fields.keys().map(String::as_str).collect();
+    let field_codes: Vec<&str> = portal.fields.codes().collect();
     for rule in rules.rules() {
         let (file, line) = rule.location();
         let mut report = |message: String, help: Option<String>| {
@@ -208,7 +189,7 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
         }
         for field in &refs.fields {
             // Fields of every deal that crm.deal.fields may not list.
-            if matches!(field.as_str(), "ID") || portal.fields.contains_key(field) {
+            if matches!(field.as_str(), "ID") || portal.fields.contains(field) {
                 continue;
             }
             let help = crate::diagnostics::suggest(field, &field_codes)
@@ -222,12 +203,12 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
             );
         }
         if let Some((field, values)) = &refs.allowed {
-            let Some(options) = portal.fields.get(field).filter(|o| !o.is_empty()) else {
+            let labels = portal.fields.option_labels(field);
+            if labels.is_empty() {
                 continue;
-            };
+            }
             for value in values {
-                if !options.contains(value) {
-                    let labels: Vec<&str> = options.iter().map(String::as_str).collect();
+                if !labels.contains(&value.as_str()) {
                     let help = crate::diagnostics::suggest(value, &labels)
                         .map(|s| format!("did you mean \"{s}\"?"))
                         .unwrap_or_else(|| format!("options: {}", labels.join(", ")));
@@ -356,11 +337,10 @@ copy = ["TITLE", "UF_CRM_SCORE"]
         )])
         .expect("loads offline");
         let portal = Portal {
-            fields: [("TITLE", vec![]), ("UF_CRM_SCORE", vec![])]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            read_only: BTreeSet::from(["UF_CRM_SCORE".to_string()]),
+            fields: FieldCatalog::from_deal_fields(&serde_json::json!({
+                "TITLE": {"type": "string"},
+                "UF_CRM_SCORE": {"type": "integer", "isReadOnly": true},
+            })),
             pipelines: BTreeMap::from([(2, "Archive".to_string())]),
             ..Portal::default()
         };

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, FixedOffset};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::file::*;
 use crate::calendar::Calendar;
-use crate::rules::{Input, Outcome, Person, RuleSet, evaluate};
+use crate::commands::offline::plan_fired;
+use crate::rules::{Input, Outcome, RuleSet, evaluate};
 use crate::store::EffectKind;
-use crate::worker::{marker, plan};
 
 /// One effect as the service would write it, in the words of an expectation.
 #[derive(Debug, Clone)]
@@ -53,33 +53,16 @@ pub(super) fn run_case(
     let deal_id = case.deal.id().unwrap_or(0);
     let mut actual = Vec::new();
     let mut problems = Vec::new();
-    for decision in &evaluation.decisions {
-        let Outcome::Fired(effects) = &decision.outcome else {
-            continue;
-        };
-        for (index, effect) in effects.iter().enumerate() {
-            let mark = marker(deal_id, 0, &decision.rule, index as u32);
-            let mut resolve = |person: &Person| -> Result<Value, String> {
-                Ok(match person {
-                    Person::User(id) => json!(id),
-                    Person::SupervisorOf(user) => match case.supervisors.get(user) {
-                        Some(head) => json!(head),
-                        None => json!(format!(
-                            "<unresolved: supervisor of user {user} (add supervisors = {{ {user} = ... }})>"
-                        )),
-                    },
-                    Person::Unresolved(why) => json!(format!("<unresolved: {why}>")),
-                })
-            };
-            match plan(effect, deal_id, mark, &mut resolve) {
-                Ok(call) => actual.push(Actual {
-                    rule: decision.rule.clone(),
-                    kind: kind_name(call.kind),
-                    values: values_of(call.kind, &call.params),
-                    shown: crate::commands::demo::describe(&call.method, &call.params),
-                }),
-                Err(e) => problems.push(format!("rule \"{}\": {e}", decision.rule)),
-            }
+    let hint = |user: u64| format!(" (add supervisors = {{ {user} = ... }})");
+    for planned in plan_fired(&evaluation.decisions, deal_id, &case.supervisors, &hint) {
+        match planned.call {
+            Ok(call) => actual.push(Actual {
+                rule: planned.rule.to_string(),
+                kind: kind_name(call.kind),
+                values: values_of(call.kind, &call.params),
+                shown: crate::commands::demo::describe(&call.method, &call.params),
+            }),
+            Err(e) => problems.push(format!("rule \"{}\": {e}", planned.rule)),
         }
     }
     let mut report = String::new();
