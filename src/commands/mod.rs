@@ -95,6 +95,9 @@ pub enum Command {
         /// the rules name exists.
         #[arg(long)]
         portal: bool,
+        /// Rules folder (default: rules.dir of the config).
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
     },
     /// Print the writes the rules would make for a deal entering its stage; touches no portal.
     DryRun {
@@ -156,9 +159,9 @@ pub enum Command {
     },
     /// Run the rule tests (TOML files of cases: a deal, a stage entry, the effects expected).
     Test {
-        /// A test file or a folder of them.
-        #[arg(value_name = "DIR", default_value = "rules/tests")]
-        dir: PathBuf,
+        /// A test file or a folder of them (default: `tests` in the rules folder).
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
         /// Rules folder (default: rules.dir of the config).
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
@@ -268,7 +271,7 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime.shutdown_timeout(Duration::from_millis(200));
             outcome
         }
-        Command::Check { portal } => runtime.block_on(check::run(config, portal)),
+        Command::Check { portal, rules } => runtime.block_on(check::run(config, rules, portal)),
         Command::DryRun { deal, from, rules } => dry_run::command(config, &deal, &from, rules),
         Command::Healthcheck => runtime.block_on(healthcheck::run(config)),
         Command::Explain { deal, json } => runtime.block_on(explain::run(config, deal, json)),
@@ -290,7 +293,7 @@ pub fn run(cli: Cli) -> ExitCode {
         )),
         Command::Demo { rules } => runtime.block_on(demo::run(rules)),
         Command::Bench { name, size } => runtime.block_on(bench::run(&name, size)),
-        Command::Test { dir, rules } => test::command(config, &dir, rules),
+        Command::Test { dir, rules } => test::command(config, dir, rules),
         Command::Schema => schema::run(),
         Command::Sandbox {
             rules,

@@ -73,11 +73,18 @@ impl RuleSet {
             .collect();
         paths.sort();
         let mut files = Vec::new();
+        // The version hashes the names relative to the folder, so `rules`, `./rules` and an
+        // absolute path give the same version on a laptop and on the server.
+        let mut relative = Vec::new();
         let mut errors = Vec::new();
         for path in paths {
             let name = path.display().to_string();
             match std::fs::read_to_string(&path) {
-                Ok(text) => files.push((name, text)),
+                Ok(text) => {
+                    let file_name = path.file_name().unwrap_or_default();
+                    relative.push((file_name.to_string_lossy().into_owned(), text.clone()));
+                    files.push((name, text));
+                }
                 Err(e) => errors.push(Diagnostic {
                     file: name,
                     ..whole(format!("cannot read the file: {e}"), Severity::Error)
@@ -87,7 +94,8 @@ impl RuleSet {
         let empty = files.is_empty() && errors.is_empty();
         let result = RuleSet::from_sources(&files);
         match result {
-            Ok((set, mut warnings)) if errors.is_empty() => {
+            Ok((mut set, mut warnings)) if errors.is_empty() => {
+                set.version = version(&relative);
                 if empty {
                     warnings.insert(
                         0,
@@ -137,8 +145,8 @@ impl RuleSet {
         ))
     }
 
-    /// A stable hash of the file names and contents: the decision log records which rules
-    /// decided.
+    /// A stable hash of the file names (relative to the rules folder) and their bytes: the
+    /// decision log records which rules decided, and `check` prints it to match with git.
     pub fn version(&self) -> &str {
         &self.version
     }

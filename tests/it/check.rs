@@ -170,14 +170,7 @@ fn the_check_command_warns_of_a_cycle_only_the_portal_can_confirm_and_exits_0() 
 /// The binary with `args`, in an empty folder, without `B24ROBOT__` settings.
 fn run_binary(args: &[&str]) -> std::process::Output {
     let cwd = tempfile::tempdir().expect("temp dir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_b24-robot"));
-    command.args(args).current_dir(cwd.path());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("B24ROBOT__") {
-            command.env_remove(key);
-        }
-    }
-    command.output().expect("the binary runs")
+    crate::helpers::run_binary_in(cwd.path(), args, &[])
 }
 
 #[test]

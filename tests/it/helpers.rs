@@ -591,3 +591,29 @@ pub fn value(samples: &std::collections::BTreeMap<String, f64>, key: &str) -> f6
         .get(key)
         .unwrap_or_else(|| panic!("no sample {key} in {samples:#?}"))
 }
+
+/// The real binary in `cwd` with `args` and `env`, without the caller's `B24ROBOT__` settings
+/// (so a developer's environment never changes a result).
+pub fn run_binary_in(
+    cwd: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"));
+    command.args(args).current_dir(cwd);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("B24ROBOT__") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("the binary runs")
+}
+
+/// An output's stdout and stderr as text.
+pub fn texts(output: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

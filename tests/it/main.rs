@@ -36,3 +36,6 @@ mod disk;
 mod hostile_history;
 mod malformed_deal;
 mod portal_bounds;
+
+// Made for integrators (issue 10)
+mod integrator;

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::helpers::poll;
+use crate::helpers::{poll, run_binary_in, texts};
 
 /// How long the sandbox may take to start, and to act.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -18,14 +18,7 @@ fn root() -> PathBuf {
 
 /// The binary in `cwd`, without the environment's `B24ROBOT__` settings.
 fn run(cwd: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_b24-robot"));
-    command.args(args).current_dir(cwd);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("B24ROBOT__") {
-            command.env_remove(key);
-        }
-    }
-    command.output().expect("the binary runs")
+    run_binary_in(cwd, args, &[])
 }
 
 #[test]
@@ -55,13 +48,6 @@ fn a_variable_that_is_not_utf8_in_the_environment_is_no_panic() {
         stderr.contains("environment variable B24ROBOT__LOG__LEVEL: not valid UTF-8"),
         "{stderr}"
     );
-}
-
-fn texts(output: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 fn fixture(name: &str) -> String {

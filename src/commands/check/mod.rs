@@ -6,18 +6,25 @@ pub mod portal;
 
 use std::path::PathBuf;
 
-use super::{CommandError, CommandResult, load_rules, load_settings, print_diagnostics};
+use super::{CommandError, CommandResult, load_rules, load_settings_for_rules, print_diagnostics};
 
-pub async fn run(config: Option<PathBuf>, against_portal: bool) -> CommandResult {
-    let settings = load_settings(config)?;
+/// Prints "ok" only once everything asked for is checked: with `--portal`, after the portal
+/// has confirmed every name the rules use.
+pub async fn run(
+    config: Option<PathBuf>,
+    rules_dir: Option<PathBuf>,
+    against_portal: bool,
+) -> CommandResult {
+    let settings = load_settings_for_rules(config, rules_dir)?;
     let rules = load_rules(&settings)?;
-    println!(
+    let loaded = format!(
         "ok: {} rule(s) in {}, version {}",
         rules.len(),
         settings.rules.dir.display(),
         rules.version()
     );
     if !against_portal {
+        println!("{loaded}");
         return Ok(());
     }
     let client = crate::startup::client(&settings)
@@ -26,6 +33,7 @@ pub async fn run(config: Option<PathBuf>, against_portal: bool) -> CommandResult
         .await
         .map_err(|error| CommandError::Failed(format!("the portal could not be read: {error}")))?;
     if problems.is_empty() {
+        println!("{loaded}");
         println!(
             "ok: every pipeline, stage, field and list value the rules name exists on the portal"
         );

@@ -72,8 +72,15 @@ pub fn test_files(path: &Path) -> Result<Vec<std::path::PathBuf>, String> {
 
 /// `b24-robot test`: 0 all passed, 1 a case failed (or the rules do not load), 2 a test file
 /// is unreadable or invalid.
-pub fn command(config: Option<PathBuf>, path: &Path, rules_dir: Option<PathBuf>) -> CommandResult {
+/// Without a path, the tests are `tests` in the rules folder (of `--rules`, else of the config).
+pub fn command(
+    config: Option<PathBuf>,
+    path: Option<PathBuf>,
+    rules_dir: Option<PathBuf>,
+) -> CommandResult {
     let settings = super::load_settings_for_rules(config, rules_dir)?;
+    let path = path.unwrap_or_else(|| settings.rules.dir.join("tests"));
+    let path = path.as_path();
     let rules = load_rules(&settings)
         .map_err(|_| CommandError::Failed("the rules do not load: no test was run".into()))?;
     run_files(

@@ -1,0 +1,144 @@
+//! What an integrator meets writing a client's rules: one version for the same files however the
+//! folder is spelled, one way to point at rules (`--rules`), the rule tests found in the rules
+//! folder, and a `check --portal` whose "ok" means the portal was asked.
+
+use std::path::Path;
+
+use b24_robot::rules::RuleSet;
+use b24_robot::sandbox::{SimConfig, SimPortal};
+
+use crate::helpers::{run_binary_in as run_in, texts};
+
+const RULES: &str = r#"
+pipeline = 0
+[[task]]
+name = "offer"
+stage = "PREPARATION"
+title = "Offer: {TITLE}"
+deadline = { after = "1 day" }
+"#;
+
+const TEST: &str = r#"
+[[case]]
+name = "offer task"
+stage = "PREPARATION"
+deal = { TITLE = "Acme" }
+expect = [{ kind = "task", rule = "offer", title = "Offer: Acme" }]
+"#;
+
+/// A work folder holding `client-rules/10-offer.toml` and its tests in `client-rules/tests/`.
+fn client_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("client-rules");
+    std::fs::create_dir_all(rules.join("tests")).expect("folders");
+    std::fs::write(rules.join("10-offer.toml"), RULES).expect("rules written");
+    std::fs::write(rules.join("tests/offer.toml"), TEST).expect("test written");
+    dir
+}
+
+#[test]
+fn the_rules_version_is_the_same_however_the_folder_is_spelled() {
+    let work = client_folder();
+    let absolute = work.path().join("client-rules");
+    let version = |dir: &Path| {
+        RuleSet::load_dir(dir)
+            .expect("loads")
+            .0
+            .version()
+            .to_string()
+    };
+    let expected = RuleSet::from_sources(&[("10-offer.toml".into(), RULES.into())])
+        .expect("loads")
+        .0
+        .version()
+        .to_string();
+    assert_eq!(version(&absolute), expected);
+    assert_eq!(version(&absolute.join(".")), expected);
+    assert_eq!(version(&work.path().join("./client-rules/")), expected);
+
+    // `check` prints it, whichever spelling the integrator used.
+    for spelling in ["client-rules", "./client-rules", "client-rules/"] {
+        let output = run_in(work.path(), &["check", "--rules", spelling], &[]);
+        let (stdout, stderr) = texts(&output);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(
+            stdout.contains(&format!("version {expected}")),
+            "{spelling}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_takes_the_rules_folder_like_the_other_commands() {
+    let work = client_folder();
+    let output = run_in(work.path(), &["check", "--rules", "client-rules"], &[]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("ok: 1 rule(s) in client-rules, version "),
+        "{stdout}"
+    );
+    // Without it, the config's folder (here the default `rules`, which does not exist).
+    let output = run_in(work.path(), &["check"], &[]);
+    assert_eq!(output.status.code(), Some(1), "{:?}", texts(&output));
+}
+
+#[test]
+fn the_rule_tests_default_to_the_tests_folder_of_the_rules_folder() {
+    let work = client_folder();
+    // Through --rules, and through the config's rules.dir: never a literal `rules/tests`.
+    let output = run_in(work.path(), &["test", "--rules", "client-rules"], &[]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.ends_with("\n1 passed, 0 failed\n"), "{stdout}");
+    let output = run_in(
+        work.path(),
+        &["test"],
+        &[("B24ROBOT__RULES__DIR", "client-rules")],
+    );
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with("client-rules/tests/offer.toml: 1 case(s), 0 failed"),
+        "{stdout}"
+    );
+}
+
+/// Real threads: the simulated portal answers on the runtime while the binary runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_against_the_portal_says_ok_only_after_the_portal_confirmed_every_name() {
+    let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
+    b24_robot::sandbox::seed::seed_portal(&sim);
+    let work = client_folder();
+    let url = sim.webhook_url();
+    let check = |rules: &'static str| {
+        let (cwd, url) = (work.path().to_path_buf(), url.clone());
+        tokio::task::spawn_blocking(move || {
+            std::fs::write(cwd.join("client-rules/10-offer.toml"), rules).expect("rules");
+            run_in(
+                &cwd,
+                &["check", "--portal", "--rules", "client-rules"],
+                &[("B24ROBOT__PORTAL__WEBHOOK_URL", &url)],
+            )
+        })
+    };
+    let output = check(RULES).await.expect("runs");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("ok: 1 rule(s) in client-rules"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("ok: every pipeline"), "{stdout}");
+
+    // A stage the portal does not have: no "ok" at all, the problem, exit 1.
+    let typo = RULES.replace("PREPARATION", "PREPARATON");
+    let output = check(Box::leak(typo.into_boxed_str())).await.expect("runs");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("ok"), "{stdout}");
+    assert!(stderr.contains("PREPARATON"), "{stderr}");
+}
