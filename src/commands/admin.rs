@@ -30,6 +30,9 @@ pub(super) enum AdminError {
         "the store is in use by the running service and its admin API is off: set server.admin_token (and restart it) to use this command while it runs"
     )]
     NoApi,
+    /// The command cannot do what was asked, and says why (exit 1).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Reaches the running service's admin API if one answers; else opens the store.

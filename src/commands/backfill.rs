@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admin::{AdminError, Source, api, api_with, source};
 use super::{CommandError, CommandResult, load_settings};
+use crate::commands::output::outln;
 use crate::configuration::Settings;
 use crate::store::Store;
 use crate::worker::Worker;
@@ -63,7 +64,7 @@ fn print_writes(status: &StatusReport) -> usize {
     if !status.writes.is_empty() {
         eprint!("\r\x1b[K");
         for w in &status.writes {
-            println!("{w}");
+            outln!("{w}");
         }
     }
     status.writes.len()

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::{CommandError, CommandResult};
+use crate::commands::output::outln;
 use crate::configuration::{Settings, Sources};
 use crate::rules::RuleSet;
 use crate::sandbox::{SimConfig, SimPortal};
@@ -242,7 +243,7 @@ pub async fn throughput(deals: usize) -> Result<(), String> {
                 .iter()
                 .filter(|m| *m == "tasks.task.add")
                 .count();
-            println!(
+            outln!(
                 "  {:>6} ms {} {} reads={reads} writes={writes}",
                 r.at.elapsed().as_millis(),
                 r.method,
@@ -250,7 +251,7 @@ pub async fn throughput(deals: usize) -> Result<(), String> {
             );
         }
     }
-    println!(
+    outln!(
         "throughput: {deals} stage entries (2 tasks each) in {:.1} s = {rate:.1} entries/s against a 2 req/s, burst-50 portal; {requests} HTTP requests, {rejected} x 503",
         elapsed.as_secs_f64()
     );
@@ -280,7 +281,7 @@ pub async fn strict_portal(deals: usize) -> Result<(), String> {
     let before = rig.rejected(503);
     let elapsed = move_all(&rig, &ids, Duration::from_secs(600)).await?;
     let rejected = rig.rejected(503) - before;
-    println!(
+    outln!(
         "strict portal: {deals} deals moved at once, portal 1 req/s burst 5, configured 2/50: {rejected} x 503 in total, all done in {:.1} s",
         elapsed.as_secs_f64()
     );
@@ -318,7 +319,7 @@ pub async fn requests_per_entry(deals: usize) -> Result<(), String> {
         .await;
     rig.settle(Duration::from_secs(30)).await;
     let update = rig.sim.request_count() - before;
-    println!(
+    outln!(
         "requests: at most {worst} HTTP requests per stage entry with 2 rules firing (warm caches, {deals} entries one by one); {update} for an update without a stage change"
     );
     rig.stop().await;
@@ -379,7 +380,7 @@ pub async fn intake(senders: usize, seconds: u64) -> Result<(), String> {
             .copied()
             .unwrap_or_default()
     };
-    println!(
+    outln!(
         "intake: {senders} senders, {seconds} s: {n} events acknowledged (recorded and flushed) = {:.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         n as f64 / seconds as f64,
         pct(0.5).as_secs_f64() * 1000.0,
@@ -394,13 +395,13 @@ pub async fn intake(senders: usize, seconds: u64) -> Result<(), String> {
 /// for `seconds`, then prints how many events were recorded.
 pub async fn intake_server(seconds: u64) -> Result<(), String> {
     let rig = rig("intake-server", SimConfig::default(), &[]).await?;
-    println!(
+    outln!(
         "listening: http://127.0.0.1:{}/bitrix24/events token {TOKEN} for {seconds} s",
         rig.port
     );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let ids = rig.store.next_id().map_err(|e| e.to_string())?;
-    println!("intake-server: about {ids} events recorded (event ids handed out)");
+    outln!("intake-server: about {ids} events recorded (event ids handed out)");
     rig.stop().await;
     Ok(())
 }
@@ -439,7 +440,7 @@ pub async fn memory(deals: u64) -> Result<(), String> {
     store.flush().map_err(|e| e.to_string())?;
     let bytes = store.size_on_disk().map_err(|e| e.to_string())?;
     let loaded_rss = rss_kib().unwrap_or(0);
-    println!(
+    outln!(
         "memory: RSS at idle (service + simulated portal in one process) {:.1} MiB; after writing the state of {deals} deals with a {} MiB store cache {:.1} MiB; store {:.1} MiB on disk = {:.0} bytes per deal (written in {:.1} s)",
         idle_rss as f64 / 1024.0,
         cache / 1024 / 1024,

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{CommandError, CommandResult};
+use crate::commands::output::outln;
 use crate::configuration::{Settings, Sources};
 use crate::rules::RuleSet;
 use crate::sandbox::seed::{embedded_rules, seed_portal};
@@ -102,8 +103,8 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
 
 /// The last line of a played day: what the simulated portal holds now.
 pub(super) fn print_done(sim: &SimPortal) {
-    println!();
-    println!(
+    outln!();
+    outln!(
         "done: {} tasks, {} deals, {} REST requests to the portal",
         sim.tasks().len(),
         sim.deals().len(),
@@ -178,12 +179,12 @@ pub(crate) async fn start(rules: &RuleSet, what: &str) -> Result<Running, String
         let _ = stop_rx.await;
     }));
 
-    println!(
+    outln!(
         "b24-robot {what}: {} rules (version {}) against a simulated portal",
         rules.len(),
         rules.version()
     );
-    println!();
+    outln!();
     let story = Story {
         rx,
         store,
@@ -209,7 +210,7 @@ pub(crate) struct Story {
 
 impl Story {
     pub(crate) fn say(&self, text: &str) {
-        println!("* {text}");
+        outln!("* {text}");
     }
 
     /// Prints what the service does until it has nothing left to do.
@@ -259,9 +260,9 @@ impl Story {
             } => {
                 let title = self.title(*deal_id);
                 if *acted {
-                    println!("  deal {deal_id} \"{title}\" entered {stage_id}");
+                    outln!("  deal {deal_id} \"{title}\" entered {stage_id}");
                 } else {
-                    println!("  deal {deal_id} \"{title}\" entered {stage_id} ({note})");
+                    outln!("  deal {deal_id} \"{title}\" entered {stage_id} ({note})");
                 }
             }
             Activity::Effect {
@@ -273,8 +274,8 @@ impl Story {
             } => {
                 let what = describe(method, params);
                 match result {
-                    Ok(id) => println!("    [{rule}] {what} -> #{id}"),
-                    Err(error) => println!("    [{rule}] {what} FAILED: {error}"),
+                    Ok(id) => outln!("    [{rule}] {what} -> #{id}"),
+                    Err(error) => outln!("    [{rule}] {what} FAILED: {error}"),
                 }
             }
             Activity::DealDone { .. } => {}

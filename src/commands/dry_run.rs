@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::offline::plan_fired;
 use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
+use crate::commands::output::outln;
 use crate::rules::{
     Deal, FieldCatalog, Input, Outcome, RuleSet, StageEntry, StageSemantic, evaluate,
     stage_pipeline,
@@ -197,7 +198,7 @@ pub fn command(
     })?;
     for line in lines {
         match line {
-            Line::Write(value) => println!("{value}"),
+            Line::Write(value) => outln!("{value}"),
             Line::Note(text) => eprintln!("# {text}"),
         }
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::admin::{AdminError, Source, api, pretty, source};
 use super::{CommandResult, load_settings};
+use crate::commands::output::out;
 use crate::ops::admin::{deal_report, format_deal_report};
 
 pub async fn run(config: Option<PathBuf>, deal: u64, as_json: bool) -> CommandResult {
@@ -28,6 +29,6 @@ pub async fn run(config: Option<PathBuf>, deal: u64, as_json: bool) -> CommandRe
             format_deal_report(&report)
         })
     };
-    print!("{}", report.await?);
+    out!("{}", report.await?);
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use super::JobsAction;
 use super::admin::{AdminError, Source, api, pretty, source};
 use super::{CommandResult, load_settings};
-use crate::ops::admin::{format_jobs_report, jobs_report};
+use crate::commands::output::out;
+use crate::ops::admin::{JobsReport, format_jobs_report, jobs_report};
+use crate::store::QueuedDeal;
 
 pub async fn run(config: Option<PathBuf>, action: JobsAction) -> CommandResult {
     let settings = load_settings(config)?;
@@ -52,6 +54,22 @@ pub async fn run(config: Option<PathBuf>, action: JobsAction) -> CommandResult {
                         revived
                     }
                 };
+                if let (Some(deal), true) = (deal, retried.is_empty()) {
+                    let job = match &source {
+                        Source::Api(client, base) => {
+                            let report: JobsReport = api(
+                                &settings,
+                                client,
+                                reqwest::Method::GET,
+                                format!("{base}/admin/jobs"),
+                            )
+                            .await?;
+                            report.jobs.into_iter().find(|q| q.deal_id == deal)
+                        }
+                        Source::Store(store) => store.queued(deal)?,
+                    };
+                    return Err(AdminError::Refused(not_parked(deal, job.as_ref())));
+                }
                 Ok(if retried.is_empty() {
                     "no parked job to re-run\n".to_string()
                 } else {
@@ -60,6 +78,19 @@ pub async fn run(config: Option<PathBuf>, action: JobsAction) -> CommandResult {
             }
         }
     };
-    print!("{}", result.await?);
+    out!("{}", result.await?);
     Ok(())
+}
+
+/// Why `jobs retry DEAL` did nothing: the deal's job is not parked, or there is none.
+fn not_parked(deal: u64, job: Option<&QueuedDeal>) -> String {
+    match job {
+        Some(q) => format!(
+            "deal {deal} has no parked job to re-run: its job is queued ({} event(s), {} attempt(s)) and runs on its own",
+            q.events, q.attempts
+        ),
+        None => format!(
+            "deal {deal} has no job in the queue: nothing to re-run (b24-robot explain {deal} shows what was done)"
+        ),
+    }
 }

@@ -29,6 +29,7 @@ pub mod explain;
 pub mod healthcheck;
 pub mod jobs;
 mod offline;
+mod output;
 pub mod sandbox;
 pub mod schema;
 pub mod serve;

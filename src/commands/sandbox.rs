@@ -20,6 +20,7 @@ use toml::de::DeValue;
 
 use super::demo::{Running, print_done, start};
 use super::{CommandError, CommandResult};
+use crate::commands::output::outln;
 use crate::diagnostics::Diagnostic;
 use crate::diagnostics::spanned::{Reader, entry, tables, type_name};
 use crate::rules::RuleSet;
@@ -289,14 +290,14 @@ async fn serve(rules: &RuleSet, listen: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let base = format!("http://{addr}");
-    println!("control API on {base} (Ctrl-C stops):");
-    println!(
+    outln!("control API on {base} (Ctrl-C stops):");
+    outln!(
         "  curl -s -X POST {base}/deals -d '{{\"TITLE\":\"Acme\",\"ASSIGNED_BY_ID\":\"3\",\"STAGE_ID\":\"NEW\"}}'"
     );
-    println!("  curl -s -X POST {base}/deals/1/move -d '{{\"stage\":\"PREPARATION\"}}'");
-    println!("  curl -s -X POST {base}/deals/1/update -d '{{\"UF_CRM_INN\":\"7701234567\"}}'");
-    println!("  curl -s {base}/deals/1    curl -s {base}/deals    curl -s {base}/tasks");
-    println!();
+    outln!("  curl -s -X POST {base}/deals/1/move -d '{{\"stage\":\"PREPARATION\"}}'");
+    outln!("  curl -s -X POST {base}/deals/1/update -d '{{\"UF_CRM_INN\":\"7701234567\"}}'");
+    outln!("  curl -s {base}/deals/1    curl -s {base}/deals    curl -s {base}/tasks");
+    outln!();
     let printer = tokio::spawn(async move {
         while let Some(activity) = story.rx.recv().await {
             story.print(&activity);
@@ -380,7 +381,7 @@ async fn create_deal(State(sim): State<SimPortal>, Json(body): Json<Value>) -> R
     };
     match sim.try_create_deal(Value::Object(fields)).await {
         Ok(id) => {
-            println!("* HTTP: created deal {id}");
+            outln!("* HTTP: created deal {id}");
             (StatusCode::CREATED, Json(json!({ "id": id }))).into_response()
         }
         Err(e) => refused(e),
@@ -406,11 +407,11 @@ async fn move_deal(
         )
             .into_response();
     }
-    println!("* HTTP: move deal {id} to {stage}");
+    outln!("* HTTP: move deal {id} to {stage}");
     match sim.try_move_deal(id, &stage).await {
         Ok(_) => Json(sim.deal(id).unwrap_or(Value::Null)).into_response(),
         Err(e) => {
-            println!("  refused: {e}");
+            outln!("  refused: {e}");
             refused(e)
         }
     }
@@ -431,7 +432,7 @@ async fn update_deal(
         )
             .into_response();
     }
-    println!(
+    outln!(
         "* HTTP: update deal {id}: {}",
         Value::Object(fields.clone())
     );

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::admin::{AdminError, Source, api, pretty, source};
 use super::{CommandError, CommandResult, StoreAction, load_settings};
+use crate::commands::output::{out, outln};
 use crate::ops::admin::{format_store_check, store_check_report};
 
 /// `store check`: every record of every tree read; exit 1 when one is damaged.
@@ -27,9 +28,9 @@ pub async fn run(config: Option<PathBuf>, action: StoreAction) -> CommandResult 
     };
     let report = report.await?;
     if json {
-        println!("{}", pretty(&report));
+        outln!("{}", pretty(&report));
     } else {
-        print!("{}", format_store_check(&report));
+        out!("{}", format_store_check(&report));
     }
     if report.damaged.is_empty() {
         Ok(())

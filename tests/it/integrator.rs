@@ -142,3 +142,81 @@ async fn check_against_the_portal_says_ok_only_after_the_portal_confirmed_every_
     assert!(!stdout.contains("ok"), "{stdout}");
     assert!(stderr.contains("PREPARATON"), "{stderr}");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_demo_quietly() {
+    use std::io::{BufRead, BufReader};
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+        .arg("demo")
+        .current_dir(cwd.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // `demo | head -1`: one line read, then the pipe is closed.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("a line");
+    assert!(first.starts_with("b24-robot demo: "), "{first}");
+    let output = child.wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
+#[tokio::test]
+async fn logs_written_to_a_file_carry_no_terminal_colours() {
+    let sim = crate::helpers::seeded_portal(SimConfig::default()).await;
+    let site = crate::child::Site::new();
+    let service =
+        crate::child::Service::start_with(&sim, &site, 0, &[("B24ROBOT__LOG__LEVEL", "info")])
+            .await;
+    let (code, _) = service.terminate(std::time::Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+    let logs = std::fs::read_to_string(site.path("run-0.log")).expect("log");
+    assert!(logs.contains("rules loaded"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in a log file:\n{logs}"
+    );
+}
+
+#[test]
+fn retrying_a_job_that_is_not_parked_exits_1_saying_why() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let data = work.path().join("data");
+    {
+        let store = b24_robot::store::Store::open(&data).expect("store");
+        store.enqueue(5, 1_000).expect("queued");
+        store.enqueue(6, 1_000).expect("queued");
+        store
+            .park(6, "crm.deal.get: ACCESS_DENIED")
+            .expect("parked");
+        store.flush().expect("flushed");
+    }
+    let data = data.display().to_string();
+    let env = [("B24ROBOT__STORAGE__DIR", data.as_str())];
+    let retry = |deal: &str| run_in(work.path(), &["jobs", "retry", deal], &env);
+
+    let output = retry("5");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("deal 5 has no parked job to re-run: its job is queued (1 event(s), 0 attempt(s)) and runs on its own"),
+        "{stderr}"
+    );
+    let output = retry("7");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("deal 7 has no job in the queue: nothing to re-run"),
+        "{stderr}"
+    );
+    // The parked one is re-run.
+    let output = retry("6");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "re-running the jobs of deal(s) [6]\n");
+}

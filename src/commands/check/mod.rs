@@ -7,6 +7,7 @@ pub mod portal;
 use std::path::PathBuf;
 
 use super::{CommandError, CommandResult, load_rules, load_settings_for_rules, print_diagnostics};
+use crate::commands::output::outln;
 
 /// Prints "ok" only once everything asked for is checked: with `--portal`, after the portal
 /// has confirmed every name the rules use.
@@ -24,7 +25,7 @@ pub async fn run(
         rules.version()
     );
     if !against_portal {
-        println!("{loaded}");
+        outln!("{loaded}");
         return Ok(());
     }
     let client = crate::startup::client(&settings)
@@ -33,8 +34,8 @@ pub async fn run(
         .await
         .map_err(|error| CommandError::Failed(format!("the portal could not be read: {error}")))?;
     if problems.is_empty() {
-        println!("{loaded}");
-        println!(
+        outln!("{loaded}");
+        outln!(
             "ok: every pipeline, stage, field and list value the rules name exists on the portal"
         );
         Ok(())

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
+use crate::commands::output::{out, outln};
 use crate::rules::RuleSet;
 
 /// The result of a whole run, for the command and for tests.
@@ -136,7 +137,7 @@ pub fn run_files(
     let mut total = Summary::default();
     for file in &parsed {
         let summary = run(file, rules, calendar, max_tunnel_depth);
-        println!(
+        outln!(
             "{}: {} case(s), {} failed",
             file.name,
             file.len(),
@@ -147,11 +148,11 @@ pub fn run_files(
         total.failures.extend(summary.failures);
     }
     for failure in &total.failures {
-        println!();
-        print!("{failure}");
+        outln!();
+        out!("{failure}");
     }
-    println!();
-    println!("{} passed, {} failed", total.passed, total.failed);
+    outln!();
+    outln!("{} passed, {} failed", total.passed, total.failed);
     if total.failed == 0 {
         Ok(())
     } else {
