@@ -1,4 +1,5 @@
-//! Texts that come from outside, kept to a size before they are logged or stored.
+//! Texts that come from outside, kept to a size before they are logged or stored; and counts
+//! in words ([`count`]: "1 task", "2 tasks").
 //!
 //! A portal may answer an error whose `error_description` is megabytes long (a proxy's HTML
 //! page, a hostile portal). Such a text would go whole into log lines, the queue record and
@@ -31,9 +32,23 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(format!("{}… [cut from {} bytes]", &text[..end], text.len()))
 }
 
+/// `n` with the noun in the number it takes in English: `count(1, "task", "tasks")` is
+/// "1 task", `count(2, ...)` "2 tasks".
+#[must_use]
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_of_one_takes_the_singular() {
+        assert_eq!(count(1, "task", "tasks"), "1 task");
+        assert_eq!(count(0, "task", "tasks"), "0 tasks");
+        assert_eq!(count(21, "deal", "deals"), "21 deals");
+    }
 
     #[test]
     fn a_short_text_is_kept_as_it_is() {

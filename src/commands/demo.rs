@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{CommandError, CommandResult};
 use crate::commands::output::outln;
+use crate::text::count;
 use crate::configuration::{Settings, Sources};
 use crate::rules::RuleSet;
 use crate::sandbox::seed::{embedded_rules, seed_portal};
@@ -105,10 +106,10 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
 pub(super) fn print_done(sim: &SimPortal) {
     outln!();
     outln!(
-        "done: {} tasks, {} deals, {} REST requests to the portal",
-        sim.tasks().len(),
-        sim.deals().len(),
-        sim.request_count()
+        "done: {}, {}, {} to the portal",
+        count(sim.tasks().len(), "task", "tasks"),
+        count(sim.deals().len(), "deal", "deals"),
+        count(sim.request_count(), "REST request", "REST requests")
     );
 }
 
@@ -180,8 +181,8 @@ pub(crate) async fn start(rules: &RuleSet, what: &str) -> Result<Running, String
     }));
 
     outln!(
-        "b24-robot {what}: {} rules (version {}) against a simulated portal",
-        rules.len(),
+        "b24-robot {what}: {} (version {}) against a simulated portal",
+        count(rules.len(), "rule", "rules"),
         rules.version()
     );
     outln!();

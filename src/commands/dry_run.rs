@@ -16,8 +16,7 @@ use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
 use crate::commands::output::outln;
 use crate::rules::{
-    Deal, FieldCatalog, Input, Outcome, RuleSet, StageEntry, StageSemantic, evaluate,
-    stage_pipeline,
+    Deal, FieldCatalog, Input, RuleSet, StageEntry, StageSemantic, evaluate, stage_pipeline,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -137,14 +136,9 @@ pub fn run(
     let deal_id = deal.id().unwrap_or(0);
     let mut lines = Vec::new();
     for decision in evaluate(rules, &input).decisions {
-        let summary = match &decision.outcome {
-            Outcome::Fired(effects) => format!("fired, {} effect(s)", effects.len()),
-            Outcome::Skipped(reason) => format!("skipped: {reason:?}"),
-            Outcome::Failed(error) => format!("failed: {error}"),
-        };
         lines.push(Line::Note(format!(
-            "rule \"{}\" ({:?}): {summary}",
-            decision.rule, decision.kind
+            "rule \"{}\" ({}): {}",
+            decision.rule, decision.kind, decision.outcome
         )));
         for note in &decision.notes {
             lines.push(Line::Note(format!("  {note}")));
@@ -250,6 +244,42 @@ deadline = { after = "1 day" }
         assert_eq!(
             writes[0]["params"]["fields"]["DEADLINE"],
             "2026-12-02T10:00:00+03:00"
+        );
+    }
+
+    #[test]
+    fn each_decision_is_told_in_words_never_in_debug_text() {
+        let rules = format!(
+            "{RULES}\n[[require]]\nname = \"inn\"\nstage = \"PREPARATION\"\nfields = [\"UF_CRM_INN\"]\nwhen = {{ OPPORTUNITY = {{ gte = 1000 }} }}\n"
+        );
+        let (rules, _) = RuleSet::from_sources(&[("r.toml".into(), rules)]).expect("rules load");
+        let deal = parse_deal(
+            r#"{"result": {"ID": "5", "TITLE": "Acme", "STAGE_ID": "PREPARATION", "CATEGORY_ID": "0",
+                "ASSIGNED_BY_ID": "3", "OPPORTUNITY": "10"}}"#,
+        )
+        .expect("deal");
+        let lines = run(&rules, &deal, "NEW", &context(&Calendar::default())).expect("runs");
+        let notes: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Note(text) => Some(text.as_str()),
+                Line::Write(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            notes,
+            vec![
+                "rule \"inn\" (require): skipped: condition false",
+                "  condition not met: OPPORTUNITY gte 1000 (the deal has \"10\")",
+                "rule \"offer\" (task): fired, 1 effect(s)",
+                "  the deal has no MOVED_TIME: the stage entry's time is used",
+            ]
+        );
+        assert!(
+            notes
+                .iter()
+                .all(|n| !n.contains('{') && !n.contains("ConditionFalse")),
+            "{notes:?}"
         );
     }
 

@@ -62,6 +62,29 @@ pub enum SkipReason {
     OwnCopy { origin: u64 },
 }
 
+/// In words, for people: `dry-run`, `test` and `explain` print a decision this way.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Fired(effects) => write!(f, "fired, {} effect(s)", effects.len()),
+            Outcome::Skipped(reason) => write!(f, "skipped: {reason}"),
+            Outcome::Failed(error) => write!(f, "failed: {error}"),
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::ConditionFalse => f.write_str("condition false"),
+            SkipReason::Reverted { by } => write!(f, "the deal was moved back by rule \"{by}\""),
+            SkipReason::OwnCopy { origin } => {
+                write!(f, "the deal is this tunnel's copy of deal {origin}")
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Effect {
     /// `tasks.task.add` bound to the deal.

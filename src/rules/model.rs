@@ -19,6 +19,13 @@ pub enum RuleKind {
     Tunnel,
 }
 
+/// The TOML table name, as people write it: `task`, `loss_reason`.
+impl std::fmt::Display for RuleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.table())
+    }
+}
+
 impl RuleKind {
     /// The TOML table name: `task` for `[[task]]`.
     pub fn table(self) -> &'static str {

@@ -189,7 +189,7 @@ async fn explain_shows_a_revert_a_skip_and_a_failure_with_their_reasons() {
     assert!(text.contains("rule need-inn: fired"), "{text}");
     assert!(text.contains("crm.deal.update -> done"), "{text}");
     assert!(
-        text.contains("rule invoice: skipped: reverted by rule need-inn"),
+        text.contains("rule invoice: skipped: the deal was moved back by rule \"need-inn\""),
         "{text}"
     );
     assert!(text.contains("the service's own move: no rules"), "{text}");

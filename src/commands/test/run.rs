@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::file::*;
 use crate::calendar::Calendar;
 use crate::commands::offline::plan_fired;
-use crate::rules::{Input, Outcome, RuleSet, evaluate};
+use crate::rules::{Input, RuleSet, evaluate};
 use crate::store::EffectKind;
 
 /// One effect as the service would write it, in the words of an expectation.
@@ -160,19 +160,7 @@ pub(super) fn run_case(
 }
 
 fn decision_line(d: &crate::rules::Decision) -> String {
-    let outcome = match &d.outcome {
-        Outcome::Fired(e) => format!("fired, {} effect(s)", e.len()),
-        Outcome::Skipped(crate::rules::SkipReason::ConditionFalse) => {
-            "skipped: condition false".into()
-        }
-        Outcome::Skipped(crate::rules::SkipReason::Reverted { by }) => {
-            format!("skipped: the deal was moved back by rule \"{by}\"")
-        }
-        Outcome::Skipped(crate::rules::SkipReason::OwnCopy { origin }) => {
-            format!("skipped: the deal is this tunnel's copy of deal {origin}")
-        }
-        Outcome::Failed(e) => format!("failed: {e}"),
-    };
+    let outcome = &d.outcome;
     let notes = if d.notes.is_empty() {
         String::new()
     } else {

@@ -6,7 +6,6 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::{AdminState, json_or_error, off_the_runtime};
-use crate::rules::{Outcome, SkipReason};
 use crate::store::{
     DealState, EffectRecord, EffectState, EntryAction, EntryRecord, QueuedDeal, Store, StoreError,
 };
@@ -97,11 +96,7 @@ pub fn format_deal_report(report: &DealReport) -> String {
             entry.ruleset_version
         ));
         for decision in &entry.decisions {
-            let verdict = match &decision.outcome {
-                Outcome::Fired(effects) => format!("fired ({} effect(s))", effects.len()),
-                Outcome::Skipped(skipped) => format!("skipped: {}", describe_skip(skipped)),
-                Outcome::Failed(error) => format!("failed: {error}"),
-            };
+            let verdict = &decision.outcome;
             out.push_str(&format!("    rule {}: {verdict}\n", decision.rule));
             for note in &decision.notes {
                 out.push_str(&format!("      note: {note}\n"));
@@ -121,16 +116,6 @@ pub fn format_deal_report(report: &DealReport) -> String {
         }
     }
     out
-}
-
-fn describe_skip(skipped: &SkipReason) -> String {
-    match skipped {
-        SkipReason::ConditionFalse => "condition false".into(),
-        SkipReason::Reverted { by } => format!("reverted by rule {by}"),
-        SkipReason::OwnCopy { origin } => {
-            format!("the deal is this tunnel's own copy of deal {origin}")
-        }
-    }
 }
 
 #[cfg(test)]
