@@ -12,13 +12,13 @@ use tokio::sync::mpsc;
 
 use super::{CommandError, CommandResult};
 use crate::commands::output::outln;
-use crate::text::count;
 use crate::configuration::{Settings, Sources};
 use crate::rules::RuleSet;
 use crate::sandbox::seed::{embedded_rules, seed_portal};
 use crate::sandbox::{SimConfig, SimPortal};
 use crate::startup::Application;
 use crate::store::Store;
+use crate::text::count;
 use crate::worker::Activity;
 
 pub async fn run(rules_dir: Option<PathBuf>) -> CommandResult {

@@ -1,0 +1,140 @@
+//! `b24-robot sandbox --rules DIR [--scenario FILE] [--listen ADDR]`: the real service against
+//! the simulated portal (seeded like the demo's: two pipelines, the custom fields, users in two
+//! departments) with the integrator's rules, to try a rule change end to end.
+//!
+//! With a scenario (a short TOML script) it plays it, printing each stage entry and effect as
+//! the demo does, and exits. Without one it serves a small control API on `--listen`, where
+//! deals are created, moved and edited by HTTP, and prints what the service does until Ctrl-C.
+
+mod control;
+mod scenario;
+
+pub use control::router;
+pub use scenario::{Step, parse_scenario};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::demo::{Running, print_done, start};
+use super::{CommandError, CommandResult};
+use crate::commands::output::outln;
+use crate::rules::RuleSet;
+
+pub async fn run(
+    config: Option<PathBuf>,
+    rules_dir: Option<PathBuf>,
+    scenario: Option<PathBuf>,
+    listen: SocketAddr,
+) -> CommandResult {
+    let settings = super::load_settings_for_rules(config, rules_dir)?;
+    let rules = super::load_rules(&settings).map_err(|_| {
+        CommandError::Failed("the rules do not load: the sandbox did not start".into())
+    })?;
+    let steps = scenario.as_deref().map(read_scenario).transpose()?;
+    match steps {
+        Some(steps) => play(&rules, steps).await,
+        None => serve(&rules, listen).await,
+    }
+    .map_err(CommandError::Failed)
+}
+
+/// The scenario file's steps; its problems printed (they are the command's output), exit 2.
+fn read_scenario(path: &Path) -> Result<Vec<Step>, CommandError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CommandError::Usage(format!("{name}: cannot read the scenario: {e}")))?;
+    parse_scenario(&name, &text).map_err(|diagnostics| {
+        for d in diagnostics {
+            eprintln!("error: {d}");
+        }
+        CommandError::Invalid
+    })
+}
+
+async fn play(rules: &RuleSet, steps: Vec<Step>) -> Result<(), String> {
+    let Running {
+        sim,
+        mut story,
+        stop,
+    } = start(rules, "sandbox").await?;
+    let mut deals: Vec<(String, u64)> = Vec::new();
+    let id_of = |deals: &[(String, u64)], name: &str| {
+        deals
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| format!("no deal \"{name}\""))
+    };
+    let mut outcome = Ok(());
+    for step in steps {
+        let result: Result<(), String> = async {
+            match step {
+                Step::Say(text) => story.say(&text),
+                Step::Create { deal, fields } => {
+                    let id = sim.try_create_deal(fields).await?;
+                    story.say(&format!("create \"{deal}\": deal {id}"));
+                    deals.push((deal, id));
+                    story.settle().await;
+                }
+                Step::Move { deal, to } => {
+                    let id = id_of(&deals, &deal)?;
+                    story.say(&format!("move \"{deal}\" (deal {id}) to {to}"));
+                    sim.try_move_deal(id, &to).await?;
+                    story.settle().await;
+                }
+                Step::Update { deal, fields } => {
+                    let id = id_of(&deals, &deal)?;
+                    story.say(&format!("update \"{deal}\" (deal {id}): {fields}"));
+                    sim.try_update_deal(id, fields).await?;
+                    story.settle().await;
+                }
+                Step::Wait(d) => {
+                    story.say(&format!("wait {}s", d.as_secs_f64()));
+                    story.settle_for(d).await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            outcome = result;
+            break;
+        }
+    }
+    stop.stop().await?;
+    print_done(&sim);
+    outcome
+}
+
+async fn serve(rules: &RuleSet, listen: SocketAddr) -> Result<(), String> {
+    let Running {
+        sim,
+        mut story,
+        stop,
+    } = start(rules, "sandbox").await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let base = format!("http://{addr}");
+    outln!("control API on {base} (Ctrl-C stops):");
+    outln!(
+        "  curl -s -X POST {base}/deals -d '{{\"TITLE\":\"Acme\",\"ASSIGNED_BY_ID\":\"3\",\"STAGE_ID\":\"NEW\"}}'"
+    );
+    outln!("  curl -s -X POST {base}/deals/1/move -d '{{\"stage\":\"PREPARATION\"}}'");
+    outln!("  curl -s -X POST {base}/deals/1/update -d '{{\"UF_CRM_INN\":\"7701234567\"}}'");
+    outln!("  curl -s {base}/deals/1    curl -s {base}/deals    curl -s {base}/tasks");
+    outln!();
+    let printer = tokio::spawn(async move {
+        while let Some(activity) = story.rx.recv().await {
+            story.print(&activity);
+        }
+    });
+    let app = router(sim);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(crate::startup::shutdown_signal())
+        .await;
+    printer.abort();
+    stop.stop().await?;
+    server.map_err(|e| e.to_string())
+}
