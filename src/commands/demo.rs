@@ -44,7 +44,7 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
         sim,
         mut story,
         stop,
-    } = start(&rules, "demo").await?;
+    } = start(&rules, "demo", &Rehearsal::default()).await?;
 
     story.say("Vera creates a deal for Romashka LLC (new client)");
     let romashka = sim
@@ -120,11 +120,12 @@ pub(crate) struct Running {
     pub(crate) stop: Stopper,
 }
 
-/// Stops the service and removes its temporary store.
+/// Stops the service and removes its temporary store (a kept one stays).
 pub(crate) struct Stopper {
     stop_tx: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<(), crate::startup::StartupError>>,
     store_dir: PathBuf,
+    keep_store: bool,
 }
 
 impl Stopper {
@@ -132,24 +133,47 @@ impl Stopper {
         let _ = self.stop_tx.send(());
         let stopped = self.server.await.map_err(|e| e.to_string())?;
         stopped.map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_dir_all(&self.store_dir);
+        if !self.keep_store {
+            let _ = std::fs::remove_dir_all(&self.store_dir);
+        }
         Ok(())
     }
 }
 
+/// What the sandbox takes from the integrator's config and command line; the demo takes the
+/// defaults.
+#[derive(Debug, Default)]
+pub(crate) struct Rehearsal {
+    /// The config's calendar, so deadlines come out as on the client's portal.
+    pub(crate) calendar: Option<crate::calendar::Calendar>,
+    /// `rules.max_tunnel_depth` of the config.
+    pub(crate) max_tunnel_depth: Option<u32>,
+    /// Keep the store here after the run (for `explain --store`), instead of a temporary one.
+    pub(crate) store_dir: Option<PathBuf>,
+}
+
 /// Starts a simulated portal shaped by [`seed_portal`] and the real service against it, with
-/// `rules`, a temporary store and a free port; prints the banner. `what` names the command.
-pub(crate) async fn start(rules: &RuleSet, what: &str) -> Result<Running, String> {
+/// `rules`, a store (temporary unless `rehearsal` keeps one) and a free port; prints the
+/// banner. `what` names the command.
+pub(crate) async fn start(
+    rules: &RuleSet,
+    what: &str,
+    rehearsal: &Rehearsal,
+) -> Result<Running, String> {
     let sim = SimPortal::start(SimConfig::default())
         .await
         .map_err(|e| format!("simulated portal: {e}"))?;
     seed_portal(&sim);
 
-    let store_dir = std::env::temp_dir().join(format!(
-        "b24-robot-{what}-{}-{}",
-        std::process::id(),
-        crate::store::now_ms()
-    ));
+    let keep_store = rehearsal.store_dir.is_some();
+    let store_dir = match &rehearsal.store_dir {
+        Some(dir) => fresh_store_dir(dir)?,
+        None => std::env::temp_dir().join(format!(
+            "b24-robot-{what}-{}-{}",
+            std::process::id(),
+            crate::store::now_ms()
+        )),
+    };
     let token = format!("{what}-{}", crate::store::now_ms());
     let sources = Sources {
         overrides: vec![
@@ -163,7 +187,14 @@ pub(crate) async fn start(rules: &RuleSet, what: &str) -> Result<Running, String
         ],
         ..Sources::default()
     };
-    let settings = Settings::load(&sources).map_err(|e| e.to_string())?;
+    let mut settings = Settings::load(&sources).map_err(|e| e.to_string())?;
+    if let Some(calendar) = &rehearsal.calendar {
+        settings.calendar = calendar.clone();
+    }
+    if let Some(depth) = rehearsal.max_tunnel_depth {
+        settings.rules.max_tunnel_depth = depth;
+        settings.worker.max_tunnel_depth = depth;
+    }
     crate::telemetry::init(settings.log.format, &settings.log.level);
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -190,6 +221,7 @@ pub(crate) async fn start(rules: &RuleSet, what: &str) -> Result<Running, String
         rx,
         store,
         sim: sim.clone(),
+        failed: 0,
     };
 
     Ok(Running {
@@ -199,14 +231,31 @@ pub(crate) async fn start(rules: &RuleSet, what: &str) -> Result<Running, String
             stop_tx,
             server,
             store_dir,
+            keep_store,
         },
     })
 }
 
+/// A store folder for a run that keeps it: a new or empty folder, so that what `explain` shows
+/// afterwards is this run's alone.
+fn fresh_store_dir(dir: &std::path::Path) -> Result<PathBuf, String> {
+    match std::fs::read_dir(dir).map(|mut listing| listing.next().is_none()) {
+        Ok(false) => Err(format!(
+            "{}: the folder is not empty; the sandbox keeps its store in a new or empty folder",
+            dir.display()
+        )),
+        Ok(true) => Ok(dir.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(dir.to_path_buf()),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
 pub(crate) struct Story {
     pub(crate) rx: mpsc::UnboundedReceiver<Activity>,
-    store: Store,
+    pub(crate) store: Store,
     sim: SimPortal,
+    /// Effects that failed so far: a scenario with one exits 1.
+    pub(crate) failed: usize,
 }
 
 impl Story {
@@ -250,7 +299,7 @@ impl Story {
         }
     }
 
-    pub(crate) fn print(&self, activity: &Activity) {
+    pub(crate) fn print(&mut self, activity: &Activity) {
         match activity {
             Activity::StageEntry {
                 deal_id,
@@ -276,7 +325,10 @@ impl Story {
                 let what = describe(method, params);
                 match result {
                     Ok(id) => outln!("    [{rule}] {what} -> #{id}"),
-                    Err(error) => outln!("    [{rule}] {what} FAILED: {error}"),
+                    Err(error) => {
+                        self.failed += 1;
+                        outln!("    [{rule}] {what} FAILED: {error}");
+                    }
                 }
             }
             Activity::DealDone { .. } => {}

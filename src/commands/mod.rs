@@ -122,6 +122,9 @@ pub enum Command {
         /// Print the JSON of the admin API instead of text.
         #[arg(long)]
         json: bool,
+        /// Read this store (e.g. one the sandbox kept) instead of the config's service.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
     },
     /// Apply the rules to the deals sitting in their stages now (they entered them before the
     /// rules existed), once; resumable: the same command continues an interrupted run.
@@ -181,6 +184,10 @@ pub enum Command {
         /// Address of the sandbox's control API (without --scenario).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
         listen: std::net::SocketAddr,
+        /// Keep the sandbox's store in this new or empty folder (for `explain --store DIR`);
+        /// without it the store is temporary.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
     },
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
@@ -275,7 +282,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { portal, rules } => runtime.block_on(check::run(config, rules, portal)),
         Command::DryRun { deal, from, rules } => dry_run::command(config, &deal, &from, rules),
         Command::Healthcheck => runtime.block_on(healthcheck::run(config)),
-        Command::Explain { deal, json } => runtime.block_on(explain::run(config, deal, json)),
+        Command::Explain { deal, json, store } => {
+            runtime.block_on(explain::run(config, deal, json, store))
+        }
         Command::Jobs { action } => runtime.block_on(jobs::run(config, action)),
         Command::Store { action } => runtime.block_on(store::run(config, action)),
         Command::Backfill {
@@ -300,7 +309,16 @@ pub fn run(cli: Cli) -> ExitCode {
             rules,
             scenario,
             listen,
-        } => runtime.block_on(sandbox::run(config, rules, scenario, listen)),
+            store,
+        } => runtime.block_on(sandbox::run(
+            config,
+            sandbox::Options {
+                rules_dir: rules,
+                scenario,
+                listen,
+                store,
+            },
+        )),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

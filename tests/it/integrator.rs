@@ -220,3 +220,106 @@ fn retrying_a_job_that_is_not_parked_exits_1_saying_why() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout, "re-running the jobs of deal(s) [6]\n");
 }
+
+// ----- the sandbox as a rehearsal of the client's portal -----
+
+const PM_RULES: &str = r#"
+pipeline = 0
+[[task]]
+name = "pm-task"
+stage = "PREPARATION"
+title = "Kick-off: {TITLE}"
+responsible = "field:UF_CRM_PROJECT_MANAGER"
+deadline = { after = "1 day" }
+"#;
+
+const PM_SCENARIO: &str = r#"
+[[step]]
+create = "acme"
+fields = { TITLE = "Acme", ASSIGNED_BY_ID = 3, CATEGORY_ID = 0, STAGE_ID = "NEW" }
+
+[[step]]
+move = "acme"
+to = "PREPARATION"
+"#;
+
+/// A rules folder with `rules` and a scenario file in a fresh work folder.
+fn rehearsal(rules: &str, scenario: &str) -> tempfile::TempDir {
+    let work = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(work.path().join("rules")).expect("rules folder");
+    std::fs::write(work.path().join("rules/10.toml"), rules).expect("rules written");
+    std::fs::write(work.path().join("scenario.toml"), scenario).expect("scenario written");
+    work
+}
+
+#[test]
+fn a_scenario_whose_effect_failed_exits_1() {
+    let work = rehearsal(PM_RULES, PM_SCENARIO);
+    let output = run_in(
+        work.path(),
+        &["sandbox", "--rules", "rules", "--scenario", "scenario.toml"],
+        &[],
+    );
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "[pm-task] effect FAILED: responsible not resolved: field UF_CRM_PROJECT_MANAGER is empty"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("error: 1 effect failed in the scenario (see FAILED above)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_sandbox_counts_deadlines_in_the_configs_calendar_and_keeps_its_store_for_explain() {
+    let work = rehearsal(RULES, PM_SCENARIO);
+    let play = |env: &[(&str, &str)]| {
+        run_in(
+            work.path(),
+            &[
+                "sandbox",
+                "--rules",
+                "rules",
+                "--scenario",
+                "scenario.toml",
+                "--store",
+                "kept",
+            ],
+            env,
+        )
+    };
+    let output = play(&[("B24ROBOT__CALENDAR__TIMEZONE", "Asia/Vladivostok")]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The deadline is in the config's time zone (UTC+10), not the default Moscow (UTC+3).
+    let task = stdout
+        .lines()
+        .find(|l| l.contains("[offer] task \"Offer: Acme\""))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(task.contains("+10:00"), "{task}");
+    assert!(
+        stdout.contains("the sandbox's store is kept in kept: b24-robot explain DEAL --store kept"),
+        "{stdout}"
+    );
+    let output = run_in(work.path(), &["explain", "1", "--store", "kept"], &[]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("rule offer: fired, 1 effect(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tasks.task.add -> done"), "{stdout}");
+
+    // A second run does not mix its deals into that store.
+    let output = play(&[]);
+    assert_eq!(output.status.code(), Some(1), "{:?}", texts(&output));
+    assert!(
+        texts(&output).1.contains("kept: the folder is not empty"),
+        "{:?}",
+        texts(&output)
+    );
+}

@@ -15,27 +15,45 @@ pub use scenario::{Step, parse_scenario};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::demo::{Running, print_done, start};
+use super::demo::{Rehearsal, Running, print_done, start};
 use super::{CommandError, CommandResult};
 use crate::commands::output::outln;
 use crate::rules::RuleSet;
 
-pub async fn run(
-    config: Option<PathBuf>,
-    rules_dir: Option<PathBuf>,
-    scenario: Option<PathBuf>,
-    listen: SocketAddr,
-) -> CommandResult {
-    let settings = super::load_settings_for_rules(config, rules_dir)?;
+/// What the sandbox command was given besides the config.
+pub struct Options {
+    pub rules_dir: Option<PathBuf>,
+    pub scenario: Option<PathBuf>,
+    pub listen: SocketAddr,
+    /// Keep the sandbox's store in this (new or empty) folder, for `explain --store`.
+    pub store: Option<PathBuf>,
+}
+
+/// The sandbox takes the config's calendar and tunnel depth, so what it shows is what the
+/// client's portal would get.
+pub async fn run(config: Option<PathBuf>, options: Options) -> CommandResult {
+    let settings = super::load_settings_for_rules(config, options.rules_dir)?;
     let rules = super::load_rules(&settings).map_err(|_| {
         CommandError::Failed("the rules do not load: the sandbox did not start".into())
     })?;
-    let steps = scenario.as_deref().map(read_scenario).transpose()?;
-    match steps {
-        Some(steps) => play(&rules, steps).await,
-        None => serve(&rules, listen).await,
+    let steps = options.scenario.as_deref().map(read_scenario).transpose()?;
+    let rehearsal = Rehearsal {
+        calendar: Some(settings.calendar.clone()),
+        max_tunnel_depth: Some(settings.rules.max_tunnel_depth),
+        store_dir: options.store.clone(),
+    };
+    let result = match steps {
+        Some(steps) => play(&rules, steps, &rehearsal).await,
+        None => serve(&rules, options.listen, &rehearsal).await,
+    };
+    if let Some(dir) = options.store.as_ref().filter(|dir| dir.exists()) {
+        outln!(
+            "the sandbox's store is kept in {}: b24-robot explain DEAL --store {}",
+            dir.display(),
+            dir.display()
+        );
     }
-    .map_err(CommandError::Failed)
+    result.map_err(CommandError::Failed)
 }
 
 /// The scenario file's steps; its problems printed (they are the command's output), exit 2.
@@ -51,12 +69,13 @@ fn read_scenario(path: &Path) -> Result<Vec<Step>, CommandError> {
     })
 }
 
-async fn play(rules: &RuleSet, steps: Vec<Step>) -> Result<(), String> {
+/// Plays the steps; an effect that failed makes the run fail (exit 1) once it is played out.
+async fn play(rules: &RuleSet, steps: Vec<Step>, rehearsal: &Rehearsal) -> Result<(), String> {
     let Running {
         sim,
         mut story,
         stop,
-    } = start(rules, "sandbox").await?;
+    } = start(rules, "sandbox", rehearsal).await?;
     let mut deals: Vec<(String, u64)> = Vec::new();
     let id_of = |deals: &[(String, u64)], name: &str| {
         deals
@@ -103,34 +122,39 @@ async fn play(rules: &RuleSet, steps: Vec<Step>) -> Result<(), String> {
     }
     stop.stop().await?;
     print_done(&sim);
-    outcome
+    outcome?;
+    match story.failed {
+        0 => Ok(()),
+        n => Err(format!(
+            "{} failed in the scenario (see FAILED above)",
+            crate::text::count(n, "effect", "effects")
+        )),
+    }
 }
 
-async fn serve(rules: &RuleSet, listen: SocketAddr) -> Result<(), String> {
+async fn serve(rules: &RuleSet, listen: SocketAddr, rehearsal: &Rehearsal) -> Result<(), String> {
     let Running {
         sim,
         mut story,
         stop,
-    } = start(rules, "sandbox").await?;
+    } = start(rules, "sandbox", rehearsal).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let base = format!("http://{addr}");
     outln!("control API on {base} (Ctrl-C stops):");
-    outln!(
-        "  curl -s -X POST {base}/deals -d '{{\"TITLE\":\"Acme\",\"ASSIGNED_BY_ID\":\"3\",\"STAGE_ID\":\"NEW\"}}'"
-    );
-    outln!("  curl -s -X POST {base}/deals/1/move -d '{{\"stage\":\"PREPARATION\"}}'");
-    outln!("  curl -s -X POST {base}/deals/1/update -d '{{\"UF_CRM_INN\":\"7701234567\"}}'");
-    outln!("  curl -s {base}/deals/1    curl -s {base}/deals    curl -s {base}/tasks");
+    for line in control::examples(&base) {
+        outln!("  {line}");
+    }
     outln!();
+    let story_store = story.store.clone();
     let printer = tokio::spawn(async move {
         while let Some(activity) = story.rx.recv().await {
             story.print(&activity);
         }
     });
-    let app = router(sim);
+    let app = router(sim, story_store);
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(crate::startup::shutdown_signal())
         .await;
