@@ -277,110 +277,78 @@ impl CallError {
 mod tests {
     use super::*;
 
-    fn kind(status: u16, code: &str, description: &str) -> ErrorKind {
-        ApiError::new(status, code, description).kind()
+    /// Each `(status, code, description)` is classified as its kind.
+    fn assert_kinds(table: &[(u16, &str, &str, ErrorKind)]) {
+        for (status, code, description, want) in table {
+            let got = ApiError::new(*status, *code, *description).kind();
+            assert_eq!(got, *want, "{status} {code:?} {description:?}");
+        }
     }
 
     #[test]
     fn every_code_of_the_reference_error_table_is_classified() {
-        assert_eq!(
-            kind(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"),
-            ErrorKind::RateLimited
-        );
+        use ErrorKind::{Auth, Blocked, Invalid, Permission, RateLimited, Transient};
         assert!(matches!(
-            kind(429, "OPERATION_TIME_LIMIT", ""),
+            ApiError::new(429, "OPERATION_TIME_LIMIT", "").kind(),
             ErrorKind::OperationLimit { .. }
         ));
-        assert_eq!(
-            kind(503, "OVERLOAD_LIMIT", "REST API is blocked"),
-            ErrorKind::Blocked
-        );
-        assert_eq!(
-            kind(401, "NO_AUTH_FOUND", "Wrong authorization data"),
-            ErrorKind::Auth
-        );
-        assert_eq!(kind(401, "expired_token", "expired"), ErrorKind::Auth);
-        assert_eq!(kind(403, "INVALID_CREDENTIALS", ""), ErrorKind::Auth);
-        assert_eq!(kind(403, "insufficient_scope", ""), ErrorKind::Permission);
-        assert_eq!(
-            kind(403, "ACCESS_DENIED", "commercial plans"),
-            ErrorKind::Permission
-        );
-        assert_eq!(kind(400, "ACCESS_DENIED", ""), ErrorKind::Permission);
-        assert_eq!(kind(403, "user_access_error", ""), ErrorKind::Permission);
-        assert_eq!(
-            kind(403, "allowed_only_intranet_user", ""),
-            ErrorKind::Permission
-        );
-        assert_eq!(
-            kind(400, "INVALID_REQUEST", "Https required"),
-            ErrorKind::Invalid
-        );
-        assert_eq!(kind(404, "ERROR_METHOD_NOT_FOUND", ""), ErrorKind::Invalid);
-        assert_eq!(kind(500, "INTERNAL_SERVER_ERROR", ""), ErrorKind::Transient);
-        assert_eq!(
-            kind(500, "ERROR_UNEXPECTED_ANSWER", ""),
-            ErrorKind::Transient
-        );
-        assert_eq!(kind(500, "PORTAL_DELETED", ""), ErrorKind::Blocked);
-        assert_eq!(
-            kind(405, "ERROR_BATCH_METHOD_NOT_ALLOWED", ""),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            kind(400, "ERROR_BATCH_LENGTH_EXCEEDED", ""),
-            ErrorKind::Invalid
-        );
+        assert_kinds(&[
+            (
+                503,
+                "QUERY_LIMIT_EXCEEDED",
+                "Too many requests",
+                RateLimited,
+            ),
+            (503, "OVERLOAD_LIMIT", "REST API is blocked", Blocked),
+            (401, "NO_AUTH_FOUND", "Wrong authorization data", Auth),
+            (401, "expired_token", "expired", Auth),
+            (403, "INVALID_CREDENTIALS", "", Auth),
+            (403, "insufficient_scope", "", Permission),
+            (403, "ACCESS_DENIED", "commercial plans", Permission),
+            (400, "ACCESS_DENIED", "", Permission),
+            (403, "user_access_error", "", Permission),
+            (403, "allowed_only_intranet_user", "", Permission),
+            (400, "INVALID_REQUEST", "Https required", Invalid),
+            (404, "ERROR_METHOD_NOT_FOUND", "", Invalid),
+            (500, "INTERNAL_SERVER_ERROR", "", Transient),
+            (500, "ERROR_UNEXPECTED_ANSWER", "", Transient),
+            (500, "PORTAL_DELETED", "", Blocked),
+            (405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "", Invalid),
+            (400, "ERROR_BATCH_LENGTH_EXCEEDED", "", Invalid),
+        ]);
     }
 
     #[test]
     fn method_level_codes_are_classified() {
-        assert_eq!(kind(400, "", "Not found"), ErrorKind::NotFound);
-        assert_eq!(
-            kind(400, "", "ID is not defined or invalid"),
-            ErrorKind::Invalid
-        );
-        assert_eq!(kind(400, "", "Access denied"), ErrorKind::Permission);
-        assert_eq!(
-            kind(400, "", "Parameter 'fields' must be array."),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            kind(400, "NOT_FOUND", "Element not found"),
-            ErrorKind::NotFound
-        );
-        assert_eq!(kind(400, "ERROR_NOT_FOUND", ""), ErrorKind::NotFound);
-        assert_eq!(kind(400, "OWNER_NOT_FOUND", ""), ErrorKind::NotFound);
-        assert_eq!(
-            kind(400, "CRM_FIELD_ERROR_VALUE_NOT_VALID", ""),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            kind(400, "100", "Expected iterable value"),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            kind(400, "-", "Insufficient permissions to change the stage"),
-            ErrorKind::Permission
-        );
-        assert_eq!(
-            kind(400, "ERROR_CORE", "Task title is not specified"),
-            ErrorKind::Invalid
-        );
-        assert_eq!(kind(400, "WRONG_DATETIME_FORMAT", ""), ErrorKind::Invalid);
-        assert_eq!(kind(400, "INVALID_ARG_VALUE", ""), ErrorKind::Invalid);
-        assert_eq!(
-            kind(400, "0", "SHIPMENT_DOCUMENT entity is not supported"),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            kind(400, "ERROR_EVENT_NOT_FOUND", "Event not found"),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            kind(502, "", "HTTP 502 with a non-JSON body"),
-            ErrorKind::Transient
-        );
+        use ErrorKind::{Invalid, NotFound, Permission, Transient};
+        assert_kinds(&[
+            (400, "", "Not found", NotFound),
+            (400, "", "ID is not defined or invalid", Invalid),
+            (400, "", "Access denied", Permission),
+            (400, "", "Parameter 'fields' must be array.", Invalid),
+            (400, "NOT_FOUND", "Element not found", NotFound),
+            (400, "ERROR_NOT_FOUND", "", NotFound),
+            (400, "OWNER_NOT_FOUND", "", NotFound),
+            (400, "CRM_FIELD_ERROR_VALUE_NOT_VALID", "", Invalid),
+            (400, "100", "Expected iterable value", Invalid),
+            (
+                400,
+                "-",
+                "Insufficient permissions to change the stage",
+                Permission,
+            ),
+            (400, "ERROR_CORE", "Task title is not specified", Invalid),
+            (400, "WRONG_DATETIME_FORMAT", "", Invalid),
+            (400, "INVALID_ARG_VALUE", "", Invalid),
+            (
+                400,
+                "0",
+                "SHIPMENT_DOCUMENT entity is not supported",
+                Invalid,
+            ),
+            (400, "ERROR_EVENT_NOT_FOUND", "Event not found", Invalid),
+            (502, "", "HTTP 502 with a non-JSON body", Transient),
+        ]);
     }
 
     #[test]
@@ -389,41 +357,52 @@ mod tests {
             method: "m".into(),
             error: ApiError::new(status, code, ""),
         };
-        assert!(api(503, "QUERY_LIMIT_EXCEEDED").is_retryable());
-        assert!(!api(503, "QUERY_LIMIT_EXCEEDED").outcome_unknown());
-        assert!(api(500, "INTERNAL_SERVER_ERROR").outcome_unknown());
-        assert!(api(500, "INTERNAL_SERVER_ERROR").is_retryable());
-        assert!(!api(503, "OVERLOAD_LIMIT").is_retryable());
-        assert!(!api(503, "OVERLOAD_LIMIT").outcome_unknown());
-        assert!(!api(401, "NO_AUTH_FOUND").is_retryable());
-        assert!(!api(400, "").is_retryable());
-        let parked = CallError::MethodParked {
+        let transport = |message: &str, sent| CallError::Transport {
             method: "m".into(),
-            until: SystemTime::now(),
+            message: message.into(),
+            sent,
         };
-        assert!(parked.is_retryable() && !parked.outcome_unknown());
-        let unsent = CallError::Transport {
-            method: "m".into(),
-            message: "refused".into(),
-            sent: false,
-        };
-        assert!(unsent.is_retryable() && !unsent.outcome_unknown());
-        let sent = CallError::Transport {
-            method: "m".into(),
-            message: "timeout".into(),
-            sent: true,
-        };
-        assert!(sent.outcome_unknown());
-        let malformed = CallError::Malformed {
-            method: "m".into(),
-            message: "x".into(),
-        };
-        assert!(malformed.is_retryable() && malformed.outcome_unknown());
-        let too_large = CallError::TooLarge {
-            method: "m".into(),
-            limit: 1,
-        };
-        assert!(too_large.is_retryable() && too_large.outcome_unknown());
+        // (error, is_retryable, outcome_unknown)
+        let table = [
+            (api(503, "QUERY_LIMIT_EXCEEDED"), true, false),
+            (api(500, "INTERNAL_SERVER_ERROR"), true, true),
+            (api(503, "OVERLOAD_LIMIT"), false, false),
+            (api(401, "NO_AUTH_FOUND"), false, false),
+            (api(400, ""), false, false),
+            (
+                CallError::MethodParked {
+                    method: "m".into(),
+                    until: SystemTime::now(),
+                },
+                true,
+                false,
+            ),
+            (transport("refused", false), true, false),
+            (transport("timeout", true), true, true),
+            (
+                CallError::Malformed {
+                    method: "m".into(),
+                    message: "x".into(),
+                },
+                true,
+                true,
+            ),
+            (
+                CallError::TooLarge {
+                    method: "m".into(),
+                    limit: 1,
+                },
+                true,
+                true,
+            ),
+        ];
+        for (error, retryable, unknown) in table {
+            assert_eq!(
+                (error.is_retryable(), error.outcome_unknown()),
+                (retryable, unknown),
+                "{error}"
+            );
+        }
         let refused = CallError::RedirectRefused {
             method: "m".into(),
             target: "https://evil.example".into(),

@@ -15,6 +15,21 @@ async fn portal() -> SimPortal {
     portal
 }
 
+/// The default portal plus pipeline 1 "Service": `C1:NEW`, won `C1:WON`, lost `C1:LOSE`.
+async fn portal_with_a_service_pipeline() -> SimPortal {
+    let portal = portal().await;
+    portal.add_pipeline(
+        1,
+        "Service",
+        &[
+            ("C1:NEW", "New", 'P'),
+            ("C1:WON", "Done", 'S'),
+            ("C1:LOSE", "Lost", 'F'),
+        ],
+    );
+    portal
+}
+
 fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
@@ -416,16 +431,7 @@ async fn a_move_posts_a_percent_encoded_form_event() {
 
 #[tokio::test]
 async fn rest_writes_echo_and_pipeline_moves_stay_silent() {
-    let portal = portal().await;
-    portal.add_pipeline(
-        1,
-        "Service",
-        &[
-            ("C1:NEW", "New", 'P'),
-            ("C1:WON", "Done", 'S'),
-            ("C1:LOSE", "Lost", 'F'),
-        ],
-    );
+    let portal = portal_with_a_service_pipeline().await;
     let (url, seen) = event_sink().await;
     portal.set_event_handler(Some(url), "t");
     let id = portal.create_deal(json!({"TITLE": "A"})).await;
@@ -607,16 +613,7 @@ async fn comments_want_lower_case_fields_and_text() {
 
 #[tokio::test]
 async fn pipelines_stages_and_people_read_like_bitrix() {
-    let portal = portal().await;
-    portal.add_pipeline(
-        1,
-        "Service",
-        &[
-            ("C1:NEW", "New", 'P'),
-            ("C1:WON", "Done", 'S'),
-            ("C1:LOSE", "Lost", 'F'),
-        ],
-    );
+    let portal = portal_with_a_service_pipeline().await;
     let (_, body) = call(
         &portal,
         "crm.status.list",
