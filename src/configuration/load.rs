@@ -1,7 +1,7 @@
 //! The layers, read: built-in defaults, then the TOML file, then the `B24ROBOT__*` environment,
 //! then the caller's overrides, deserialized into the raw layer ([`RawSettings`]) with the
 //! directory that relative paths are relative to. Turning it into [`super::Settings`] is
-//! [`super::validate`]'s part.
+//! `validate.rs`'s part.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

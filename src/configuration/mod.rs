@@ -1,16 +1,16 @@
 //! Settings: built-in defaults, then the TOML file, then `B24ROBOT__SECTION__KEY` variables.
 //!
-//! The raw layer (`Raw*`, [`raw`]) mirrors the file one to one with `deny_unknown_fields`, so a
+//! The raw layer (`Raw*`, `raw.rs`) mirrors the file one to one with `deny_unknown_fields`, so a
 //! typo in a key fails at start instead of being silently ignored. [`Settings::load`] reads the
-//! layers ([`load`]), then turns the raw strings into types (URLs, durations, sizes, a time zone:
-//! [`validate`], [`values`]) and reports every bad value at once, each naming its key.
+//! layers (`load.rs`), then turns the raw strings into types (URLs, durations, sizes, a time zone:
+//! `validate.rs`, `values.rs`) and reports every bad value at once, each naming its key.
 //! [`check`] does the same for `b24-robot check`, pointing at each problem's `file:line:col`.
 //! Secrets are wrapped in [`Secret`], whose `Debug` never shows them.
 //!
 //! The environment is passed in as a value (tests never mutate the process environment).
 //!
 //! Here: [`Settings`], the errors, and the two entry points; the sections' types are in
-//! [`sections`].
+//! `sections.rs`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
