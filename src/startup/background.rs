@@ -85,9 +85,8 @@ async fn run_sweeper(worker: Arc<Worker>, every: Duration, stop: CancellationTok
                 retry
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return,
+        if stopped_during(wait, &stop).await {
+            return;
         }
     }
 }
@@ -97,9 +96,8 @@ async fn run_sweeper(worker: Arc<Worker>, every: Duration, stop: CancellationTok
 /// restart would (rounds that failed meanwhile are retried anyway; this is for the rest).
 async fn run_store_recovery(worker: Arc<Worker>, every: Duration, stop: CancellationToken) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.cancelled() => return,
+        if stopped_during(every, &stop).await {
+            return;
         }
         if worker.store.write_failure().is_none() {
             continue;
@@ -129,9 +127,8 @@ async fn run_pruner(store: Store, window: Duration, retention: Duration, stop: C
     let every = (window / 24).clamp(Duration::from_secs(10), Duration::from_secs(600));
     let mut last_entries_prune: Option<std::time::Instant> = None;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.cancelled() => return,
+        if stopped_during(every, &stop).await {
+            return;
         }
         let entries_due =
             last_entries_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
@@ -157,5 +154,13 @@ async fn run_pruner(store: Store, window: Duration, retention: Duration, stop: C
         if let Ok(Err(error)) = pruned {
             tracing::warn!(%error, "pruning the store failed");
         }
+    }
+}
+
+/// Waits `wait`, or less if `stop` is cancelled meanwhile: then true.
+async fn stopped_during(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stop.cancelled() => true,
     }
 }
