@@ -164,7 +164,7 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
     );
     c.parse(
         "log.level",
-        tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+        crate::telemetry::filter(&raw.log.level)
             .map(|_| ())
             .map_err(|e| format!("{:?} is not a log filter ({e})", raw.log.level)),
         (),

@@ -600,9 +600,10 @@ async fn a_flood_of_500_deliveries_for_one_deal_costs_a_few_reads() {
     );
     // A round reads the deal once for every delivery recorded before it started; deliveries
     // that arrive during a round cost one more read after it. Measured: about 13 reads while
-    // the other tests run alongside; the bound leaves room for a slower machine.
+    // the other tests run alongside, 26 on a 2-core machine with three builds beside it; the
+    // bound (a tenth of the deliveries) leaves room for that and still fails a read each.
     assert!(
-        (1..=25).contains(&reads),
+        (1..=50).contains(&reads),
         "{reads} reads of the deal for 500 deliveries"
     );
 }
