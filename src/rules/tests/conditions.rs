@@ -50,9 +50,9 @@ fn when_false_skips_with_a_note_naming_the_condition() {
 
 #[test]
 fn when_list_fields_compare_by_option_label() {
-    let mut run = preparation();
-    run.catalog = catalog();
-    run.deal = deal(json!({"UF_CRM_SOURCE": "45"}));
+    let run = preparation()
+        .with_catalog()
+        .with_deal(json!({"UF_CRM_SOURCE": "45"}));
     assert!(fires(
         &when_rules("{ UF_CRM_SOURCE = \"Exhibition\" }"),
         &run
@@ -73,8 +73,7 @@ fn when_list_fields_compare_by_option_label() {
 
 #[test]
 fn when_empty_uses_the_meaning_of_missing() {
-    let mut run = preparation();
-    run.deal = deal(json!({"OPPORTUNITY": "0.00", "UF_CRM_INN": "7701"}));
+    let run = preparation().with_deal(json!({"OPPORTUNITY": "0.00", "UF_CRM_INN": "7701"}));
     assert!(fires(
         &when_rules("{ OPPORTUNITY = { empty = true }, UF_CRM_INN = { empty = false } }"),
         &run

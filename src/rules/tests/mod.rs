@@ -15,25 +15,46 @@ use serde_json::json;
 use super::*;
 use crate::calendar::Calendar;
 
-fn load(text: &str) -> RuleSet {
-    match RuleSet::from_sources(&[("sales.toml".into(), text.into())]) {
-        Ok((set, _)) => set,
-        Err(errors) => panic!(
-            "{}",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
+/// Every diagnostic as the user reads it.
+fn shown(diagnostics: &[Diagnostic]) -> Vec<String> {
+    diagnostics.iter().map(ToString::to_string).collect()
+}
+
+fn owned(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    files
+        .iter()
+        .map(|(name, text)| (name.to_string(), text.to_string()))
+        .collect()
+}
+
+/// Loads `(file name, text)` pairs, or panics with every diagnostic; the warnings come shown.
+fn load_files(files: &[(&str, &str)]) -> (RuleSet, Vec<String>) {
+    match RuleSet::from_sources(&owned(files)) {
+        Ok((set, warnings)) => (set, shown(&warnings)),
+        Err(errors) => panic!("{}", shown(&errors).join("\n")),
     }
 }
 
-fn errors(text: &str) -> Vec<String> {
-    match RuleSet::from_sources(&[("sales.toml".into(), text.into())]) {
+/// The diagnostics of files that must not load.
+fn errors_of(files: &[(&str, &str)]) -> Vec<String> {
+    match RuleSet::from_sources(&owned(files)) {
         Ok(_) => panic!("loaded without errors"),
-        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        Err(errors) => shown(&errors),
     }
+}
+
+fn load(text: &str) -> RuleSet {
+    load_files(&[("sales.toml", text)]).0
+}
+
+fn errors(text: &str) -> Vec<String> {
+    errors_of(&[("sales.toml", text)])
+}
+
+/// `text` does not load, with exactly these diagnostics.
+#[track_caller]
+fn refused(text: &str, expected: &[&str]) {
+    assert_eq!(errors(text), expected);
 }
 
 fn at(text: &str) -> DateTime<FixedOffset> {
@@ -69,6 +90,7 @@ struct Run {
     previous: Option<&'static str>,
     catalog: FieldCatalog,
     calendar: Calendar,
+    max_tunnel_depth: u32,
 }
 
 impl Run {
@@ -79,7 +101,18 @@ impl Run {
             previous: Some("C1:NEW"),
             catalog: FieldCatalog::empty(),
             calendar: Calendar::default(),
+            max_tunnel_depth: 3,
         }
+    }
+
+    fn with_deal(mut self, fields: serde_json::Value) -> Run {
+        self.deal = deal(fields);
+        self
+    }
+
+    fn with_catalog(mut self) -> Run {
+        self.catalog = catalog();
+        self
     }
 
     fn evaluate(&self, rules: &RuleSet) -> Evaluation {
@@ -92,7 +125,7 @@ impl Run {
                 catalog: &self.catalog,
                 calendar: &self.calendar,
                 portal_origin: "https://x.bitrix24.ru",
-                max_tunnel_depth: 3,
+                max_tunnel_depth: self.max_tunnel_depth,
             },
         )
     }
@@ -105,13 +138,41 @@ fn preparation() -> Run {
     )
 }
 
+/// A deal entering a won stage of pipeline 1.
+fn won(fields: serde_json::Value) -> Run {
+    Run::new(deal(fields), entry("C1:WON", 1, StageSemantic::Success))
+}
+
+/// The effects of a decision that fired.
+fn fired(outcome: &Outcome) -> &[Effect] {
+    match outcome {
+        Outcome::Fired(effects) => effects,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The task an effect creates.
+fn created_task(effect: &Effect) -> &TaskSpec {
+    match effect {
+        Effect::CreateTask(task) => task,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Whether the decision carries `note`.
+fn noted(decision: &Decision, note: &str) -> bool {
+    decision.notes.iter().any(|n| n == note)
+}
+
+/// The rules that decided, in order.
+fn rule_names(evaluation: Evaluation) -> Vec<String> {
+    evaluation.decisions.into_iter().map(|d| d.rule).collect()
+}
+
 fn only_task(evaluation: &Evaluation) -> &TaskSpec {
     assert_eq!(evaluation.decisions.len(), 1, "{evaluation:#?}");
-    match &evaluation.decisions[0].outcome {
-        Outcome::Fired(effects) => match effects.as_slice() {
-            [Effect::CreateTask(task)] => task,
-            other => panic!("{other:?}"),
-        },
+    match fired(&evaluation.decisions[0].outcome) {
+        [effect] => created_task(effect),
         other => panic!("{other:?}"),
     }
 }

@@ -9,9 +9,9 @@ use super::*;
 
 #[test]
 fn missing_required_fields_revert_and_skip_the_other_rules() {
-    let mut run = preparation();
-    run.catalog = catalog();
-    run.deal = deal(json!({"OPPORTUNITY": "0.00", "UF_CRM_BUDGET": "0|RUB", "UF_CRM_INN": ""}));
+    let run = preparation()
+        .with_catalog()
+        .with_deal(json!({"OPPORTUNITY": "0.00", "UF_CRM_BUDGET": "0|RUB", "UF_CRM_INN": ""}));
     let evaluation = run.evaluate(&load(CONTRACT));
     let text = "Fill in INN, Amount, Budget before moving the deal to this stage. The deal was moved back to C1:NEW.";
     assert_eq!(
@@ -45,9 +45,7 @@ fn revert_without_a_previous_stage_acts_as_warn_and_says_why() {
     run.deal = deal(json!({"UF_CRM_BUDGET": "100|RUB"}));
     let evaluation = run.evaluate(&load(CONTRACT));
     let gate = &evaluation.decisions[0];
-    let Outcome::Fired(effects) = &gate.outcome else {
-        panic!()
-    };
+    let effects = fired(&gate.outcome);
     assert_eq!(
         effects[0],
         Effect::AddComment {
@@ -59,10 +57,10 @@ fn revert_without_a_previous_stage_acts_as_warn_and_says_why() {
             .iter()
             .any(|n| n.starts_with("revert acts as warn: "))
     );
-    assert!(
-        gate.notes
-            .contains(&"no field catalog: fields are named by their codes".to_string())
-    );
+    assert!(noted(
+        gate,
+        "no field catalog: fields are named by their codes"
+    ));
     assert!(matches!(evaluation.decisions[1].outcome, Outcome::Fired(_)));
 }
 
@@ -70,9 +68,7 @@ fn revert_without_a_previous_stage_acts_as_warn_and_says_why() {
 fn warn_comments_and_notifies_but_lets_other_rules_fire() {
     let rules = load(&CONTRACT.replace("fields = [", "on_missing = \"warn\"\nfields = ["));
     let evaluation = preparation().evaluate(&rules);
-    let Outcome::Fired(effects) = &evaluation.decisions[0].outcome else {
-        panic!()
-    };
+    let effects = fired(&evaluation.decisions[0].outcome);
     assert_eq!(effects.len(), 2);
     assert!(matches!(
         effects[1],
@@ -86,8 +82,7 @@ fn warn_comments_and_notifies_but_lets_other_rules_fire() {
 
 #[test]
 fn filled_required_fields_let_every_rule_fire() {
-    let mut run = preparation();
-    run.deal = deal(json!({"UF_CRM_INN": "7701", "UF_CRM_BUDGET": "100|RUB"}));
+    let run = preparation().with_deal(json!({"UF_CRM_INN": "7701", "UF_CRM_BUDGET": "100|RUB"}));
     let evaluation = run.evaluate(&load(CONTRACT));
     assert_eq!(evaluation.decisions[0].outcome, Outcome::Fired(vec![]));
     assert_eq!(
@@ -112,12 +107,8 @@ fn lost(reason: serde_json::Value) -> Run {
 #[test]
 fn an_allowed_loss_reason_creates_the_review_task() {
     let evaluation = lost(json!("61")).evaluate(&load(LOSS));
-    let Outcome::Fired(effects) = &evaluation.decisions[0].outcome else {
-        panic!()
-    };
-    let Effect::CreateTask(task) = &effects[0] else {
-        panic!()
-    };
+    let effects = fired(&evaluation.decisions[0].outcome);
+    let task = created_task(&effects[0]);
     assert_eq!(task.title, "Check why Acme was lost: Too expensive");
     assert_eq!(task.responsible, Person::SupervisorOf(7));
     assert_eq!(task.deadline, Some(at("2026-01-19T17:00:00+03:00")));
@@ -127,9 +118,7 @@ fn an_allowed_loss_reason_creates_the_review_task() {
 #[test]
 fn a_loss_reason_not_allowed_reverts_like_a_missing_one() {
     let evaluation = lost(json!("62")).evaluate(&load(LOSS));
-    let Outcome::Fired(effects) = &evaluation.decisions[0].outcome else {
-        panic!()
-    };
+    let effects = fired(&evaluation.decisions[0].outcome);
     assert_eq!(
         effects[0],
         Effect::MoveBack {
@@ -153,9 +142,7 @@ fn a_loss_reason_not_allowed_reverts_like_a_missing_one() {
 #[test]
 fn a_missing_loss_reason_reverts() {
     let evaluation = lost(json!(null)).evaluate(&load(LOSS));
-    let Outcome::Fired(effects) = &evaluation.decisions[0].outcome else {
-        panic!()
-    };
+    let effects = fired(&evaluation.decisions[0].outcome);
     assert_eq!(
         effects[0],
         Effect::MoveBack {
@@ -176,11 +163,10 @@ fn several_reverting_rules_move_the_deal_back_once() {
         .count();
     assert_eq!(moves, 1);
     assert_eq!(evaluation.decisions[1].rule, "inn-again");
-    assert!(
-        evaluation.decisions[1]
-            .notes
-            .contains(&"the deal is already moved back by rule \"contract-details\"".to_string())
-    );
+    assert!(noted(
+        &evaluation.decisions[1],
+        "the deal is already moved back by rule \"contract-details\""
+    ));
 }
 
 // ---- reverts never cross pipelines (issue 8, item 5) ----
@@ -191,9 +177,7 @@ fn a_revert_to_a_stage_of_another_pipeline_acts_as_warn_and_says_why() {
     run.previous = Some("NEW");
     let evaluation = run.evaluate(&load(CONTRACT));
     let gate = &evaluation.decisions[0];
-    let Outcome::Fired(effects) = &gate.outcome else {
-        panic!("{gate:?}")
-    };
+    let effects = fired(&gate.outcome);
     assert!(
         !effects.iter().any(|e| matches!(e, Effect::MoveBack { .. })),
         "{effects:?}"

@@ -47,24 +47,21 @@ fn without_moved_time_the_entry_time_is_the_base_and_a_note_says_so() {
         "after = \"2 workdays\", time = \"18:00\"",
         "after = \"2 hours\"",
     ));
-    let mut run = preparation();
-    run.deal = deal(json!({"MOVED_TIME": null}));
+    let run = preparation().with_deal(json!({"MOVED_TIME": null}));
     let evaluation = run.evaluate(&rules);
     assert_eq!(
         only_task(&evaluation).deadline,
         Some(at("2026-01-16T19:00:05+03:00"))
     );
-    assert!(
-        evaluation.decisions[0]
-            .notes
-            .contains(&"the deal has no MOVED_TIME: the stage entry's time is used".to_string())
-    );
+    assert!(noted(
+        &evaluation.decisions[0],
+        "the deal has no MOVED_TIME: the stage entry's time is used"
+    ));
 }
 
 #[test]
 fn a_deal_without_id_fails_the_task_rule() {
-    let mut run = preparation();
-    run.deal = deal(json!({"ID": null}));
+    let run = preparation().with_deal(json!({"ID": null}));
     let evaluation = run.evaluate(&load(OFFER));
     assert_eq!(
         evaluation.decisions[0].outcome,
@@ -80,8 +77,7 @@ fn a_person_from_a_deal_field_is_that_user_or_unresolved_when_empty() {
         "auditors = [\"supervisor\", 3]",
         "responsible = \"field:UF_CRM_MANAGER\"",
     ));
-    let mut run = preparation();
-    run.deal = deal(json!({"UF_CRM_MANAGER": "19"}));
+    let mut run = preparation().with_deal(json!({"UF_CRM_MANAGER": "19"}));
     assert_eq!(
         only_task(&run.evaluate(&rules)).responsible,
         Person::User(19)
@@ -95,8 +91,7 @@ fn a_person_from_a_deal_field_is_that_user_or_unresolved_when_empty() {
 
 #[test]
 fn a_deal_without_assigned_user_leaves_assigned_and_supervisor_unresolved() {
-    let mut run = preparation();
-    run.deal = deal(json!({"ASSIGNED_BY_ID": null}));
+    let run = preparation().with_deal(json!({"ASSIGNED_BY_ID": null}));
     let task = only_task(&run.evaluate(&load(OFFER))).clone();
     assert_eq!(
         task.responsible,
@@ -129,10 +124,10 @@ fn days_keep_the_wall_clock_time() {
 
 #[test]
 fn a_date_field_means_the_end_of_working_hours_on_its_utc_day() {
-    let mut run = preparation();
-    run.catalog = catalog();
     // A date field: midnight UTC printed in the server's offset (+03:00 → 03:00 local).
-    run.deal = deal(json!({"UF_CRM_EVENT_DATE": "2026-01-23T03:00:00+03:00"}));
+    let run = preparation()
+        .with_catalog()
+        .with_deal(json!({"UF_CRM_EVENT_DATE": "2026-01-23T03:00:00+03:00"}));
     let (got, _) = deadline_of(
         "{ before = \"3 workdays\", field = \"UF_CRM_EVENT_DATE\" }",
         &run,
@@ -144,17 +139,16 @@ fn a_date_field_means_the_end_of_working_hours_on_its_utc_day() {
 
 #[test]
 fn a_datetime_field_is_a_moment() {
-    let mut run = preparation();
-    run.catalog = catalog();
-    run.deal = deal(json!({"UF_CRM_CALL_AT": "2026-01-21T12:30:00+03:00"}));
+    let run = preparation()
+        .with_catalog()
+        .with_deal(json!({"UF_CRM_CALL_AT": "2026-01-21T12:30:00+03:00"}));
     let (got, _) = deadline_of("{ before = \"2 hours\", field = \"UF_CRM_CALL_AT\" }", &run);
     assert_eq!(got, Some(at("2026-01-21T10:30:00+03:00")));
 }
 
 #[test]
 fn without_a_catalog_midnight_utc_is_read_as_a_date_with_a_note() {
-    let mut run = preparation();
-    run.deal = deal(json!({"UF_CRM_EVENT_DATE": "2026-01-23T03:00:00+03:00"}));
+    let run = preparation().with_deal(json!({"UF_CRM_EVENT_DATE": "2026-01-23T03:00:00+03:00"}));
     let (got, notes) = deadline_of(
         "{ before = \"1 day\", field = \"UF_CRM_EVENT_DATE\" }",
         &run,

@@ -10,19 +10,18 @@ fn an_empty_template_field_renders_as_nothing_with_a_note() {
     let rules = load(&OFFER.replace("{TITLE}", "{UF_CRM_NOTE}"));
     let evaluation = preparation().evaluate(&rules);
     assert_eq!(only_task(&evaluation).title, "Send the commercial offer: ");
-    assert!(
-        evaluation.decisions[0]
-            .notes
-            .contains(&"field UF_CRM_NOTE empty: rendered as nothing".to_string())
-    );
+    assert!(noted(
+        &evaluation.decisions[0],
+        "field UF_CRM_NOTE empty: rendered as nothing"
+    ));
 }
 
 #[test]
 fn list_fields_render_labels_and_multiple_values_are_joined() {
     let rules = load(&OFFER.replace("{TITLE}", "{UF_CRM_SOURCE} / {UF_CRM_TAGS} / {{literal}}"));
-    let mut run = preparation();
-    run.catalog = catalog();
-    run.deal = deal(json!({"UF_CRM_SOURCE": ["45", "46"], "UF_CRM_TAGS": ["a", "b"]}));
+    let run = preparation()
+        .with_catalog()
+        .with_deal(json!({"UF_CRM_SOURCE": ["45", "46"], "UF_CRM_TAGS": ["a", "b"]}));
     assert_eq!(
         only_task(&run.evaluate(&rules)).title,
         "Send the commercial offer: Exhibition, Referral / a, b / {literal}"
@@ -32,9 +31,9 @@ fn list_fields_render_labels_and_multiple_values_are_joined() {
 #[test]
 fn money_fields_render_as_amount_and_currency() {
     let rules = load(&OFFER.replace("{TITLE}", "{UF_CRM_BUDGET}"));
-    let mut run = preparation();
-    run.catalog = catalog();
-    run.deal = deal(json!({"UF_CRM_BUDGET": "500|RUB"}));
+    let run = preparation()
+        .with_catalog()
+        .with_deal(json!({"UF_CRM_BUDGET": "500|RUB"}));
     assert_eq!(
         only_task(&run.evaluate(&rules)).title,
         "Send the commercial offer: 500 RUB"
@@ -45,32 +44,29 @@ fn money_fields_render_as_amount_and_currency() {
 
 #[test]
 fn a_template_over_8_kib_or_with_too_many_placeholders_is_refused() {
-    let long = OFFER.replace(
-        "title = \"Send the commercial offer: {TITLE}\"",
-        &format!("title = \"{}\"", "{TITLE}".repeat(1200)),
+    let titled = |title: String| {
+        OFFER.replace(
+            "title = \"Send the commercial offer: {TITLE}\"",
+            &format!("title = \"{title}\""),
+        )
+    };
+    refused(
+        &titled("{TITLE}".repeat(1200)),
+        &[
+            "sales.toml:6:9: rule \"offer\": template of 8400 bytes (at most 8192 bytes (8 KiB) of template text: shorten it)",
+        ],
     );
-    assert_eq!(
-        errors(&long),
-        vec![
-            "sales.toml:6:9: rule \"offer\": template of 8400 bytes (at most 8192 bytes (8 KiB) of template text: shorten it)"
-        ]
-    );
-    let many = OFFER.replace(
-        "title = \"Send the commercial offer: {TITLE}\"",
-        &format!("title = \"{}\"", "{ID} ".repeat(65)),
-    );
-    assert_eq!(
-        errors(&many),
-        vec![
-            "sales.toml:6:9: rule \"offer\": template with 65 placeholders (at most 64 in one template: split the text, or write fewer fields)"
-        ]
+    refused(
+        &titled("{ID} ".repeat(65)),
+        &[
+            "sales.toml:6:9: rule \"offer\": template with 65 placeholders (at most 64 in one template: split the text, or write fewer fields)",
+        ],
     );
 }
 
 #[test]
 fn a_rendered_task_title_is_cut_to_255_characters_with_a_mark() {
-    let mut run = preparation();
-    run.deal = deal(json!({"TITLE": "Ж".repeat(10_000)}));
+    let run = preparation().with_deal(json!({"TITLE": "Ж".repeat(10_000)}));
     let task = only_task(&run.evaluate(&load(OFFER))).clone();
     assert_eq!(task.title.chars().count(), 255);
     assert!(task.title.starts_with("Send the commercial offer: ЖЖЖ"));
@@ -86,10 +82,7 @@ fn a_huge_deal_value_renders_within_the_caps_and_is_kept_cut_in_the_records() {
         "{COMMENTS}".repeat(64)
     ));
     let huge = "y".repeat(1024 * 1024);
-    let run = Run::new(
-        deal(json!({"COMMENTS": huge.clone(), "CONTACT_ID": huge})),
-        entry("C1:WON", 1, StageSemantic::Success),
-    );
+    let run = won(json!({"COMMENTS": huge.clone(), "CONTACT_ID": huge}));
     let evaluation = run.evaluate(&rules);
     let stored = serde_json::to_string(&evaluation).expect("serializes");
     assert!(

@@ -9,22 +9,12 @@ use super::*;
 
 #[test]
 fn a_win_creates_the_nps_task_and_copies_the_deal() {
-    let run = Run::new(
-        deal(json!({"CONTACT_ID": "5"})),
-        entry("C1:WON", 1, StageSemantic::Success),
-    );
-    let evaluation = run.evaluate(&load(WON));
+    let evaluation = won(json!({"CONTACT_ID": "5"})).evaluate(&load(WON));
     assert_eq!(evaluation.decisions.len(), 2);
-    let Outcome::Fired(effects) = &evaluation.decisions[0].outcome else {
-        panic!()
-    };
-    let Effect::CreateTask(task) = &effects[0] else {
-        panic!()
-    };
+    let effects = fired(&evaluation.decisions[0].outcome);
+    let task = created_task(&effects[0]);
     assert_eq!(task.title, "NPS: ask Acme");
-    let Outcome::Fired(effects) = &evaluation.decisions[1].outcome else {
-        panic!()
-    };
+    let effects = fired(&evaluation.decisions[1].outcome);
     assert_eq!(
         effects[0],
         Effect::CopyDeal(CopySpec {
@@ -45,13 +35,7 @@ fn a_win_creates_the_nps_task_and_copies_the_deal() {
 fn nps_without_pipeline_fires_in_every_pipeline_but_not_on_process_stages() {
     let rules = load(WON);
     let run = Run::new(deal(json!({})), entry("WON", 0, StageSemantic::Success));
-    let names: Vec<String> = run
-        .evaluate(&rules)
-        .decisions
-        .into_iter()
-        .map(|d| d.rule)
-        .collect();
-    assert_eq!(names, vec!["nps"]);
+    assert_eq!(rule_names(run.evaluate(&rules)), ["nps"]);
     assert!(preparation().evaluate(&rules).decisions.is_empty());
 }
 
@@ -62,13 +46,7 @@ fn a_tunnel_fires_on_won_by_default_and_on_lost_when_asked() {
     let run = Run::new(deal(json!({})), lost_entry.clone());
     assert!(run.evaluate(&won).decisions.is_empty());
     let lost = load(&WON.replace("to_pipeline = 2", "stage = \"lost\"\nto_pipeline = 2"));
-    let names: Vec<String> = run
-        .evaluate(&lost)
-        .decisions
-        .into_iter()
-        .map(|d| d.rule)
-        .collect();
-    assert_eq!(names, vec!["repeat-sales"]);
+    assert_eq!(rule_names(run.evaluate(&lost)), ["repeat-sales"]);
 }
 
 // ---- tunnels that feed themselves (issue 8, item 4) ----
@@ -84,11 +62,11 @@ to_stage = "C1:NEW"
 
 #[test]
 fn a_tunnel_whose_copy_enters_its_own_stage_is_refused_as_a_cycle() {
-    assert_eq!(
-        errors(SELF_FEEDING),
-        vec![
-            "sales.toml:7:12: rule \"x\": tunnel cycle: x (C1:NEW → C1:NEW), whose copy fires x again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
-        ]
+    refused(
+        SELF_FEEDING,
+        &[
+            "sales.toml:7:12: rule \"x\": tunnel cycle: x (C1:NEW → C1:NEW), whose copy fires x again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)",
+        ],
     );
 }
 
@@ -116,22 +94,22 @@ stage = "C2:NEW"
 to_pipeline = 0
 to_stage = "WON"
 "#;
-    assert_eq!(
-        errors(chain),
-        vec![
-            "sales.toml:7:12: rule \"a\": tunnel cycle: a (won in pipeline 0 → C1:NEW), whose copy fires b (C1:NEW → C2:NEW), whose copy fires c (C2:NEW → WON), whose copy fires a again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
-        ]
+    refused(
+        chain,
+        &[
+            "sales.toml:7:12: rule \"a\": tunnel cycle: a (won in pipeline 0 → C1:NEW), whose copy fires b (C1:NEW → C2:NEW), whose copy fires c (C2:NEW → WON), whose copy fires a again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)",
+        ],
     );
 }
 
 #[test]
 fn a_tunnel_of_every_pipeline_on_won_is_fed_by_a_copy_into_a_won_stage() {
     let any = "[[tunnel]]\nname = \"t\"\nstage = \"won\"\nto_pipeline = 2\nto_stage = \"C2:WON\"\n";
-    assert_eq!(
-        errors(any),
-        vec![
-            "sales.toml:5:12: rule \"t\": tunnel cycle: t (won in any pipeline → C2:WON), whose copy fires t again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)"
-        ]
+    refused(
+        any,
+        &[
+            "sales.toml:5:12: rule \"t\": tunnel cycle: t (won in any pipeline → C2:WON), whose copy fires t again (each copy would be copied again with no one moving a deal: point to_stage at a stage that starts no tunnel)",
+        ],
     );
     // Into a process stage, the same tunnel is no cycle; nor is the shipped won → C1:NEW.
     load(&any.replace("C2:WON", "C2:NEW"));
@@ -141,12 +119,10 @@ fn a_tunnel_of_every_pipeline_on_won_is_fed_by_a_copy_into_a_won_stage() {
 #[test]
 fn a_tunnel_into_a_custom_stage_that_may_be_a_failure_stage_loads_with_a_warning() {
     let text = "[[tunnel]]\nname = \"archive\"\nstage = \"lost\"\nto_pipeline = 2\nto_stage = \"C2:UC_ARCHIVE\"\n";
-    let (set, warnings) =
-        RuleSet::from_sources(&[("sales.toml".into(), text.into())]).expect("loads");
+    let (set, warnings) = load_files(&[("sales.toml", text)]);
     assert_eq!(set.len(), 1);
-    let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
-        shown,
+        warnings,
         vec![
             "sales.toml:5:12: rule \"archive\": possible tunnel cycle: archive (lost in any pipeline → C2:UC_ARCHIVE), whose copy fires archive again, if C2:UC_ARCHIVE is a failure stage (only the portal knows: b24-robot check --portal tells; at run time a chain stops after rules.max_tunnel_depth copies)"
         ]
@@ -164,37 +140,24 @@ to_stage = "C1:NEW"
 copy = ["TITLE", "ID", "STAGE_ID", "DATE_CREATE"]
 set = { CATEGORY_ID = "2", ORIGIN_ID = "{ID}", COMMENTS = "Copy of {ID}" }
 "#;
-    assert_eq!(
-        errors(text),
-        vec![
+    refused(
+        text,
+        &[
             "sales.toml:7:18: rule \"t\": copy names ID, which a tunnel cannot write (Bitrix24 gives the copy its own ID: remove it)",
             "sales.toml:7:24: rule \"t\": copy names STAGE_ID, which a tunnel cannot write (the copy enters to_stage: remove it, and set to_stage instead)",
             "sales.toml:7:36: rule \"t\": copy names DATE_CREATE, which a tunnel cannot write (a read-only field of crm.deal.fields: Bitrix24 fills it in itself; remove it)",
             "sales.toml:8:9: rule \"t\": set names CATEGORY_ID, which a tunnel cannot write (the copy goes into to_pipeline: remove it, and set to_pipeline instead)",
             "sales.toml:8:28: rule \"t\": set names ORIGIN_ID, which a tunnel cannot write (the service writes it to find the copy again: remove it)",
-        ]
+        ],
     );
 }
 
 // ---- copies of copies at run time (issue 8, item 4) ----
 
 fn copy_decision(origin_id: &str, max_tunnel_depth: u32) -> Evaluation {
-    let run = Run::new(
-        deal(json!({"ORIGINATOR_ID": "b24-robot", "ORIGIN_ID": origin_id})),
-        entry("C1:WON", 1, StageSemantic::Success),
-    );
-    evaluate(
-        &load(WON),
-        &Input {
-            deal: &run.deal,
-            entry: &run.entry,
-            previous_stage: run.previous,
-            catalog: &run.catalog,
-            calendar: &run.calendar,
-            portal_origin: "https://x.bitrix24.ru",
-            max_tunnel_depth,
-        },
-    )
+    let mut run = won(json!({"ORIGINATOR_ID": "b24-robot", "ORIGIN_ID": origin_id}));
+    run.max_tunnel_depth = max_tunnel_depth;
+    run.evaluate(&load(WON))
 }
 
 fn tunnel_outcome(evaluation: &Evaluation) -> &Outcome {
@@ -220,19 +183,12 @@ fn a_copy_never_fires_the_tunnel_that_made_it() {
 fn a_copy_made_by_another_tunnel_is_copied_one_level_deeper() {
     // An ORIGIN_ID without a depth (every copy of an older release): depth 1.
     let evaluation = copy_decision("5:100:to-pipeline-1:0", 3);
-    let Outcome::Fired(effects) = tunnel_outcome(&evaluation) else {
-        panic!("{evaluation:#?}")
-    };
+    let effects = fired(tunnel_outcome(&evaluation));
     assert!(matches!(&effects[0], Effect::CopyDeal(copy) if copy.depth == 2));
     // Another originator's ORIGIN_ID is not ours: a first copy.
-    let run = Run::new(
-        deal(json!({"ORIGINATOR_ID": "crm-import", "ORIGIN_ID": "5:100:x:0:3"})),
-        entry("C1:WON", 1, StageSemantic::Success),
-    );
+    let run = won(json!({"ORIGINATOR_ID": "crm-import", "ORIGIN_ID": "5:100:x:0:3"}));
     let evaluation = run.evaluate(&load(WON));
-    let Outcome::Fired(effects) = tunnel_outcome(&evaluation) else {
-        panic!("{evaluation:#?}")
-    };
+    let effects = fired(tunnel_outcome(&evaluation));
     assert!(matches!(&effects[0], Effect::CopyDeal(copy) if copy.depth == 1));
 }
 
@@ -256,8 +212,6 @@ fn a_copy_decided_by_an_older_release_reads_as_depth_1() {
     let old = r#"{"rule": "t", "kind": "tunnel", "notes": [], "outcome": {"Fired": [{"CopyDeal":
         {"to_pipeline": 2, "to_stage": "C2:NEW", "fields": {}, "responsible": {"User": 3}}}]}}"#;
     let decision: Decision = serde_json::from_str(old).expect("an old decision reads");
-    let Outcome::Fired(effects) = decision.outcome else {
-        panic!()
-    };
+    let effects = fired(&decision.outcome);
     assert!(matches!(&effects[0], Effect::CopyDeal(copy) if copy.depth == 1));
 }
