@@ -10,8 +10,8 @@
 //! templates, duplicate names). Descriptions are those of `docs/rules.md`, shortened.
 //!
 //! The keys of every table, and the words of `on_missing`, the people and the `when`
-//! operators, are the loader's own lists (`compile.rs`, `condition.rs`): a key the loader takes
-//! is a property here by construction. What this file adds is each key's type and description.
+//! operators, are the loader's own lists (`compile/keys.rs`, `condition.rs`): a key the loader
+//! takes is a property here by construction. What this file adds is each key's type and description.
 
 use serde_json::{Map, Value, json};
 

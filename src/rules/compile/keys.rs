@@ -1,0 +1,97 @@
+//! The keys each table of a rule file takes, and the words of its word-valued keys: the one list
+//! that both the checks of the compiler (unknown keys, "did you mean") and the JSON Schema
+//! (`schema.rs`, its properties and enums) read, so the two cannot disagree.
+
+use crate::rules::model::RuleKind;
+
+/// The keys at the top of a rule file.
+pub(crate) const TOP_LEVEL: &[&str] = &[
+    "pipeline",
+    "task",
+    "require",
+    "loss_reason",
+    "nps",
+    "tunnel",
+];
+const TASK_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "stage",
+    "when",
+    "title",
+    "description",
+    "responsible",
+    "auditors",
+    "deadline",
+];
+const REQUIRE_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "stage",
+    "when",
+    "fields",
+    "on_missing",
+    "message",
+];
+const LOSS_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "when",
+    "field",
+    "allowed",
+    "on_missing",
+    "message",
+    "review",
+];
+/// The keys of `[loss_reason.review]`: a task's, without name, pipeline, stage and when.
+pub(crate) const REVIEW_KEYS: &[&str] = &[
+    "title",
+    "description",
+    "responsible",
+    "auditors",
+    "deadline",
+];
+const NPS_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "when",
+    "title",
+    "description",
+    "responsible",
+    "auditors",
+    "deadline",
+    "score_field",
+];
+const TUNNEL_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "stage",
+    "when",
+    "to_pipeline",
+    "to_stage",
+    "copy",
+    "set",
+    "responsible",
+];
+/// The keys of a deadline table (and of its `fallback`).
+pub(crate) const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
+/// Units for duration suggestions: plural unless the amount is 1.
+pub(super) const UNITS: &[&str] = &["minutes", "hours", "days", "workdays"];
+pub(super) const UNIT: &[&str] = &["minute", "hour", "day", "workday"];
+/// The people named by a word rather than an id or a field.
+pub(crate) const PERSON_WORDS: &[&str] = &["assigned", "supervisor"];
+/// The values of `on_missing`.
+pub(crate) const ON_MISSING_WORDS: &[&str] = &["revert", "warn"];
+
+/// The keys a rule of `kind` takes.
+pub(crate) fn rule_keys(kind: RuleKind) -> &'static [&'static str] {
+    match kind {
+        RuleKind::Task => TASK_KEYS,
+        RuleKind::Require => REQUIRE_KEYS,
+        RuleKind::LossReason => LOSS_KEYS,
+        RuleKind::Nps => NPS_KEYS,
+        RuleKind::Tunnel => TUNNEL_KEYS,
+    }
+}
+
+pub(super) const MAX_NAME: usize = 64;

@@ -1,0 +1,64 @@
+//! The `meta` tree: the history floor (entries older than the store are never acted on), the
+//! sweep cursor, the last backfill's progress.
+
+use super::codec::{be_u64, encode};
+use super::{BackfillProgress, Store, StoreError};
+
+pub(super) const META_HISTORY_FLOOR: &str = "history_floor";
+pub(super) const META_SWEEP_CURSOR: &str = "sweep_cursor";
+pub(super) const META_BACKFILL: &str = "backfill";
+/// Written and flushed by [`Store::recover`] to check that the re-opened database can write.
+pub(super) const META_WRITE_CHECK: &str = "write_check";
+
+impl Store {
+    /// The last stage-history id that existed when the store was created: older entries are
+    /// never acted on (a backfill is for those).
+    pub fn history_floor(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_id(META_HISTORY_FLOOR)
+    }
+
+    /// Sets the history floor (and the sweep cursor) once; a floor already set is kept.
+    pub fn init_history_floor(&self, id: u64) -> Result<u64, StoreError> {
+        let t = self.trees()?;
+        let previous = t.meta.compare_and_swap(
+            META_HISTORY_FLOOR,
+            None as Option<&[u8]>,
+            Some(&id.to_be_bytes()),
+        )?;
+        match previous {
+            Ok(()) => {
+                t.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+                Ok(id)
+            }
+            Err(cas) => Ok(cas.current.map(|v| be_u64(&v)).unwrap_or(id)),
+        }
+    }
+
+    pub fn sweep_cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_id(META_SWEEP_CURSOR)
+    }
+
+    /// An entry id kept in `meta` under `name`.
+    fn meta_id(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.trees()?.meta.get(name)?.map(|v| be_u64(&v)))
+    }
+
+    pub fn set_sweep_cursor(&self, id: u64) -> Result<(), StoreError> {
+        self.trees()?
+            .meta
+            .insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The last backfill's progress.
+    pub fn backfill_progress(&self) -> Result<Option<BackfillProgress>, StoreError> {
+        self.get("meta", |t| &t.meta, META_BACKFILL.as_bytes())
+    }
+
+    pub fn set_backfill_progress(&self, progress: &BackfillProgress) -> Result<(), StoreError> {
+        self.trees()?
+            .meta
+            .insert(META_BACKFILL, encode(progress)?)?;
+        Ok(())
+    }
+}
