@@ -73,18 +73,11 @@ impl RuleSet {
             .collect();
         paths.sort();
         let mut files = Vec::new();
-        // The version hashes the names relative to the folder, so `rules`, `./rules` and an
-        // absolute path give the same version on a laptop and on the server.
-        let mut relative = Vec::new();
         let mut errors = Vec::new();
         for path in paths {
             let name = path.display().to_string();
             match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let file_name = path.file_name().unwrap_or_default();
-                    relative.push((file_name.to_string_lossy().into_owned(), text.clone()));
-                    files.push((name, text));
-                }
+                Ok(text) => files.push((name, text)),
                 Err(e) => errors.push(Diagnostic {
                     file: name,
                     ..whole(format!("cannot read the file: {e}"), Severity::Error)
@@ -94,8 +87,7 @@ impl RuleSet {
         let empty = files.is_empty() && errors.is_empty();
         let result = RuleSet::from_sources(&files);
         match result {
-            Ok((mut set, mut warnings)) if errors.is_empty() => {
-                set.version = version(&relative);
+            Ok((set, mut warnings)) if errors.is_empty() => {
                 if empty {
                     warnings.insert(
                         0,
@@ -354,10 +346,17 @@ impl Rule {
 }
 
 /// FNV-1a (64 bits) over names and texts: stable across builds and platforms, unlike
-/// `DefaultHasher`.
+/// `DefaultHasher`. A name counts by its last component, the name within the rules folder
+/// (which is flat: sub-folders are not loaded), so `rules`, `./rules`, an absolute path and
+/// the embedded `rules/...` give the same version on a laptop and on the server.
 fn version(files: &[(String, String)]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, text) in files {
+        let name = std::path::Path::new(name)
+            .file_name()
+            .map_or(std::borrow::Cow::Borrowed(name.as_str()), |n| {
+                n.to_string_lossy()
+            });
         for byte in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
