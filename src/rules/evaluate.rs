@@ -4,6 +4,10 @@
 //!
 //! Gate rules (`[[require]]`, `[[loss_reason]]`) run first. When one of them moves the deal
 //! back, the deal never really entered the stage, so every other rule for the entry is skipped.
+//!
+//! Over 500 lines because each rule kind's evaluation is a short function beside the others it
+//! orders with (gates first, then the rest); the shared inputs and outputs live in `deal.rs` and
+//! `decision.rs`.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Timelike};
 use serde_json::{Map, Value};

@@ -9,6 +9,9 @@
 //!
 //! A huge answer ([`super::Faults::huge_answer_bytes`]) is a [`Padded`] body: whitespace made
 //! up frame by frame, then the real answer.
+//!
+//! Over 500 lines because the faults it plays (slow heads, resets, padded answers) each need their
+//! own small body or stream type here, at the HTTP layer.
 
 use std::io;
 use std::pin::Pin;

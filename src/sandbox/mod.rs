@@ -13,6 +13,9 @@
 //! Every UI action returns only after the event it causes was delivered and answered, so
 //! tests need no sleeps. Events caused by REST writes (our own echoes) are queued and posted
 //! in order by one delivery task; [`SimPortal::settle`] waits for that queue to drain.
+//!
+//! Over 500 lines because it is the portal's whole public face for tests (UI actions, faults,
+//! inspection), one method each; the wire handlers are in `methods/`, the state in `store.rs`.
 
 mod http;
 mod methods;

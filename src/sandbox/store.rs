@@ -6,6 +6,10 @@
 //! a test never sees half a write. Deal writes made here (by REST or by a "user in the UI")
 //! push the outgoing event they cause onto [`PortalState::fired`]; the caller decides whether
 //! it is delivered.
+//!
+//! Over 500 lines because it is one state under one lock: deals, stage history, tasks, comments,
+//! users and their invariants must be read together; cutting it would spread one transaction over
+//! files.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,9 @@
 //! A rule-test file read: its portal facts (field labels, list options, supervisors) and its
 //! cases (a deal, the stage entry, the effects expected or not), every problem reported at once
 //! as `file:line:col: ...`.
+//!
+//! Over 500 lines because the test file's format is read here whole (portal facts, cases,
+//! expectations per effect kind), key by key with its diagnostics; the run is in `run.rs`.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
