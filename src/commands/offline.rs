@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::rules::{Decision, Outcome, Person};
-use crate::worker::{PlannedCall, marker, plan};
+use crate::rules::{Decision, EffectId, Outcome, Person};
+use crate::worker::{PlannedCall, plan};
 
 /// One effect that fired, planned as the worker would plan it (stage entry 0: there is no
 /// stored entry offline).
@@ -46,7 +46,13 @@ pub fn plan_fired<'a>(
         };
         for (index, effect) in effects.iter().enumerate() {
             let index = index as u32;
-            let mark = marker(deal_id, 0, &decision.rule, index);
+            let mark = EffectId {
+                deal_id,
+                entry_id: 0,
+                rule: &decision.rule,
+                index,
+            }
+            .marker();
             planned.push(Planned {
                 rule: &decision.rule,
                 index,

@@ -62,6 +62,39 @@ pub enum SkipReason {
     OwnCopy { origin: u64 },
 }
 
+/// Which effect: the deal, its stage entry, the rule and the effect's place in the rule.
+/// Named fields, never positional: two ids side by side are easily swapped. The store keys an
+/// effect's record by these four; its marker and a copy's `ORIGIN_ID` spell them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectId<'a> {
+    pub deal_id: u64,
+    pub entry_id: u64,
+    pub rule: &'a str,
+    pub index: u32,
+}
+
+impl EffectId<'_> {
+    /// `b24robot:DEAL:ENTRY:RULE:INDEX`: by it, what the effect created is found again.
+    pub fn marker(&self) -> String {
+        format!("b24robot:{}", self.origin_id(1))
+    }
+
+    /// A copy's `ORIGIN_ID` text: the marker without its prefix (the field is short on some
+    /// portals); the depth in a chain of copies is written only from 2 on, so that a copy of
+    /// depth 1 has the same `ORIGIN_ID` as one made by an earlier release (and is found again).
+    pub fn origin_id(&self, depth: u32) -> String {
+        let base = format!(
+            "{}:{}:{}:{}",
+            self.deal_id, self.entry_id, self.rule, self.index
+        );
+        if depth > 1 {
+            format!("{base}:{depth}")
+        } else {
+            base
+        }
+    }
+}
+
 /// In words, for people: `dry-run`, `test` and `explain` print a decision this way.
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -26,7 +26,9 @@ use std::path::Path;
 
 pub use crate::diagnostics::{Diagnostic, Severity};
 pub use deal::{Deal, FieldCatalog, StageEntry, StageSemantic};
-pub use decision::{CopySpec, Decision, Effect, Evaluation, Outcome, Person, SkipReason, TaskSpec};
+pub use decision::{
+    CopySpec, Decision, Effect, EffectId, Evaluation, Outcome, Person, SkipReason, TaskSpec,
+};
 pub(crate) use evaluate::concerns;
 pub use evaluate::{Input, evaluate};
 pub use live::{RulesHandle, RulesStatus};

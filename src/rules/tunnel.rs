@@ -73,14 +73,13 @@ impl CopyOrigin {
         })
     }
 
-    /// The `ORIGIN_ID` text: the depth is written only from 2 on, so that a copy of depth 1 has
-    /// the same `ORIGIN_ID` as one made by an earlier release (and is found again by it).
-    pub fn origin_id(deal_id: u64, entry_id: u64, rule: &str, index: u32, depth: u32) -> String {
-        let base = format!("{deal_id}:{entry_id}:{rule}:{index}");
-        if depth > 1 {
-            format!("{base}:{depth}")
-        } else {
-            base
+    /// The effect that made the copy.
+    pub fn id(&self) -> super::EffectId<'_> {
+        super::EffectId {
+            deal_id: self.deal_id,
+            entry_id: self.entry_id,
+            rule: &self.rule,
+            index: self.index,
         }
     }
 }
@@ -406,10 +405,22 @@ mod tests {
             }
         );
         assert_eq!(
-            CopyOrigin::origin_id(5, 100, "to-repeat-sales", 0, 1),
+            crate::rules::EffectId {
+                deal_id: 5,
+                entry_id: 100,
+                rule: "to-repeat-sales",
+                index: 0
+            }
+            .origin_id(1),
             "5:100:to-repeat-sales:0"
         );
-        let deep = CopyOrigin::origin_id(7, 3, "back", 0, 3);
+        let deep = crate::rules::EffectId {
+            deal_id: 7,
+            entry_id: 3,
+            rule: "back",
+            index: 0,
+        }
+        .origin_id(3);
         assert_eq!(deep, "7:3:back:0:3");
         assert_eq!(CopyOrigin::parse(&deep).map(|o| o.depth), Some(3));
         for foreign in [

@@ -135,6 +135,18 @@ pub struct EffectRecord {
     pub updated_at_ms: u64,
 }
 
+impl EffectRecord {
+    /// Which effect this is: deal, stage entry, rule, place in the rule.
+    pub fn id(&self) -> crate::rules::EffectId<'_> {
+        crate::rules::EffectId {
+            deal_id: self.deal_id,
+            entry_id: self.entry_id,
+            rule: &self.rule,
+            index: self.index,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum EffectState {

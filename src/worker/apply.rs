@@ -228,7 +228,13 @@ mod tests {
             kind: EffectKind::Task,
             method: "tasks.task.add".into(),
             params: json!({}),
-            marker: effects::marker(deal_id, entry_id, rule, index),
+            marker: crate::rules::EffectId {
+                deal_id,
+                entry_id,
+                rule,
+                index,
+            }
+            .marker(),
             state: EffectState::Pending,
             attempts: 1,
             updated_at_ms: 0,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::bitrix::{BatchCall, calls};
-use crate::rules::{CopyOrigin, Effect, Person};
+use crate::rules::{CopyOrigin, Effect, EffectId, Person};
 use crate::store::{EffectKind, EffectRecord, EffectState, RECORD_VERSION, now_ms};
 
 /// `ORIGINATOR_ID` of the deals the service creates (the rules read it back: a copy's origin).
@@ -36,11 +36,6 @@ impl PlannedCall {
 /// (on the source) and `LINK_COMMENTS + 2i + 1` (on the copy). A rule's own effects are
 /// numbered from 0. Stored records are keyed by these numbers: they never change.
 pub const LINK_COMMENTS: u32 = 1000;
-
-/// The marker of one effect: deal, stage entry, rule and the effect's place in the rule.
-pub fn marker(deal_id: u64, entry_id: u64, rule: &str, index: u32) -> String {
-    format!("b24robot:{deal_id}:{entry_id}:{rule}:{index}")
-}
 
 /// Builds the REST call of an effect. `resolve` maps a person to the value sent for them: a user
 /// id for the worker, a `<unresolved: ...>` placeholder for `dry-run` (or why not at all).
@@ -118,20 +113,13 @@ fn comment(deal: Value, text: &str, marker: String) -> PlannedCall {
 
 /// The intent of one planned effect, as the store keeps it until the call is made. It is
 /// recorded as possibly sent (`attempts: 1`): after a crash, look before creating again.
-pub fn intent(
-    deal_id: u64,
-    entry_id: u64,
-    rule: &str,
-    index: u32,
-    call: PlannedCall,
-    state: EffectState,
-) -> EffectRecord {
+pub fn intent(id: EffectId<'_>, call: PlannedCall, state: EffectState) -> EffectRecord {
     EffectRecord {
         v: RECORD_VERSION,
-        deal_id,
-        entry_id,
-        rule: rule.to_string(),
-        index,
+        deal_id: id.deal_id,
+        entry_id: id.entry_id,
+        rule: id.rule.to_string(),
+        index: id.index,
         kind: call.kind,
         method: call.method,
         params: call.params,
@@ -176,15 +164,8 @@ pub fn link_comments(copy: &EffectRecord, copy_id: &str, portal_origin: &str) ->
         .zip(0u32..)
         .map(|((on, text), i)| {
             let index = LINK_COMMENTS + copy.index * 2 + i;
-            let marker = marker(copy.deal_id, copy.entry_id, &copy.rule, index);
-            intent(
-                copy.deal_id,
-                copy.entry_id,
-                &copy.rule,
-                index,
-                comment(on, &text, marker),
-                EffectState::Pending,
-            )
+            let id = EffectId { index, ..copy.id() };
+            intent(id, comment(on, &text, id.marker()), EffectState::Pending)
         })
         .collect()
 }
@@ -195,7 +176,7 @@ pub fn link_comments(copy: &EffectRecord, copy_id: &str, portal_origin: &str) ->
 fn origin_id(marker: &str, depth: u32) -> String {
     let base = marker.trim_start_matches("b24robot:");
     match CopyOrigin::parse(base) {
-        Some(o) => CopyOrigin::origin_id(o.deal_id, o.entry_id, &o.rule, o.index, depth),
+        Some(o) => o.id().origin_id(depth),
         None => base.to_string(),
     }
 }
@@ -326,10 +307,21 @@ mod tests {
 
     #[test]
     fn a_task_is_bound_to_the_deal_and_carries_its_marker() {
-        let call = plan(&task(), 5, marker(5, 100, "call", 0), &mut |p| match p {
-            Person::User(u) => Ok(json!(u)),
-            _ => Err("no".into()),
-        })
+        let call = plan(
+            &task(),
+            5,
+            EffectId {
+                deal_id: 5,
+                entry_id: 100,
+                rule: "call",
+                index: 0,
+            }
+            .marker(),
+            &mut |p| match p {
+                Person::User(u) => Ok(json!(u)),
+                _ => Err("no".into()),
+            },
+        )
         .expect("planned");
         assert_eq!(call.method, "tasks.task.add");
         assert_eq!(call.params["fields"]["UF_CRM_TASK"], json!(["D_5"]));
@@ -394,12 +386,36 @@ mod tests {
             Person::User(u) => Ok(json!(u)),
             _ => Err("no".to_string()),
         };
-        let first = plan(&copy(1), 5, marker(5, 100, "t", 0), &mut resolve).expect("planned");
+        let first = plan(
+            &copy(1),
+            5,
+            EffectId {
+                deal_id: 5,
+                entry_id: 100,
+                rule: "t",
+                index: 0,
+            }
+            .marker(),
+            &mut resolve,
+        )
+        .expect("planned");
         assert_eq!(
             first.params["fields"]["ORIGIN_ID"], "5:100:t:0",
             "depth 1 reads as before"
         );
-        let deep = plan(&copy(2), 9, marker(9, 300, "t", 0), &mut resolve).expect("planned");
+        let deep = plan(
+            &copy(2),
+            9,
+            EffectId {
+                deal_id: 9,
+                entry_id: 300,
+                rule: "t",
+                index: 0,
+            }
+            .marker(),
+            &mut resolve,
+        )
+        .expect("planned");
         assert_eq!(deep.params["fields"]["ORIGIN_ID"], "9:300:t:0:2");
         let record = EffectRecord {
             v: 1,
@@ -442,7 +458,13 @@ mod tests {
             kind: EffectKind::CopyDeal,
             method: "crm.deal.add".into(),
             params: json!({"fields": {"CATEGORY_ID": 2}}),
-            marker: marker(5, 100, "to-delivery", 1),
+            marker: EffectId {
+                deal_id: 5,
+                entry_id: 100,
+                rule: "to-delivery",
+                index: 1,
+            }
+            .marker(),
             state: EffectState::Done { id: "77".into() },
             attempts: 1,
             updated_at_ms: 0,

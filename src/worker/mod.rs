@@ -45,7 +45,7 @@ use crate::configuration::WorkerSettings;
 use crate::rules::RulesHandle;
 use crate::store::Store;
 
-pub use effects::{ORIGINATOR, PlannedCall, marker, plan};
+pub use effects::{ORIGINATOR, PlannedCall, plan};
 pub use portal::{CatalogCache, People};
 pub use scheduler::Scheduler;
 pub use sweep::{ensure_history_floor, sweep_once};

@@ -11,6 +11,7 @@ use super::Worker;
 use super::effects::{self, PlannedCall};
 use super::job::{Ending, Job};
 use super::portal::PersonError;
+use crate::rules::EffectId;
 use crate::rules::{Decision, Effect, Outcome, Person, StageEntry};
 use crate::store::{EffectKind, EffectRecord, EffectState};
 
@@ -63,7 +64,13 @@ impl Worker {
             };
             for (index, effect) in list.iter().enumerate() {
                 let index = index as u32;
-                let marker = effects::marker(job.deal_id, entry.id, &decision.rule, index);
+                let id = EffectId {
+                    deal_id: job.deal_id,
+                    entry_id: entry.id,
+                    rule: &decision.rule,
+                    index,
+                };
+                let marker = id.marker();
                 let planned = effects::plan(effect, job.deal_id, marker.clone(), &mut resolve);
                 let (call, state) = match planned {
                     Ok(call) => (call, EffectState::Pending),
@@ -83,14 +90,7 @@ impl Worker {
                         )
                     }
                 };
-                records.push(effects::intent(
-                    job.deal_id,
-                    entry.id,
-                    &decision.rule,
-                    index,
-                    call,
-                    state,
-                ));
+                records.push(effects::intent(id, call, state));
             }
         }
         Ok(records)
