@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use super::load::{Sources, default_file, env_key, env_var};
+use super::load::{Sources, env_key, env_var};
 use super::raw::known_keys;
 use super::{ConfigError, Settings};
 use crate::diagnostics::spanned::Source;
@@ -19,58 +19,126 @@ type Known = [(String, Vec<String>)];
 /// its `file:line:col` (the file is re-read with spans): syntax errors, unknown keys with a
 /// suggestion, and bad values. Problems from the environment name their variable (and no file).
 pub fn check(sources: &Sources) -> Result<Settings, Vec<Diagnostic>> {
-    let path = sources.file.clone().or_else(default_file);
-    let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
-    let source = match (&path, &text) {
-        (Some(path), Some(text)) => Some(Source::new(&path.display().to_string(), text)),
-        _ => None,
-    };
+    every_problem(sources).map_err(|mut problems| {
+        // In the file's order; what is in no file (the environment) after it.
+        problems.sort_by_key(|d| (d.file.is_empty(), d.line, d.column));
+        problems
+    })
+}
+
+fn every_problem(sources: &Sources) -> Result<Settings, Vec<Diagnostic>> {
+    let file = super::load::file_text(sources).map_err(|e| vec![nowhere(e.to_string())])?;
+    let source = file
+        .as_ref()
+        .map(|(path, text)| Source::new(&path.display().to_string(), text));
     let known = known_keys();
     let mut spans = HashMap::new();
-    if let Some(source) = &source {
-        let problems = file_problems(source, &known, &mut spans);
-        if !problems.is_empty() {
+    let mut problems = Vec::new();
+    // The file's text as the settings are loaded from: without the keys already reported, so
+    // that every other problem is found in the same run.
+    let mut table: Option<toml::Table> = None;
+    if let (Some(source), Some((_, text))) = (&source, &file) {
+        let (found, unknown) = file_problems(source, &known, &mut spans);
+        let syntax_broken = found.len() > unknown.len();
+        problems.extend(found);
+        if syntax_broken {
             return Err(problems);
         }
+        let mut parsed: toml::Table = toml::from_str(text).unwrap_or_default();
+        for key in &unknown {
+            remove_key(&mut parsed, key);
+        }
+        table = Some(parsed);
     }
-    let mut problems: Vec<Diagnostic> = sources.env_problems().into_iter().map(nowhere).collect();
+    problems.extend(sources.env_problems().into_iter().map(nowhere));
     problems.extend(unknown_variables(sources, &known));
-    if !problems.is_empty() {
+    if !sources.env_problems().is_empty() {
         return Err(problems);
     }
-    match Settings::load(sources) {
-        Ok(settings) => Ok(settings),
-        Err(ConfigError::Invalid(bad)) => Err(bad
-            .into_iter()
-            .map(|bad| {
-                let in_file = source
-                    .as_ref()
-                    .zip(spans.get(&bad.key))
-                    .map(|(source, span)| {
-                        source.error(span.clone(), bad.to_string(), String::new())
-                    });
-                let env_name = env_var(&bad.key);
-                match in_file {
-                    Some(problem) => problem,
-                    None if sources.env.contains_key(&env_name) => Diagnostic {
-                        help: Some(format!("from the environment, {env_name}")),
-                        ..nowhere(bad.to_string())
-                    },
-                    None => nowhere(bad.to_string()),
+    let place = |bad: String, key: &str| -> Diagnostic {
+        let in_file = source
+            .as_ref()
+            .zip(spans.get(key))
+            .map(|(source, span)| source.error(span.clone(), bad.clone(), String::new()));
+        let env_name = env_var(key);
+        match in_file {
+            Some(problem) => problem,
+            None if sources.env.contains_key(&env_name) => Diagnostic {
+                help: Some(format!("from the environment, {env_name}")),
+                ..nowhere(bad)
+            },
+            None => nowhere(bad),
+        }
+    };
+    // A value of the wrong type stops the load at the first; each is reported and taken out,
+    // and the load runs again (at most once per key of the file).
+    for _ in 0..=spans.len() {
+        let text = table
+            .as_ref()
+            .map(|t| toml::to_string(t).unwrap_or_default());
+        let file = file
+            .as_ref()
+            .zip(text.as_deref())
+            .map(|((path, _), text)| (path.as_path(), text));
+        match Settings::load_text(sources, file) {
+            Ok(settings) if problems.is_empty() => return Ok(settings),
+            Ok(_) => return Err(problems),
+            Err(ConfigError::Invalid(bad)) => {
+                problems.extend(bad.into_iter().map(|bad| {
+                    let key = bad.key.clone();
+                    place(bad.to_string(), &key)
+                }));
+                return Err(problems);
+            }
+            Err(ConfigError::Source(message)) => match typed_key(&message) {
+                Some(key) if table.as_mut().is_some_and(|t| remove_key(t, &key)) => {
+                    problems.push(place(format!("{key}: {}", type_problem(&message)), &key));
                 }
-            })
-            .collect()),
-        Err(other) => Err(vec![nowhere(other.to_string())]),
+                _ => {
+                    problems.push(nowhere(message));
+                    return Err(problems);
+                }
+            },
+            Err(other) => {
+                problems.push(nowhere(other.to_string()));
+                return Err(problems);
+            }
+        }
+    }
+    Err(problems)
+}
+
+/// The key a type error of `config` names: "... for key `portal.burst` ...".
+fn typed_key(message: &str) -> Option<String> {
+    let rest = &message[message.find("for key `")? + "for key `".len()..];
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// What is wrong, without the key and the "(in ... or the environment)" tail.
+fn type_problem(message: &str) -> &str {
+    message.split(" for key `").next().unwrap_or(message).trim()
+}
+
+/// Takes `section.key` (or a whole unknown `section`) out of the table; whether it was there.
+fn remove_key(table: &mut toml::Table, key: &str) -> bool {
+    match key.split_once('.') {
+        Some((section, name)) => table
+            .get_mut(section)
+            .and_then(toml::Value::as_table_mut)
+            .is_some_and(|t| t.remove(name).is_some()),
+        None => table.remove(key).is_some(),
     }
 }
 
 /// The file's syntax errors, unknown sections and unknown keys; the span of each known key's
 /// value goes into `spans` (by `section.key`), for the bad values found later.
+/// Returns the problems and the unknown `section` / `section.key` names among them.
 fn file_problems(
     source: &Source<'_>,
     known: &Known,
     spans: &mut HashMap<String, Range<usize>>,
-) -> Vec<Diagnostic> {
+) -> (Vec<Diagnostic>, Vec<String>) {
+    let mut unknown = Vec::new();
     let (table, errors) = source.parse();
     let mut problems: Vec<Diagnostic> = errors
         .into_iter()
@@ -88,6 +156,7 @@ fn file_problems(
                 format!("unknown section or key \"{section_name}\""),
                 hint,
             ));
+            unknown.push(section_name.to_string());
             continue;
         };
         let Some(inner) = value.get_ref().as_table() else {
@@ -111,10 +180,11 @@ fn file_problems(
                         format!("keys of [{section_name}]: {}", key_names.join(", "))
                     });
                 problems.push(source.error(key.span(), format!("unknown key \"{full}\""), hint));
+                unknown.push(full);
             }
         }
     }
-    problems
+    (problems, unknown)
 }
 
 /// The `B24ROBOT__*` variables that set no known key, each with the closest known variable.

@@ -97,30 +97,67 @@ pub(super) fn default_file() -> Option<PathBuf> {
     default.is_file().then_some(default)
 }
 
+/// The config file the sources name (`--config`, else `b24-robot.toml` here if there is one)
+/// and its text. Any readable file will do: `--config /dev/null` is an empty config (defaults
+/// and the environment only); a missing path, a folder or an unreadable file is an error that
+/// says which.
+pub(super) fn file_text(sources: &Sources) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    let Some(path) = sources.file.clone().or_else(default_file) else {
+        return Ok(None);
+    };
+    let unreadable = |why: String| ConfigError::Unreadable(path.clone(), why);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::FileNotFound(path));
+        }
+        Err(e) => return Err(unreadable(e.to_string())),
+        Ok(meta) if meta.is_dir() => {
+            return Err(unreadable(
+                "is a folder; give the config file (e.g. b24-robot.toml) in it".into(),
+            ));
+        }
+        Ok(_) => {}
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Err(unreadable("is not UTF-8 text (a TOML file is)".into()))
+        }
+        Err(e) => Err(unreadable(e.to_string())),
+    }
+}
+
 /// The raw layer the sources make, and the directory relative paths in it are relative to (the
 /// config file's).
 pub(super) fn layers(sources: &Sources) -> Result<(RawSettings, PathBuf), ConfigError> {
+    let file = file_text(sources)?;
+    layers_of(
+        sources,
+        file.as_ref()
+            .map(|(path, text)| (path.as_path(), text.as_str())),
+    )
+}
+
+/// As [`layers`], with the config file's text given (`check` gives it with the keys it has
+/// already reported taken out, to find every other problem too).
+pub(super) fn layers_of(
+    sources: &Sources,
+    file: Option<(&Path, &str)>,
+) -> Result<(RawSettings, PathBuf), ConfigError> {
     let unreadable = sources.env_problems();
     if !unreadable.is_empty() {
         return Err(ConfigError::Environment(unreadable));
     }
-    let (file, base_dir) = match &sources.file {
-        Some(path) => {
-            if !path.is_file() {
-                return Err(ConfigError::FileNotFound(path.clone()));
-            }
-            (Some(path.clone()), parent_dir(path))
-        }
-        None => (default_file(), PathBuf::from(".")),
+    // Relative paths are relative to the config file's folder; a file that is not a regular one
+    // (`/dev/null`) has no folder of settings: the working directory.
+    let base_dir = match file {
+        Some((path, _)) if path.is_file() => parent_dir(path),
+        _ => PathBuf::from("."),
     };
 
     let mut builder = config::Config::builder();
-    if let Some(path) = &file {
-        builder = builder.add_source(
-            config::File::from(path.as_path())
-                .format(config::FileFormat::Toml)
-                .required(true),
-        );
+    if let Some((_, text)) = file {
+        builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
     }
     // Lists from the environment are comma-separated. They are split here rather than by
     // `config`'s list parsing, which only works with `try_parsing`, and that would also turn
@@ -162,7 +199,7 @@ pub(super) fn layers(sources: &Sources) -> Result<(RawSettings, PathBuf), Config
     let raw: RawSettings = builder
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Source(describe_config_error(&e, file.as_deref())))?;
+        .map_err(|e| ConfigError::Source(describe_config_error(&e, file.map(|(p, _)| p))))?;
     Ok((raw, base_dir))
 }
 

@@ -42,6 +42,9 @@ pub const DEFAULT_CONFIG_FILE: &str = "b24-robot.toml";
 pub enum ConfigError {
     #[error("config file {0}: not found")]
     FileNotFound(PathBuf),
+    /// The path is there but cannot be read as a config file (a folder, no permission, bytes).
+    #[error("config file {0}: {1}")]
+    Unreadable(PathBuf, String),
     #[error("{0}")]
     Source(String),
     /// Variables of ours that are not UTF-8, one line each.
@@ -99,6 +102,12 @@ impl Settings {
     /// Loads and validates the settings; every problem is reported at once.
     pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
         let (raw, base_dir) = load::layers(sources)?;
+        validate::validate(raw, &base_dir)
+    }
+
+    /// As [`Settings::load`], with the config file's text given.
+    fn load_text(sources: &Sources, file: Option<(&Path, &str)>) -> Result<Settings, ConfigError> {
+        let (raw, base_dir) = load::layers_of(sources, file)?;
         validate::validate(raw, &base_dir)
     }
 

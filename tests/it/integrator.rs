@@ -323,3 +323,59 @@ fn the_sandbox_counts_deadlines_in_the_configs_calendar_and_keeps_its_store_for_
         texts(&output)
     );
 }
+
+// ----- the config -----
+
+#[test]
+fn every_config_problem_is_reported_at_once_in_the_files_order() {
+    let work = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(work.path().join("rules")).expect("rules");
+    std::fs::write(
+        work.path().join("b24-robot.toml"),
+        "[server]\nlisten = \"nope\"\n\n[portal]\nburst = \"x\"\nmax_attempts = \"y\"\n\n[calendar]\nhours = \"9-18\"\n\n[sync]\npoll_intervl = \"5s\"\n",
+    )
+    .expect("config");
+    let output = run_in(work.path(), &["check"], &[]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        vec![
+            "error: b24-robot.toml:2:10: server.listen: \"nope\" is not an address:port such as \"127.0.0.1:8080\"",
+            "error: b24-robot.toml:5:9: portal.burst: invalid type: string \"x\", expected an integer",
+            "error: b24-robot.toml:6:16: portal.max_attempts: invalid type: string \"y\", expected an integer",
+            "error: b24-robot.toml:9:9: calendar.hours: \"9-18\" is not a range of hours such as \"09:00-18:00\"",
+            "error: b24-robot.toml:12:1: unknown key \"sync.poll_intervl\" (did you mean \"poll_interval\"?)",
+        ]
+    );
+}
+
+#[test]
+fn a_config_path_that_is_no_config_file_says_what_it_is() {
+    let work = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(work.path().join("rules")).expect("rules");
+    // /dev/null is an empty config: the defaults (and the environment).
+    let output = run_in(work.path(), &["--config", "/dev/null", "check"], &[]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("ok: 0 rule(s) in ./rules"), "{stdout}");
+
+    let refused = |path: &str| {
+        let output = run_in(work.path(), &["--config", path, "check"], &[]);
+        assert_eq!(output.status.code(), Some(1), "{:?}", texts(&output));
+        texts(&output).1
+    };
+    assert_eq!(
+        refused("rules"),
+        "error: config file rules: is a folder; give the config file (e.g. b24-robot.toml) in it\n"
+    );
+    assert_eq!(
+        refused("absent.toml"),
+        "error: config file absent.toml: not found\n"
+    );
+    std::fs::write(work.path().join("bytes.toml"), b"\xff\xfe").expect("written");
+    assert_eq!(
+        refused("bytes.toml"),
+        "error: config file bytes.toml: is not UTF-8 text (a TOML file is)\n"
+    );
+}
