@@ -28,13 +28,15 @@ pub fn filter(text: &str) -> Result<EnvFilter, String> {
 
 /// Installs the global subscriber. `RUST_LOG`, when set and valid, wins over `log.level`.
 pub fn init(format: LogFormat, level: &str) {
-    let from_env = std::env::var("RUST_LOG").ok().and_then(|text| match filter(&text) {
-        Ok(filter) => Some(filter),
-        Err(error) => {
-            eprintln!("warning: RUST_LOG ignored: {error}");
-            None
-        }
-    });
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| match filter(&text) {
+            Ok(filter) => Some(filter),
+            Err(error) => {
+                eprintln!("warning: RUST_LOG ignored: {error}");
+                None
+            }
+        });
     let filter = from_env
         .or_else(|| filter(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
