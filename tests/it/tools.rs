@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::helpers::{poll, run_binary_in, texts};
+use crate::helpers::{poll, run_binary_in, sandbox_child, texts};
 
 /// How long the sandbox may take to start, and to act.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -497,35 +497,10 @@ fn a_broken_scenario_exits_2_with_its_position() {
 
 #[tokio::test]
 async fn the_sandbox_control_api_creates_and_moves_deals_and_refuses_a_foreign_stage() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        probe.local_addr().expect("address").port()
-    };
     let cwd = tempfile::tempdir().expect("temp dir");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
-        .current_dir(cwd.path())
-        .args([
-            "sandbox",
-            "--rules",
-            &root().join("rules").display().to_string(),
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the sandbox starts");
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rules = root().join("rules").display().to_string();
+    let (mut child, base) = sandbox_child(cwd.path(), &["--rules", &rules]).await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    poll(LIMIT, "the sandbox's control API to answer", async || {
-        client
-            .get(format!("{base}/deals"))
-            .send()
-            .await
-            .ok()
-            .map(drop)
-    })
-    .await;
 
     let created: serde_json::Value = client
         .post(format!("{base}/deals"))
