@@ -395,6 +395,28 @@ fn fenced_blocks(markdown: &str) -> Vec<(usize, String, String)> {
 }
 
 #[test]
+fn the_portal_file_example_of_the_docs_loads_and_seeds_a_portal() {
+    let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
+    let mut portals = 0;
+    for (line, info, text) in fenced_blocks(&docs) {
+        if info.split_whitespace().any(|w| w == "portal") {
+            portals += 1;
+            let name = format!("docs/rules.md:{line}");
+            let file =
+                b24_robot::sandbox::portal_file::parse_portal(&name, &text).unwrap_or_else(|e| {
+                    panic!(
+                        "{name}: {:#?}",
+                        e.iter().map(ToString::to_string).collect::<Vec<_>>()
+                    )
+                });
+            assert_eq!(file.pipelines.len(), 2, "{name}");
+            assert!(file.fields.iter().any(|f| f.read_only), "{name}");
+        }
+    }
+    assert_eq!(portals, 1, "one portal file example");
+}
+
+#[test]
 fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
     let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
     let rules = b24_robot::sandbox::seed::embedded_rules().expect("shipped rules");
