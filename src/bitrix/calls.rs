@@ -193,6 +193,16 @@ pub fn department_get(id: u64) -> BatchCall {
     BatchCall::new("department.get", json!({ "ID": id }))
 }
 
+/// `user.get`: every user, by id, page by page (`start`).
+pub fn users() -> BatchCall {
+    BatchCall::new("user.get", json!({ "sort": "ID", "order": "ASC" }))
+}
+
+/// `department.get`: every department, by id, page by page (`start`).
+pub fn departments() -> BatchCall {
+    BatchCall::new("department.get", json!({ "sort": "ID", "order": "ASC" }))
+}
+
 /// `crm.category.list` of deals: the pipelines.
 pub fn pipelines() -> BatchCall {
     BatchCall::new("crm.category.list", json!({ "entityTypeId": DEALS }))

@@ -14,6 +14,7 @@ use super::{CommandError, CommandResult};
 use crate::commands::output::outln;
 use crate::configuration::{Settings, Sources};
 use crate::rules::RuleSet;
+use crate::sandbox::portal_file::PortalFile;
 use crate::sandbox::seed::{embedded_rules, seed_portal};
 use crate::sandbox::{SimConfig, SimPortal};
 use crate::startup::Application;
@@ -150,9 +151,13 @@ pub(crate) struct Rehearsal {
     pub(crate) max_tunnel_depth: Option<u32>,
     /// Keep the store here after the run (for `explain --store`), instead of a temporary one.
     pub(crate) store_dir: Option<PathBuf>,
+    /// The portal to rehearse against, described by a file (its name for the banner, and what
+    /// it says) instead of the built-in one; its UI writes then refuse fields it does not have.
+    pub(crate) portal: Option<(String, PortalFile)>,
 }
 
-/// Starts a simulated portal shaped by [`seed_portal`] and the real service against it, with
+/// Starts a simulated portal shaped by [`seed_portal`] (or by the rehearsal's portal file) and
+/// the real service against it, with
 /// `rules`, a store (temporary unless `rehearsal` keeps one) and a free port; prints the
 /// banner. `what` names the command.
 pub(crate) async fn start(
@@ -163,7 +168,17 @@ pub(crate) async fn start(
     let sim = SimPortal::start(SimConfig::default())
         .await
         .map_err(|e| format!("simulated portal: {e}"))?;
-    seed_portal(&sim);
+    let described = match &rehearsal.portal {
+        Some((name, file)) => {
+            file.seed(&sim);
+            sim.refuse_unknown_fields();
+            format!("the simulated portal of {name}")
+        }
+        None => {
+            seed_portal(&sim);
+            "a simulated portal".to_string()
+        }
+    };
 
     let keep_store = rehearsal.store_dir.is_some();
     let store_dir = match &rehearsal.store_dir {
@@ -212,7 +227,7 @@ pub(crate) async fn start(
     }));
 
     outln!(
-        "b24-robot {what}: {} (version {}) against a simulated portal",
+        "b24-robot {what}: {} (version {}) against {described}",
         count(rules.len(), "rule", "rules"),
         rules.version()
     );

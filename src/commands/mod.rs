@@ -13,7 +13,7 @@
 //! | `dry-run` | [`dry_run`] |
 //! | `test` | [`test`] |
 //! | `explain`, `jobs`, `store check`, `backfill` | [`explain`], [`jobs`], [`store`], [`backfill`], through [`admin`] (the running service's admin API, or the store) |
-//! | `sandbox` | [`sandbox`] |
+//! | `sandbox`, `sandbox export` | [`sandbox`] (the export in `sandbox/export.rs`) |
 //! | `demo` | [`demo`] |
 //! | `bench` | [`bench`] |
 //! | `schema` | [`schema`] |
@@ -83,6 +83,17 @@ pub enum StoreAction {
     Check {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxAction {
+    /// Write the live portal (the config's portal.webhook_url) as a portal file, reading it
+    /// with read-only calls only.
+    Export {
+        /// Write the file here instead of to stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -173,8 +184,11 @@ pub enum Command {
     /// Print a JSON Schema of the rule files, for editors (Taplo / Even Better TOML).
     Schema,
     /// The service against a simulated portal with your rules: play a scenario, or move deals
-    /// by HTTP.
+    /// by HTTP; `sandbox export` writes the live portal as a portal file for `--portal`.
+    #[command(args_conflicts_with_subcommands = true)]
     Sandbox {
+        #[command(subcommand)]
+        action: Option<SandboxAction>,
         /// Rules folder (default: rules.dir of the config).
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
@@ -188,6 +202,11 @@ pub enum Command {
         /// without it the store is temporary.
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
+        /// A portal file (TOML: pipelines, stages, fields, users, departments) to rehearse
+        /// against instead of the built-in portal; `sandbox export` writes one from the live
+        /// portal.
+        #[arg(long, value_name = "FILE")]
+        portal: Option<PathBuf>,
     },
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
@@ -306,10 +325,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test { dir, rules } => test::command(config, dir, rules),
         Command::Schema => schema::run(),
         Command::Sandbox {
+            action: Some(SandboxAction::Export { out }),
+            ..
+        } => runtime.block_on(sandbox::export::run(config, out)),
+        Command::Sandbox {
+            action: None,
             rules,
             scenario,
             listen,
             store,
+            portal,
         } => runtime.block_on(sandbox::run(
             config,
             sandbox::Options {
@@ -317,6 +342,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 scenario,
                 listen,
                 store,
+                portal,
             },
         )),
     };

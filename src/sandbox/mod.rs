@@ -20,6 +20,7 @@
 mod http;
 mod methods;
 mod php;
+pub mod portal_file;
 pub mod seed;
 mod store;
 mod values;
@@ -410,7 +411,7 @@ impl SimPortal {
         self.inner
             .lock()
             .portal
-            .add_department(id, name, parent, head);
+            .add_department(id, name, parent, head, None);
     }
 
     /// Adds a pipeline; stages are `(STATUS_ID, name, 'P'|'S'|'F')` in order. Pipeline `0` is
@@ -431,7 +432,14 @@ impl SimPortal {
         self.inner
             .lock()
             .portal
-            .add_field(code, r#type, label, multiple, options);
+            .add_field(code, r#type, label, multiple, false, options);
+    }
+
+    /// From now on the `try_` UI actions refuse a field the portal does not have (or that is
+    /// read-only) by name, instead of dropping it as Bitrix24's REST does: for a sandbox run
+    /// from a portal file, where such a field is a typo or a field of another portal.
+    pub fn refuse_unknown_fields(&self) {
+        self.inner.lock().portal.known_fields_only = true;
     }
 
     /// Seeds the default pipeline 0 with Bitrix24's default stages, users 1..=6 and a
@@ -454,9 +462,9 @@ impl SimPortal {
                 ("APOLOGY", "Failure reason analysis", 'F'),
             ],
         );
-        portal.add_department(1, "Company", None, Some(5));
-        portal.add_department(2, "Sales", Some(1), Some(4));
-        portal.add_department(3, "Sales team B", Some(2), None);
+        portal.add_department(1, "Company", None, Some(5), None);
+        portal.add_department(2, "Sales", Some(1), Some(4), None);
+        portal.add_department(3, "Sales team B", Some(2), None, None);
         portal.add_user(1, "John Admin", &[1]);
         portal.add_user(2, "Anna Seller", &[2]);
         portal.add_user(3, "Boris Seller", &[2]);
@@ -500,16 +508,21 @@ impl SimPortal {
         Ok((value, delivery))
     }
 
-    /// [`SimPortal::create_deal`], answering a refusal (unknown pipeline or stage) as an error.
+    /// [`SimPortal::create_deal`], answering a refusal (unknown pipeline or stage, and in a
+    /// portal that [refuses unknown fields](SimPortal::refuse_unknown_fields) a field it does
+    /// not have) as an error.
     pub async fn try_create_deal(&self, fields: Value) -> Result<u64, String> {
         let fields = fields.as_object().cloned().unwrap_or_default();
         let actor = fields
             .get("ASSIGNED_BY_ID")
             .and_then(values::positive_id)
             .unwrap_or(1);
-        self.try_act(move |p| p.create_deal(&fields, actor))
-            .await
-            .map(|(id, _)| id)
+        self.try_act(move |p| {
+            p.check_ui_fields(&fields, true)?;
+            p.create_deal(&fields, actor)
+        })
+        .await
+        .map(|(id, _)| id)
     }
 
     /// [`SimPortal::move_deal`], answering a refusal (unknown deal, stage of another pipeline)
@@ -526,9 +539,12 @@ impl SimPortal {
     pub async fn try_update_deal(&self, id: u64, fields: Value) -> Result<EventDelivery, String> {
         let actor = self.actor(id);
         let fields = fields.as_object().cloned().unwrap_or_default();
-        self.try_act(move |p| p.update_deal(id, &fields, actor))
-            .await
-            .map(|(_, d)| d)
+        self.try_act(move |p| {
+            p.check_ui_fields(&fields, false)?;
+            p.update_deal(id, &fields, actor)
+        })
+        .await
+        .map(|(_, d)| d)
     }
 
     /// The acting user of a UI change: the deal's responsible person.

@@ -4,6 +4,7 @@
 use crate::rules::RuleSet;
 
 use super::SimPortal;
+use super::portal_file::PortalFile;
 
 /// The shipped example rules, built into the binary.
 pub const EMBEDDED_RULES: [(&str, &str); 3] = [
@@ -30,46 +31,9 @@ pub fn embedded_rules() -> Result<RuleSet, Vec<crate::rules::Diagnostic>> {
     RuleSet::from_sources(&sources).map(|(rules, _)| rules)
 }
 
-/// Sets up a simulated portal shaped like the shipped rules expect: the default pipeline (new
-/// clients), a "Repeat clients" pipeline, the custom fields, users in two departments.
+/// Sets up a simulated portal shaped like the shipped rules expect: the built-in portal file
+/// ([`super::portal_file::BUILTIN`]): the default pipeline (new clients), a "Repeat clients"
+/// pipeline, the custom fields, users in a tree of three departments.
 pub fn seed_portal(sim: &SimPortal) {
-    sim.with_default_portal();
-    sim.add_pipeline(
-        1,
-        "Repeat clients",
-        &[
-            ("C1:NEW", "New", 'P'),
-            ("C1:PREPARATION", "Offer", 'P'),
-            ("C1:EXECUTING", "In progress", 'P'),
-            ("C1:WON", "Deal won", 'S'),
-            ("C1:LOSE", "Deal lost", 'F'),
-        ],
-    );
-    sim.add_field("UF_CRM_INN", "string", "Tax ID (INN)", false, &[]);
-    sim.add_field(
-        "UF_CRM_CONTRACT_NO",
-        "string",
-        "Contract number",
-        false,
-        &[],
-    );
-    sim.add_field(
-        "UF_CRM_LOSS_REASON",
-        "enumeration",
-        "Loss reason",
-        false,
-        &[
-            (11, "Too expensive"),
-            (12, "Chose a competitor"),
-            (13, "Stopped answering"),
-            (14, "No budget"),
-        ],
-    );
-    sim.add_field("UF_CRM_NPS", "double", "NPS score", false, &[]);
-    sim.add_department(1, "Company", None, Some(1));
-    sim.add_department(2, "Sales", Some(1), Some(2));
-    sim.add_user(1, "Anna Director", &[1]);
-    sim.add_user(2, "Boris Head-of-Sales", &[2]);
-    sim.add_user(3, "Vera Manager", &[2]);
-    sim.add_user(4, "Gleb Manager", &[2]);
+    PortalFile::builtin().seed(sim);
 }

@@ -91,6 +91,8 @@ pub struct UserField {
     pub kind: String,
     pub label: String,
     pub multiple: bool,
+    /// `isReadOnly` in `crm.deal.fields`: writes of it are ignored, as Bitrix24 does.
+    pub read_only: bool,
     pub options: Vec<(u64, String)>,
 }
 
@@ -228,6 +230,9 @@ pub struct PortalState {
     next_notification_id: u64,
     /// Events caused by the writes since the caller last drained it: `(EVENT, deal id)`.
     pub fired: Vec<(String, u64)>,
+    /// UI writes may name only the fields this portal has (see [`PortalState::check_ui_fields`]):
+    /// set when the portal was described by a file, so a rehearsal shows a typo at once.
+    pub known_fields_only: bool,
 }
 
 impl PortalState {
@@ -251,32 +256,58 @@ impl PortalState {
             notifications: Vec::new(),
             next_notification_id: 1,
             fired: Vec::new(),
+            known_fields_only: false,
         }
     }
 
     // ----- seed -----
 
+    /// Adds a pipeline sorted after the others, its stages sorted 10, 20, ... in order.
     pub fn add_pipeline(&mut self, id: u64, name: &str, stages: &[(&str, &str, char)]) {
         let sort = (self.pipelines.len() as u32 + 1) * 100;
-        let stages = stages
+        let stages: Vec<(String, String, char, u32)> = stages
             .iter()
             .enumerate()
             .map(|(i, (status_id, name, semantics))| {
+                (
+                    (*status_id).to_string(),
+                    (*name).to_string(),
+                    *semantics,
+                    (i as u32 + 1) * 10,
+                )
+            })
+            .collect();
+        self.add_pipeline_sorted(id, name, sort, &stages);
+    }
+
+    /// Adds a pipeline with its own `sort`; stages are `(STATUS_ID, name, 'P'|'S'|'F', SORT)`,
+    /// kept in `SORT` order (the first one is where a deal starts by default).
+    pub fn add_pipeline_sorted(
+        &mut self,
+        id: u64,
+        name: &str,
+        sort: u32,
+        stages: &[(String, String, char, u32)],
+    ) {
+        let mut stages: Vec<Stage> = stages
+            .iter()
+            .map(|(status_id, name, semantics, sort)| {
                 let row_id = self.next_status_row;
                 self.next_status_row += 2;
                 Stage {
                     row_id,
-                    status_id: (*status_id).to_string(),
-                    name: (*name).to_string(),
+                    status_id: status_id.clone(),
+                    name: name.clone(),
                     semantics: match semantics {
                         'S' | 's' => 'S',
                         'F' | 'f' => 'F',
                         _ => 'P',
                     },
-                    sort: (i as u32 + 1) * 10,
+                    sort: *sort,
                 }
             })
             .collect();
+        stages.sort_by_key(|s| s.sort);
         self.pipelines.insert(
             id,
             Pipeline {
@@ -294,6 +325,7 @@ impl PortalState {
         kind: &str,
         label: &str,
         multiple: bool,
+        read_only: bool,
         options: &[(u64, &str)],
     ) {
         let id = self.fields.len() as u64 + 1;
@@ -303,6 +335,7 @@ impl PortalState {
             kind: kind.to_string(),
             label: label.to_string(),
             multiple,
+            read_only,
             options: options
                 .iter()
                 .map(|(i, v)| (*i, (*v).to_string()))
@@ -328,8 +361,16 @@ impl PortalState {
         );
     }
 
-    pub fn add_department(&mut self, id: u64, name: &str, parent: Option<u64>, head: Option<u64>) {
-        let sort = (self.departments.len() as u32 + 1) * 100;
+    /// Adds a department; without a `sort` it is sorted after the others.
+    pub fn add_department(
+        &mut self,
+        id: u64,
+        name: &str,
+        parent: Option<u64>,
+        head: Option<u64>,
+        sort: Option<u32>,
+    ) {
+        let sort = sort.unwrap_or((self.departments.len() as u32 + 1) * 100);
         self.departments.insert(
             id,
             Department {
@@ -419,6 +460,56 @@ impl PortalState {
         Value::String(converted.unwrap_or(text))
     }
 
+    /// Refuses, when [`PortalState::known_fields_only`] is set, a UI create or update naming a
+    /// field the portal does not have or that is read-only, by its name and with the closest
+    /// field it has. Bitrix24's REST drops such a field silently (`crm.deal.update` writes only
+    /// what it knows), so the REST methods never call this: only people acting in the sandbox.
+    ///
+    /// Known are the writable standard fields (as `crm.deal.fields` lists them, with `STAGE_ID`,
+    /// and `CATEGORY_ID` when creating: the pipeline is chosen then, never by an update) and
+    /// the portal's custom fields that are not read-only.
+    pub fn check_ui_fields(
+        &self,
+        fields: &Map<String, Value>,
+        creating: bool,
+    ) -> Result<(), ApiError> {
+        if !self.known_fields_only {
+            return Ok(());
+        }
+        let mut known: Vec<&str> = STANDARD_FIELDS
+            .iter()
+            .filter(|f| f.writable || (creating && f.code == "CATEGORY_ID"))
+            .map(|f| f.code)
+            .collect();
+        known.extend(
+            self.fields
+                .iter()
+                .filter(|f| !f.read_only)
+                .map(|f| f.code.as_str()),
+        );
+        for key in fields.keys() {
+            let code = key.to_ascii_uppercase();
+            if known.contains(&code.as_str()) {
+                continue;
+            }
+            let read_only = STANDARD_FIELDS.iter().any(|f| f.code == code)
+                || self.fields.iter().any(|f| f.code == code);
+            let message = if read_only {
+                format!(
+                    "deal field {code} is read-only on the portal: a deal cannot be given it here"
+                )
+            } else {
+                let hint = match crate::diagnostics::suggest(&code, &known) {
+                    Some(close) => format!(" (did you mean {close}?)"),
+                    None => " (the portal file lists its custom fields under [fields])".to_string(),
+                };
+                format!("the portal has no deal field {code}{hint}")
+            };
+            return Err(ApiError::deal(&message));
+        }
+        Ok(())
+    }
+
     /// Writes the writable fields of `fields` into `deal`; unknown and read-only keys are
     /// ignored, as `crm.deal.update` does.
     fn apply_fields(&self, deal: &mut Map<String, Value>, fields: &Map<String, Value>) {
@@ -429,7 +520,7 @@ impl PortalState {
             }
             if let Some(f) = STANDARD_FIELDS.iter().find(|f| f.code == key && f.writable) {
                 deal.insert(key, self.normalize(f.kind, false, value));
-            } else if let Some(f) = self.fields.iter().find(|f| f.code == key) {
+            } else if let Some(f) = self.fields.iter().find(|f| f.code == key && !f.read_only) {
                 deal.insert(key, self.normalize(&f.kind, f.multiple, value));
             }
         }

@@ -280,11 +280,11 @@ fn toml_blocks(markdown: &str) -> Vec<Block> {
             }
             Some(mut block) => {
                 if trimmed.starts_with("```") {
-                    // `toml rule-test` and `toml scenario` blocks are not rule files: tools.rs
-                    // checks them.
+                    // `toml rule-test`, `toml scenario` and `toml portal` blocks are not rule
+                    // files: tools.rs checks them.
                     let mut words = block.info.split_whitespace();
                     if words.next() == Some("toml")
-                        && !words.any(|w| w == "rule-test" || w == "scenario")
+                        && !words.any(|w| w == "rule-test" || w == "scenario" || w == "portal")
                     {
                         blocks.push(block);
                     }

@@ -617,3 +617,38 @@ pub fn texts(output: &std::process::Output) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A `b24-robot sandbox` child in `cwd` with `args` and a free `--listen` port, once its control
+/// API answers: the child (kill it when done) and the API's base URL.
+pub async fn sandbox_child(cwd: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("address").port()
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+        .current_dir(cwd)
+        .arg("sandbox")
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the sandbox starts");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    poll(
+        Duration::from_secs(10),
+        "the sandbox's control API to answer",
+        async || {
+            client
+                .get(format!("{base}/deals"))
+                .send()
+                .await
+                .ok()
+                .map(drop)
+        },
+    )
+    .await;
+    (child, base)
+}

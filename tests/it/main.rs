@@ -39,3 +39,4 @@ mod portal_bounds;
 
 // Made for integrators (issue 10)
 mod integrator;
+mod sandbox_portal;

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::helpers::{poll, run_binary_in, texts};
+use crate::helpers::{poll, run_binary_in, sandbox_child, texts};
 
 /// How long the sandbox may take to start, and to act.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -395,6 +395,28 @@ fn fenced_blocks(markdown: &str) -> Vec<(usize, String, String)> {
 }
 
 #[test]
+fn the_portal_file_example_of_the_docs_loads_and_seeds_a_portal() {
+    let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
+    let mut portals = 0;
+    for (line, info, text) in fenced_blocks(&docs) {
+        if info.split_whitespace().any(|w| w == "portal") {
+            portals += 1;
+            let name = format!("docs/rules.md:{line}");
+            let file =
+                b24_robot::sandbox::portal_file::parse_portal(&name, &text).unwrap_or_else(|e| {
+                    panic!(
+                        "{name}: {:#?}",
+                        e.iter().map(ToString::to_string).collect::<Vec<_>>()
+                    )
+                });
+            assert_eq!(file.pipelines.len(), 2, "{name}");
+            assert!(file.fields.iter().any(|f| f.read_only), "{name}");
+        }
+    }
+    assert_eq!(portals, 1, "one portal file example");
+}
+
+#[test]
 fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
     let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
     let rules = b24_robot::sandbox::seed::embedded_rules().expect("shipped rules");
@@ -497,35 +519,10 @@ fn a_broken_scenario_exits_2_with_its_position() {
 
 #[tokio::test]
 async fn the_sandbox_control_api_creates_and_moves_deals_and_refuses_a_foreign_stage() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        probe.local_addr().expect("address").port()
-    };
     let cwd = tempfile::tempdir().expect("temp dir");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
-        .current_dir(cwd.path())
-        .args([
-            "sandbox",
-            "--rules",
-            &root().join("rules").display().to_string(),
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the sandbox starts");
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rules = root().join("rules").display().to_string();
+    let (mut child, base) = sandbox_child(cwd.path(), &["--rules", &rules]).await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    poll(LIMIT, "the sandbox's control API to answer", async || {
-        client
-            .get(format!("{base}/deals"))
-            .send()
-            .await
-            .ok()
-            .map(drop)
-    })
-    .await;
 
     let created: serde_json::Value = client
         .post(format!("{base}/deals"))

@@ -1,12 +1,15 @@
-//! `b24-robot sandbox --rules DIR [--scenario FILE] [--listen ADDR]`: the real service against
-//! the simulated portal (seeded like the demo's: two pipelines, the custom fields, users in two
-//! departments) with the integrator's rules, to try a rule change end to end.
+//! `b24-robot sandbox --rules DIR [--scenario FILE] [--listen ADDR] [--portal FILE]`: the real
+//! service against the simulated portal (seeded like the demo's: two pipelines, the custom
+//! fields, users in a tree of departments; or as a portal file describes the client's portal)
+//! with the integrator's rules, to try a rule change end to end. `sandbox export` ([`export`])
+//! writes the live portal as such a file.
 //!
 //! With a scenario (a short TOML script) it plays it, printing each stage entry and effect as
 //! the demo does, and exits. Without one it serves a small control API on `--listen`, where
 //! deals are created, moved and edited by HTTP, and prints what the service does until Ctrl-C.
 
 mod control;
+pub mod export;
 mod scenario;
 
 pub use control::router;
@@ -19,6 +22,7 @@ use super::demo::{Rehearsal, Running, print_done, start};
 use super::{CommandError, CommandResult};
 use crate::commands::output::outln;
 use crate::rules::RuleSet;
+use crate::sandbox::portal_file::{PortalFile, parse_portal};
 
 /// What the sandbox command was given besides the config.
 pub struct Options {
@@ -27,6 +31,8 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Keep the sandbox's store in this (new or empty) folder, for `explain --store`.
     pub store: Option<PathBuf>,
+    /// A portal file to rehearse against instead of the built-in portal.
+    pub portal: Option<PathBuf>,
 }
 
 /// The sandbox takes the config's calendar and tunnel depth, so what it shows is what the
@@ -37,10 +43,12 @@ pub async fn run(config: Option<PathBuf>, options: Options) -> CommandResult {
         CommandError::Failed("the rules do not load: the sandbox did not start".into())
     })?;
     let steps = options.scenario.as_deref().map(read_scenario).transpose()?;
+    let portal = options.portal.as_deref().map(read_portal).transpose()?;
     let rehearsal = Rehearsal {
         calendar: Some(settings.calendar.clone()),
         max_tunnel_depth: Some(settings.rules.max_tunnel_depth),
         store_dir: options.store.clone(),
+        portal,
     };
     let result = match steps {
         Some(steps) => play(&rules, steps, &rehearsal).await,
@@ -67,6 +75,20 @@ fn read_scenario(path: &Path) -> Result<Vec<Step>, CommandError> {
         }
         CommandError::Invalid
     })
+}
+
+/// The portal file, with its name; its problems printed, exit 2 (as a broken scenario).
+fn read_portal(path: &Path) -> Result<(String, PortalFile), CommandError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CommandError::Usage(format!("{name}: cannot read the portal file: {e}")))?;
+    let file = parse_portal(&name, &text).map_err(|diagnostics| {
+        for d in diagnostics {
+            eprintln!("error: {d}");
+        }
+        CommandError::Invalid
+    })?;
+    Ok((name, file))
 }
 
 /// Plays the steps; an effect that failed makes the run fail (exit 1) once it is played out.

@@ -111,7 +111,7 @@ pub(super) fn deal_fields(st: &PortalState) -> Value {
         let mut d = json!({
             "type": f.kind,
             "isRequired": false,
-            "isReadOnly": false,
+            "isReadOnly": f.read_only,
             "isImmutable": false,
             "isMultiple": f.multiple,
             "isDynamic": true,
