@@ -21,7 +21,7 @@ use crate::rules::decision::{
 };
 use crate::rules::model::{
     Body, Deadline, DeadlineBase, LossReason, OnMissing, PersonRef, Require, Rule, RuleKind,
-    StageMatch, TaskTemplate, Tunnel, stage_pipeline,
+    StageMatch, TaskTemplate, Tunnel, stage_id, stage_pipeline,
 };
 use crate::rules::template::{
     Cap, MESSAGE_CAP, RenderContext, TEXT_CAP, TITLE_CAP, Template, cut, display_value, push_note,
@@ -107,11 +107,11 @@ fn decision(rule: &Rule, outcome: Outcome, notes: Vec<String>) -> Decision {
 }
 
 pub(crate) fn concerns(rule: &Rule, entry: &StageEntry) -> bool {
-    if rule.pipeline.is_some_and(|p| p != entry.category_id) {
+    if !rule.in_pipeline(entry.category_id) {
         return false;
     }
     match &rule.stage {
-        StageMatch::Exact(stage) => *stage == entry.stage_id,
+        StageMatch::Exact(code) => stage_id(entry.category_id, code) == entry.stage_id,
         StageMatch::Won => entry.semantic == StageSemantic::Success,
         StageMatch::Lost => entry.semantic == StageSemantic::Failure,
     }

@@ -36,7 +36,7 @@ pub(crate) use model::stage_pipeline;
 pub use model::{Rule, RuleKind};
 pub use tunnel::{CopyOrigin, ORIGINATOR, READ_ONLY_FIELDS, offline_semantic};
 
-use model::{Body, DeadlineBase, PersonRef, StageMatch};
+use model::{Body, DeadlineBase, PersonRef};
 
 /// A loaded, valid set of rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,24 +181,10 @@ impl RuleSet {
     /// Stage ids of `pipeline` known without a portal: Bitrix24's standard ones (reference
     /// §6.6), then those the rules name, for messages that list the valid stages.
     pub fn stages_of(&self, pipeline: u64) -> Vec<String> {
-        let prefix = if pipeline == 0 {
-            String::new()
-        } else {
-            format!("C{pipeline}:")
-        };
-        let mut stages: Vec<String> = [
-            "NEW",
-            "PREPARATION",
-            "PREPAYMENT_INVOICE",
-            "EXECUTING",
-            "FINAL_INVOICE",
-            "WON",
-            "LOSE",
-            "APOLOGY",
-        ]
-        .iter()
-        .map(|code| format!("{prefix}{code}"))
-        .collect();
+        let mut stages: Vec<String> = model::STANDARD_STAGES
+            .iter()
+            .map(|code| model::stage_id(pipeline, code))
+            .collect();
         for rule in &self.rules {
             for stage in rule.portal_refs().stages {
                 if stage_pipeline(&stage) == Some(pipeline) && !stages.contains(&stage) {
@@ -259,10 +245,9 @@ impl Rule {
             fields: self.referenced_fields().into_iter().collect(),
             ..PortalRefs::default()
         };
-        refs.pipelines.extend(self.pipeline);
-        if let StageMatch::Exact(stage) = &self.stage {
-            refs.stages.push(stage.clone());
-        }
+        refs.pipelines.extend(self.pipelines.iter().flatten());
+        // A rule of several pipelines names its stage in each: the portal must have them all.
+        refs.stages.extend(self.stage_ids());
         match &self.body {
             Body::Tunnel(tunnel) => {
                 refs.pipelines.push(tunnel.to_pipeline);

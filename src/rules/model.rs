@@ -47,8 +47,9 @@ pub struct Rule {
     /// Where it was defined, for duplicate-name reports and logs.
     pub(super) file: String,
     pub(super) line: usize,
-    /// `None`: every pipeline (only with won/lost stages).
-    pub(super) pipeline: Option<u64>,
+    /// `None`: every pipeline (only with won/lost stages); otherwise one or more pipelines,
+    /// each listed once (`pipeline = 2` or `pipeline = [0, 2]`).
+    pub(super) pipelines: Option<Vec<u64>>,
     pub(super) stage: StageMatch,
     pub(super) when: Vec<Condition>,
     pub(super) body: Body,
@@ -63,9 +64,27 @@ impl Rule {
         self.kind
     }
 
-    /// The pipeline the rule is bound to; `None` means every pipeline.
-    pub fn pipeline(&self) -> Option<u64> {
-        self.pipeline
+    /// The pipelines the rule is bound to; `None` means every pipeline.
+    pub fn pipelines(&self) -> Option<&[u64]> {
+        self.pipelines.as_deref()
+    }
+
+    /// Whether the rule concerns deals of `pipeline`.
+    pub(super) fn in_pipeline(&self, pipeline: u64) -> bool {
+        self.pipelines
+            .as_ref()
+            .is_none_or(|ps| ps.contains(&pipeline))
+    }
+
+    /// The exact stage ids the rule waits for, one per pipeline (`NEW`, `C2:NEW`); none for a
+    /// won/lost rule.
+    pub(super) fn stage_ids(&self) -> Vec<String> {
+        match (&self.stage, &self.pipelines) {
+            (StageMatch::Exact(code), Some(pipelines)) => {
+                pipelines.iter().map(|&p| stage_id(p, code)).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The file the rule was defined in, and the line of its table header.
@@ -77,7 +96,9 @@ impl Rule {
 /// Which entries a rule concerns within its pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum StageMatch {
-    /// An exact `STAGE_ID`.
+    /// A stage code, the `STAGE_ID` without its `C<n>:` prefix (`PREPARATION`): in each
+    /// pipeline `p` of the rule, the stage [`stage_id`]`(p, code)`. A rule with it always has
+    /// pipelines (`compile` makes sure).
     Exact(String),
     /// Any success stage (`STAGE_SEMANTIC_ID = "S"`).
     Won,
@@ -139,6 +160,31 @@ pub(super) struct Tunnel {
     pub(super) copy: Vec<String>,
     pub(super) set: Vec<(String, Template)>,
     pub(super) responsible: PersonRef,
+}
+
+/// Bitrix24's standard deal stage codes, those every pipeline starts with: `crm.status.list`
+/// with `ENTITY_ID = DEAL_STAGE` answers NEW, PREPARATION, PREPAYMENT_INVOICE, EXECUTING,
+/// FINAL_INVOICE, WON, LOSE and APOLOGY (bitrix24/b24restdocs
+/// `api-reference/crm/status/crm-status-list.md`, the example response; reference §6.6). Stages a
+/// portal adds get generated `UC_` codes (`C9:UC_NYL06U`, reference §6.6).
+pub(crate) const STANDARD_STAGES: [&str; 8] = [
+    "NEW",
+    "PREPARATION",
+    "PREPAYMENT_INVOICE",
+    "EXECUTING",
+    "FINAL_INVOICE",
+    "WON",
+    "LOSE",
+    "APOLOGY",
+];
+
+/// The stage id of `code` in `pipeline`: `NEW` in 0, `C2:NEW` in 2.
+pub(crate) fn stage_id(pipeline: u64, code: &str) -> String {
+    if pipeline == 0 {
+        code.to_string()
+    } else {
+        format!("C{pipeline}:{code}")
+    }
 }
 
 /// The pipeline of a stage id: `C1:NEW` is in 1, `NEW` in the default pipeline 0; `None` for

@@ -22,7 +22,7 @@ use crate::rules::condition::OPERATORS;
 use crate::rules::model::RuleKind;
 
 const NAME: &str = "Unique id of the rule across all files: lower-case letters, digits, \"-\" and \"_\", starting with a letter or digit, at most 64 characters. Used in logs, metrics, the decision log and the keys that make each effect happen once: renaming a rule makes it a new rule.";
-const PIPELINE: &str = "The deal pipeline, Bitrix24's CATEGORY_ID (0 is the default pipeline). Set at the top of a file for all its rules; a rule's own value wins. Absent everywhere: every pipeline (only with stage \"won\"/\"lost\").";
+const PIPELINE: &str = "The deal pipeline, Bitrix24's CATEGORY_ID (0 is the default pipeline). Set at the top of a file for all its rules; a rule's own value wins. A list, [0, 2], binds the rule to each of them, its stage written without the C<n>: prefix (\"NEW\" is NEW in 0, C2:NEW in 2). Absent everywhere: every pipeline (only with stage \"won\"/\"lost\").";
 const STAGE: &str = "The stage being entered, as Bitrix24's STAGE_ID spells it (\"PREPARATION\" in pipeline 0, \"C1:PREPARATION\" in pipeline 1), or \"won\" (any success stage) or \"lost\" (any failure stage).";
 const WHEN: &str = "Extra conditions on the deal's fields, all must hold: a plain value means equality; a table takes eq ne gt gte lt lte in not_in empty. Example: { TYPE_ID = \"SALE\", OPPORTUNITY = { gte = 100000 } }";
 const TEMPLATE: &str = "A template: {FIELD} is replaced by the deal's field ({TITLE}, {OPPORTUNITY}, {UF_CRM_X}; a list field renders its label), {DEAL_URL} by the link to the deal card; {{ and }} are literal braces. At most 8 KiB of text and 64 placeholders.";
@@ -263,7 +263,18 @@ pub fn schema() -> Value {
             "maxLength": 64,
             "description": NAME,
         },
-        "pipeline": { "type": "integer", "minimum": 0, "description": PIPELINE },
+        "pipeline": {
+            "description": PIPELINE,
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": true,
+                    "items": { "type": "integer", "minimum": 0 },
+                },
+            ],
+        },
         "stage": {
             "type": "string",
             "pattern": "^(won|lost|(C[0-9]+:)?[A-Z0-9_]+)$",

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::diagnostics::{Diagnostic, Severity};
 use crate::rules::deal::{Deal, StageSemantic};
-use crate::rules::model::{Body, Rule, StageMatch, Tunnel};
+use crate::rules::model::{Body, Rule, StageMatch, Tunnel, stage_id};
 
 /// `ORIGINATOR_ID` of the deals the service creates: with `ORIGIN_ID` it is the documented pair
 /// "for linking to an external source" (reference §6.4), and the key by which a copy is found
@@ -150,11 +150,13 @@ fn fires(
     rule: &Rule,
     semantic: &dyn Fn(&str) -> Option<StageSemantic>,
 ) -> Option<Fires> {
-    if rule.pipeline.is_some_and(|p| p != from.to_pipeline) {
+    if !rule.in_pipeline(from.to_pipeline) {
         return None;
     }
     let wanted = match &rule.stage {
-        StageMatch::Exact(stage) => return (*stage == from.to_stage).then_some(Fires::Surely),
+        StageMatch::Exact(code) => {
+            return (stage_id(from.to_pipeline, code) == from.to_stage).then_some(Fires::Surely);
+        }
         StageMatch::Won => StageSemantic::Success,
         StageMatch::Lost => StageSemantic::Failure,
     };
@@ -283,12 +285,16 @@ pub(crate) fn cycle_diagnostics(
 
 /// The stage entries a rule waits for, in a cycle's description.
 fn entered(rule: &Rule) -> String {
-    let scope = match rule.pipeline {
-        Some(p) => format!("in pipeline {p}"),
+    let scope = match rule.pipelines.as_deref() {
+        Some([p]) => format!("in pipeline {p}"),
+        Some(ps) => format!(
+            "in pipelines {}",
+            ps.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        ),
         None => "in any pipeline".to_string(),
     };
     match &rule.stage {
-        StageMatch::Exact(stage) => stage.clone(),
+        StageMatch::Exact(_) => rule.stage_ids().join(" or "),
         StageMatch::Won => format!("won {scope}"),
         StageMatch::Lost => format!("lost {scope}"),
     }

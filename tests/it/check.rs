@@ -167,6 +167,23 @@ fn the_check_command_warns_of_a_cycle_only_the_portal_can_confirm_and_exits_0() 
     );
 }
 
+#[test]
+fn the_check_command_warns_of_a_misspelt_stage_with_the_nearest_code_and_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("sales.toml"),
+        "[[task]]\nname = \"docs\"\npipeline = [0, 2]\nstage = \"PREPARATON\"\ntitle = \"Docs\"\ndeadline = { after = \"1 day\" }\n",
+    )
+    .expect("rules written");
+    let output = run_check(dir.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.lines().any(|l| l.starts_with("warning: ") && l.ends_with("sales.toml:4:9: rule \"docs\": stage \"PREPARATON\" is not a standard Bitrix24 stage (did you mean \"PREPARATION\"? if the portal has this stage, b24-robot check --portal confirms it)")),
+        "{stderr}"
+    );
+}
+
 /// The binary with `args`, in an empty folder, without `B24ROBOT__` settings.
 fn run_binary(args: &[&str]) -> std::process::Output {
     let cwd = tempfile::tempdir().expect("temp dir");

@@ -287,9 +287,8 @@ allowed = ["Too expensiv"]
         assert!(all.contains("\"Too expensiv\" is not an option of the list field UF_CRM_LOSS_REASON (did you mean \"Too expensive\"?)"), "{all}");
     }
 
-    #[tokio::test]
-    async fn a_cycle_through_a_custom_failure_stage_and_a_read_only_field_are_errors_on_the_portal()
-    {
+    /// The seeded portal with a pipeline 2 "Archive" whose custom stage is a failure one.
+    async fn with_archive() -> (SimPortal, Client) {
         let sim = SimPortal::start(SimConfig::default()).await.expect("sim");
         crate::sandbox::seed::seed_portal(&sim);
         sim.add_pipeline(
@@ -299,6 +298,27 @@ allowed = ["Too expensiv"]
         );
         let url = url::Url::parse(&sim.webhook_url()).expect("url");
         let client = Client::new(ClientSettings::new(url)).expect("client");
+        (sim, client)
+    }
+
+    #[tokio::test]
+    async fn a_rule_of_several_pipelines_has_its_stage_checked_in_each() {
+        let (_sim, client) = with_archive().await;
+        let text = "[[task]]\nname = \"archived\"\npipeline = [0, 2]\nstage = \"UC_ARCHIVE\"\ntitle = \"Archived\"\ndeadline = { after = \"1 day\" }\n";
+        let (rules, _) =
+            RuleSet::from_sources(&[("a.toml".into(), text.into())]).expect("loads offline");
+        let all = shown(&rules, &client).await.join("\n");
+        assert!(
+            all.contains("stage \"UC_ARCHIVE\" does not exist in pipeline 0 on the portal"),
+            "{all}"
+        );
+        assert!(!all.contains("C2:UC_ARCHIVE"), "{all}");
+    }
+
+    #[tokio::test]
+    async fn a_cycle_through_a_custom_failure_stage_and_a_read_only_field_are_errors_on_the_portal()
+    {
+        let (_sim, client) = with_archive().await;
         let text = r#"
 [[tunnel]]
 name = "archive"

@@ -93,13 +93,22 @@ impl<'s> FileCx<'_, 's> {
         });
     }
 
+    /// A problem that does not stop the rule from loading: `check` prints it and exits 0.
+    fn warning(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+        self.out.warnings.push(Diagnostic {
+            rule: self.rule.clone(),
+            severity: Severity::Warning,
+            ..self.source.error(span, message.into(), help.into())
+        });
+    }
+
     fn file(&mut self, names: &mut HashMap<String, (String, usize)>) {
         let (doc, syntax) = self.source.parse();
         syntax_errors(self, syntax);
         let doc = doc.get_ref();
         unknown_keys(self, doc, TOP_LEVEL, "at the top level of a rule file");
         let file_entry = entry(doc, "pipeline");
-        let file_pipeline = file_entry.and_then(|(_, v)| self.pipeline_value(v));
+        let file_pipeline = file_entry.and_then(|(_, v)| self.pipelines_value(v));
         // A top-level pipeline that does not parse is reported once, here; the rules relying on
         // it must not add "stage needs a pipeline" errors of their own.
         let file_pipeline_broken = file_entry.is_some() && file_pipeline.is_none();
@@ -127,7 +136,7 @@ impl<'s> FileCx<'_, 's> {
                 span,
                 kind,
                 table,
-                (file_pipeline, file_pipeline_broken),
+                (file_pipeline.as_ref(), file_pipeline_broken),
                 names,
             ) {
                 self.out.rules.push(rule);

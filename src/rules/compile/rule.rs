@@ -8,9 +8,11 @@ use toml::de::DeTable;
 
 use super::keys::{MAX_NAME, rule_keys};
 use super::sections::Section;
+use super::values::Pipelines;
 use super::{FileCx, Problem};
 use crate::diagnostics::spanned::{entry, unknown_keys};
-use crate::rules::model::{Body, Rule, RuleKind, StageMatch};
+use crate::diagnostics::suggest;
+use crate::rules::model::{Body, Rule, RuleKind, STANDARD_STAGES, StageMatch, stage_id};
 
 impl<'s> FileCx<'_, 's> {
     pub(super) fn rule(
@@ -18,7 +20,7 @@ impl<'s> FileCx<'_, 's> {
         span: Range<usize>,
         kind: RuleKind,
         table: &DeTable<'s>,
-        (file_pipeline, file_pipeline_broken): (Option<u64>, bool),
+        (file_pipeline, file_pipeline_broken): (Option<&Pipelines>, bool),
         names: &mut HashMap<String, (String, usize)>,
     ) -> Option<Rule> {
         let errors_before = self.out.errors.len();
@@ -82,14 +84,14 @@ impl<'s> FileCx<'_, 's> {
         unknown_keys(self, table, &allowed_here, &format!("in {section}"));
 
         let own_entry = entry(table, "pipeline");
-        let own_pipeline = own_entry.and_then(|(_, v)| self.pipeline_value(v));
+        let own_pipeline = own_entry.and_then(|(_, v)| self.pipelines_value(v));
         // A pipeline that failed to parse was already reported; checking the stage against a
         // guess would only add a second, misleading error.
         let pipeline_broken = match own_entry {
             Some(_) => own_pipeline.is_none(),
             None => file_pipeline_broken,
         };
-        let pipeline = own_pipeline.or(file_pipeline);
+        let pipeline = own_pipeline.as_ref().or(file_pipeline);
         let stage = match kind {
             RuleKind::LossReason => Some(StageMatch::Lost),
             RuleKind::Nps => Some(StageMatch::Won),
@@ -97,8 +99,9 @@ impl<'s> FileCx<'_, 's> {
                 None if kind == RuleKind::Tunnel => Some(StageMatch::Won),
                 None => {
                     let help = match pipeline {
-                        Some(0) => "add stage = \"PREPARATION\" (a STAGE_ID), \"won\" or \"lost\"".to_string(),
-                        Some(p) => format!("add stage = \"C{p}:PREPARATION\" (a STAGE_ID), \"won\" or \"lost\""),
+                        Some(Pipelines::One(0)) => "add stage = \"PREPARATION\" (a STAGE_ID), \"won\" or \"lost\"".to_string(),
+                        Some(Pipelines::One(p)) => format!("add stage = \"C{p}:PREPARATION\" (a STAGE_ID), \"won\" or \"lost\""),
+                        Some(Pipelines::List(_)) => "add stage = \"PREPARATION\" (a stage code, the same in each pipeline), \"won\" or \"lost\"".to_string(),
                         None => "add stage = \"C1:PREPARATION\" (a STAGE_ID) with its pipeline, or \"won\" or \"lost\"".to_string(),
                     };
                     self.error(span.clone(), format!("{section} without a \"stage\""), help);
@@ -109,7 +112,10 @@ impl<'s> FileCx<'_, 's> {
                         None => None,
                         Some(_) if pipeline_broken => None,
                         Some(text) => match check_stage(text, pipeline, true) {
-                            Ok(stage) => Some(stage),
+                            Ok(stage) => {
+                                self.unusual_stage(v.span(), "stage", text, &stage);
+                                Some(stage)
+                            }
                             Err((message, help)) => {
                                 self.error(v.span(), message, help);
                                 None
@@ -145,7 +151,7 @@ impl<'s> FileCx<'_, 's> {
             kind,
             file: self.source.name.to_string(),
             line,
-            pipeline,
+            pipelines: pipeline.map(Pipelines::ids),
             stage: stage?,
             when,
             body: body?,
@@ -189,10 +195,46 @@ fn check_name(name: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Checks a stage against its pipeline. `specials`: whether "won"/"lost" are accepted.
+impl FileCx<'_, '_> {
+    /// A stage code that is neither one of Bitrix24's standard ones ([`STANDARD_STAGES`]) nor a
+    /// portal's own (`UC_...`): only a warning, as a portal may still have it (`check --portal`
+    /// reads the portal's stages and settles it), but most often a typo.
+    pub(super) fn unusual_stage(
+        &mut self,
+        span: Range<usize>,
+        key: &str,
+        written: &str,
+        stage: &StageMatch,
+    ) {
+        let StageMatch::Exact(code) = stage else {
+            return;
+        };
+        if STANDARD_STAGES.contains(&code.as_str()) || code.starts_with("UC_") {
+            return;
+        }
+        let prefix = written.strip_suffix(code.as_str()).unwrap_or_default();
+        let confirm = "if the portal has this stage, b24-robot check --portal confirms it";
+        let help = match suggest(code, &STANDARD_STAGES) {
+            Some(near) => format!("did you mean \"{prefix}{near}\"? {confirm}"),
+            None => format!(
+                "the standard codes are {}, a portal's own are UC_...: {confirm}",
+                STANDARD_STAGES.join(", ")
+            ),
+        };
+        self.warning(
+            span,
+            format!("{key} \"{written}\" is not a standard Bitrix24 stage"),
+            help,
+        );
+    }
+}
+
+/// Checks a stage against its pipeline(s): with one pipeline, the `STAGE_ID` of that pipeline
+/// (`C1:NEW` with 1); with a list, the code alone (`NEW`), resolved in each. `specials`: whether
+/// "won"/"lost" are accepted. The stage comes back as its code ([`StageMatch::Exact`]).
 pub(super) fn check_stage(
     stage: &str,
-    pipeline: Option<u64>,
+    pipeline: Option<&Pipelines>,
     specials: bool,
 ) -> Result<StageMatch, Problem> {
     match stage {
@@ -235,6 +277,26 @@ pub(super) fn check_stage(
         return Err((format!("bad stage \"{stage}\""), help));
     }
     let in_pipeline = prefix.unwrap_or(0);
+    let pipeline = match pipeline {
+        Some(Pipelines::List(ids)) => {
+            if prefix.is_none() {
+                return Ok(StageMatch::Exact(code.to_string()));
+            }
+            let each: Vec<String> = ids
+                .iter()
+                .map(|&p| format!("{} in pipeline {p}", stage_id(p, code)))
+                .collect();
+            return Err((
+                format!("stage \"{stage}\" names a pipeline, but the rule's pipeline is a list"),
+                format!(
+                    "drop the prefix: write \"{code}\", which is {}",
+                    each.join(" and ")
+                ),
+            ));
+        }
+        Some(Pipelines::One(p)) => Some(*p),
+        None => None,
+    };
     match pipeline {
         None => {
             let help = if prefix.is_some() {
@@ -266,6 +328,6 @@ pub(super) fn check_stage(
                 format!("set pipeline = {in_pipeline}, or write \"{spelled}\""),
             ))
         }
-        Some(_) => Ok(StageMatch::Exact(stage.to_string())),
+        Some(_) => Ok(StageMatch::Exact(code.to_string())),
     }
 }

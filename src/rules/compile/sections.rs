@@ -9,8 +9,8 @@ use toml::de::{DeTable, DeValue};
 use super::FileCx;
 use super::keys::REVIEW_KEYS;
 use super::rule::check_stage;
+use super::values::Pipelines;
 use crate::diagnostics::spanned::{entries_in_order, entry, unknown_keys};
-use crate::diagnostics::{Diagnostic, Severity};
 use crate::rules::model::{LossReason, PersonRef, Require, TaskTemplate, Tunnel};
 use crate::rules::template::is_field_code;
 use crate::rules::tunnel;
@@ -190,8 +190,11 @@ impl<'s> FileCx<'_, 's> {
                 let text = self.string(v, "to_stage", "\"C2:NEW\"")?;
                 // Without a valid to_pipeline (reported already) there is nothing to check against.
                 let to_pipeline = to_pipeline?;
-                match check_stage(text, Some(to_pipeline), false) {
-                    Ok(_) => Some((text.to_string(), self.source.position(v.span().start))),
+                match check_stage(text, Some(&Pipelines::One(to_pipeline)), false) {
+                    Ok(stage) => {
+                        self.unusual_stage(v.span(), "to_stage", text, &stage);
+                        Some((text.to_string(), self.source.position(v.span().start)))
+                    }
                     Err((message, help)) => {
                         let message = message.replace("the rule's pipeline", "to_pipeline");
                         let help = help.replace("pipeline =", "to_pipeline =");
@@ -270,15 +273,11 @@ impl<'s> FileCx<'_, 's> {
                 help,
             );
         } else if field == "ASSIGNED_BY_ID" {
-            self.out.warnings.push(Diagnostic {
-                rule: self.rule.clone(),
-                severity: Severity::Warning,
-                ..self.source.error(
-                    span,
-                    format!("{key} names ASSIGNED_BY_ID, which \"responsible\" replaces"),
-                    "remove it: responsible = \"assigned\" (the default) gives the copy the deal's assigned user".into(),
-                )
-            });
+            self.warning(
+                span,
+                format!("{key} names ASSIGNED_BY_ID, which \"responsible\" replaces"),
+                "remove it: responsible = \"assigned\" (the default) gives the copy the deal's assigned user",
+            );
         }
     }
 }

@@ -11,6 +11,24 @@ use crate::diagnostics::suggest;
 use crate::rules::model::{OnMissing, PersonRef};
 use crate::rules::template::{MAX_PLACEHOLDERS, MAX_TEMPLATE, Template, is_field_code};
 
+/// A rule's `pipeline` as written. With a list, its stage is written without the `C<n>:` prefix
+/// and stands for that code in each pipeline: `stage = "NEW"` with `pipeline = [0, 2]` is `NEW`
+/// in 0 and `C2:NEW` in 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Pipelines {
+    One(u64),
+    List(Vec<u64>),
+}
+
+impl Pipelines {
+    pub(super) fn ids(&self) -> Vec<u64> {
+        match self {
+            Pipelines::One(p) => vec![*p],
+            Pipelines::List(ps) => ps.clone(),
+        }
+    }
+}
+
 impl<'s> FileCx<'_, 's> {
     /// A value of the wrong type: `"key" must be <expected>, found <its type>`.
     pub(super) fn mistyped(
@@ -58,6 +76,38 @@ impl<'s> FileCx<'_, 's> {
         let on_missing = self.on_missing(table);
         let message = self.optional(table, "message", |cx, (_, v)| cx.template(v, "message"));
         Some((on_missing?, message?))
+    }
+
+    /// `pipeline`: one id, or a list of them (not empty, each once).
+    pub(super) fn pipelines_value(&mut self, v: &Spanned<DeValue<'_>>) -> Option<Pipelines> {
+        let Some(items) = v.get_ref().as_array() else {
+            return self.pipeline_value(v).map(Pipelines::One);
+        };
+        if items.is_empty() {
+            self.error(
+                v.span(),
+                "\"pipeline\" is an empty list",
+                "list the pipelines, as in pipeline = [0, 2], or write one: pipeline = 0",
+            );
+            return None;
+        }
+        let mut ids = Vec::new();
+        let mut ok = true;
+        for item in items.iter() {
+            match self.pipeline_value(item) {
+                Some(id) if ids.contains(&id) => {
+                    self.error(
+                        item.span(),
+                        format!("pipeline {id} is listed twice"),
+                        format!("remove the second {id}"),
+                    );
+                    ok = false;
+                }
+                Some(id) => ids.push(id),
+                None => ok = false,
+            }
+        }
+        ok.then_some(Pipelines::List(ids))
     }
 
     /// A pipeline id: a non-negative integer.

@@ -4,6 +4,7 @@
 
 mod conditions;
 mod loading;
+mod pipelines;
 mod reverts;
 mod tasks;
 mod templates;

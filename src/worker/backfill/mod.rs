@@ -154,7 +154,7 @@ pub fn select_rules(all: &RuleSet, options: &BackfillOptions) -> Result<RuleSet,
         None => all.only(|r| !matches!(r.kind(), RuleKind::Require | RuleKind::LossReason)),
     };
     Ok(match options.pipeline {
-        Some(p) => chosen.only(|r| r.pipeline().is_none_or(|rp| rp == p)),
+        Some(p) => chosen.only(|r| r.pipelines().is_none_or(|ps| ps.contains(&p))),
         None => chosen,
     })
 }
