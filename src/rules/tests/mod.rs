@@ -91,6 +91,7 @@ struct Run {
     catalog: FieldCatalog,
     calendar: Calendar,
     max_tunnel_depth: u32,
+    language: Language,
 }
 
 impl Run {
@@ -102,6 +103,8 @@ impl Run {
             catalog: FieldCatalog::empty(),
             calendar: Calendar::default(),
             max_tunnel_depth: 3,
+            // The tests pin the English texts; the Russian ones have tests of their own.
+            language: Language::En,
         }
     }
 
@@ -126,6 +129,7 @@ impl Run {
                 calendar: &self.calendar,
                 portal_origin: "https://x.bitrix24.ru",
                 max_tunnel_depth: self.max_tunnel_depth,
+                language: self.language,
             },
         )
     }
