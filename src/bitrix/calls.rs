@@ -222,6 +222,15 @@ pub fn stages(pipeline: u64) -> BatchCall {
     )
 }
 
+/// `crm.status.list` unfiltered: every directory's items, the stages of all pipelines among
+/// them (`ENTITY_ID` `DEAL_STAGE`, `DEAL_STAGE_<n>`), each with its `NAME`; the method takes no
+/// navigation, so one answer holds them all (`api-reference/crm/status/crm-status-list.md`:
+/// "the \"select\" and \"navigation\" parameters are not supported"). One call, where a filter
+/// per pipeline would need the pipelines first.
+pub fn all_stages() -> BatchCall {
+    BatchCall::new("crm.status.list", json!({ "order": { "SORT": "ASC" } }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

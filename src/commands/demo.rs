@@ -196,6 +196,8 @@ pub(crate) async fn start(
             ("storage.dir".into(), store_dir.display().to_string()),
             ("portal.webhook_url".into(), sim.webhook_url()),
             ("portal.application_token".into(), token.clone()),
+            // The simulated portal and the shipped rules speak English: so do the service's texts.
+            ("portal.language".into(), "en".into()),
             ("sync.poll_interval".into(), "1s".into()),
             ("worker.retry_base".into(), "200ms".into()),
             ("log.level".into(), "warn".into()),

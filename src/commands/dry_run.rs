@@ -16,7 +16,8 @@ use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
 use crate::commands::output::outln;
 use crate::rules::{
-    Deal, FieldCatalog, Input, RuleSet, StageEntry, StageSemantic, evaluate, stage_pipeline,
+    Deal, FieldCatalog, Input, Language, RuleSet, StageEntry, StageSemantic, evaluate,
+    stage_pipeline,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,8 @@ pub struct Context<'a> {
     pub portal_origin: &'a str,
     /// `rules.max_tunnel_depth`.
     pub max_tunnel_depth: u32,
+    /// `portal.language`, for the service's own texts; offline, stages are named by their ids.
+    pub language: Language,
     pub now: DateTime<Utc>,
 }
 
@@ -132,6 +135,7 @@ pub fn run(
         calendar: context.calendar,
         portal_origin: context.portal_origin,
         max_tunnel_depth: context.max_tunnel_depth,
+        language: context.language,
     };
     let deal_id = deal.id().unwrap_or(0);
     let mut lines = Vec::new();
@@ -185,6 +189,7 @@ pub fn command(
         calendar: &settings.calendar,
         portal_origin: &origin,
         max_tunnel_depth: settings.rules.max_tunnel_depth,
+        language: settings.portal.language,
         now: Utc::now(),
     };
     let lines = run(&rules, &deal, from, &context).map_err(|error| match error {
@@ -288,6 +293,7 @@ deadline = { after = "1 day" }
             calendar,
             portal_origin: "https://x.bitrix24.ru",
             max_tunnel_depth: 3,
+            language: Language::En,
             now: Utc::now(),
         }
     }

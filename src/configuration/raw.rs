@@ -53,6 +53,7 @@ pub(super) struct RawPortal {
     pub(super) retry_base: String,
     pub(super) retry_max: String,
     pub(super) max_response: String,
+    pub(super) language: String,
 }
 
 impl Default for RawPortal {
@@ -67,6 +68,7 @@ impl Default for RawPortal {
             retry_base: "500ms".into(),
             retry_max: "30s".into(),
             max_response: "32MiB".into(),
+            language: "ru".into(),
         }
     }
 }

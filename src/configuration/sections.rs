@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::rules::Language;
+
 /// A value that must never be printed: the webhook URL holds the portal's secret code.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -57,6 +59,9 @@ pub struct PortalSettings {
     pub retry_max: Duration,
     /// Longest REST answer read, in bytes; a longer one fails its call.
     pub max_response: usize,
+    /// The language of the texts the service writes into the portal itself (a gate's default
+    /// message, the moved-back sentence, the notifications, the tunnel link comments).
+    pub language: Language,
 }
 
 #[derive(Debug, Clone)]

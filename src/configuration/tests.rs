@@ -199,6 +199,24 @@ fn the_example_config_documents_every_default() {
     assert_eq!(s.portal.burst, d.portal.burst);
     assert_eq!(s.portal.max_response, d.portal.max_response);
     assert_eq!(s.rules.max_tunnel_depth, d.rules.max_tunnel_depth);
+    assert_eq!(s.portal.language, d.portal.language);
+}
+
+#[test]
+fn the_portal_language_is_russian_unless_set_and_a_bad_one_lists_both() {
+    use crate::rules::Language;
+    assert_eq!(Settings::defaults().portal.language, Language::Ru);
+    let s = Settings::load(&env(&[("B24ROBOT__PORTAL__LANGUAGE", "en")])).expect("valid");
+    assert_eq!(s.portal.language, Language::En);
+    let error = Settings::load(&env(&[("B24ROBOT__PORTAL__LANGUAGE", "de")]))
+        .expect_err("not a language")
+        .to_string();
+    assert!(
+        error.contains(
+            "portal.language: \"de\" is not a language of the service's texts (use \"ru\" or \"en\")"
+        ),
+        "{error}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ use super::sections::{
 };
 use super::values::{parse_calendar, parse_duration, parse_size, parse_webhook_url, positive};
 use super::{BadValue, ConfigError, Settings};
+use crate::rules::Language;
 
 /// The smallest `portal.max_response` accepted.
 const MIN_MAX_RESPONSE: usize = 64 * 1024;
@@ -118,6 +119,18 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
         0,
     );
 
+    let language = c.parse(
+        "portal.language",
+        Language::parse(&raw.portal.language).ok_or_else(|| {
+            format!(
+                "{:?} is not a language of the service's texts (use \"{}\")",
+                raw.portal.language,
+                Language::NAMES.join("\" or \"")
+            )
+        }),
+        Language::default(),
+    );
+
     let decisions_retention = c.duration(
         "storage.decisions_retention",
         &raw.storage.decisions_retention,
@@ -198,6 +211,7 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
                 retry_base: portal_retry_base,
                 retry_max: portal_retry_max,
                 max_response,
+                language,
             },
             rules: RulesSettings {
                 dir: base_dir.join(&raw.rules.dir),

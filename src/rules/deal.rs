@@ -1,6 +1,9 @@
 //! What evaluation reads about a deal: the deal as the portal returns it, the stage entry being
 //! acted on, and the portal's field catalog (labels, types, list options).
 //!
+//! The catalog also holds the stages' portal names, for the texts the service writes (a deal
+//! "moved back to «Счёт на предоплату»", not to `C1:PREPAYMENT_INVOICE`).
+//!
 //! These are the rule language's inputs. `condition`, `template`, `tunnel` and `evaluate` all
 //! read them, so they live here, below all of them. `StageEntry` and `StageSemantic` are also
 //! stored (in the store's entry records): their serialised form must not change.
@@ -91,11 +94,14 @@ struct FieldInfo {
     read_only: bool,
 }
 
-/// What the portal's `crm.deal.fields` says: types, labels, enumeration options.
+/// What the portal's `crm.deal.fields` says: types, labels, enumeration options; and what its
+/// `crm.status.list` says of deal stages: their names.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FieldCatalog {
     fields: Map<String, Value>,
     parsed: std::collections::BTreeMap<String, FieldInfo>,
+    /// `STATUS_ID` → `NAME` of every deal stage (all pipelines).
+    stages: std::collections::BTreeMap<String, String>,
 }
 
 impl FieldCatalog {
@@ -151,7 +157,40 @@ impl FieldCatalog {
         FieldCatalog {
             fields: map.clone(),
             parsed,
+            stages: Default::default(),
         }
+    }
+
+    /// The catalog with the stage names of a `crm.status.list` result (every directory's items
+    /// when unfiltered): the rows of `ENTITY_ID` `DEAL_STAGE` (the default pipeline) and
+    /// `DEAL_STAGE_<n>` (pipeline n), `STATUS_ID` → `NAME`; other directories' rows are left
+    /// out. (Bitrix24: `api-reference/crm/status/crm-status-list.md` and `status/index.md` in
+    /// bitrix24/b24restdocs: "DEAL_STAGE for the main pipeline and DEAL_STAGE_xx for pipeline
+    /// xx"; the method supports no navigation, so one answer holds every item.)
+    pub fn with_stages(mut self, statuses: &Value) -> Self {
+        let rows = match statuses {
+            Value::Array(rows) => rows.as_slice(),
+            _ => &[],
+        };
+        for row in rows {
+            let text = |key: &str| row.get(key).and_then(Value::as_str);
+            let is_deal_stage = text("ENTITY_ID").is_some_and(|entity| {
+                entity == "DEAL_STAGE"
+                    || entity
+                        .strip_prefix("DEAL_STAGE_")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            });
+            let name = text("NAME").map(str::trim).filter(|n| !n.is_empty());
+            if let (true, Some(id), Some(name)) = (is_deal_stage, text("STATUS_ID"), name) {
+                self.stages.insert(id.to_string(), name.to_string());
+            }
+        }
+        self
+    }
+
+    /// A stage's portal name, if the catalog has it.
+    pub fn stage_name(&self, stage_id: &str) -> Option<&str> {
+        self.stages.get(stage_id).map(String::as_str)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -210,6 +249,30 @@ impl FieldCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_names_are_read_from_the_deal_stage_directories_only() {
+        let statuses = serde_json::json!([
+            {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "PREPAYMENT_INVOICE", "NAME": "Счёт на предоплату"},
+            {"ENTITY_ID": "DEAL_STAGE_2", "STATUS_ID": "C2:NEW", "NAME": "Новая заявка"},
+            {"ENTITY_ID": "SOURCE", "STATUS_ID": "CALL", "NAME": "Звонок"},
+            {"ENTITY_ID": "DEAL_STAGE_X", "STATUS_ID": "X", "NAME": "x"},
+            {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "WON", "NAME": " "},
+        ]);
+        let catalog = FieldCatalog::empty().with_stages(&statuses);
+        assert_eq!(
+            catalog.stage_name("PREPAYMENT_INVOICE"),
+            Some("Счёт на предоплату")
+        );
+        assert_eq!(catalog.stage_name("C2:NEW"), Some("Новая заявка"));
+        for not_a_stage in ["CALL", "X", "WON", "C9:NEW"] {
+            assert_eq!(catalog.stage_name(not_a_stage), None, "{not_a_stage}");
+        }
+        assert_eq!(
+            FieldCatalog::empty().with_stages(&serde_json::json!({"error": 1})),
+            FieldCatalog::empty()
+        );
+    }
 
     #[test]
     fn a_stage_entry_is_stored_in_the_form_earlier_releases_wrote() {

@@ -26,6 +26,7 @@ use crate::rules::model::{
 use crate::rules::template::{
     Cap, MESSAGE_CAP, RenderContext, TEXT_CAP, TITLE_CAP, Template, cut, display_value, push_note,
 };
+use crate::rules::texts::Language;
 use crate::rules::tunnel::CopyOrigin;
 
 /// Each note of the decision log: notes quote deal values, which may be of any length.
@@ -50,6 +51,9 @@ pub struct Input<'a> {
     /// `rules.max_tunnel_depth`: a deal that is already the copy of this depth in a chain of
     /// tunnel copies is not copied again.
     pub max_tunnel_depth: u32,
+    /// `portal.language`: the language of the texts the service writes itself (a gate's default
+    /// message, where the deal was moved back, the notification around it).
+    pub language: Language,
 }
 
 /// Evaluates every rule concerning the entry (its pipeline and stage).
@@ -206,13 +210,13 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
             missing_required(require, input, &mut notes),
             require.on_missing,
             &require.message,
-            "Fill in {MISSING} before moving the deal to this stage",
+            input.language.require_message(),
         ),
         Body::LossReason(loss) => (
             loss_problem(loss, input, &mut notes),
             loss.on_missing,
             &loss.message,
-            "Give the reason ({MISSING}) the deal was lost",
+            input.language.loss_reason_message(),
         ),
         _ => (None, OnMissing::Warn, &None, ""),
     };
@@ -273,7 +277,9 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
                 Some(by) => notes.push(format!("the deal is already moved back by rule \"{by}\"")),
                 None => effects.push(Effect::MoveBack { to_stage: previous.to_string() }),
             }
-            text = format!("{} The deal was moved back to {previous}.", end_sentence(&text));
+            // Named as the portal's people know it; offline (no catalog) by its id.
+            let stage = input.catalog.stage_name(previous).unwrap_or(previous);
+            text = format!("{} {}", end_sentence(&text), input.language.moved_back(stage));
         }
         (OnMissing::Revert, None) => notes.push(
             "revert acts as warn: the deal has no previous stage in this pipeline (created here or moved in from another pipeline)".into(),
@@ -286,7 +292,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
         TITLE_CAP,
     );
     let (notice, _) = cut(
-        &format!("Deal \"{title}\" {}: {text}", ctx.deal_url()),
+        &input.language.gate_notice(&title, &ctx.deal_url(), &text),
         MESSAGE_CAP,
     );
     effects.push(Effect::AddComment { text });
@@ -362,12 +368,12 @@ fn loss_problem(loss: &LossReason, input: &Input<'_>, notes: &mut Vec<String>) -
     if rejected.is_empty() {
         return None;
     }
-    let detail = format!(
-        "\"{}\" is not an accepted reason (accepted: {})",
-        rejected.join("\", \""),
-        allowed.join(", ")
-    );
-    notes.push(format!("loss reason {detail}"));
+    // The decision log is the operators', in English; the comment is in the portal's language.
+    notes.push(format!(
+        "loss reason {}",
+        Language::En.reason_not_accepted(&rejected, allowed)
+    ));
+    let detail = input.language.reason_not_accepted(&rejected, allowed);
     Some(Missing {
         labels: field_label,
         detail: Some(detail),

@@ -6,7 +6,8 @@
 //! `deal` holds its inputs (the deal, the stage entry, the field catalog) and `decision` its
 //! outputs (decisions, outcomes, effects): `condition`, `template` and `evaluate` read those
 //! and not each other's. `live` holds the rule set in force and reloads it when the folder
-//! changes; `schema` is the JSON Schema of rule files, built from the compiler's own key lists.
+//! changes; `schema` is the JSON Schema of rule files, built from the compiler's own key lists;
+//! `texts` the service's own texts written into the portal, in each `portal.language`.
 //! `rules.md` in the shared spec is the contract; integrators' files written against it must
 //! keep loading.
 
@@ -19,6 +20,7 @@ pub mod live;
 mod model;
 pub mod schema;
 mod template;
+mod texts;
 mod tunnel;
 
 use std::collections::BTreeSet;
@@ -34,6 +36,7 @@ pub use evaluate::{Input, evaluate};
 pub use live::{RulesHandle, RulesStatus};
 pub(crate) use model::stage_pipeline;
 pub use model::{Rule, RuleKind};
+pub use texts::Language;
 pub use tunnel::{CopyOrigin, ORIGINATOR, READ_ONLY_FIELDS, offline_semantic};
 
 use model::{Body, DeadlineBase, PersonRef};

@@ -36,7 +36,11 @@ impl Worker {
                         if effect.kind == EffectKind::CopyDeal {
                             // The crash may have come before the link comments were recorded.
                             let known = self.store.effects(deal_id)?;
-                            for link in effects::link_comments(&effect, &id, &self.portal_origin) {
+                            for link in effects::link_comments(
+                                &effect,
+                                &id,
+                                (&self.portal_origin, self.language),
+                            ) {
                                 let exists = known.iter().any(|e| {
                                     e.entry_id == link.entry_id
                                         && e.rule == link.rule
@@ -118,7 +122,7 @@ impl Worker {
                             follow_ups[j].extend(effects::link_comments(
                                 &effect,
                                 &id,
-                                &self.portal_origin,
+                                (&self.portal_origin, self.language),
                             ));
                         }
                         self.emit_effect(&effect, Ok(id));

@@ -242,6 +242,7 @@ impl Worker {
             calendar: &self.calendar,
             portal_origin: &self.portal_origin,
             max_tunnel_depth: self.settings.max_tunnel_depth,
+            language: self.language,
         };
         let evaluation = evaluate(rules, &input);
         self.note_stopped_chains(deal_id, entry.id, &evaluation);

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::bitrix::{BatchCall, calls};
-use crate::rules::{CopyOrigin, Effect, EffectId, Person};
+use crate::rules::{CopyOrigin, Effect, EffectId, Language, Person};
 use crate::store::{EffectKind, EffectRecord, EffectState, RECORD_VERSION, now_ms};
 
 /// `ORIGINATOR_ID` of the deals the service creates (the rules read it back: a copy's origin).
@@ -132,8 +132,12 @@ pub fn intent(id: EffectId<'_>, call: PlannedCall, state: EffectState) -> Effect
 
 /// The two timeline comments that link a tunnel copy and its source deal, as intents keyed
 /// after the copy's own ([`LINK_COMMENTS`]): on the source, the copy's address; on the copy,
-/// the source's.
-pub fn link_comments(copy: &EffectRecord, copy_id: &str, portal_origin: &str) -> Vec<EffectRecord> {
+/// the source's; in the portal's language.
+pub fn link_comments(
+    copy: &EffectRecord,
+    copy_id: &str,
+    (portal_origin, language): (&str, Language),
+) -> Vec<EffectRecord> {
     let source = copy.deal_id;
     let pipeline = copy
         .params
@@ -146,16 +150,19 @@ pub fn link_comments(copy: &EffectRecord, copy_id: &str, portal_origin: &str) ->
     let texts = [
         (
             json!(source),
-            format!(
-                "Copied into pipeline {pipeline} as deal #{copy_id}: {portal_origin}/crm/deal/details/{copy_id}/ (rule \"{}\")",
-                copy.rule
+            language.copied_into(
+                &pipeline,
+                copy_id,
+                &format!("{portal_origin}/crm/deal/details/{copy_id}/"),
+                &copy.rule,
             ),
         ),
         (
             on_copy,
-            format!(
-                "Copy of deal #{source}: {portal_origin}/crm/deal/details/{source}/ (rule \"{}\")",
-                copy.rule
+            language.copy_of(
+                source,
+                &format!("{portal_origin}/crm/deal/details/{source}/"),
+                &copy.rule,
             ),
         ),
     ];
@@ -469,7 +476,7 @@ mod tests {
             attempts: 1,
             updated_at_ms: 0,
         };
-        let links = link_comments(&copy, "77", "https://x.bitrix24.ru");
+        let links = link_comments(&copy, "77", ("https://x.bitrix24.ru", Language::En));
         let keys: Vec<(u64, u64, &str, u32, &str)> = links
             .iter()
             .map(|l| {
@@ -514,6 +521,18 @@ mod tests {
             links[1].params,
             json!({"fields": {"ENTITY_ID": 77, "ENTITY_TYPE": "deal", "COMMENT":
                 "Copy of deal #5: https://x.bitrix24.ru/crm/deal/details/5/ (rule \"to-delivery\")"}})
+        );
+        let russian = link_comments(&copy, "77", ("https://x.bitrix24.ru", Language::Ru));
+        let texts: Vec<&Value> = russian
+            .iter()
+            .map(|l| &l.params["fields"]["COMMENT"])
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "Создана копия сделки в воронке 2: сделка №77, https://x.bitrix24.ru/crm/deal/details/77/ (правило «to-delivery»)",
+                "Копия сделки №5: https://x.bitrix24.ru/crm/deal/details/5/ (правило «to-delivery»)",
+            ]
         );
     }
 

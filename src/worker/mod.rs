@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bitrix::Client;
 use crate::calendar::Calendar;
 use crate::configuration::WorkerSettings;
-use crate::rules::RulesHandle;
+use crate::rules::{Language, RulesHandle};
 use crate::store::Store;
 
 pub use effects::{ORIGINATOR, PlannedCall, plan};
@@ -93,9 +93,13 @@ pub struct Worker {
     /// The portal's address when the service started, for the links to deals the rules' texts
     /// and the link comments carry; taken once, while the client's own follows a rename.
     pub portal_origin: String,
+    /// `portal.language`: the language of the texts the service writes itself (gate messages,
+    /// notifications, the tunnel link comments).
+    pub language: Language,
     /// Which deals are due, and which a round (or a backfill) holds: no deal is in two at once.
     pub scheduler: Scheduler,
-    /// The field catalog, cached: a round reads `crm.deal.fields` only when it is stale.
+    /// The field catalog and the stage names, cached: a round reads `crm.deal.fields` and
+    /// `crm.status.list` only when it is stale.
     pub catalog: CatalogCache,
     /// Supervisors and departments, cached: people of one department share one walk.
     pub people: People,
@@ -119,6 +123,7 @@ impl Worker {
         Worker {
             store,
             portal_origin: client.portal_origin(),
+            language: settings.portal.language,
             client,
             rules,
             calendar: settings.calendar.clone(),

@@ -86,7 +86,8 @@ pub fn list_items<'a>(result: &'a Value, key: &str) -> Option<&'a Vec<Value>> {
     }
 }
 
-/// The field catalog, read with `crm.deal.fields` and kept for [`CACHE_TTL`].
+/// The field catalog, read with `crm.deal.fields` (and the stage names with `crm.status.list`,
+/// in the same `batch`) and kept for [`CACHE_TTL`].
 #[derive(Default)]
 pub struct CatalogCache {
     inner: Mutex<Option<(Instant, Arc<FieldCatalog>)>>,
@@ -108,8 +109,14 @@ impl CatalogCache {
         guard.as_ref().map(|(_, c)| c.clone())
     }
 
-    pub fn store(&self, fields: &Value) -> Arc<FieldCatalog> {
-        let catalog = Arc::new(FieldCatalog::from_deal_fields(fields));
+    /// Keeps the catalog of a `crm.deal.fields` result and a `crm.status.list` one (`None`
+    /// when that read failed: stages are then named by their ids until the next refresh).
+    pub fn store(&self, fields: &Value, stages: Option<&Value>) -> Arc<FieldCatalog> {
+        let catalog = FieldCatalog::from_deal_fields(fields);
+        let catalog = Arc::new(match stages {
+            Some(stages) => catalog.with_stages(stages),
+            None => catalog,
+        });
         *self.inner.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), catalog.clone()));
         catalog

@@ -1,4 +1,5 @@
-//! The read side of a round: one `batch` for all its deals (the field catalog when stale, then
+//! The read side of a round: one `batch` for all its deals (the field catalog and the stage
+//! names when stale, then
 //! per deal its stage history, the deal, and the lookups of its pending effects), the rare
 //! further pages of a long history, and the checks that turn the answers into a [`Deal`] and
 //! its [`StageEntry`]s (or say why they cannot be used).
@@ -32,7 +33,8 @@ pub(crate) struct DealRead {
 }
 
 impl Worker {
-    /// One read `batch` for many deals: the field catalog when the cached one is stale, then for
+    /// One read `batch` for many deals: the field catalog and the stage names when the cached
+    /// catalog is stale, then for
     /// each deal its stage history (the call `history` makes for the job), the deal itself, and
     /// the lookups of its pending effects. History comes before the deal: the deal read second
     /// is never older than its history.
@@ -44,6 +46,7 @@ impl Worker {
         let mut batch = Vec::new();
         let catalog_at = self.catalog.fresh().is_none().then(|| {
             batch.push(calls::deal_fields());
+            batch.push(calls::all_stages());
             0
         });
         // (history, deal, [(pending index, lookup call index)]) per job
@@ -70,8 +73,16 @@ impl Worker {
             .map(Some)
             .collect();
 
+        let stages = catalog_at.and_then(|i| match results[i + 1].take() {
+            Some(Ok(answer)) => Some(answer.result),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "crm.status.list failed; stages are named by their ids");
+                None
+            }
+            None => None,
+        });
         let catalog = match catalog_at.and_then(|i| results[i].take()) {
-            Some(Ok(answer)) => self.catalog.store(&answer.result),
+            Some(Ok(answer)) => self.catalog.store(&answer.result, stages.as_ref()),
             Some(Err(error)) => {
                 tracing::warn!(%error, "crm.deal.fields failed; labels fall back to field codes");
                 self.catalog

@@ -28,6 +28,9 @@ async fn app_with_rules_and(
     sim: SimConfig,
     settings: &[(&'static str, String)],
 ) -> TestApp {
+    // These tests pin the English texts; the portal's language has tests of its own below.
+    let mut settings = settings.to_vec();
+    settings.insert(0, ("portal.language", "en".to_string()));
     let sim = seeded_portal(sim).await;
     sim.add_field(
         "UF_CRM_PROJECT_MANAGER",
@@ -42,7 +45,7 @@ async fn app_with_rules_and(
         sim,
         dir,
         &[("kinds.toml".to_string(), rules.to_string())],
-        settings,
+        &settings,
         true,
     )
     .await
@@ -105,6 +108,15 @@ fn moved_time(app: &TestApp, deal: u64) -> DateTime<FixedOffset> {
     let deal = app.sim.deal(deal).expect("deal exists");
     DateTime::parse_from_rfc3339(deal["MOVED_TIME"].as_str().expect("MOVED_TIME"))
         .expect("MOVED_TIME parses")
+}
+
+/// Waits until the service has moved `deal` back to `stage`, and for the rest of its work.
+async fn moved_back(app: &TestApp, deal: u64, stage: &str) {
+    app.wait_until(LIMIT, "the deal moved back", |sim| {
+        sim.deal(deal).is_some_and(|d| d["STAGE_ID"] == stage)
+    })
+    .await;
+    app.settle(LIMIT).await;
 }
 
 fn stage_of(app: &TestApp, deal: u64) -> String {
@@ -389,12 +401,7 @@ async fn missing_required_fields_move_the_deal_back_with_one_comment_and_one_not
     let events_before = app.sim.events_sent().len();
 
     app.move_to(deal, "PREPAYMENT_INVOICE", LIMIT).await;
-    app.wait_until(LIMIT, "the deal moved back", |sim| {
-        sim.deal(deal)
-            .is_some_and(|d| d["STAGE_ID"] == "PREPARATION")
-    })
-    .await;
-    app.settle(LIMIT).await;
+    moved_back(&app, deal, "PREPARATION").await;
 
     assert_eq!(stage_of(&app, deal), "PREPARATION");
     assert_eq!(
@@ -406,7 +413,7 @@ async fn missing_required_fields_move_the_deal_back_with_one_comment_and_one_not
     assert_eq!(
         comments,
         [
-            "Fill in Tax ID (INN), Contract number before moving the deal to this stage. The deal was moved back to PREPARATION."
+            "Fill in Tax ID (INN), Contract number before moving the deal to this stage. The deal was moved back to Document preparation."
         ]
     );
     let notified = notifications_about(&app, deal);
@@ -547,7 +554,7 @@ async fn a_deal_lost_without_a_reason_is_reverted_and_with_one_gets_the_review_t
     app.settle(LIMIT).await;
     assert_eq!(
         comments_on(&app, deal),
-        ["Give the reason (Loss reason) the deal was lost. The deal was moved back to NEW."]
+        ["Give the reason (Loss reason) the deal was lost. The deal was moved back to New."]
     );
     let notified = notifications_about(&app, deal);
     assert_eq!(notified.len(), 1);
@@ -605,7 +612,7 @@ async fn a_loss_reason_that_is_not_allowed_is_handled_as_missing() {
     assert_eq!(
         comments_on(&app, deal),
         [
-            "Give the reason (Loss reason) the deal was lost. \"No budget\" is not an accepted reason (accepted: Too expensive, Chose a competitor, Stopped answering). The deal was moved back to NEW."
+            "Give the reason (Loss reason) the deal was lost. \"No budget\" is not an accepted reason (accepted: Too expensive, Chose a competitor, Stopped answering). The deal was moved back to New."
         ]
     );
     let notified = notifications_about(&app, deal);
@@ -847,4 +854,82 @@ async fn a_copy_whose_creation_answered_500_is_found_again_not_made_twice() {
         "one copy per won deal"
     );
     app.stop().await;
+}
+
+// ----------------------------------------------------------------------------------------------
+// portal.language: the service's own texts in the portal's language (Russian by default), the
+// stages named as the portal names them (crm.status.list)
+
+/// A Russian-speaking portal: its default pipeline's stages and the fields bear Russian names;
+/// the config sets no language (Russian is the default).
+async fn russian_app(rules: &str) -> TestApp {
+    let sim = seeded_portal(SimConfig::default()).await;
+    sim.add_pipeline(
+        0,
+        "Общая",
+        &[
+            ("NEW", "Новая", 'P'),
+            ("PREPARATION", "Подготовка документов", 'P'),
+            ("PREPAYMENT_INVOICE", "Счёт на предоплату", 'P'),
+            ("EXECUTING", "В работе", 'P'),
+            ("WON", "Сделка успешна", 'S'),
+            ("LOSE", "Сделка провалена", 'F'),
+        ],
+    );
+    sim.add_field("UF_CRM_INN", "string", "ИНН", false, &[]);
+    sim.add_field("UF_CRM_CONTRACT_NO", "string", "Номер договора", false, &[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    start_on(
+        sim,
+        dir,
+        &[("kinds.toml".to_string(), rules.to_string())],
+        &[],
+        true,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn on_a_russian_portal_a_revert_is_explained_in_russian_naming_the_stage_by_its_portal_name()
+{
+    let app = russian_app(REQUIRE_RULES).await;
+    let deal = deal_in(&app, "ООО Ромашка", 3, "NEW", json!({})).await;
+    app.move_to(deal, "PREPARATION", LIMIT).await;
+    app.move_to(deal, "PREPAYMENT_INVOICE", LIMIT).await;
+    moved_back(&app, deal, "PREPARATION").await;
+    let comment = "Чтобы перевести сделку на эту стадию, заполните поля: ИНН, Номер договора. Сделка возвращена на стадию «Подготовка документов».";
+    assert_eq!(comments_on(&app, deal), [comment]);
+    let origin = origin(&app);
+    assert_eq!(
+        notifications_about(&app, deal),
+        [(
+            "3".to_string(),
+            format!("Сделка «ООО Ромашка» {origin}/crm/deal/details/{deal}/: {comment}")
+        )]
+    );
+}
+
+#[tokio::test]
+async fn on_a_russian_portal_a_tunnel_links_the_copy_and_its_source_in_russian() {
+    let app = russian_app(TUNNEL_RULES).await;
+    let deal = deal_in(&app, "ООО Ромашка", 3, "NEW", json!({})).await;
+    app.move_to(deal, "WON", LIMIT).await;
+    app.wait_until(LIMIT, "a copy", |sim| !copies_of(sim, deal).is_empty())
+        .await;
+    app.settle(LIMIT).await;
+    let copy_id = text(&one_copy(&app, deal)["ID"]);
+    let origin = origin(&app);
+    assert_eq!(
+        comments_on(&app, deal),
+        [format!(
+            "Создана копия сделки в воронке 1: сделка №{copy_id}, {origin}/crm/deal/details/{copy_id}/ (правило «to-repeat-sales»)"
+        )]
+    );
+    let copy: u64 = copy_id.parse().expect("an id");
+    assert_eq!(
+        comments_on(&app, copy),
+        [format!(
+            "Копия сделки №{deal}: {origin}/crm/deal/details/{deal}/ (правило «to-repeat-sales»)"
+        )]
+    );
 }

@@ -435,7 +435,7 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
                 &file,
                 &rules,
                 &b24_robot::calendar::Calendar::default(),
-                3,
+                (3, b24_robot::rules::Language::En),
             );
             assert_eq!(summary.failed, 0, "{name}: {:#?}", summary.failures);
         }

@@ -1,4 +1,5 @@
-//! A rule-test file read: its portal facts (field labels, list options, supervisors) and its
+//! A rule-test file read: its portal facts (field labels, list options, stage names,
+//! supervisors, the portal's language) and its
 //! cases (a deal, the stage entry, the effects expected or not), every problem reported at once
 //! as `file:line:col: ...`.
 //!
@@ -16,7 +17,8 @@ use toml::de::{DeTable, DeValue};
 use crate::diagnostics::spanned::{Reader, entry, field_value, integer, tables, type_name};
 use crate::diagnostics::{Diagnostic, suggest};
 use crate::rules::{
-    Deal, FieldCatalog, RuleSet, StageEntry, StageSemantic, offline_semantic, stage_pipeline,
+    Deal, FieldCatalog, Language, RuleSet, StageEntry, StageSemantic, offline_semantic,
+    stage_pipeline,
 };
 
 /// `{DEAL_URL}` of test deals unless the file sets `portal`.
@@ -41,7 +43,14 @@ pub(super) fn moment(value: &DeValue<'_>) -> Option<DateTime<FixedOffset>> {
 
 // ----- the test file -----
 
-const TOP_KEYS: &[&str] = &["portal", "fields", "supervisors", "case"];
+const TOP_KEYS: &[&str] = &[
+    "portal",
+    "language",
+    "fields",
+    "stages",
+    "supervisors",
+    "case",
+];
 const FIELD_KEYS: &[&str] = &["label", "type", "options"];
 const CASE_KEYS: &[&str] = &[
     "name",
@@ -82,6 +91,9 @@ pub(super) fn kind_keys(kind: &str) -> &'static [&'static str] {
 #[derive(Debug)]
 pub struct TestFile {
     pub name: String,
+    /// `language = "en"`: the portal's language for the service's own texts; without it, the
+    /// config's `portal.language`.
+    pub language: Option<Language>,
     pub(super) cases: Vec<Case>,
 }
 
@@ -142,7 +154,22 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
     let portal = r
         .string(doc, "portal")
         .unwrap_or_else(|| DEFAULT_PORTAL.to_string());
+    let language = entry(doc, "language").and_then(|(_, v)| {
+        let language = match v.get_ref() {
+            DeValue::String(s) => Language::parse(s),
+            _ => None,
+        };
+        if language.is_none() {
+            r.error(
+                v.span(),
+                "\"language\" must be \"ru\" or \"en\"",
+                "write language = \"ru\" (or \"en\"), as portal.language of the config",
+            );
+        }
+        language
+    });
     let catalog = catalog(&mut r, doc);
+    let catalog = stages(&mut r, doc, catalog);
     let supervisors = entry(doc, "supervisors")
         .map(|(_, v)| supervisor_map(&mut r, v))
         .unwrap_or_default();
@@ -159,6 +186,7 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
     if r.errors.is_empty() {
         Ok(TestFile {
             name: name.to_string(),
+            language,
             cases,
         })
     } else {
@@ -236,6 +264,39 @@ fn catalog(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FieldCatalog {
         );
     }
     FieldCatalog::from_deal_fields(&Value::Object(answer))
+}
+
+/// `[stages] PREPARATION = "Подготовка документов"`: stage names as the portal's
+/// `crm.status.list` gives them; a stage without one is named by its id.
+fn stages(r: &mut Reader<'_>, doc: &DeTable<'_>, catalog: FieldCatalog) -> FieldCatalog {
+    let Some((_, v)) = entry(doc, "stages") else {
+        return catalog;
+    };
+    let DeValue::Table(stages) = v.get_ref() else {
+        r.error(
+            v.span(),
+            format!(
+                "\"stages\" must be a table, found {}",
+                type_name(v.get_ref())
+            ),
+            "write stages = { PREPARATION = \"Подготовка документов\" }",
+        );
+        return catalog;
+    };
+    let mut rows = Vec::new();
+    for (id, name) in stages.iter() {
+        match name.get_ref() {
+            DeValue::String(name) => rows.push(
+                json!({"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": id.get_ref().to_string(), "NAME": name}),
+            ),
+            other => r.error(
+                name.span(),
+                format!("a stage's name must be a string, found {}", type_name(other)),
+                "write stages = { PREPARATION = \"Подготовка документов\" }",
+            ),
+        }
+    }
+    catalog.with_stages(&Value::Array(rows))
 }
 
 /// `supervisors = { 3 = 2, 4 = 2 }`: user id → the supervisor the portal would name.

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
 use crate::commands::output::{out, outln};
-use crate::rules::RuleSet;
+use crate::rules::{Language, RuleSet};
 
 /// The result of a whole run, for the command and for tests.
 #[derive(Debug, Default)]
@@ -32,16 +32,23 @@ pub struct Summary {
     pub failures: Vec<String>,
 }
 
-/// Runs every case of `file` (`max_tunnel_depth`: `rules.max_tunnel_depth` of the config).
+/// Runs every case of `file` (`max_tunnel_depth`: `rules.max_tunnel_depth` of the config;
+/// `language`: its `portal.language`, unless the file sets its own).
 pub fn run(
     file: &TestFile,
     rules: &RuleSet,
     calendar: &Calendar,
-    max_tunnel_depth: u32,
+    (max_tunnel_depth, language): (u32, Language),
 ) -> Summary {
     let mut summary = Summary::default();
+    let language = file.language.unwrap_or(language);
     for case in &file.cases {
-        match run_case(&file.name, case, rules, (calendar, max_tunnel_depth)) {
+        match run_case(
+            &file.name,
+            case,
+            rules,
+            (calendar, max_tunnel_depth, language),
+        ) {
             None => summary.passed += 1,
             Some(report) => {
                 summary.failed += 1;
@@ -88,7 +95,7 @@ pub fn command(
         path,
         &rules,
         &settings.calendar,
-        settings.rules.max_tunnel_depth,
+        (settings.rules.max_tunnel_depth, settings.portal.language),
     )
 }
 
@@ -98,7 +105,7 @@ pub fn run_files(
     path: &Path,
     rules: &RuleSet,
     calendar: &Calendar,
-    max_tunnel_depth: u32,
+    settings: (u32, Language),
 ) -> CommandResult {
     let files = test_files(path).map_err(|e| CommandError::Usage(e.to_string()))?;
     if files.is_empty() {
@@ -136,7 +143,7 @@ pub fn run_files(
     }
     let mut total = Summary::default();
     for file in &parsed {
-        let summary = run(file, rules, calendar, max_tunnel_depth);
+        let summary = run(file, rules, calendar, settings);
         outln!(
             "{}: {} case(s), {} failed",
             file.name,
@@ -202,15 +209,74 @@ deadline = "2026-12-02T10:00:00+03:00"
     #[test]
     fn a_matching_expectation_passes() {
         let file = parse("t.toml", GOOD, &rules()).expect("valid");
-        let summary = run(&file, &rules(), &Calendar::default(), 3);
+        let summary = run(&file, &rules(), &Calendar::default(), (3, Language::En));
         assert_eq!((summary.passed, summary.failed), (1, 0), "{:?}", summary);
+    }
+
+    const GATE: &str = r#"
+pipeline = 0
+[[require]]
+name = "inn"
+stage = "PREPAYMENT_INVOICE"
+fields = ["UF_CRM_INN"]
+"#;
+
+    /// A case of the `inn` gate moving a deal back, expecting `comment` and written for
+    /// `language` (none: the config's), with the stage names of `stages`.
+    fn gate_case(language: &str, stages: &str, comment: &str) -> String {
+        format!(
+            r#"{language}
+{stages}
+[fields.UF_CRM_INN]
+label = "ИНН"
+
+[[case]]
+name = "no INN"
+stage = "PREPAYMENT_INVOICE"
+from = "PREPARATION"
+deal = {{ ID = 5, TITLE = "Acme", ASSIGNED_BY_ID = 3 }}
+
+[[case.expect]]
+kind = "comment"
+text = "{comment}"
+"#
+        )
+    }
+
+    #[test]
+    fn a_test_file_may_set_the_language_and_name_the_stages() {
+        let (rules, _) =
+            RuleSet::from_sources(&[("r.toml".into(), GATE.into())]).expect("rules load");
+        let russian = "Чтобы перевести сделку на эту стадию, заполните поля: ИНН. Сделка возвращена на стадию «Подготовка документов».";
+        let named = "[stages]\nPREPARATION = \"Подготовка документов\"";
+        let english = "Fill in ИНН before moving the deal to this stage. The deal was moved back to PREPARATION.";
+        for (language, stages, comment, config) in [
+            ("", named, russian, Language::Ru),
+            ("language = \"ru\"", named, russian, Language::En),
+            ("language = \"en\"", "", english, Language::Ru),
+        ] {
+            let text = gate_case(language, stages, comment);
+            let file = parse("t.toml", &text, &rules).expect("valid");
+            let summary = run(&file, &rules, &Calendar::default(), (3, config));
+            assert_eq!(summary.failed, 0, "{language}: {:?}", summary.failures);
+        }
+        let errors = parse(
+            "t.toml",
+            &gate_case("language = \"de\"", "", english),
+            &rules,
+        )
+        .expect_err("not a language");
+        assert_eq!(
+            errors[0].to_string(),
+            "t.toml:1:12: \"language\" must be \"ru\" or \"en\" (write language = \"ru\" (or \"en\"), as portal.language of the config)"
+        );
     }
 
     #[test]
     fn a_wrong_title_fails_with_expected_and_actual() {
         let text = GOOD.replace("title = \"Offer: Acme\"", "title = \"Offer to Acme\"");
         let file = parse("t.toml", &text, &rules()).expect("valid");
-        let summary = run(&file, &rules(), &Calendar::default(), 3);
+        let summary = run(&file, &rules(), &Calendar::default(), (3, Language::En));
         assert_eq!(summary.failed, 1);
         let report = &summary.failures[0];
         assert!(

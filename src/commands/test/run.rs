@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::file::*;
 use crate::calendar::Calendar;
 use crate::commands::offline::plan_fired;
-use crate::rules::{Input, RuleSet, evaluate};
+use crate::rules::{Input, Language, RuleSet, evaluate};
 use crate::store::EffectKind;
 
 /// One effect as the service would write it, in the words of an expectation.
@@ -38,7 +38,7 @@ pub(super) fn run_case(
     file: &str,
     case: &Case,
     rules: &RuleSet,
-    (calendar, max_tunnel_depth): (&Calendar, u32),
+    (calendar, max_tunnel_depth, language): (&Calendar, u32, Language),
 ) -> Option<String> {
     let input = Input {
         deal: &case.deal,
@@ -48,6 +48,7 @@ pub(super) fn run_case(
         calendar,
         portal_origin: &case.portal,
         max_tunnel_depth,
+        language,
     };
     let evaluation = evaluate(rules, &input);
     let deal_id = case.deal.id().unwrap_or(0);

@@ -92,6 +92,7 @@ struct Run {
     catalog: FieldCatalog,
     calendar: Calendar,
     max_tunnel_depth: u32,
+    language: Language,
 }
 
 impl Run {
@@ -103,6 +104,8 @@ impl Run {
             catalog: FieldCatalog::empty(),
             calendar: Calendar::default(),
             max_tunnel_depth: 3,
+            // The tests pin the English texts; the Russian ones have tests of their own.
+            language: Language::En,
         }
     }
 
@@ -127,6 +130,7 @@ impl Run {
                 calendar: &self.calendar,
                 portal_origin: "https://x.bitrix24.ru",
                 max_tunnel_depth: self.max_tunnel_depth,
+                language: self.language,
             },
         )
     }

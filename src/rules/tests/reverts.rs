@@ -191,3 +191,86 @@ fn a_revert_to_a_stage_of_another_pipeline_acts_as_warn_and_says_why() {
     );
     assert!(matches!(evaluation.decisions[1].outcome, Outcome::Fired(_)));
 }
+
+// ---- the service's own texts in the portal's language ----
+
+/// A `[[require]]` without a message: the service's default text.
+const INVOICE_DETAILS: &str = r#"
+[[require]]
+name = "invoice-details"
+pipeline = 1
+stage = "C1:EXECUTING"
+fields = ["UF_CRM_INN"]
+"#;
+
+/// A deal entering C1:EXECUTING from C1:PREPAYMENT_INVOICE, on a portal of `language` whose
+/// stage names the catalog holds.
+fn executing(language: Language) -> Run {
+    let mut run = Run::new(
+        deal(json!({})),
+        entry("C1:EXECUTING", 1, StageSemantic::Process),
+    );
+    run.catalog = catalog().with_stages(&json!([
+        {"ENTITY_ID": "DEAL_STAGE_1", "STATUS_ID": "C1:PREPAYMENT_INVOICE", "NAME": "Счёт на предоплату"},
+        {"ENTITY_ID": "DEAL_STAGE_1", "STATUS_ID": "C1:EXECUTING", "NAME": "В работе"},
+    ]));
+    run.previous = Some("C1:PREPAYMENT_INVOICE");
+    run.language = language;
+    run
+}
+
+#[test]
+fn a_russian_portal_gets_the_default_revert_comment_in_russian_naming_the_stage() {
+    let evaluation = executing(Language::Ru).evaluate(&load(INVOICE_DETAILS));
+    let text = "Чтобы перевести сделку на эту стадию, заполните поля: INN. Сделка возвращена на стадию «Счёт на предоплату».";
+    assert_eq!(
+        fired(&evaluation.decisions[0].outcome)[1..],
+        [
+            Effect::AddComment { text: text.into() },
+            Effect::Notify {
+                user: Person::User(7),
+                message: format!(
+                    "Сделка «Acme» https://x.bitrix24.ru/crm/deal/details/42/: {text}"
+                ),
+            },
+        ]
+    );
+}
+
+#[test]
+fn an_english_portal_gets_it_in_english_and_without_stage_names_the_stage_id_is_used() {
+    let evaluation = executing(Language::En).evaluate(&load(INVOICE_DETAILS));
+    assert_eq!(
+        fired(&evaluation.decisions[0].outcome)[1],
+        Effect::AddComment {
+            text: "Fill in INN before moving the deal to this stage. The deal was moved back to Счёт на предоплату.".into()
+        }
+    );
+    // Offline (a dry run, a rule test without stage names): the stage's id.
+    let mut offline = executing(Language::Ru);
+    offline.catalog = catalog();
+    let evaluation = offline.evaluate(&load(INVOICE_DETAILS));
+    assert_eq!(
+        fired(&evaluation.decisions[0].outcome)[1],
+        Effect::AddComment {
+            text: "Чтобы перевести сделку на эту стадию, заполните поля: INN. Сделка возвращена на стадию «C1:PREPAYMENT_INVOICE».".into()
+        }
+    );
+}
+
+#[test]
+fn a_refused_loss_reason_is_explained_in_russian_while_the_decision_log_stays_english() {
+    let mut run = lost(json!("62"));
+    run.language = Language::Ru;
+    let evaluation = run.evaluate(&load(LOSS));
+    assert_eq!(
+        fired(&evaluation.decisions[0].outcome)[1],
+        Effect::AddComment {
+            text: "Укажите, почему сделка провалена (поле «Loss reason»). «Chose a competitor» — недопустимая причина (допустимы: Too expensive, Stopped answering). Сделка возвращена на стадию «C1:EXECUTING».".into()
+        }
+    );
+    assert!(noted(
+        &evaluation.decisions[0],
+        "loss reason \"Chose a competitor\" is not an accepted reason (accepted: Too expensive, Stopped answering)"
+    ));
+}
