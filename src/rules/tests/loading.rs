@@ -183,10 +183,11 @@ fn a_missing_stage_and_a_missing_deadline_are_errors_at_the_rule() {
 #[test]
 fn bad_durations_are_reported_at_the_value() {
     refused(
-        &OFFER.replace("2 workdays", "2 weeks"),
-        &[
-            "sales.toml:9:22: rule \"offer\": bad duration \"2 weeks\": unknown unit \"weeks\" (use minute(s), hour(s), day(s) or workday(s))",
-        ],
+        &OFFER.replace("2 workdays", "2 fortnights"),
+        &[&format!(
+            "sales.toml:9:22: rule \"offer\": bad duration \"2 fortnights\": unknown unit \"fortnights\" ({})",
+            crate::duration::PERIOD_FORMS
+        )],
     );
 }
 
