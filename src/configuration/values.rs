@@ -70,6 +70,27 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// The keys of a `[calendar]` table, in the config and in a rule-test file.
+pub const CALENDAR_KEYS: &[&str] = &["timezone", "workdays", "hours", "holidays"];
+
+/// A `[calendar]` table's values as written (a rule-test file's, say) into a calendar, each bad
+/// one under its `calendar.<key>` as the config reports it; a key left out takes the config's
+/// default, never the config file's value, so the result depends on the table alone.
+pub fn calendar_from(
+    timezone: Option<String>,
+    workdays: Option<Vec<String>>,
+    hours: Option<String>,
+    holidays: Option<Vec<String>>,
+) -> Result<Calendar, Vec<BadValue>> {
+    let default = RawCalendar::default();
+    parse_calendar(&RawCalendar {
+        timezone: timezone.unwrap_or(default.timezone),
+        workdays: workdays.unwrap_or(default.workdays),
+        hours: hours.unwrap_or(default.hours),
+        holidays: holidays.unwrap_or(default.holidays),
+    })
+}
+
 pub(super) fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<BadValue>> {
     let mut errors = Vec::new();
     let tz: Option<chrono_tz::Tz> = match raw.timezone.parse() {

@@ -38,4 +38,5 @@ mod malformed_deal;
 mod portal_bounds;
 
 // Made for integrators (issue 10)
+mod durations;
 mod integrator;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::calendar::Calendar;
 use crate::diagnostics::spanned::{Reader, entry, field_value, integer, tables, type_name};
 use crate::diagnostics::{Diagnostic, suggest};
 use crate::rules::{
@@ -41,7 +42,7 @@ pub(super) fn moment(value: &DeValue<'_>) -> Option<DateTime<FixedOffset>> {
 
 // ----- the test file -----
 
-const TOP_KEYS: &[&str] = &["portal", "fields", "supervisors", "case"];
+const TOP_KEYS: &[&str] = &["portal", "calendar", "fields", "supervisors", "case"];
 const FIELD_KEYS: &[&str] = &["label", "type", "options"];
 const CASE_KEYS: &[&str] = &[
     "name",
@@ -82,6 +83,8 @@ pub(super) fn kind_keys(kind: &str) -> &'static [&'static str] {
 #[derive(Debug)]
 pub struct TestFile {
     pub name: String,
+    /// The file's own `[calendar]`, which wins over the config's.
+    pub(super) calendar: Option<Calendar>,
     pub(super) cases: Vec<Case>,
 }
 
@@ -142,6 +145,7 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
     let portal = r
         .string(doc, "portal")
         .unwrap_or_else(|| DEFAULT_PORTAL.to_string());
+    let calendar = super::calendar::calendar(&mut r, doc);
     let catalog = catalog(&mut r, doc);
     let supervisors = entry(doc, "supervisors")
         .map(|(_, v)| supervisor_map(&mut r, v))
@@ -159,6 +163,7 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
     if r.errors.is_empty() {
         Ok(TestFile {
             name: name.to_string(),
+            calendar,
             cases,
         })
     } else {
