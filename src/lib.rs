@@ -23,6 +23,7 @@
 //!
 //! Beside it:
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones), pure.
+//! - [`duration`] is the one duration syntax of config values, rule deadlines and scenario waits.
 //! - [`diagnostics`] is the one `file:line:col` problem type and spanned-TOML reader.
 //! - [`configuration`] is the settings; [`telemetry`] the logs; [`text`] bounds outside texts.
 //! - [`ops`] is the operators' side: the admin API, `/metrics`, `/healthz` and `/readyz`.
@@ -38,6 +39,7 @@ pub mod calendar;
 pub mod commands;
 pub mod configuration;
 pub mod diagnostics;
+pub mod duration;
 pub mod http;
 pub mod intake;
 pub mod ops;

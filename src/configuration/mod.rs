@@ -30,7 +30,7 @@ pub use sections::{
     LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings, StorageSettings,
     SyncSettings, WorkerSettings,
 };
-pub use values::{parse_duration, parse_size};
+pub use values::{CALENDAR_KEYS, calendar_from, parse_duration, parse_size};
 
 /// Prefix of every environment variable that sets a key: `B24ROBOT__PORTAL__WEBHOOK_URL`.
 pub const ENV_PREFIX: &str = "B24ROBOT";

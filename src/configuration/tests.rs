@@ -267,7 +267,7 @@ fn check_points_at_unknown_keys_and_bad_values_in_the_file() {
     std::fs::write(&path, "[sync]\npoll_interval = \"soon\"\n").expect("write");
     let text = check_problems(&from_file(&path));
     assert!(
-        text.contains("conf.toml:2:17: sync.poll_interval: \"soon\" is not a duration"),
+        text.contains("conf.toml:2:17: sync.poll_interval: bad duration \"soon\": \"soon\" is not a number (write a number and a unit: \"500ms\""),
         "{text}"
     );
 }

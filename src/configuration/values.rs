@@ -39,35 +39,10 @@ pub(super) fn parse_webhook_url(text: &str) -> Result<Option<Secret>, String> {
     Ok(Some(Secret::new(text)))
 }
 
-/// Parses `"60s"`, `"5m"`, `"24h"`, `"500ms"`, `"2d"` (also with spaces and long unit names).
+/// Parses an elapsed time in the one duration syntax ([`crate::duration`]): `"60s"`, `"5m"`,
+/// `"24h"`, `"500ms"`, `"2d"`, `"2 days"`, `"30 минут"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().map_err(|_| {
-        format!("{text:?} is not a duration (write e.g. \"500ms\", \"60s\", \"5m\", \"24h\")")
-    })?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" | "sec" | "second" | "seconds" => value,
-        "m" | "min" | "minute" | "minutes" => value * 60.0,
-        "h" | "hour" | "hours" => value * 3600.0,
-        "d" | "day" | "days" => value * 86400.0,
-        "" => return Err(format!("{text:?} has no unit (write e.g. \"{number}s\")")),
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(format!("{text:?} must be above zero"));
-    }
-    // `try_`: a value past `Duration::MAX` (about 5.8e11 years) panicked in `from_secs_f64`
-    // (found by the config property test).
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is too long"))
+    crate::duration::parse_elapsed(text).map_err(|e| e.to_string())
 }
 
 /// Parses `"64KiB"`, `"1MiB"`, `"65536"`, `"64KB"`.
@@ -93,6 +68,27 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         Some(v) if v > 0 => Ok(v),
         _ => Err(format!("{text:?} must be above zero")),
     }
+}
+
+/// The keys of a `[calendar]` table, in the config and in a rule-test file.
+pub const CALENDAR_KEYS: &[&str] = &["timezone", "workdays", "hours", "holidays"];
+
+/// A `[calendar]` table's values as written (a rule-test file's, say) into a calendar, each bad
+/// one under its `calendar.<key>` as the config reports it; a key left out takes the config's
+/// default, never the config file's value, so the result depends on the table alone.
+pub fn calendar_from(
+    timezone: Option<String>,
+    workdays: Option<Vec<String>>,
+    hours: Option<String>,
+    holidays: Option<Vec<String>>,
+) -> Result<Calendar, Vec<BadValue>> {
+    let default = RawCalendar::default();
+    parse_calendar(&RawCalendar {
+        timezone: timezone.unwrap_or(default.timezone),
+        workdays: workdays.unwrap_or(default.workdays),
+        hours: hours.unwrap_or(default.hours),
+        holidays: holidays.unwrap_or(default.holidays),
+    })
 }
 
 pub(super) fn parse_calendar(raw: &RawCalendar) -> Result<Calendar, Vec<BadValue>> {

@@ -250,10 +250,16 @@ pub fn schema() -> Value {
             .collect::<Map<String, Value>>(),
     });
 
+    // The units from the duration parser itself, so the editor and `check` agree; lower case
+    // only (a JSON schema pattern has no flags), which is how the docs write them.
+    let units: Vec<String> = crate::duration::period_words()
+        .iter()
+        .map(|word| word.replace(' ', "\\s+"))
+        .collect();
     let duration = json!({
         "type": "string",
-        "pattern": "^\\s*[0-9]+\\s+(minute|minutes|hour|hours|day|days|workday|workdays)\\s*$",
-        "description": "An integer and a unit: minute(s), hour(s), day(s), workday(s). \"2 workdays\".",
+        "pattern": format!("^\\s*[0-9]+\\s*({})\\s*$", units.join("|")),
+        "description": "A whole number and a unit: minutes (m), hours (h), days (d), weeks (w), workdays; in Russian too (\"30 минут\", \"4 часа\", \"3 дня\", \"2 недели\", \"2 рабочих дня\"). \"2 workdays\", \"48h\". See docs/rules.md, \"Durations\".",
     });
 
     let mut definitions = json!({

@@ -38,5 +38,6 @@ mod malformed_deal;
 mod portal_bounds;
 
 // Made for integrators (issue 10)
+mod durations;
 mod integrator;
 mod sandbox_portal;

@@ -8,6 +8,7 @@ use toml::de::DeValue;
 
 use crate::diagnostics::Diagnostic;
 use crate::diagnostics::spanned::{Reader, entry, tables, type_name};
+use crate::duration::parse_elapsed;
 
 /// One step of a scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,13 +126,9 @@ pub fn parse_scenario(name: &str, text: &str) -> Result<Vec<Step>, Vec<Diagnosti
                     continue;
                 };
                 match v.get_ref() {
-                    DeValue::String(s) => match wait_duration(s) {
-                        Some(d) => steps.push(Step::Wait(d)),
-                        None => r.error(
-                            v.span(),
-                            format!("bad wait \"{s}\""),
-                            "write wait = \"3s\" or \"500ms\"",
-                        ),
+                    DeValue::String(s) => match parse_elapsed(s) {
+                        Ok(d) => steps.push(Step::Wait(d)),
+                        Err(e) => r.error(v.span(), e.message, &e.help),
                     },
                     other => r.error(
                         v.span(),
@@ -156,24 +153,6 @@ pub fn parse_scenario(name: &str, text: &str) -> Result<Vec<Step>, Vec<Diagnosti
     } else {
         Err(r.errors)
     }
-}
-
-fn wait_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms.trim().parse().ok().map(Duration::from_millis);
-    }
-    if let Some(s) = text.strip_suffix('s') {
-        return s.trim().parse().ok().map(Duration::from_secs);
-    }
-    if let Some(m) = text.strip_suffix('m') {
-        return m
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .map(|m| Duration::from_secs(m * 60));
-    }
-    None
 }
 
 #[cfg(test)]
@@ -208,6 +187,32 @@ wait = "2s"
             }
         );
         assert_eq!(steps[3], Step::Wait(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_wait_takes_the_one_duration_syntax_and_a_bad_one_says_how_to_write_it() {
+        let steps = parse_scenario(
+            "s.toml",
+            "[[step]]\nwait = \"2 секунды\"\n[[step]]\nwait = \"1.5s\"\n[[step]]\nwait = \"500ms\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            steps,
+            vec![
+                Step::Wait(Duration::from_secs(2)),
+                Step::Wait(Duration::from_millis(1500)),
+                Step::Wait(Duration::from_millis(500)),
+            ]
+        );
+        let errors =
+            parse_scenario("s.toml", "[[step]]\nwait = \"3 secs\"\n").expect_err("invalid");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "s.toml:2:8: bad duration \"3 secs\": unknown unit \"secs\" (did you mean \"3 sec\"?)"
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::calendar::Calendar;
 use crate::diagnostics::spanned::{Reader, entry, field_value, integer, tables, type_name};
 use crate::diagnostics::{Diagnostic, suggest};
 use crate::rules::{
@@ -46,6 +47,7 @@ pub(super) fn moment(value: &DeValue<'_>) -> Option<DateTime<FixedOffset>> {
 const TOP_KEYS: &[&str] = &[
     "portal",
     "language",
+    "calendar",
     "fields",
     "stages",
     "supervisors",
@@ -94,6 +96,8 @@ pub struct TestFile {
     /// `language = "en"`: the portal's language for the service's own texts; without it, the
     /// config's `portal.language`.
     pub language: Option<Language>,
+    /// The file's own `[calendar]`, which wins over the config's.
+    pub(super) calendar: Option<Calendar>,
     pub(super) cases: Vec<Case>,
 }
 
@@ -168,6 +172,7 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
         }
         language
     });
+    let calendar = super::calendar::calendar(&mut r, doc);
     let catalog = catalog(&mut r, doc);
     let catalog = stages(&mut r, doc, catalog);
     let supervisors = entry(doc, "supervisors")
@@ -187,6 +192,7 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
         Ok(TestFile {
             name: name.to_string(),
             language,
+            calendar,
             cases,
         })
     } else {

@@ -7,9 +7,13 @@
 //! What only the portal knows (field labels, list options, supervisors) is given in the file,
 //! so results are the same on every machine.
 //!
+//! A file may pin its `[calendar]` (the config's keys); without one the config's calendar is
+//! used.
+//!
 //! Test files are user input like rule files: strict (unknown keys are errors, with a
 //! suggestion), every problem reported at once as `file:line:col: ...`.
 
+mod calendar;
 mod file;
 mod run;
 
@@ -33,13 +37,15 @@ pub struct Summary {
 }
 
 /// Runs every case of `file` (`max_tunnel_depth`: `rules.max_tunnel_depth` of the config;
-/// `language`: its `portal.language`, unless the file sets its own).
+/// `language`: its `portal.language`, unless the file sets its own), in the file's own
+/// `[calendar]` if it has one, else in `calendar` (the config's).
 pub fn run(
     file: &TestFile,
     rules: &RuleSet,
     calendar: &Calendar,
     (max_tunnel_depth, language): (u32, Language),
 ) -> Summary {
+    let calendar = file.calendar.as_ref().unwrap_or(calendar);
     let mut summary = Summary::default();
     let language = file.language.unwrap_or(language);
     for case in &file.cases {
@@ -187,6 +193,8 @@ deadline = { after = "1 day" }
             .0
     }
 
+    const SUPERVISORS: &str = "supervisors = { 3 = 2 }";
+
     const GOOD: &str = r#"
 supervisors = { 3 = 2 }
 
@@ -243,6 +251,14 @@ text = "{comment}"
         )
     }
 
+    /// `test_file` with a `[calendar]` of `lines` at line 2 (its keys from line 3).
+    fn with_calendar(lines: &str, test_file: &str) -> String {
+        format!(
+            "{SUPERVISORS}\n[calendar]\n{lines}\n{}",
+            test_file.replace(SUPERVISORS, "")
+        )
+    }
+
     #[test]
     fn a_test_file_may_set_the_language_and_name_the_stages() {
         let (rules, _) =
@@ -269,6 +285,45 @@ text = "{comment}"
         assert_eq!(
             errors[0].to_string(),
             "t.toml:1:12: \"language\" must be \"ru\" or \"en\" (write language = \"ru\" (or \"en\"), as portal.language of the config)"
+        );
+    }
+
+    #[test]
+    fn the_files_calendar_wins_over_the_configs() {
+        let text = with_calendar(
+            "timezone = \"Asia/Vladivostok\"",
+            &GOOD.replace("2026-12-02T10:00:00+03:00", "2026-12-02T17:00:00+10:00"),
+        );
+        let file = parse("t.toml", &text, &rules()).expect("valid");
+        let moscow = Calendar::default();
+        let summary = run(&file, &rules(), &moscow, (3, Language::En));
+        assert_eq!((summary.passed, summary.failed), (1, 0), "{:?}", summary);
+    }
+
+    #[test]
+    fn a_bad_calendar_in_a_test_file_is_reported_at_its_values() {
+        let text = with_calendar(
+            "timezone = \"Mars/Olympus\"\nhours = \"9-18\"\nworkdays = [\"mon\", 2]\ncolour = 1",
+            GOOD,
+        );
+        let errors = parse("t.toml", &text, &rules()).expect_err("invalid");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "t.toml:6:1: unknown key \"colour\" in [calendar] (allowed keys: timezone, workdays, hours, holidays)",
+                "t.toml:5:20: each of \"workdays\" must be a string, found an integer (write workdays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"])",
+            ]
+        );
+        let text = with_calendar("timezone = \"Mars/Olympus\"\nhours = \"9-18\"", GOOD);
+        let errors = parse("t.toml", &text, &rules()).expect_err("invalid");
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                "t.toml:3:12: calendar.timezone: \"Mars/Olympus\" is not an IANA time zone (e.g. \"Europe/Moscow\")",
+                "t.toml:4:9: calendar.hours: \"9-18\" is not a range of hours such as \"09:00-18:00\"",
+            ]
         );
     }
 

@@ -6,10 +6,9 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::FileCx;
-use super::keys::{DEADLINE_KEYS, UNIT, UNITS};
+use super::keys::DEADLINE_KEYS;
 use crate::calendar::Period;
 use crate::diagnostics::spanned::{entry, unknown_keys};
-use crate::diagnostics::suggest;
 use crate::rules::model::{Deadline, DeadlineBase};
 
 impl<'s> FileCx<'_, 's> {
@@ -31,29 +30,10 @@ impl<'s> FileCx<'_, 's> {
         let has_field = entry(table, "field").is_some();
         let period = |cx: &mut Self, v: &Spanned<DeValue<'s>>, k: &str| -> Option<Period> {
             let text = cx.string(v, k, "\"2 workdays\"")?;
-            match text.parse::<Period>() {
-                Ok(p) => Some(p),
-                Err(message) => {
-                    // A misspelt unit gets a corrected duration instead of the list of units.
-                    let mut words = text.split_whitespace();
-                    let amount = words.next().unwrap_or_default();
-                    let unit = words.next().unwrap_or_default();
-                    let whole = amount.parse::<u32>().is_ok() && words.next().is_none();
-                    let units = if amount == "1" { UNIT } else { UNITS };
-                    match suggest(unit, units).filter(|_| whole) {
-                        Some(fixed) if message.contains("unknown unit") => {
-                            let short = message.split(" (").next().unwrap_or(&message).to_string();
-                            cx.error(
-                                v.span(),
-                                short,
-                                format!("did you mean \"{amount} {fixed}\"?"),
-                            );
-                        }
-                        _ => cx.error(v.span(), message, ""),
-                    }
-                    None
-                }
-            }
+            // The error says how to write it: a corrected unit, or every accepted form.
+            text.parse::<Period>()
+                .map_err(|e| cx.error(v.span(), e.message, e.help))
+                .ok()
         };
         let base = match (after, before, at) {
             (Some(_), Some((k, _)), _) => {

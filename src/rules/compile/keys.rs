@@ -75,9 +75,6 @@ const TUNNEL_KEYS: &[&str] = &[
 ];
 /// The keys of a deadline table (and of its `fallback`).
 pub(crate) const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
-/// Units for duration suggestions: plural unless the amount is 1.
-pub(super) const UNITS: &[&str] = &["minutes", "hours", "days", "workdays"];
-pub(super) const UNIT: &[&str] = &["minute", "hour", "day", "workday"];
 /// The people named by a word rather than an id or a field.
 pub(crate) const PERSON_WORDS: &[&str] = &["assigned", "supervisor"];
 /// The values of `on_missing`.

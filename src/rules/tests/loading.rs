@@ -183,11 +183,43 @@ fn a_missing_stage_and_a_missing_deadline_are_errors_at_the_rule() {
 #[test]
 fn bad_durations_are_reported_at_the_value() {
     refused(
-        &OFFER.replace("2 workdays", "2 weeks"),
-        &[
-            "sales.toml:9:22: rule \"offer\": bad duration \"2 weeks\": unknown unit \"weeks\" (use minute(s), hour(s), day(s) or workday(s))",
-        ],
+        &OFFER.replace("2 workdays", "2 fortnights"),
+        &[&format!(
+            "sales.toml:9:22: rule \"offer\": bad duration \"2 fortnights\": unknown unit \"fortnights\" ({})",
+            crate::duration::PERIOD_FORMS
+        )],
     );
+    // Seconds are a duration, but not a deadline's.
+    refused(
+        &OFFER.replace("2 workdays", "30s"),
+        &[&format!(
+            "sales.toml:9:22: rule \"offer\": bad duration \"30s\": a deadline counts minutes at the finest, not seconds ({})",
+            crate::duration::PERIOD_FORMS
+        )],
+    );
+}
+
+#[test]
+fn russian_and_short_durations_load_as_their_english_spelling() {
+    for (written, meant) in [
+        ("2 рабочих дня", "2 workdays"),
+        ("48h", "48 hours"),
+        ("2 недели", "14 days"),
+    ] {
+        let loaded =
+            RuleSet::from_sources(&[("sales.toml".into(), OFFER.replace("2 workdays", written))])
+                .expect("loads")
+                .0;
+        let expected =
+            RuleSet::from_sources(&[("sales.toml".into(), OFFER.replace("2 workdays", meant))])
+                .expect("loads")
+                .0;
+        assert_eq!(
+            format!("{:?}", loaded.rules()),
+            format!("{:?}", expected.rules()),
+            "{written}"
+        );
+    }
 }
 
 #[test]
