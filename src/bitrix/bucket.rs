@@ -118,6 +118,21 @@ impl BucketCore {
         }
     }
 
+    /// Whether a token could be taken at `now`, without taking it: what the outbox waits for
+    /// before it takes the calls queued for the next request.
+    pub(crate) fn ready(&mut self, now: Instant) -> Result<(), Wait> {
+        self.drain(now);
+        if f64::from(self.in_flight) + 1.0 > self.window.floor().max(1.0) {
+            return Err(Wait::Answer);
+        }
+        if self.level + 1.0 <= self.capacity + 1e-9 {
+            Ok(())
+        } else {
+            let seconds = (self.level + 1.0 - self.capacity) / self.rate;
+            Err(Wait::For(Duration::from_secs_f64(seconds.max(0.001))))
+        }
+    }
+
     /// The request got no answer (network failure, or the caller gave up on it).
     pub(crate) fn on_unanswered(&mut self, _ticket: Ticket) {
         self.in_flight = self.in_flight.saturating_sub(1);
@@ -180,6 +195,9 @@ pub(crate) struct Bucket {
     queue: tokio::sync::Mutex<()>,
     /// Wakes the head of the queue when a request in flight is answered.
     answered: tokio::sync::Notify,
+    /// Wakes everyone who only watches for answers (the outbox waiting for its turn), without
+    /// taking the wake-up meant for the head of the queue.
+    answered_any: tokio::sync::Notify,
 }
 
 impl Bucket {
@@ -188,6 +206,7 @@ impl Bucket {
             core: Mutex::new(BucketCore::new(burst, requests_per_second, Instant::now())),
             queue: tokio::sync::Mutex::new(()),
             answered: tokio::sync::Notify::new(),
+            answered_any: tokio::sync::Notify::new(),
         }
     }
 
@@ -195,6 +214,16 @@ impl Bucket {
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut BucketCore) -> T) -> T {
         let mut core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut core)
+    }
+
+    /// Waits until a request in flight is answered, at most `limit`.
+    pub(crate) async fn answered_or(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.answered_any.notified()).await;
+    }
+
+    fn tell_answered(&self) {
+        self.answered.notify_one();
+        self.answered_any.notify_waiters();
     }
 
     /// Waits for a token, in turn. Report the answer through the permit; dropping it unused
@@ -234,7 +263,7 @@ impl Permit<'_> {
         self.open = false;
         self.bucket
             .with(|core| core.on_accepted(self.ticket, Instant::now()));
-        self.bucket.answered.notify_one();
+        self.bucket.tell_answered();
     }
 
     /// The portal refused with 503 `QUERY_LIMIT_EXCEEDED`; true when the bucket adapted.
@@ -243,7 +272,7 @@ impl Permit<'_> {
         let adapted = self
             .bucket
             .with(|core| core.on_rejected(self.ticket, Instant::now()));
-        self.bucket.answered.notify_one();
+        self.bucket.tell_answered();
         adapted
     }
 }
@@ -252,7 +281,7 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.open {
             self.bucket.with(|core| core.on_unanswered(self.ticket));
-            self.bucket.answered.notify_one();
+            self.bucket.tell_answered();
         }
     }
 }

@@ -36,8 +36,10 @@ impl Start {
 /// Which stage-history entries of deals to list (`crm.stagehistory.list`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct History<'a> {
-    /// Only this deal's entries.
-    pub owner: Option<u64>,
+    /// Only the entries of these deals (one: the deal's own list); none: of every deal.
+    /// The filter takes "exact values, arrays of values" (`crm-stage-history-list.md`), so one
+    /// call reads the entries of many deals.
+    pub owners: &'a [u64],
     /// Only entries with an id past this one.
     pub after: Option<u64>,
     /// Newest first; otherwise oldest first.
@@ -53,8 +55,14 @@ pub fn stage_history(query: History<'_>) -> BatchCall {
     let mut params = Map::new();
     params.insert("entityTypeId".into(), json!(DEALS));
     let mut filter = Map::new();
-    if let Some(owner) = query.owner {
-        filter.insert("OWNER_ID".into(), json!(owner));
+    match query.owners {
+        [] => {}
+        [owner] => {
+            filter.insert("OWNER_ID".into(), json!(owner));
+        }
+        owners => {
+            filter.insert("OWNER_ID".into(), json!(owners));
+        }
     }
     if let Some(after) = query.after {
         filter.insert(">ID".into(), json!(after));
@@ -79,6 +87,16 @@ pub fn deal_fields() -> BatchCall {
 /// `crm.deal.get`: one deal, every field.
 pub fn deal_get(id: u64) -> BatchCall {
     BatchCall::new("crm.deal.get", json!({ "id": id }))
+}
+
+/// `crm.deal.list` of these deals (`@ID`, at most 50: one page) with the fields named in
+/// `select`. Named fields are returned whatever their kind; the masks `*` and `UF_*` would
+/// leave out the multiple ones (`crm-deal-list.md`, "select"), so none is used.
+pub fn deals_by_id(ids: &[u64], select: &[String]) -> BatchCall {
+    BatchCall::new(
+        "crm.deal.list",
+        json!({ "filter": { "@ID": ids }, "order": { "ID": "ASC" }, "select": select }),
+    )
 }
 
 /// `crm.deal.list`: a page of deals past `after` (by ID, oldest first, uncounted), with what
@@ -257,7 +275,7 @@ mod tests {
             json!({ "entityTypeId": 2, "order": { "ID": "DESC" }, "select": ["ID", "OWNER_ID"] })
         );
         let paged = stage_history(History {
-            owner: Some(5),
+            owners: &[5],
             after: Some(100),
             start: Some(Start::At(50)),
             ..all

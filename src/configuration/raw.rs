@@ -161,7 +161,7 @@ impl Default for RawWorker {
     fn default() -> Self {
         RawWorker {
             concurrency: 4,
-            deals_per_batch: 25,
+            deals_per_batch: 50,
             max_attempts: 10,
             retry_base: "2s".into(),
             retry_max: "10m".into(),

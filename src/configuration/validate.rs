@@ -142,8 +142,8 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
     c.at_least_one("worker.concurrency", raw.worker.concurrency);
     c.require(
         "worker.deals_per_batch",
-        (1..=25).contains(&raw.worker.deals_per_batch),
-        "must be between 1 and 25 (each deal takes 2 of a batch's 50 calls)",
+        (1..=50).contains(&raw.worker.deals_per_batch),
+        "must be between 1 and 50 (a round's deals share one stage-history call and one deal list, of 50 at most)",
     );
     c.at_least_one("worker.max_attempts", raw.worker.max_attempts);
     c.up_to(

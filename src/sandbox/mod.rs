@@ -143,7 +143,7 @@ pub struct Faults {
     /// A `next` that never ends: the list answers repeat their first page (`start` and the
     /// `>ID` bound ignored) with `next` = start + 50, forever.
     pub endless_paging: Option<EndlessPaging>,
-    /// `crm.deal.get` of this deal answers a malformed deal.
+    /// `crm.deal.get` of this deal, and a `crm.deal.list` that lists it, answer a malformed deal.
     pub corrupt_deal: Option<(u64, DealCorruption)>,
     /// Seed for the fault dice, for reproducible runs.
     pub seed: Option<u64>,
@@ -169,7 +169,7 @@ pub enum EndlessPaging {
     All,
 }
 
-/// How a `crm.deal.get` answer is malformed (see [`Faults::corrupt_deal`]).
+/// How a deal in an answer is malformed (see [`Faults::corrupt_deal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DealCorruption {
     /// `"STAGE_ID": null`.

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use super::job::{Ending, Job, failure};
-use super::read::{DealRead, deal_of};
+use super::read::{RoundRead, deal_of};
 use super::{Activity, Worker};
 use crate::bitrix::{CallError, ErrorKind, Response};
 use crate::rules::{
@@ -98,10 +98,13 @@ impl Worker {
         &self,
         job: &mut Job,
         floor: u64,
-        read: DealRead,
+        read: RoundRead,
         catalog: &FieldCatalog,
+        rules: &RuleSet,
     ) -> Result<(), StoreError> {
-        let Some((deal, entries)) = self.usable_answers(job, read.deal, read.history).await? else {
+        let Some((deal, entries)) =
+            self.usable_answers(job, (read.deal, read.deal_via), read.entries)?
+        else {
             return Ok(());
         };
         self.resolve_pending(job, read.lookups)?;
@@ -116,7 +119,6 @@ impl Worker {
             return Ok(());
         };
 
-        let rules = self.rules.current();
         let mut records = Vec::with_capacity(new.entries.len());
         let mut intents = Vec::new();
         for (entry, action) in new.entries {
@@ -127,7 +129,7 @@ impl Worker {
                 let entry = &with_deal_semantic(entry, &deal);
                 decisions = self.evaluate_entry(
                     job.deal_id,
-                    &rules,
+                    rules,
                     &deal,
                     entry,
                     new.previous_stage.as_deref(),
@@ -143,7 +145,7 @@ impl Worker {
                 }
             }
             self.tell_entry(job, entry, &action, decisions.len());
-            records.push(entry_record(job, entry, action, decisions, &rules, None));
+            records.push(entry_record(job, entry, action, decisions, rules, None));
         }
         advance(&mut job.state, new.newest, &intents);
         self.record(job, &records, intents)?;
@@ -151,20 +153,19 @@ impl Worker {
         Ok(())
     }
 
-    /// The deal and its history (oldest first, each entry once) from the read batch's answers;
-    /// `None` when they cannot be used this round (the job's ending says why) or the deal is
-    /// gone.
-    async fn usable_answers(
+    /// The deal and its history (oldest first, each entry once) from the round's reads; `None`
+    /// when they cannot be used this round (the job's ending says why) or the deal is gone.
+    fn usable_answers(
         &self,
         job: &mut Job,
-        deal: Option<Result<Response, CallError>>,
-        history: Option<Result<Response, CallError>>,
+        (deal, via): (Option<Result<Response, CallError>>, &str),
+        entries: Result<Vec<StageEntry>, Ending>,
     ) -> Result<Option<(Deal, Vec<StageEntry>)>, StoreError> {
         let deal_id = job.deal_id;
         let deal = match deal {
             // Nothing is recorded from a malformed answer (no entry used up as superseded):
             // the job is tried again, and parked with the reason if the portal goes on.
-            Some(Ok(answer)) => match deal_of(deal_id, answer) {
+            Some(Ok(answer)) => match deal_of(deal_id, answer, via) {
                 Ok(deal) => deal,
                 Err(why) => {
                     job.end(Ending::Retry(why));
@@ -180,20 +181,17 @@ impl Worker {
                 return Ok(None);
             }
             None => {
-                job.end(Ending::Retry("crm.deal.get: no answer".into()));
+                job.end(Ending::Retry(format!("{via}: no answer")));
                 return Ok(None);
             }
         };
-        let ending = match history {
-            Some(Ok(answer)) => match self.history_items(deal_id, answer).await {
-                Ok(entries) => return Ok(Some((deal, entries))),
-                Err(ending) => ending,
-            },
-            Some(Err(error)) => failure(&error),
-            None => Ending::Retry("crm.stagehistory.list: no answer".into()),
-        };
-        job.end(ending);
-        Ok(None)
+        match entries {
+            Ok(entries) => Ok(Some((deal, entries))),
+            Err(ending) => {
+                job.end(ending);
+                Ok(None)
+            }
+        }
     }
 
     /// A stage entry of a round told: logged, counted, and sent to the listeners.

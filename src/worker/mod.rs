@@ -176,22 +176,14 @@ impl Worker {
         while rounds.join_next().await.is_some() {}
     }
 
-    /// Under the portal's limit a round's requests wait for the bucket anyway; waiting *before*
-    /// taking deals lets the deals that arrive meanwhile join the round, so one `batch` carries
-    /// more of them and fewer requests are spent in all. Without pressure (the bucket less than
-    /// half full) this returns at once.
+    /// Under the portal's limit a round's requests wait for their turn anyway; waiting
+    /// *before* taking deals while a full request is already queued lets the deals that arrive
+    /// meanwhile join the round, so one read carries more of them and fewer calls are spent in
+    /// all. Without pressure (less than a full batch waiting) this returns at once.
     async fn until_the_portal_can_take_a_request(&self, stop: &CancellationToken) {
-        let stats = self.client.stats();
-        // Half the bucket is kept for bursts of single deals (low latency when the portal is
-        // quiet); past it, rounds go at the drain rate and fill up with the deals that arrive.
-        let threshold = (stats.bucket_capacity / 2.0).max(1.0);
-        let wait = (stats.bucket_level + 1.0 - threshold) / stats.bucket_rate.max(0.001);
-        if wait > 0.0 {
-            let wait = std::time::Duration::from_secs_f64(wait.min(5.0));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => {}
-            }
+        tokio::select! {
+            _ = self.client.until_outbox_has_room() => {}
+            _ = stop.cancelled() => {}
         }
     }
 

@@ -5,8 +5,7 @@
 
 use super::Worker;
 use super::job::{Ending, Job};
-use super::portal::HISTORY_SELECT;
-use crate::bitrix::{Jitter, backoff, calls};
+use crate::bitrix::{Jitter, backoff};
 use crate::store::{StoreError, now_ms};
 
 impl Worker {
@@ -65,19 +64,12 @@ impl Worker {
 
     /// Reads every deal of the round in one batch, records new entries, decisions and intents.
     async fn read_and_decide(&self, jobs: &mut [Job], floor: u64) -> Result<(), StoreError> {
-        let reads = self
-            .read_deals(jobs, |job| {
-                calls::stage_history(calls::History {
-                    owner: Some(job.deal_id),
-                    after: job.known.then(|| job.seen(floor)),
-                    newest_first: false,
-                    select: &HISTORY_SELECT,
-                    start: None,
-                })
-            })
-            .await;
+        let reads = self.read_round(jobs, floor).await;
         for (job, read) in jobs.iter_mut().zip(reads.deals) {
-            match self.decide(job, floor, read, &reads.catalog).await {
+            match self
+                .decide(job, floor, read, &reads.catalog, &reads.rules)
+                .await
+            {
                 Ok(()) => {}
                 Err(error) if error.is_unreadable() => {
                     job.writes.clear();

@@ -159,7 +159,7 @@ async fn a_field_edit_without_a_stage_change_creates_nothing_and_costs_one_batch
             "batch".to_string(),
             vec![
                 "crm.stagehistory.list".to_string(),
-                "crm.deal.get".to_string()
+                "crm.deal.list".to_string()
             ]
         )],
         "one read batch and nothing else"

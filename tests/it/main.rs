@@ -33,6 +33,7 @@ mod hardening;
 // A hostile portal and a damaged store (issue 8)
 mod damaged_store;
 mod disk;
+mod full_batches;
 mod hostile_history;
 mod malformed_deal;
 mod portal_bounds;

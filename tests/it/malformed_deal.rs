@@ -1,4 +1,4 @@
-//! A `crm.deal.get` answer that cannot be a deal (`STAGE_ID` null, `ID` not a number) uses up
+//! A deal answer (`crm.deal.list`, `crm.deal.get`) that cannot be a deal (`STAGE_ID` null, `ID` not a number) uses up
 //! nothing: the job is retried, then parked with the reason, and once the portal answers properly
 //! again the stage entry's rules run once.
 
@@ -32,7 +32,9 @@ async fn parked_then_acted_once(corruption: DealCorruption, reason: &str) {
     assert_eq!(job.attempts, 3, "each malformed answer counts an attempt");
     let error = job.last_error.unwrap_or_default();
     assert!(
-        error.contains(&format!("crm.deal.get {deal}")) && error.contains(reason),
+        (error.contains(&format!("crm.deal.get {deal}"))
+            || error.contains(&format!("crm.deal.list {deal}")))
+            && error.contains(reason),
         "the reason names the deal and what is wrong: {error}"
     );
     assert!(app.sim.tasks_for_deal(deal).is_empty());

@@ -110,7 +110,7 @@ async fn metrics_are_present_and_move_after_a_stage_entry() {
     );
     assert!(moved("b24robot_rest_calls_total{method=\"batch\",outcome=\"ok\"}") >= 2.0);
     assert!(moved("b24robot_rest_calls_total{method=\"tasks.task.add\",outcome=\"ok\"}") >= 1.0);
-    assert!(moved("b24robot_rest_calls_total{method=\"crm.deal.get\",outcome=\"ok\"}") >= 1.0);
+    assert!(moved("b24robot_rest_calls_total{method=\"crm.deal.list\",outcome=\"ok\"}") >= 1.0);
     assert!(moved("b24robot_rest_http_requests_total") >= 2.0);
     assert_eq!(value(&after, "b24robot_queue_depth"), 0.0);
     // Deal ids are never labels.

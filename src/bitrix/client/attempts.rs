@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::wire::Exchange;
 use super::{Client, Retry};
+use crate::bitrix::bucket::Permit;
 use crate::bitrix::envelope::{Parsed, Response};
 use crate::bitrix::error::{CallError, ErrorKind};
 use crate::bitrix::retry::{Jitter, backoff};
@@ -20,12 +21,17 @@ impl Client {
         method: &str,
         params: Value,
         retry: Retry,
+        mut first: Option<Permit<'_>>,
     ) -> Result<Response, CallError> {
         let mut attempts = 0;
         let mut redirects = 0;
         loop {
             self.wait_if_parked(method, retry).await?;
-            let permit = self.inner.bucket.acquire().await;
+            // The first attempt may come with its token (the outbox took it); the others wait.
+            let permit = match first.take() {
+                Some(permit) => permit,
+                None => self.inner.bucket.acquire().await,
+            };
             self.bump(|c| &c.http_requests);
             let error = match self.exchange(method, &params).await {
                 Exchange::Moved(location) => {

@@ -1,9 +1,10 @@
-//! [`Client::batch`]: many calls in chunks of 50 `batch` sub-calls, sent at once, answered one
-//! result per call in input order.
+//! [`Client::batch`]: many calls through the outbox, answered one result per call in input
+//! order; and one `batch` request of at most 50 sub-calls, which the outbox sends.
 
 use serde_json::{Map, Value};
 
 use super::{Client, Retry};
+use crate::bitrix::bucket::Permit;
 use crate::bitrix::envelope::{Parsed, Response, parse_batch};
 use crate::bitrix::error::CallError;
 use crate::bitrix::query::php_query;
@@ -30,10 +31,11 @@ impl BatchCall {
 }
 
 impl Client {
-    /// Many calls in as few HTTP requests as possible: chunks of at most 50 sub-calls, one
-    /// `batch` each (`halt=0`, commands keyed `c0`, `c1`, ... in order). One result per input,
-    /// in input order. A chunk's own failure is returned for each of its sub-calls; a sub-call
-    /// of a parked method is not sent and gets [`CallError::MethodParked`].
+    /// Many calls in as few HTTP requests as possible: they join the outbox (see
+    /// [`super::outbox`]), which packs the calls of every caller into `batch` requests of at
+    /// most 50 sub-calls (`halt=0`, commands keyed `c0`, `c1`, ... in order). One result per
+    /// input, in input order. A request's own failure is returned for each of its sub-calls; a
+    /// sub-call of a parked method is not sent and gets [`CallError::MethodParked`].
     pub async fn batch(
         &self,
         calls: Vec<BatchCall>,
@@ -42,6 +44,7 @@ impl Client {
         let mut results: Vec<Option<Result<Response, CallError>>> =
             (0..calls.len()).map(|_| None).collect();
         let mut pending = Vec::new();
+        let mut slots = Vec::new();
         for (index, call) in calls.into_iter().enumerate() {
             match self.parked_until(&call.method) {
                 Some(until) => {
@@ -50,26 +53,21 @@ impl Client {
                         until,
                     }))
                 }
-                None => pending.push((index, call)),
-            }
-        }
-        let mut chunks = tokio::task::JoinSet::new();
-        while !pending.is_empty() {
-            let rest = pending.split_off(pending.len().min(BATCH_LIMIT));
-            let chunk = std::mem::replace(&mut pending, rest);
-            let client = self.clone();
-            chunks.spawn(async move { client.batch_chunk(chunk, retry).await });
-        }
-        while let Some(done) = chunks.join_next().await {
-            match done {
-                Ok(outcomes) => {
-                    for (index, outcome) in outcomes {
-                        results[index] = Some(outcome);
-                    }
+                None => {
+                    slots.push((index, call.method.clone()));
+                    pending.push((call, retry));
                 }
-                // A chunk task only ends early if it panicked: its slots stay empty below.
-                Err(error) => tracing::error!(error = %error, "batch chunk task failed"),
             }
+        }
+        let answers = self.enqueue(pending);
+        for ((index, method), answer) in slots.into_iter().zip(answers) {
+            // The dispatcher dropped the call unanswered only if its runtime went away.
+            results[index] = Some(answer.await.unwrap_or_else(|_| {
+                Err(CallError::Malformed {
+                    method,
+                    message: "the batch request was lost".into(),
+                })
+            }));
         }
         results
             .into_iter()
@@ -84,10 +82,12 @@ impl Client {
             .collect()
     }
 
-    async fn batch_chunk(
+    /// One `batch` request of at most 50 calls; `permit` is the token the outbox took for it.
+    pub(super) async fn batch_chunk(
         &self,
         chunk: Vec<(usize, BatchCall)>,
         retry: Retry,
+        permit: Option<Permit<'_>>,
     ) -> Vec<(usize, Result<Response, CallError>)> {
         let keys: Vec<String> = (0..chunk.len()).map(|n| format!("c{n}")).collect();
         let mut cmd = Map::new();
@@ -101,7 +101,9 @@ impl Client {
             cmd.insert(key.clone(), Value::String(command));
         }
         let body = serde_json::json!({"halt": 0, "cmd": cmd});
-        let parsed = match self.call("batch", body, retry).await {
+        let answer = self.call_counted("batch", body, retry, permit).await;
+        self.count_call("batch", &answer);
+        let parsed = match answer {
             Err(error) => return fail_each(chunk, &error),
             Ok(response) => parse_batch(200, &response.result, &keys),
         };

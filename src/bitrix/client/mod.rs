@@ -11,11 +11,13 @@
 //!
 //! This file builds the client and has its one entry point, [`Client::call`]; the rest is by
 //! seam: `settings`, `wire` (one POST and its answer), `attempts` (retries with backoff, the
-//! bucket), `park` (429 parking), `redirect` (portal renames), `batch`, `paging` (`list_all`)
+//! bucket), `park` (429 parking), `redirect` (portal renames), `batch`, `outbox` (the calls of
+//! every caller packed into full batches), `paging` (`list_all`)
 //! and `stats` (counters for `/metrics`).
 
 mod attempts;
 mod batch;
+mod outbox;
 mod paging;
 mod park;
 mod redirect;
@@ -78,6 +80,8 @@ struct Inner {
     bucket: Bucket,
     methods: Mutex<HashMap<String, MethodState>>,
     counters: Counters,
+    /// Calls waiting for a `batch` request, and the dispatcher that packs them.
+    outbox: outbox::Outbox,
 }
 
 impl fmt::Debug for Client {
@@ -143,6 +147,7 @@ impl Client {
                 bucket: Bucket::new(settings.burst, settings.requests_per_second),
                 methods: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                outbox: outbox::Outbox::default(),
             }),
         })
     }
@@ -174,7 +179,7 @@ impl Client {
         params: Value,
         retry: Retry,
     ) -> Result<Response, CallError> {
-        let result = self.call_counted(method, params, retry).await;
+        let result = self.call_counted(method, params, retry, None).await;
         self.count_call(method, &result);
         result
     }

@@ -25,6 +25,12 @@ pub(super) fn deal_get(st: &PortalState, params: &Value, ctx: &CallCtx) -> Resul
     let mut deal = st
         .deal_view(id)
         .ok_or_else(|| ApiError::deal("Not found"))?;
+    corrupt(&mut deal, id, ctx);
+    Ok(Reply::of(Value::Object(deal)))
+}
+
+/// The deal as [`crate::sandbox::Faults::corrupt_deal`] spoils it, in a get or a list answer.
+fn corrupt(deal: &mut Map<String, Value>, id: u64, ctx: &CallCtx) {
     match ctx.faults.corrupt_deal {
         Some((deal_id, DealCorruption::NullStage)) if deal_id == id => {
             deal.insert("STAGE_ID".into(), Value::Null);
@@ -34,7 +40,6 @@ pub(super) fn deal_get(st: &PortalState, params: &Value, ctx: &CallCtx) -> Resul
         }
         _ => {}
     }
-    Ok(Reply::of(Value::Object(deal)))
 }
 
 pub(super) fn deal_list(
@@ -70,7 +75,17 @@ pub(super) fn deal_list(
     };
     Ok(Page::cut(deals, params, endless).reply(|page| {
         page.into_iter()
-            .map(|d| Value::Object(d.into_iter().filter(|(k, _)| wants(k)).collect()))
+            .map(|d| {
+                let id = d
+                    .get("ID")
+                    .and_then(scalar_string)
+                    .and_then(|s| s.parse().ok());
+                let mut d: Map<String, Value> = d.into_iter().filter(|(k, _)| wants(k)).collect();
+                if let Some(id) = id {
+                    corrupt(&mut d, id, ctx);
+                }
+                Value::Object(d)
+            })
             .collect()
     }))
 }

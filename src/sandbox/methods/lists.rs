@@ -32,7 +32,7 @@ fn field_values(item: &Map<String, Value>, field: &str) -> Vec<String> {
     }
 }
 
-fn filter_values(value: &Value) -> Vec<String> {
+pub(super) fn filter_values(value: &Value) -> Vec<String> {
     match value {
         Value::Array(_) | Value::Object(_) => string_list(value),
         Value::Null => vec![String::new()],

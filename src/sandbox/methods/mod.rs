@@ -23,7 +23,7 @@ use chrono::{FixedOffset, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::store::{ApiError, PortalState};
-use super::values::{format_instant, object_param, scalar_string};
+use super::values::{format_instant, object_param};
 
 /// Bitrix24's fixed page size for list methods.
 pub const PAGE: usize = 50;
@@ -108,10 +108,11 @@ impl CallCtx {
             None => false,
             Some(super::EndlessPaging::All) => true,
             Some(super::EndlessPaging::Deal(deal)) => {
+                // The deal's own list, or a list of several deals that names it.
                 method == "crm.stagehistory.list"
                     && object_param(params, "filter")
-                        .and_then(|f| f.get("OWNER_ID").and_then(scalar_string))
-                        .is_some_and(|owner| owner == deal.to_string())
+                        .and_then(|f| f.get("OWNER_ID").map(lists::filter_values))
+                        .is_some_and(|owners| owners.contains(&deal.to_string()))
             }
         }
     }

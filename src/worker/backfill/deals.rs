@@ -75,7 +75,7 @@ impl Run<'_> {
         let reads = worker
             .read_deals(&jobs, |job| {
                 calls::stage_history(calls::History {
-                    owner: Some(job.deal_id),
+                    owners: &[job.deal_id],
                     after: None,
                     newest_first: true,
                     select: &HISTORY_SELECT,
@@ -316,7 +316,7 @@ impl Run<'_> {
     ) -> Result<Result<Current, Verdict>, BackfillError> {
         let worker = self.worker;
         let deal_id = job.deal_id;
-        let deal = match deal_of(deal_id, deal) {
+        let deal = match deal_of(deal_id, deal, "crm.deal.get") {
             Ok(deal) => deal,
             Err(why) => return Ok(Err(Verdict::Malformed(why))),
         };

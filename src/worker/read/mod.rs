@@ -17,6 +17,10 @@ use crate::bitrix::{BatchCall, CallError, Response, Retry, calls};
 use crate::rules::{Deal, FieldCatalog, StageEntry};
 use crate::worker::counters::{PagedList, PagingStop};
 
+mod shared;
+
+pub(crate) use shared::RoundRead;
+
 /// What one read `batch` brought back (see [`Worker::read_deals`]).
 pub(crate) struct DealReads {
     pub(crate) catalog: Arc<FieldCatalog>,
@@ -44,11 +48,7 @@ impl Worker {
         history: impl Fn(&Job) -> BatchCall,
     ) -> DealReads {
         let mut batch = Vec::new();
-        let catalog_at = self.catalog.fresh().is_none().then(|| {
-            batch.push(calls::deal_fields());
-            batch.push(calls::all_stages());
-            0
-        });
+        let catalog_at = self.catalog_calls(&mut batch);
         // (history, deal, [(pending index, lookup call index)]) per job
         let mut slots = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -73,27 +73,7 @@ impl Worker {
             .map(Some)
             .collect();
 
-        let stages = catalog_at.and_then(|i| match results[i + 1].take() {
-            Some(Ok(answer)) => Some(answer.result),
-            Some(Err(error)) => {
-                tracing::warn!(%error, "crm.status.list failed; stages are named by their ids");
-                None
-            }
-            None => None,
-        });
-        let catalog = match catalog_at.and_then(|i| results[i].take()) {
-            Some(Ok(answer)) => self.catalog.store(&answer.result, stages.as_ref()),
-            Some(Err(error)) => {
-                tracing::warn!(%error, "crm.deal.fields failed; labels fall back to field codes");
-                self.catalog
-                    .any()
-                    .unwrap_or_else(|| Arc::new(FieldCatalog::empty()))
-            }
-            None => self
-                .catalog
-                .any()
-                .unwrap_or_else(|| Arc::new(FieldCatalog::empty())),
-        };
+        let catalog = self.catalog_from(catalog_at, &mut results);
         let deals = slots
             .into_iter()
             .map(|(history, deal, lookups)| DealRead {
@@ -106,6 +86,45 @@ impl Worker {
             })
             .collect();
         DealReads { catalog, deals }
+    }
+
+    /// The field catalog and the stage names, when the cached catalog is stale: pushed first
+    /// onto the batch; where they are, if they are.
+    pub(super) fn catalog_calls(&self, batch: &mut Vec<BatchCall>) -> Option<usize> {
+        self.catalog.fresh().is_none().then(|| {
+            batch.push(calls::deal_fields());
+            batch.push(calls::all_stages());
+            batch.len() - 2
+        })
+    }
+
+    /// The catalog from the batch's answers when it was read (cached), else the cached one.
+    pub(super) fn catalog_from(
+        &self,
+        catalog_at: Option<usize>,
+        results: &mut [Option<Result<Response, CallError>>],
+    ) -> Arc<FieldCatalog> {
+        let stages = catalog_at.and_then(|i| match results[i + 1].take() {
+            Some(Ok(answer)) => Some(answer.result),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "crm.status.list failed; stages are named by their ids");
+                None
+            }
+            None => None,
+        });
+        match catalog_at.and_then(|i| results[i].take()) {
+            Some(Ok(answer)) => self.catalog.store(&answer.result, stages.as_ref()),
+            Some(Err(error)) => {
+                tracing::warn!(%error, "crm.deal.fields failed; labels fall back to field codes");
+                self.catalog
+                    .any()
+                    .unwrap_or_else(|| Arc::new(FieldCatalog::empty()))
+            }
+            None => self
+                .catalog
+                .any()
+                .unwrap_or_else(|| Arc::new(FieldCatalog::empty())),
+        }
     }
 
     /// Every entry of the deal's history answer, each once (a portal may list an item twice),
@@ -171,7 +190,7 @@ impl Worker {
                     .unwrap_or(0)
             });
             let call = calls::stage_history(calls::History {
-                owner: Some(deal_id),
+                owners: &[deal_id],
                 after: Some(after),
                 newest_first: false,
                 select: &HISTORY_SELECT,
@@ -217,14 +236,15 @@ pub(crate) fn entries_of(deal_id: u64, items: &[Value]) -> Result<Vec<StageEntry
     Ok(entries)
 }
 
-/// The deal in a `crm.deal.get` answer, or why it cannot be used (the message names the call).
-pub(crate) fn deal_of(deal_id: u64, answer: Response) -> Result<Deal, String> {
+/// The deal in a `crm.deal.get` answer (or a deal of a `crm.deal.list` answer: `method`
+/// says which), or why it cannot be used (the message names the call).
+pub(crate) fn deal_of(deal_id: u64, answer: Response, method: &str) -> Result<Deal, String> {
     match answer.result {
         Value::Object(map) => match malformed_deal(deal_id, &map) {
-            Some(why) => Err(format!("crm.deal.get {deal_id}: {why}")),
+            Some(why) => Err(format!("{method} {deal_id}: {why}")),
             None => Ok(Deal::new(map)),
         },
-        _ => Err(format!("crm.deal.get {deal_id}: the answer is not a deal")),
+        _ => Err(format!("{method} {deal_id}: the answer is not a deal")),
     }
 }
 
