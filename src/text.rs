@@ -1,5 +1,5 @@
 //! Texts that come from outside, kept to a size before they are logged or stored; and counts
-//! in words ([`count`]: "1 task", "2 tasks").
+//! in words ([`count`]: "1 task", "2 tasks"); an instant as operators read it ([`utc`]).
 //!
 //! A portal may answer an error whose `error_description` is megabytes long (a proxy's HTML
 //! page, a hostile portal). Such a text would go whole into log lines, the queue record and
@@ -37,6 +37,12 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
 #[must_use]
 pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `at` in RFC 3339, UTC, to the second: `2026-12-03T06:40:00Z`.
+#[must_use]
+pub fn utc(at: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

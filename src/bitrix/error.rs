@@ -199,6 +199,10 @@ pub enum CallError {
     /// later): the caller's own retries, further apart, decide.
     #[error("{method}: the answer is larger than portal.max_response ({limit} bytes), not read")]
     TooLarge { method: String, limit: usize },
+    /// The portal has been unreachable since `since` (see the client's `reach`): the call was
+    /// not sent.
+    #[error("{method}: not sent: the portal is unreachable since {}", crate::text::utc(*since))]
+    PortalDown { method: String, since: SystemTime },
 }
 
 impl CallError {
@@ -211,7 +215,8 @@ impl CallError {
             | Self::Malformed { method, .. }
             | Self::MethodParked { method, .. }
             | Self::RedirectRefused { method, .. }
-            | Self::TooLarge { method, .. } => method,
+            | Self::TooLarge { method, .. }
+            | Self::PortalDown { method, .. } => method,
         }
     }
 
@@ -220,9 +225,10 @@ impl CallError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Api { error, .. } => error.kind(),
-            Self::Transport { .. } | Self::Malformed { .. } | Self::TooLarge { .. } => {
-                ErrorKind::Transient
-            }
+            Self::Transport { .. }
+            | Self::Malformed { .. }
+            | Self::TooLarge { .. }
+            | Self::PortalDown { .. } => ErrorKind::Transient,
             Self::MethodParked { until, .. } => ErrorKind::OperationLimit { reset_at: *until },
             Self::RedirectRefused { .. } => ErrorKind::RedirectRefused,
         }
@@ -253,7 +259,9 @@ impl CallError {
                     && !error.is_query_limit()
                     && !matches!(error.kind(), ErrorKind::Blocked)
             }
-            Self::MethodParked { .. } | Self::RedirectRefused { .. } => false,
+            Self::MethodParked { .. } | Self::RedirectRefused { .. } | Self::PortalDown { .. } => {
+                false
+            }
         }
     }
 
@@ -267,7 +275,8 @@ impl CallError {
             | Self::Malformed { method, .. }
             | Self::MethodParked { method, .. }
             | Self::RedirectRefused { method, .. }
-            | Self::TooLarge { method, .. } => *method = other.to_owned(),
+            | Self::TooLarge { method, .. }
+            | Self::PortalDown { method, .. } => *method = other.to_owned(),
         }
         copy
     }

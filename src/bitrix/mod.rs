@@ -30,7 +30,10 @@ mod retry;
 #[cfg(test)]
 mod tests;
 
-pub use client::{BATCH_LIMIT, BatchCall, Client, ClientSettings, ClientStats, Retry};
+pub use client::{
+    BATCH_LIMIT, BatchCall, Client, ClientSettings, ClientStats, DOWN_AFTER, PROBE_MAX,
+    PROBE_METHOD, Reachability, Retry,
+};
 pub use envelope::{CallTime, Response};
 pub use error::{ApiError, CallError, ClientError, ErrorKind};
 pub use query::php_query;

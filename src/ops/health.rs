@@ -4,7 +4,9 @@
 //!
 //! - `/healthz` is "alive": 200 `ok` while the process serves HTTP.
 //! - `/readyz` is "can take events": 200, or 503 while the store cannot write (the reason in
-//!   `store`), with what the service runs on as JSON. `b24-robot healthcheck` reads it.
+//!   `store`), with what the service runs on as JSON. `b24-robot healthcheck` reads it. An
+//!   unreachable portal keeps it 200 (events are still taken) and says since when in `portal`,
+//!   `portal_down_since` and `portal_down_seconds`.
 //!
 //! Every field reads something its owner keeps up to date (the store's counters, the REST
 //! client's rename), in constant time.
@@ -35,7 +37,8 @@ pub struct HealthState {
     pub rules_status: RulesStatus,
     /// Set at shutdown, as the intake's: `/readyz` says "shutting down".
     pub closing: Arc<AtomicBool>,
-    /// The REST client: `/readyz` shows a portal rename it followed (`portal_renamed`).
+    /// The REST client: `/readyz` shows a portal rename it followed (`portal_renamed`) and
+    /// since when the portal is unreachable.
     pub portal: Client,
 }
 
@@ -73,6 +76,16 @@ pub fn readiness(state: &HealthState) -> (bool, Value) {
         (None, false) => "ok".to_string(),
     };
     let ready = write_failure.is_none() && !closing;
+    // An unreachable portal does not stop the intake: events are recorded and wait for it.
+    let reach = state.portal.reachability();
+    let portal = match reach.down_since {
+        Some(since) => format!(
+            "unreachable since {} ({} s): work waits, events are still taken",
+            crate::text::utc(since),
+            reach.down_for.as_secs()
+        ),
+        None => "ok".to_string(),
+    };
     let body = json!({
         "ready": ready,
         "store": store,
@@ -85,6 +98,9 @@ pub fn readiness(state: &HealthState) -> (bool, Value) {
         "stale": disk.stale,
         "errors": disk.errors,
         "portal_renamed": state.portal.renamed_to(),
+        "portal": portal,
+        "portal_down_since": reach.down_since.map(crate::text::utc),
+        "portal_down_seconds": reach.down_for.as_secs(),
     });
     (ready, body)
 }

@@ -206,6 +206,16 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
         ],
     );
 
+    out.counter(
+        "b24robot_rounds_total",
+        "Worker rounds begun (each reads up to worker.deals_per_batch queued deals).",
+        m.rounds.load(Ordering::Relaxed),
+    );
+    out.counter(
+        "b24robot_round_deals_total",
+        "Queued deals taken by those rounds.",
+        m.round_deals.load(Ordering::Relaxed),
+    );
     out.family(
         "b24robot_stage_entries_total",
         "counter",
@@ -308,6 +318,36 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
         "b24robot_bucket_rate",
         "Leaky bucket drain in force, requests per second.",
         stats.bucket_rate,
+    );
+    out.counter(
+        "b24robot_batch_requests_total",
+        "batch requests sent by the outbox (the calls of every caller packed together).",
+        stats.outbox_requests,
+    );
+    out.counter(
+        "b24robot_batch_calls_total",
+        "Calls carried by those batch requests (at most 50 each): calls / requests is how full they were.",
+        stats.outbox_calls,
+    );
+    out.gauge(
+        "b24robot_portal_up",
+        "1 while the portal answers; 0 while it is unreachable (no work is sent, one probe at a time).",
+        u64::from(stats.reach.down_since.is_none()),
+    );
+    out.gauge(
+        "b24robot_portal_down_seconds",
+        "How long the portal has been unreachable (0 while it answers).",
+        stats.reach.down_for.as_secs(),
+    );
+    out.counter(
+        "b24robot_portal_outages_total",
+        "Times the portal became unreachable.",
+        stats.reach.outages,
+    );
+    out.counter(
+        "b24robot_portal_probes_total",
+        "server.time probes sent while the portal was unreachable.",
+        stats.reach.probes,
     );
 
     let rules = state.rules.current();

@@ -190,6 +190,26 @@ impl Connected<IncomingStream<'_, SimListener>> for ConnHandle {
     }
 }
 
+/// Counts a request in [`Inner::in_flight`] while it is answered.
+struct Answering<'a>(&'a Inner);
+
+impl<'a> Answering<'a> {
+    fn new(inner: &'a Inner) -> Answering<'a> {
+        use std::sync::atomic::Ordering;
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        Answering(inner)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What the fault dice decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
@@ -317,6 +337,7 @@ pub async fn handle(
 ) -> Response {
     let at = Instant::now();
     let started = methods::unix_now();
+    let _answering = Answering::new(&inner);
     let path = request.uri().path().to_string();
     let Some(rest) = path.strip_prefix("/rest/") else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
@@ -349,6 +370,25 @@ pub async fn handle(
     // Authorisation, rate limit and the fault dice, under one short lock.
     let (fault, delay, ctx, pad) = {
         let mut shared = inner.lock();
+        match shared.faults.outage {
+            Some(super::Outage::Gateway(status)) => {
+                shared
+                    .requests
+                    .push(record(status, Some("GATEWAY".into()), Vec::new()));
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let page = format!("<html><body><h1>{status}</h1>nginx</body></html>");
+                return (status, [(header::CONTENT_TYPE, "text/html")], page).into_response();
+            }
+            Some(super::Outage::Dropped) => {
+                shared
+                    .requests
+                    .push(record(0, Some("DROPPED".into()), Vec::new()));
+                drop(shared);
+                conn.kill();
+                return (StatusCode::BAD_GATEWAY, "").into_response();
+            }
+            None => {}
+        }
         if let Some(origin) = shared.faults.redirect_to.clone() {
             shared
                 .requests

@@ -157,6 +157,18 @@ pub struct Faults {
     /// Every authorised REST request is answered 400 `ERROR_CORE`, without executing, with an
     /// `error_description` of about this many bytes (Cyrillic, two bytes a letter).
     pub huge_error_bytes: Option<usize>,
+    /// The portal cannot be reached: every REST request fails this way before anything else
+    /// (nothing runs), as behind a dead network or a stopped proxy.
+    pub outage: Option<Outage>,
+}
+
+/// How an unreachable portal looks from outside (see [`Faults::outage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// A proxy in front of it answers this status (502, 503, 504) with an HTML page.
+    Gateway(u16),
+    /// The connection is closed without an answer.
+    Dropped,
 }
 
 /// Which list answers page forever (see [`Faults::endless_paging`]).
@@ -211,6 +223,10 @@ enum Job {
 
 struct Inner {
     shared: Mutex<Shared>,
+    /// REST requests being answered now, and the most seen at once since the last
+    /// [`SimPortal::reset_in_flight`].
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
     webhook_user: u64,
     webhook_secret: String,
     member_id: String,
@@ -349,6 +365,8 @@ impl SimPortal {
                 handler: None,
                 handlers_registered: 0,
             }),
+            in_flight: Default::default(),
+            most_in_flight: Default::default(),
             webhook_user: config.webhook_user,
             webhook_secret: config.webhook_secret,
             member_id: format!("{:032x}", rand::rng().random::<u128>()),
@@ -732,6 +750,15 @@ impl SimPortal {
         let mut shared = self.inner.lock();
         shared.bucket.requests_per_second = requests_per_second;
         shared.bucket.burst = burst;
+    }
+
+    /// The most REST requests answered at once since the last call (and resets the count).
+    pub fn reset_in_flight(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        self.inner.most_in_flight.swap(
+            self.inner.in_flight.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        )
     }
 
     pub fn events_sent(&self) -> Vec<EventRecord> {

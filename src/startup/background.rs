@@ -71,14 +71,22 @@ impl Background {
 }
 
 /// The sweep at start-up and every `poll_interval`; a failed pass is retried at the next tick.
+/// While the portal is unreachable the sweep waits for it to answer (the client's probe finds
+/// out) rather than failing again and again.
 async fn run_sweeper(worker: Arc<Worker>, every: Duration, stop: CancellationToken) {
     let mut retry = Duration::from_millis(500);
     loop {
+        tokio::select! {
+            _ = worker.client.until_reachable() => {}
+            _ = stop.cancelled() => return,
+        }
         let wait = match sweep_once(&worker).await {
             Ok(_) => {
                 retry = Duration::from_millis(500);
                 every
             }
+            // The portal went away: the loop waits for it to answer again.
+            Err(_) if worker.client.down_since().is_some() => continue,
             Err(error) => {
                 tracing::warn!(%error, "sweep failed; will retry");
                 retry = (retry * 2).min(every);

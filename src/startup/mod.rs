@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -25,7 +24,7 @@ use crate::intake::{IntakeCounters, IntakeState};
 use crate::rules::{RuleSet, RulesHandle, RulesStatus};
 use crate::store::{Store, StoreError};
 use crate::worker::counters::Metrics;
-use crate::worker::{Activity, Worker, ensure_history_floor};
+use crate::worker::{Activity, Worker};
 
 mod background;
 mod run;
@@ -128,21 +127,14 @@ impl Application {
         let scheduler = worker.scheduler.clone();
         let metrics = worker.metrics.clone();
 
-        // The starting point of the stage history, before any event can be taken, so that a move
-        // made right after the first start is acted on. An unreachable portal does not stop the
-        // start: the sweep sets the floor later and the queued events wait for it.
-        let first_start = store.history_floor()?.is_none();
-        if first_start {
-            let wait = settings.portal.timeout.min(Duration::from_secs(10));
-            match tokio::time::timeout(wait, ensure_history_floor(&worker)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "stage history starting point not read yet; will retry")
-                }
-                Err(_) => tracing::warn!(
-                    "stage history starting point not read yet (portal slow); will retry"
-                ),
-            }
+        // The first start's moment, before any event can be taken: the stage history's starting
+        // point is the newest entry made before it, read by the sweep once the portal answers
+        // (at once when it does, later when not: the intake does not wait for it, and the
+        // rounds do). See `ensure_history_floor`.
+        if store.history_floor()?.is_none() {
+            let at = store.init_first_start_ms(crate::store::now_ms() / 1000 * 1000)?;
+            store.flush()?;
+            tracing::debug!(first_start_ms = at, "first start recorded");
         }
 
         let listener = TcpListener::bind(settings.server.listen)

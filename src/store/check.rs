@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::codec::{decode, effect_key, entry_key, hex};
-use super::meta::{META_BACKFILL, META_HISTORY_FLOOR, META_SWEEP_CURSOR};
+use super::meta::{META_BACKFILL, META_FIRST_START, META_HISTORY_FLOOR, META_SWEEP_CURSOR};
 use super::{
     BackfillProgress, DealState, EffectRecord, EntryRecord, QueuedDeal, Store, StoreError,
 };
@@ -175,14 +175,17 @@ fn check_meta(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreE
         k if k == META_BACKFILL.as_bytes() => {
             decode::<BackfillProgress>(tree, key, value).map(|_| ())
         }
-        k if k == META_HISTORY_FLOOR.as_bytes() || k == META_SWEEP_CURSOR.as_bytes() => {
+        k if k == META_HISTORY_FLOOR.as_bytes()
+            || k == META_SWEEP_CURSOR.as_bytes()
+            || k == META_FIRST_START.as_bytes() =>
+        {
             if value.len() == 8 {
                 Ok(())
             } else {
                 Err(bad_key(
                     tree,
                     key,
-                    &format!("{} bytes where an entry id (8) was expected", value.len()),
+                    &format!("{} bytes where a number (8) was expected", value.len()),
                 ))
             }
         }

@@ -6,6 +6,7 @@ use super::{BackfillProgress, Store, StoreError};
 
 pub(super) const META_HISTORY_FLOOR: &str = "history_floor";
 pub(super) const META_SWEEP_CURSOR: &str = "sweep_cursor";
+pub(super) const META_FIRST_START: &str = "first_start_ms";
 pub(super) const META_BACKFILL: &str = "backfill";
 /// Written and flushed by [`Store::recover`] to check that the re-opened database can write.
 pub(super) const META_WRITE_CHECK: &str = "write_check";
@@ -32,6 +33,26 @@ impl Store {
             }
             Err(cas) => Ok(cas.current.map(|v| be_u64(&v)).unwrap_or(id)),
         }
+    }
+
+    /// When the service first started on this store (ms since the epoch, whole seconds): the
+    /// history floor is the newest entry made before it, whenever the portal is first reached.
+    pub fn first_start_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_id(META_FIRST_START)
+    }
+
+    /// Records the first start once; a moment already recorded is kept and returned.
+    pub fn init_first_start_ms(&self, at_ms: u64) -> Result<u64, StoreError> {
+        let t = self.trees()?;
+        let previous = t.meta.compare_and_swap(
+            META_FIRST_START,
+            None as Option<&[u8]>,
+            Some(&at_ms.to_be_bytes()),
+        )?;
+        Ok(match previous {
+            Ok(()) => at_ms,
+            Err(cas) => cas.current.map(|v| be_u64(&v)).unwrap_or(at_ms),
+        })
     }
 
     pub fn sweep_cursor(&self) -> Result<Option<u64>, StoreError> {

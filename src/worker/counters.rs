@@ -62,6 +62,9 @@ pub struct Metrics {
     pub(crate) paging_stopped: [[AtomicU64; 2]; 3],
     /// Tunnels not run because the deal was already the copy at `rules.max_tunnel_depth`.
     pub(crate) tunnel_depth_exceeded: AtomicU64,
+    /// Rounds begun, and the deals they took: while the portal is unreachable neither moves.
+    pub(crate) rounds: AtomicU64,
+    pub(crate) round_deals: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +91,17 @@ impl Metrics {
 
     pub fn paging_stopped(&self, list: PagedList, why: PagingStop) {
         self.paging_stopped[list as usize][why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn round(&self, deals: usize) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.round_deals.fetch_add(deals as u64, Ordering::Relaxed);
+    }
+
+    /// Rounds begun so far.
+    #[must_use]
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
     }
 
     pub fn tunnel_depth_exceeded(&self) {

@@ -23,6 +23,9 @@ pub(crate) enum Ending {
     /// Not an attempt's fault (a method parked by the portal, no history floor yet): try again
     /// at the given moment without counting.
     Postpone(u64, String),
+    /// The portal is unreachable: the job keeps its place in the queue (its due moment), no
+    /// attempt is counted, and it runs once the portal answers again.
+    Hold(String),
     /// A record of the deal in the store cannot be read: park the job with the error; the
     /// round's other deals go on (`b24-robot store check` lists the damaged records).
     Unreadable(String),
@@ -114,8 +117,8 @@ impl Worker {
     }
 }
 
-/// How a failed call ends the job: postponed while its method is parked, parked when
-/// retrying cannot fix it, else retried.
+/// How a failed call ends the job: postponed while its method is parked, held while the portal
+/// is unreachable, parked when retrying cannot fix it, else retried.
 pub(crate) fn failure(error: &CallError) -> Ending {
     match error {
         CallError::MethodParked { until, .. } => {
@@ -125,6 +128,7 @@ pub(crate) fn failure(error: &CallError) -> Ending {
                 .unwrap_or(0);
             Ending::Postpone(until_ms.max(now_ms() + 1_000), error.to_string())
         }
+        CallError::PortalDown { .. } => Ending::Hold(error.to_string()),
         _ if !error.is_retryable() && !error.outcome_unknown() => Ending::Park(error.to_string()),
         _ => Ending::Retry(error.to_string()),
     }

@@ -43,7 +43,7 @@ use crate::bitrix::Client;
 use crate::calendar::Calendar;
 use crate::configuration::WorkerSettings;
 use crate::rules::{Language, RulesHandle};
-use crate::store::Store;
+use crate::store::{Store, now_ms};
 
 pub use effects::{ORIGINATOR, PlannedCall, plan};
 pub use portal::{CatalogCache, People};
@@ -108,6 +108,11 @@ pub struct Worker {
     pub activity: Option<mpsc::UnboundedSender<Activity>>,
     /// Stage entries and effects, counted for `/metrics`.
     pub metrics: Arc<crate::worker::counters::Metrics>,
+    /// The client's outage count when the queue was last put back in order after one.
+    outages_seen: tokio::sync::Mutex<u64>,
+    /// Set once the stage history's starting point is recorded (rounds wait for it), and told.
+    floor_recorded: std::sync::atomic::AtomicBool,
+    floor_told: tokio::sync::Notify,
 }
 
 impl Worker {
@@ -133,19 +138,24 @@ impl Worker {
             people: People::default(),
             activity,
             metrics: Arc::new(crate::worker::counters::Metrics::default()),
+            outages_seen: tokio::sync::Mutex::new(0),
+            floor_recorded: std::sync::atomic::AtomicBool::new(false),
+            floor_told: tokio::sync::Notify::new(),
         }
     }
 
-    /// Puts every queued (not parked) deal of the store into the scheduler: after a restart, the
-    /// work recorded before it goes on. A deal whose queue record cannot be read is scheduled
+    /// Puts every queued (not parked) deal of the store into the scheduler, oldest first: after
+    /// a restart (or an outage), the work recorded before it goes on. A deal whose queue record cannot be read is scheduled
     /// too: its round parks it with the error, where `jobs list` shows it.
     pub fn restore_queue(&self) -> Result<usize, crate::store::StoreError> {
         let (queued, damaged) = self.store.queue_listing()?;
-        let mut n = 0;
-        for q in queued.iter().filter(|q| !q.parked) {
-            self.scheduler.schedule_at(q.deal_id, q.not_before_ms);
-            n += 1;
-        }
+        let listed: Vec<(u64, u64, u64)> = queued
+            .iter()
+            .filter(|q| !q.parked)
+            .map(|q| (q.deal_id, q.first_at_ms, q.not_before_ms))
+            .collect();
+        self.scheduler.restore(&listed);
+        let mut n = listed.len();
         for deal in damaged.iter().filter_map(|d| d.deal_id) {
             self.scheduler.wake(deal);
             n += 1;
@@ -180,10 +190,79 @@ impl Worker {
     /// *before* taking deals while a full request is already queued lets the deals that arrive
     /// meanwhile join the round, so one read carries more of them and fewer calls are spent in
     /// all. Without pressure (less than a full batch waiting) this returns at once.
+    ///
+    /// While the portal is unreachable no deal is taken at all: the queue waits, untouched (not
+    /// read, not cycled), until a probe is answered ([`Client::until_reachable`]).
+    ///
+    /// After an outage the queue is put back in order once (see [`Worker::after_an_outage`]).
     async fn until_the_portal_can_take_a_request(&self, stop: &CancellationToken) {
         tokio::select! {
-            _ = self.client.until_outbox_has_room() => {}
+            _ = async {
+                self.until_the_floor_is_known().await;
+                self.client.until_reachable().await;
+                self.after_an_outage().await;
+                self.client.until_outbox_has_room().await;
+            } => {}
             _ = stop.cancelled() => {}
+        }
+    }
+
+    /// The stage history's starting point is recorded (by the sweep, at the first start once
+    /// the portal answers): until then no round can tell new entries from old ones, and none
+    /// runs. A store that cannot say is asked again a second later.
+    async fn until_the_floor_is_known(&self) {
+        use std::sync::atomic::Ordering;
+        while !self.floor_recorded.load(Ordering::SeqCst) {
+            let told = self.floor_told.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if let Ok(Some(_)) = self.store.history_floor() {
+                self.floor_recorded.store(true, Ordering::SeqCst);
+                return;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), told).await;
+        }
+    }
+
+    /// Tells the rounds that the stage history's starting point is recorded.
+    pub(crate) fn floor_known(&self) {
+        self.floor_recorded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.floor_told.notify_waiters();
+    }
+
+    /// Once per outage, when the portal answers again: the deals that failed on their way into
+    /// it were scheduled for a retry behind the events taken meanwhile; the queue is read once
+    /// and put back oldest first, so the backlog drains in the order its events came.
+    async fn after_an_outage(&self) {
+        let outages = self.client.reachability().outages;
+        // Every round waits here while one of them re-orders: none takes a deal before.
+        let mut seen = self.outages_seen.lock().await;
+        if *seen == outages {
+            return;
+        }
+        *seen = outages;
+        let store = self.store.clone();
+        let listing = tokio::task::spawn_blocking(move || store.queue_listing()).await;
+        match listing {
+            Ok(Ok((queued, _))) => {
+                let listed: Vec<(u64, u64, u64)> = queued
+                    .iter()
+                    .filter(|q| !q.parked)
+                    .map(|q| (q.deal_id, q.first_at_ms, q.not_before_ms.min(now_ms())))
+                    .collect();
+                self.scheduler.restore(&listed);
+                tracing::info!(
+                    deals = listed.len(),
+                    "the portal answers again: the backlog drains oldest first"
+                );
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the queue could not be re-ordered after the outage")
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the queue could not be re-ordered after the outage")
+            }
         }
     }
 

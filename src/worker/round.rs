@@ -10,6 +10,7 @@ use crate::store::{StoreError, now_ms};
 
 impl Worker {
     pub(super) async fn round(&self, deals: Vec<u64>) {
+        self.metrics.round(deals.len());
         if let Err(error) = self.round_inner(&deals).await {
             // The store failed: nothing of this round can be trusted as recorded. Every deal
             // stays queued and is tried again later.
@@ -45,8 +46,8 @@ impl Worker {
         }
 
         let Some(floor) = self.store.history_floor()? else {
-            // The starting point of the stage history is not known yet (the portal was not
-            // reachable at start); the sweep sets it.
+            // The starting point of the stage history is not known yet: rounds wait for it
+            // before they take deals, so only a round begun as it was being reset gets here.
             for job in &mut jobs {
                 job.end(Ending::Postpone(
                     now_ms() + 1_000,
@@ -87,8 +88,9 @@ impl Worker {
     async fn finish(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
         let mut wake = Vec::new();
         let mut later = Vec::new();
+        let mut held = Vec::new();
         for job in &jobs {
-            match self.finish_job(job, &mut wake, &mut later) {
+            match self.finish_job(job, &mut wake, &mut later, &mut held) {
                 Ok(()) => {}
                 Err(error) if error.is_unreadable() => {
                     self.park_unreadable(job.deal_id, job.event_id(), &error.to_string())?;
@@ -106,6 +108,7 @@ impl Worker {
         for (deal, due) in later {
             self.scheduler.schedule_at(deal, due);
         }
+        self.scheduler.put_back_first(&held);
         Ok(())
     }
 
@@ -114,6 +117,7 @@ impl Worker {
         job: &Job,
         wake: &mut Vec<u64>,
         later: &mut Vec<(u64, u64)>,
+        held: &mut Vec<(u64, u64)>,
     ) -> Result<(), StoreError> {
         match job.ending.clone().unwrap_or(Ending::Done) {
             Ending::Done => {
@@ -129,6 +133,11 @@ impl Worker {
                     });
                 }
             }
+            Ending::Retry(error) if self.client.down_since().is_some() => {
+                // It failed because the portal went away: not the job's fault.
+                self.hold(job, &error, held)?;
+            }
+            Ending::Hold(why) => self.hold(job, &why, held)?,
             Ending::Retry(error) => {
                 let attempts = job.queued.attempts + 1;
                 let due = now_ms() + self.backoff_ms(attempts);
@@ -158,6 +167,15 @@ impl Worker {
                 self.park_unreadable(job.deal_id, job.event_id(), &error)?;
             }
         }
+        Ok(())
+    }
+
+    /// Keeps the job's place in the queue while the portal is unreachable: the same due moment,
+    /// no attempt counted; the worker takes it again once the portal answers.
+    fn hold(&self, job: &Job, why: &str, held: &mut Vec<(u64, u64)>) -> Result<(), StoreError> {
+        self.store
+            .postpone(job.deal_id, job.queued.not_before_ms, why)?;
+        held.push((job.deal_id, job.queued.first_at_ms));
         Ok(())
     }
 

@@ -24,8 +24,11 @@ pub struct Scheduler {
 #[derive(Default)]
 struct State {
     ready: VecDeque<u64>,
-    /// In `ready` or `delayed`: a deal is in at most one of them, once.
+    /// In `held`, `ready` or `delayed`: a deal is in at most one of them, once.
     waiting: HashSet<u64>,
+    /// (first event's moment, deal): given back by a round while the portal was unreachable;
+    /// handed out before `ready`, oldest first.
+    held: BTreeSet<(u64, u64)>,
     /// (due in ms since the epoch, deal)
     delayed: BTreeSet<(u64, u64)>,
     /// Being processed by a round: not handed out again until released.
@@ -95,7 +98,12 @@ impl Scheduler {
                 }
                 let mut taken = Vec::new();
                 while taken.len() < max {
-                    let Some(deal) = s.ready.pop_front() else {
+                    let Some(deal) = s
+                        .held
+                        .pop_first()
+                        .map(|(_, deal)| deal)
+                        .or_else(|| s.ready.pop_front())
+                    else {
                         break;
                     };
                     s.waiting.remove(&deal);
@@ -103,7 +111,7 @@ impl Scheduler {
                     taken.push(deal);
                 }
                 if !taken.is_empty() {
-                    if !s.ready.is_empty() {
+                    if !s.ready.is_empty() || !s.held.is_empty() {
                         // Let another round pick up the rest.
                         self.notify.notify_one();
                     }
@@ -148,6 +156,50 @@ impl Scheduler {
     /// Deals waiting (ready or delayed).
     pub fn waiting(&self) -> usize {
         self.lock().waiting.len()
+    }
+
+    /// Puts the store's queue into the scheduler, oldest work first: every listed deal not in a
+    /// round is due at its `not_before_ms`, and those due now are handed out by `first_at_ms`
+    /// (when their oldest event was taken), before any other deal already woken. For a restart,
+    /// and after an outage, when the queue's order in memory no longer says what is oldest.
+    /// Deals woken meanwhile and not listed keep their place after them.
+    pub fn restore(&self, listed: &[(u64, u64, u64)]) {
+        {
+            let mut s = self.lock();
+            let now = now_ms();
+            let ids: HashSet<u64> = listed.iter().map(|&(deal, ..)| deal).collect();
+            s.ready.retain(|deal| !ids.contains(deal));
+            s.delayed.retain(|(_, deal)| !ids.contains(deal));
+            s.held.retain(|(_, deal)| !ids.contains(deal));
+            for &(deal_id, first_at_ms, not_before_ms) in listed {
+                if s.in_flight.contains(&deal_id) {
+                    continue;
+                }
+                s.waiting.insert(deal_id);
+                if not_before_ms <= now {
+                    s.held.insert((first_at_ms, deal_id));
+                } else {
+                    s.delayed.insert((not_before_ms, deal_id));
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Puts deals rounds gave back unfinished (the portal went away) at the head of the line,
+    /// oldest first by `first_at_ms` (when their oldest event was taken), before every deal
+    /// woken since: they were taken first, so they are the oldest work.
+    pub fn put_back_first(&self, deals: &[(u64, u64)]) {
+        {
+            let mut s = self.lock();
+            for &(deal_id, first_at_ms) in deals {
+                if s.in_flight.contains(&deal_id) || !s.waiting.insert(deal_id) {
+                    continue;
+                }
+                s.held.insert((first_at_ms, deal_id));
+            }
+        }
+        self.notify.notify_one();
     }
 }
 

@@ -29,26 +29,43 @@ pub enum SweepError {
 
 /// At the very first start (an empty store) the end of the stage history is the starting point:
 /// older entries are never acted on. Returns the floor (set now or before).
+///
+/// The end is taken as of the first start ([`Store::first_start_ms`], to the second), not as of
+/// whenever the portal is first reached: the floor is the newest entry made up to that second
+/// (`<=CREATED_TIME`, a modifier the filter takes, `crm-stage-history-list.md`), so a deal moved
+/// while the portal could not be reached at that start, or before its first answer, is still
+/// acted on. `CREATED_TIME` counts whole seconds: an entry of the very second of the first
+/// start counts as before it, as it did when the floor was read at that moment. A portal that
+/// ignores the filter is caught here too: an entry made after that second never raises the
+/// floor; if the newest page holds only such entries, the floor is just below them.
+///
+/// [`Store::first_start_ms`]: crate::store::Store::first_start_ms
 pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
     if let Some(floor) = worker.store.history_floor()? {
         return Ok(floor);
     }
+    let first_start_ms = match worker.store.first_start_ms()? {
+        Some(at) => at,
+        None => worker.store.init_first_start_ms(now_ms() / 1000 * 1000)?,
+    };
+    let first_start = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(
+        i64::try_from(first_start_ms).unwrap_or(i64::MAX),
+    )
+    .unwrap_or_default();
+    let before = first_start.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
     let newest_first = |start| {
         calls::stage_history(calls::History {
             newest_first: true,
-            select: &["ID"],
+            select: &["ID", "CREATED_TIME"],
             start,
+            created_until: Some(&before),
             ..calls::History::default()
         })
     };
     let answer = worker.client.send(newest_first(None), Retry::Safe).await?;
     let items = list_items(&answer.result, "items")
         .ok_or_else(|| SweepError::Malformed("no items in the answer".into()))?;
-    let mut newest = items
-        .iter()
-        .filter_map(|i| number(i, "ID").ok())
-        .max()
-        .unwrap_or(0);
+    let mut newest = newest_before(items, first_start);
     // A portal that ignored the order and answered oldest first: the newest entry is on the last
     // page, which `total` locates.
     if let (Some(_), Some(total)) = (answer.next, answer.total) {
@@ -60,17 +77,41 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
                 .client
                 .send(newest_first(Some(calls::Start::At(last_page))), Retry::Safe)
                 .await?;
-            let last = list_items(&answer.result, "items").into_iter().flatten();
-            newest = newest.max(last.filter_map(|i| number(i, "ID").ok()).max().unwrap_or(0));
+            let last = list_items(&answer.result, "items").map_or(&[][..], Vec::as_slice);
+            newest = newest.max(newest_before(last, first_start));
         }
     }
     let floor = worker.store.init_history_floor(newest)?;
     worker.store.flush_async().await?;
+    worker.floor_known();
     tracing::info!(
         floor,
-        "stage history starting point recorded: older entries are not acted on"
+        first_start = %first_start.to_rfc3339(),
+        "stage history starting point recorded: entries made up to the first start are not acted on"
     );
     Ok(floor)
+}
+
+/// The newest id among `items` made up to `first_start`'s second (an entry without a readable
+/// time counts as before: it cannot be shown to be after); when every item is after it, just
+/// below the oldest of them; 0 for no items.
+fn newest_before(items: &[serde_json::Value], first_start: chrono::DateTime<chrono::Utc>) -> u64 {
+    let made_after = |item: &serde_json::Value| {
+        item.get("CREATED_TIME")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .is_some_and(|at| at.timestamp() > first_start.timestamp())
+    };
+    let ids = |after: bool| {
+        items
+            .iter()
+            .filter(move |i| made_after(i) == after)
+            .filter_map(|i| number(i, "ID").ok())
+    };
+    ids(false)
+        .max()
+        .or_else(|| ids(true).min().map(|oldest| oldest.saturating_sub(1)))
+        .unwrap_or(0)
 }
 
 /// One pass: queues every deal with a stage entry past the cursor; returns how many deals.

@@ -36,6 +36,7 @@ mod disk;
 mod full_batches;
 mod hostile_history;
 mod malformed_deal;
+mod outage;
 mod portal_bounds;
 
 // Made for integrators (issue 10)

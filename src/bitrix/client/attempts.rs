@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::reach::Sign;
 use super::wire::Exchange;
 use super::{Client, Retry};
 use crate::bitrix::bucket::Permit;
@@ -26,6 +27,7 @@ impl Client {
         let mut attempts = 0;
         let mut redirects = 0;
         loop {
+            self.refuse_if_down(method)?;
             self.wait_if_parked(method, retry).await?;
             // The first attempt may come with its token (the outbox took it); the others wait.
             let permit = match first.take() {
@@ -33,7 +35,9 @@ impl Client {
                 None => self.inner.bucket.acquire().await,
             };
             self.bump(|c| &c.http_requests);
-            let error = match self.exchange(method, &params).await {
+            let exchange = self.exchange(method, &params).await;
+            self.note_reach(Sign::of(&exchange));
+            let error = match exchange {
                 Exchange::Moved(location) => {
                     permit.accepted();
                     redirects += 1;

@@ -11,7 +11,7 @@
 //!
 //! This file builds the client and has its one entry point, [`Client::call`]; the rest is by
 //! seam: `settings`, `wire` (one POST and its answer), `attempts` (retries with backoff, the
-//! bucket), `park` (429 parking), `redirect` (portal renames), `batch`, `outbox` (the calls of
+//! bucket), `park` (429 parking), `reach` (an unreachable portal and its probe), `redirect` (portal renames), `batch`, `outbox` (the calls of
 //! every caller packed into full batches), `paging` (`list_all`)
 //! and `stats` (counters for `/metrics`).
 
@@ -20,6 +20,7 @@ mod batch;
 mod outbox;
 mod paging;
 mod park;
+mod reach;
 mod redirect;
 mod settings;
 mod stats;
@@ -42,6 +43,7 @@ use stats::Counters;
 pub use batch::{BATCH_LIMIT, BatchCall};
 #[cfg(test)]
 pub(crate) use park::park_until;
+pub use reach::{DOWN_AFTER, PROBE_MAX, PROBE_METHOD, Reachability};
 pub use settings::ClientSettings;
 pub use stats::ClientStats;
 
@@ -82,6 +84,8 @@ struct Inner {
     counters: Counters,
     /// Calls waiting for a `batch` request, and the dispatcher that packs them.
     outbox: outbox::Outbox,
+    /// Whether the portal answers at all, and the probe while it does not.
+    reach: reach::Reach,
 }
 
 impl fmt::Debug for Client {
@@ -148,6 +152,7 @@ impl Client {
                 methods: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 outbox: outbox::Outbox::default(),
+                reach: reach::Reach::default(),
             }),
         })
     }

@@ -17,7 +17,7 @@ use crate::bitrix::error::CallError;
 const MAX_COUNTED_CALLS: usize = 256;
 
 /// Counters since the client was built, and the bucket now.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientStats {
     /// HTTP requests sent (a batch is one).
     pub http_requests: u64,
@@ -38,6 +38,12 @@ pub struct ClientStats {
     /// Capacity and drain rate in force (lowered by 503s).
     pub bucket_capacity: f64,
     pub bucket_rate: f64,
+    /// `batch` requests the outbox sent, and the calls they carried (their ratio is how full
+    /// the requests were).
+    pub outbox_requests: u64,
+    pub outbox_calls: u64,
+    /// Whether the portal answers, since when not, outages and probes so far.
+    pub reach: super::Reachability,
 }
 
 #[derive(Default)]
@@ -78,6 +84,9 @@ impl Client {
             bucket_level: level,
             bucket_capacity: capacity,
             bucket_rate: rate,
+            outbox_requests: self.inner.outbox.requests.load(Ordering::Relaxed),
+            outbox_calls: self.inner.outbox.calls.load(Ordering::Relaxed),
+            reach: self.reachability(),
         }
     }
 

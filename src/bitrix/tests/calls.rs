@@ -116,6 +116,9 @@ async fn an_unsafe_call_that_times_out_after_sending_is_outcome_unknown() {
     assert_no_secret(&format!("{error} {error:?}"));
 }
 
+/// A refused connection is retried even for a create (it never ran), until the portal has been
+/// unreachable [`DOWN_AFTER`] times in a row: then the call stops with `PortalDown`, nothing
+/// more is sent, and a probe takes over.
 #[tokio::test]
 async fn a_refused_connection_is_retried_even_for_creates_and_never_shows_the_secret() {
     // Bind and drop a listener so that nobody listens on the port.
@@ -130,12 +133,23 @@ async fn a_refused_connection_is_retried_even_for_creates_and_never_shows_the_se
         .call("crm.deal.add", json!({}), Retry::Unsafe)
         .await
         .expect_err("refused");
-    assert!(
-        matches!(error, CallError::Transport { sent: false, .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, CallError::PortalDown { .. }), "{error:?}");
     assert!(!error.outcome_unknown() && error.is_retryable());
-    assert_eq!(client.stats().http_requests, 5);
+    assert_eq!(
+        client.stats().http_requests,
+        u64::from(crate::bitrix::DOWN_AFTER)
+    );
+    assert!(client.down_since().is_some());
+    let again = client
+        .call("crm.deal.get", json!({"id": 1}), Retry::Safe)
+        .await
+        .expect_err("down");
+    assert!(matches!(again, CallError::PortalDown { .. }), "{again:?}");
+    assert_eq!(
+        client.stats().http_requests,
+        u64::from(crate::bitrix::DOWN_AFTER),
+        "nothing is sent while the portal is down"
+    );
     assert_no_secret(&format!("{error} {error:?}"));
     assert_no_secret(&format!("{client:?} {:?}", settings(webhook)));
 }

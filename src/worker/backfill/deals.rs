@@ -80,6 +80,7 @@ impl Run<'_> {
                     newest_first: true,
                     select: &HISTORY_SELECT,
                     start: Some(calls::Start::Uncounted),
+                    created_until: None,
                 })
             })
             .await;
@@ -186,6 +187,7 @@ impl Run<'_> {
                 Some(Ending::Retry(_))
                     | Some(Ending::Park(_))
                     | Some(Ending::Postpone(..))
+                    | Some(Ending::Hold(_))
                     | Some(Ending::Unreadable(_))
             ) {
                 worker.store.enqueue(job.deal_id, now_ms())?;

@@ -245,8 +245,10 @@ impl Run<'_> {
     /// Backfills the deal list page by page; `false` when stopped before its end.
     async fn pages(&mut self, stop: &CancellationToken) -> Result<bool, BackfillError> {
         loop {
-            if stop.is_cancelled() {
-                return Ok(false);
+            // While the portal is unreachable the backfill waits where it is.
+            tokio::select! {
+                _ = self.worker.client.until_reachable() => {}
+                _ = stop.cancelled() => return Ok(false),
             }
             let page = self.list_page().await?;
             let busy = tokio::select! {
