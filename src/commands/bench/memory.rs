@@ -10,8 +10,8 @@
 //! 2. writes the state of `--size` deals (default 1,000,000), one insert each, and flushes:
 //!    writes per second, bytes on disk per deal, resident memory after;
 //! 3. reads deal states at random across all of them (what a round does for each deal it takes)
-//!    for a few seconds: reads per second, resident memory after, and the peak (`VmHWM`) over
-//!    the whole run.
+//!    for 10 s (`B24ROBOT_BENCH_READ_S` seconds): reads per second, resident memory after, and
+//!    the peak (`VmHWM`) over the whole run.
 //!
 //! The parent prints one line per size. Sizes come from `B24ROBOT_BENCH_CACHE_MIB`, a list in
 //! MiB (`16,32,64`); by default [`SIZES_MIB`] and the default cache. The machine's other work
@@ -36,7 +36,7 @@ const CHILD: &str = "B24ROBOT_BENCH_MEMORY_CHILD";
 /// The line of a child's output that carries its figures (JSON after the prefix).
 const FIGURES: &str = "bench-memory-figures: ";
 
-/// How long the random reads go on (at most one read per known deal).
+/// How long the random reads go on unless `B24ROBOT_BENCH_READ_S` says otherwise.
 const READING: Duration = Duration::from_secs(10);
 
 const MIB: u64 = 1024 * 1024;
@@ -222,10 +222,14 @@ fn write_then_read(store: &Store, deals: u64) -> Result<(Phase, Phase), String> 
         store_bytes: store.size_on_disk().map_err(|e| e.to_string())?,
     };
 
+    let reading = std::env::var("B24ROBOT_BENCH_READ_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(READING, Duration::from_secs);
     let mut rng = rand::rng();
     let started = Instant::now();
     let mut count = 0;
-    while count < deals && started.elapsed() < READING {
+    while started.elapsed() < reading {
         for _ in 0..1000 {
             let deal = rng.random_range(1..=deals);
             match store.deal_state(deal) {
