@@ -102,7 +102,7 @@ impl Default for RawStorage {
         RawStorage {
             dir: "data".into(),
             decisions_retention: "180d".into(),
-            cache: "256MiB".into(),
+            cache: "16MiB".into(),
         }
     }
 }

@@ -46,6 +46,8 @@ fn defaults_match_the_documented_values() {
     assert_eq!(s.portal.max_response, 32 * 1024 * 1024);
     assert_eq!(s.sync.poll_interval, Duration::from_secs(60));
     assert_eq!(s.sync.dedupe_window, Duration::from_secs(24 * 3600));
+    assert_eq!(s.storage.cache, 16 * 1024 * 1024);
+    assert_eq!(s.storage.cache, crate::store::DEFAULT_CACHE_BYTES);
 }
 
 #[test]
@@ -200,6 +202,7 @@ fn the_example_config_documents_every_default() {
     assert_eq!(s.portal.max_response, d.portal.max_response);
     assert_eq!(s.rules.max_tunnel_depth, d.rules.max_tunnel_depth);
     assert_eq!(s.portal.language, d.portal.language);
+    assert_eq!(s.storage.cache, d.storage.cache);
 }
 
 #[test]
