@@ -48,9 +48,9 @@ pub struct History<'a> {
     pub select: &'a [&'a str],
     /// Where the page starts; none: at the first item, counted.
     pub start: Option<Start>,
-    /// Only entries made up to this moment (`<=CREATED_TIME`, an ISO 8601 date-time; the filter
-    /// takes `<=` among its modifiers, `crm-stage-history-list.md`).
-    pub created_until: Option<&'a str>,
+    /// Only entries made before this moment (`<CREATED_TIME`, an ISO 8601 date-time; the filter
+    /// takes `<` among its modifiers, `crm-stage-history-list.md`).
+    pub created_before: Option<&'a str>,
 }
 
 /// `crm.stagehistory.list` of deals; no filter at all when neither owner nor `after` is given.
@@ -70,8 +70,8 @@ pub fn stage_history(query: History<'_>) -> BatchCall {
     if let Some(after) = query.after {
         filter.insert(">ID".into(), json!(after));
     }
-    if let Some(until) = query.created_until {
-        filter.insert("<=CREATED_TIME".into(), json!(until));
+    if let Some(before) = query.created_before {
+        filter.insert("<CREATED_TIME".into(), json!(before));
     }
     if !filter.is_empty() {
         params.insert("filter".into(), Value::Object(filter));

@@ -164,11 +164,12 @@ pub enum Command {
         action: StoreAction,
     },
     /// Reproduce a figure of BENCHMARKS.md (throughput, strict-portal, requests, intake,
-    /// memory) against the built-in simulated portal, on loopback.
+    /// intake-server, outage, memory) against the built-in simulated portal, on loopback.
     Bench {
         /// Which benchmark.
         name: String,
-        /// Its size: deals (throughput, strict-portal, requests, memory) or senders (intake).
+        /// Its size: deals (throughput, strict-portal, requests, outage, memory), senders
+        /// (intake) or seconds (intake-server).
         #[arg(long)]
         size: Option<u64>,
     },

@@ -31,13 +31,14 @@ pub enum SweepError {
 /// older entries are never acted on. Returns the floor (set now or before).
 ///
 /// The end is taken as of the first start ([`Store::first_start_ms`], to the second), not as of
-/// whenever the portal is first reached: the floor is the newest entry made up to that second
-/// (`<=CREATED_TIME`, a modifier the filter takes, `crm-stage-history-list.md`), so a deal moved
+/// whenever the portal is first reached: the floor is the newest entry made before that second
+/// (`<CREATED_TIME`, a modifier the filter takes, `crm-stage-history-list.md`), so a deal moved
 /// while the portal could not be reached at that start, or before its first answer, is still
 /// acted on. `CREATED_TIME` counts whole seconds: an entry of the very second of the first
-/// start counts as before it, as it did when the floor was read at that moment. A portal that
-/// ignores the filter is caught here too: an entry made after that second never raises the
-/// floor; if the newest page holds only such entries, the floor is just below them.
+/// start counts as after it (acted on: better than a move made just after the start missed).
+/// A portal that ignores the filter is caught here too: an entry made in or after that second
+/// never raises the floor; if the newest page holds only such entries, the floor is just below
+/// them.
 ///
 /// [`Store::first_start_ms`]: crate::store::Store::first_start_ms
 pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
@@ -58,7 +59,7 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
             newest_first: true,
             select: &["ID", "CREATED_TIME"],
             start,
-            created_until: Some(&before),
+            created_before: Some(&before),
             ..calls::History::default()
         })
     };
@@ -87,12 +88,12 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
     tracing::info!(
         floor,
         first_start = %first_start.to_rfc3339(),
-        "stage history starting point recorded: entries made up to the first start are not acted on"
+        "stage history starting point recorded: entries made before the first start are not acted on"
     );
     Ok(floor)
 }
 
-/// The newest id among `items` made up to `first_start`'s second (an entry without a readable
+/// The newest id among `items` made before `first_start`'s second (an entry without a readable
 /// time counts as before: it cannot be shown to be after); when every item is after it, just
 /// below the oldest of them; 0 for no items.
 fn newest_before(items: &[serde_json::Value], first_start: chrono::DateTime<chrono::Utc>) -> u64 {
@@ -100,7 +101,7 @@ fn newest_before(items: &[serde_json::Value], first_start: chrono::DateTime<chro
         item.get("CREATED_TIME")
             .and_then(serde_json::Value::as_str)
             .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
-            .is_some_and(|at| at.timestamp() > first_start.timestamp())
+            .is_some_and(|at| at.timestamp() >= first_start.timestamp())
     };
     let ids = |after: bool| {
         items

@@ -102,6 +102,8 @@ async fn deals(
             .await,
         );
     }
+    // They sit in their stages from before the service's first start.
+    crate::helpers::into_the_next_second().await;
     (p, n, r)
 }
 

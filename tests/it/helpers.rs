@@ -465,6 +465,15 @@ pub async fn next_second(sim: &SimPortal) {
     }
 }
 
+/// Waits for the wall clock's next second. The first start is recorded to the second and a
+/// stage entry of that same second counts as after it (acted on rather than missed): a test
+/// whose entries must count as older than a first start waits here before it starts.
+pub async fn into_the_next_second() {
+    let now = b24_robot::store::now_ms();
+    // Real time: the first start and the portal's CREATED_TIME both come from the wall clock.
+    tokio::time::sleep(Duration::from_millis(1_000 - now % 1_000 + 5)).await;
+}
+
 /// Starts the service as `serve` does: its rules read from a real folder, `<dir>/rules` (see
 /// [`TestApp::rules_dir`]), that it re-reads on SIGHUP and when a file in it changes.
 pub async fn spawn_app_with_rules_dir(files: &[(String, String)]) -> TestApp {

@@ -209,10 +209,7 @@ async fn at_a_first_start_with_the_portal_unreachable_events_are_taken_at_once_a
         .create_deal(json!({"TITLE": "Before LLC", "ASSIGNED_BY_ID": 1}))
         .await;
     sim.move_deal_silently(before, "PREPARATION").await;
-    // Why it sleeps: the first start is recorded to the second, and an entry of that same
-    // second counts as before it; the start comes a second later.
-    let now = b24_robot::store::now_ms();
-    tokio::time::sleep(Duration::from_millis(1_000 - now % 1_000 + 5)).await;
+    crate::helpers::into_the_next_second().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     let app = start_on(sim, dir, &[task_rules()], &[], true).await;
@@ -228,9 +225,6 @@ async fn at_a_first_start_with_the_portal_unreachable_events_are_taken_at_once_a
         "the service answers from the first moment: {:?}",
         started.elapsed()
     );
-    // Why it sleeps: a move of the very second of the first start counts as before it.
-    let now = b24_robot::store::now_ms();
-    tokio::time::sleep(Duration::from_millis(1_000 - now % 1_000 + 5)).await;
     let deal = app
         .sim
         .create_deal(json!({"TITLE": "During LLC", "ASSIGNED_BY_ID": 1}))

@@ -117,6 +117,7 @@ async fn entries_older_than_the_first_start_are_not_acted_on() {
             .await;
     let other = new_deal(&sim, "Old pipeline LLC").await;
     sim.move_deal_to_pipeline(other, 1, "C1:NEW").await;
+    crate::helpers::into_the_next_second().await;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let app = start_on(sim, dir, &two_pipeline_rules(), &fast_sweep(), true).await;

@@ -10,6 +10,8 @@
 //!   stage change.
 //! - `intake`: durable acknowledgements per second with N concurrent senders, and latency
 //!   percentiles.
+//! - `outage`: the portal unreachable with many deals queued: CPU while waiting, probes a
+//!   minute, and the drain once it answers, against the portal's ceiling.
 //! - `memory`: resident memory at idle and the store's bytes per deal with many known deals.
 
 use std::time::{Duration, Instant};
@@ -25,6 +27,7 @@ use crate::store::Store;
 
 mod intake;
 mod memory;
+mod outage;
 mod throughput;
 
 const TOKEN: &str = "bench-token";
@@ -177,9 +180,10 @@ pub async fn run(name: &str, size: Option<u64>) -> CommandResult {
         "requests" => throughput::requests_per_entry(size.unwrap_or(10) as usize).await,
         "intake" => intake::intake(size.unwrap_or(32) as usize, 10).await,
         "intake-server" => intake::intake_server(size.unwrap_or(30)).await,
+        "outage" => outage::outage(size.unwrap_or(10_000) as usize).await,
         "memory" => memory::memory(size.unwrap_or(1_000_000)).await,
         other => Err(format!(
-            "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, memory)"
+            "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, intake-server, outage, memory)"
         )),
     };
     result.map_err(|error| CommandError::Failed(format!("bench failed: {error}")))

@@ -80,7 +80,7 @@ impl Run<'_> {
                     newest_first: true,
                     select: &HISTORY_SELECT,
                     start: Some(calls::Start::Uncounted),
-                    created_until: None,
+                    created_before: None,
                 })
             })
             .await;

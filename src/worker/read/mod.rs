@@ -195,7 +195,7 @@ impl Worker {
                 newest_first: false,
                 select: &HISTORY_SELECT,
                 start: Some(calls::Start::At(next)),
-                created_until: None,
+                created_before: None,
             });
             page = self
                 .client

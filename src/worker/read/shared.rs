@@ -309,7 +309,7 @@ impl Worker {
                     newest_first: false,
                     select: &HISTORY_SELECT,
                     start: None,
-                    created_until: None,
+                    created_before: None,
                 })
             })
             .collect();
@@ -424,7 +424,7 @@ fn shared_history(group: &Group, page: u64) -> BatchCall {
         newest_first: false,
         select: &HISTORY_SELECT,
         start: (page > 0).then_some(calls::Start::At(page * PAGE)),
-        created_until: None,
+        created_before: None,
     })
 }
 

@@ -1,0 +1,137 @@
+//! `bench outage`: the portal unreachable (a proxy answering 502) while `size` deals move and
+//! queue up; then what the service costs while it waits (CPU of this process over 30 s, probes a
+//! minute, requests other than probes), and how long the backlog takes to drain once the portal
+//! answers, against the portal's own ceiling (2 requests/s × 50 calls).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::rig;
+use crate::commands::output::outln;
+use crate::sandbox::{Faults, Outage, SimConfig};
+
+/// How long the idle cost is measured.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// CPU time of this process so far (user + system), from `/proc/self/stat` (Linux).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces: the fields counted from after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ: the unit of these fields, 100 on Linux whatever the kernel's own tick.
+    Some(Duration::from_secs_f64(ticks as f64 / 100.0))
+}
+
+pub async fn outage(size: usize) -> Result<(), String> {
+    let rig = rig(
+        "outage",
+        SimConfig {
+            requests_per_second: 2.0,
+            burst: 50,
+            ..SimConfig::default()
+        },
+        &[],
+    )
+    .await?;
+    if !rig.settle(Duration::from_secs(60)).await {
+        return Err("the start did not settle".into());
+    }
+    rig.sim.set_faults(Faults {
+        outage: Some(Outage::Gateway(502)),
+        ..Faults::default()
+    });
+    // The deals move while the portal is away: their events are taken and wait.
+    let mut deals = Vec::with_capacity(size);
+    for chunk in 0..size.div_ceil(100) {
+        let mut set = tokio::task::JoinSet::new();
+        for i in chunk * 100..((chunk + 1) * 100).min(size) {
+            let sim = rig.sim.clone();
+            set.spawn(async move {
+                let deal = sim
+                    .create_deal(json!({"TITLE": format!("Outage {i}"), "ASSIGNED_BY_ID": "3", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
+                    .await;
+                sim.move_deal(deal, "PREPARATION").await;
+                deal
+            });
+        }
+        while let Some(deal) = set.join_next().await {
+            deals.push(deal.map_err(|e| e.to_string())?);
+        }
+    }
+    let queued_by = Instant::now() + Duration::from_secs(120);
+    while rig.store.queue_len() < size || rig.sim.request_count() == 0 {
+        if Instant::now() > queued_by {
+            return Err(format!(
+                "only {} of {size} deals queued",
+                rig.store.queue_len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the last rounds end and the client call the portal down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let requests = rig.sim.request_count();
+    let cpu_before = cpu_time().ok_or("no /proc/self/stat")?;
+    let started = Instant::now();
+    tokio::time::sleep(IDLE).await;
+    let wall = started.elapsed();
+    let cpu = cpu_time().ok_or("no /proc/self/stat")? - cpu_before;
+    let during = rig.sim.requests()[requests..].to_vec();
+    let probes = during.iter().filter(|r| r.method == "server.time").count();
+    let other = during.len() - probes;
+    let cpu_share = cpu.as_secs_f64() / wall.as_secs_f64() * 100.0;
+    outln!(
+        "outage: {size} deals queued, portal unreachable (502 from a proxy): CPU {cpu_share:.2} % of one core over {:.0} s (service and simulated portal in one process); {:.1} probes a minute; {other} other requests",
+        wall.as_secs_f64(),
+        probes as f64 * 60.0 / wall.as_secs_f64()
+    );
+
+    // Back: the backlog drains at the portal's limit.
+    let before = rig.sim.request_count();
+    rig.sim.set_faults(Faults::default());
+    let started = Instant::now();
+    let limit = Duration::from_secs(60 + size as u64);
+    loop {
+        let done = deals
+            .iter()
+            .filter(|d| rig.sim.tasks_for_deal(**d).len() >= 2)
+            .count();
+        if done == size {
+            break;
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "only {done} of {size} deals drained after {limit:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain = started.elapsed();
+    let sent = rig.sim.requests()[before..].to_vec();
+    let calls: usize = sent
+        .iter()
+        .map(|r| {
+            if r.method == "batch" {
+                r.sub_methods.len()
+            } else {
+                1
+            }
+        })
+        .sum();
+    let rejected = sent.iter().filter(|r| r.status == 503).count();
+    // The portal's ceiling: 2 requests/s of 50 calls each.
+    let ceiling = calls as f64 / 100.0;
+    outln!(
+        "outage drain: {size} deals (2 tasks each) in {:.1} s = {:.1} entries/s; {} requests carrying {calls} calls ({:.1} a request), {rejected} x 503; the portal's ceiling for those calls is {ceiling:.1} s: ratio {:.2}",
+        drain.as_secs_f64(),
+        size as f64 / drain.as_secs_f64(),
+        sent.len(),
+        calls as f64 / sent.len().max(1) as f64,
+        ceiling / drain.as_secs_f64()
+    );
+    rig.stop().await;
+    Ok(())
+}
