@@ -172,6 +172,9 @@ pub enum Command {
         /// (intake) or seconds (intake-server).
         #[arg(long)]
         size: Option<u64>,
+        /// The portal's (and the client's) burst, for `throughput` (default 50).
+        #[arg(long)]
+        burst: Option<u32>,
     },
     /// Run the rule tests (TOML files of cases: a deal, a stage entry, the effects expected).
     Test {
@@ -322,7 +325,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         )),
         Command::Demo { rules } => runtime.block_on(demo::run(rules)),
-        Command::Bench { name, size } => runtime.block_on(bench::run(&name, size)),
+        Command::Bench { name, size, burst } => runtime.block_on(bench::run(&name, size, burst)),
         Command::Test { dir, rules } => test::command(config, dir, rules),
         Command::Schema => schema::run(),
         Command::Sandbox {

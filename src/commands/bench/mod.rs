@@ -32,6 +32,7 @@ mod throughput;
 
 const TOKEN: &str = "bench-token";
 
+/// Two task rules on one stage: what `strict-portal`, `requests`, `outage` and the intake run.
 const RULES: &str = r#"
 pipeline = 0
 
@@ -48,6 +49,18 @@ stage = "PREPARATION"
 title = "Check the offer of {TITLE}"
 responsible = 1
 deadline = { after = "3 days" }
+"#;
+
+/// One task rule: a stage entry costs one write, as in the issue's measure of throughput.
+const ONE_TASK: &str = r#"
+pipeline = 0
+
+[[task]]
+name = "offer"
+stage = "PREPARATION"
+title = "Send the offer: {TITLE}"
+responsible = "assigned"
+deadline = { after = "2 days" }
 "#;
 
 /// A running service against a simulated portal.
@@ -81,6 +94,16 @@ impl Drop for TempDir {
 }
 
 async fn rig(name: &str, sim_config: SimConfig, overrides: &[(&str, &str)]) -> Result<Rig, String> {
+    rig_with(name, sim_config, overrides, RULES).await
+}
+
+/// [`rig`] with these rules.
+async fn rig_with(
+    name: &str,
+    sim_config: SimConfig,
+    overrides: &[(&str, &str)],
+    rules: &str,
+) -> Result<Rig, String> {
     let sim = SimPortal::start(sim_config)
         .await
         .map_err(|e| e.to_string())?;
@@ -105,7 +128,7 @@ async fn rig(name: &str, sim_config: SimConfig, overrides: &[(&str, &str)]) -> R
     .map_err(|e| e.to_string())?;
     crate::telemetry::init(settings.log.format, &settings.log.level);
     let (rules, _) =
-        RuleSet::from_sources(&[("bench.toml".into(), RULES.into())]).map_err(|d| {
+        RuleSet::from_sources(&[("bench.toml".into(), rules.into())]).map_err(|d| {
             d.iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -173,9 +196,11 @@ impl Rig {
 }
 
 /// Runs one benchmark by name.
-pub async fn run(name: &str, size: Option<u64>) -> CommandResult {
+pub async fn run(name: &str, size: Option<u64>, burst: Option<u32>) -> CommandResult {
     let result = match name {
-        "throughput" => throughput::throughput(size.unwrap_or(300) as usize).await,
+        "throughput" => {
+            throughput::throughput(size.unwrap_or(300) as usize, burst.unwrap_or(50)).await
+        }
         "strict-portal" => throughput::strict_portal(size.unwrap_or(20) as usize).await,
         "requests" => throughput::requests_per_entry(size.unwrap_or(10) as usize).await,
         "intake" => intake::intake(size.unwrap_or(32) as usize, 10).await,
