@@ -8,7 +8,8 @@
 //! it); when the bucket is the limit, the dispatcher waits for its turn *before* taking calls,
 //! and past half the bucket a request that is not full waits a drain step for more, so
 //! everything queued meanwhile (the writes of one round, the reads of the next) travels in the
-//! same full request.
+//! same full request. And while one of its requests is in flight, a request that is not full
+//! waits for it to be answered (or to fill up), so a stream of calls shares requests.
 //!
 //! Order: calls leave in the order they were queued, a caller's own calls in its order; a
 //! caller's calls may be split over two requests, the earlier ones in the earlier request. So a
@@ -59,6 +60,9 @@ pub(super) struct Outbox {
     /// Whether a dispatcher task is alive; set false by the task's guard when it ends (its
     /// runtime shut down).
     running: Arc<AtomicBool>,
+    /// Requests of the outbox sent and not answered yet, and the wake-up when one is.
+    in_flight: std::sync::atomic::AtomicUsize,
+    answered: Arc<Notify>,
     /// Requests sent through the outbox, and the calls they carried.
     pub(super) requests: std::sync::atomic::AtomicU64,
     pub(super) calls: std::sync::atomic::AtomicU64,
@@ -150,6 +154,28 @@ impl Client {
         }
     }
 
+    /// While a request of the outbox is in flight, a request that is not full waits for more
+    /// calls until it is full or nothing is in flight any more (Nagle's rule): calls that come
+    /// in a stream (the rounds of events arriving one by one) then share requests instead of
+    /// each spending a token, and a single call on a quiet portal still goes at once.
+    async fn fill_while_in_flight(&self) {
+        let outbox = &self.inner.outbox;
+        while outbox.waiting() < BATCH_LIMIT && outbox.in_flight.load(Ordering::Acquire) > 0 {
+            let (queued, answered) = (outbox.queued.clone(), outbox.answered.clone());
+            let (queued, answered) = (queued.notified(), answered.notified());
+            tokio::pin!(queued, answered);
+            answered.as_mut().enable();
+            queued.as_mut().enable();
+            if outbox.waiting() >= BATCH_LIMIT || outbox.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = queued => {}
+                _ = answered => {}
+            }
+        }
+    }
+
     /// Up to a full batch from the head of the queue, after the linger when fewer are there.
     async fn take_batch(&self) -> Vec<Queued> {
         let outbox = &self.inner.outbox;
@@ -211,8 +237,11 @@ impl Client {
             .calls
             .fetch_add(calls.len() as u64, Ordering::Relaxed);
         let permit = self.inner.bucket.acquire().await;
+        outbox.in_flight.fetch_add(1, Ordering::AcqRel);
         let _ = took.send(());
         let answers = self.batch_chunk(calls, retry, Some(permit)).await;
+        outbox.in_flight.fetch_sub(1, Ordering::AcqRel);
+        outbox.answered.notify_waiters();
         for ((_, result), reply) in answers.into_iter().zip(replies) {
             // A caller that stopped waiting (its task was cancelled) no longer needs it.
             let _ = reply.send(result);
@@ -247,6 +276,7 @@ async fn dispatch(inner: Weak<Inner>) {
             continue;
         }
         client.turn().await;
+        client.fill_while_in_flight().await;
         client.fill_under_load().await;
         let batch = client.take_batch().await;
         if batch.is_empty() {

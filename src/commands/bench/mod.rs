@@ -114,7 +114,10 @@ async fn rig_with(
         ("storage.dir".into(), dir.0.display().to_string()),
         ("portal.webhook_url".into(), sim.webhook_url()),
         ("portal.application_token".into(), TOKEN.into()),
-        ("log.level".into(), "error".into()),
+        (
+            "log.level".into(),
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        ),
     ];
     all.extend(
         overrides
