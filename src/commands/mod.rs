@@ -168,9 +168,12 @@ pub enum Command {
     Bench {
         /// Which benchmark.
         name: String,
-        /// Its size: deals (throughput, strict-portal, requests, memory) or senders (intake).
+        /// Its size: deals (throughput, strict-portal, requests, memory), senders (intake) or
+        /// seconds (intake-server).
         #[arg(long)]
         size: Option<u64>,
+        #[command(flatten)]
+        intake: bench::IntakeOptions,
     },
     /// Run the rule tests (TOML files of cases: a deal, a stage entry, the effects expected).
     Test {
@@ -321,7 +324,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         )),
         Command::Demo { rules } => runtime.block_on(demo::run(rules)),
-        Command::Bench { name, size } => runtime.block_on(bench::run(&name, size)),
+        Command::Bench { name, size, intake } => runtime.block_on(bench::run(&name, size, &intake)),
         Command::Test { dir, rules } => test::command(config, dir, rules),
         Command::Schema => schema::run(),
         Command::Sandbox {

@@ -2,7 +2,7 @@
 //! restarts); the scheduler is an index over it that wakes the worker and keeps a deal out of two
 //! rounds at once.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ struct State {
     waiting: HashSet<u64>,
     /// (due in ms since the epoch, deal)
     delayed: BTreeSet<(u64, u64)>,
+    /// Each deal of `delayed` and its due time, so that an earlier wake finds its entry there
+    /// without a walk through all of them (tens of thousands while the portal is down).
+    due: HashMap<u64, u64>,
     /// Being processed by a round: not handed out again until released.
     in_flight: HashSet<u64>,
     /// Woken while in flight: due again as soon as the round releases them. Without this, an
@@ -65,10 +68,11 @@ impl Scheduler {
             }
             if s.waiting.contains(&deal_id) {
                 // Already waiting; an earlier due time wins.
-                if let Some(&(due, _)) = s.delayed.iter().find(|(_, d)| *d == deal_id)
+                if let Some(&due) = s.due.get(&deal_id)
                     && due_ms < due
                 {
                     s.delayed.remove(&(due, deal_id));
+                    s.due.remove(&deal_id);
                     push(&mut s, deal_id, due_ms);
                 }
                 return;
@@ -91,6 +95,7 @@ impl Scheduler {
                         break;
                     }
                     s.delayed.remove(&(due, deal));
+                    s.due.remove(&deal);
                     s.ready.push_back(deal);
                 }
                 let mut taken = Vec::new();
@@ -156,6 +161,7 @@ fn push(s: &mut State, deal_id: u64, due_ms: u64) {
         s.ready.push_back(deal_id);
     } else {
         s.delayed.insert((due_ms, deal_id));
+        s.due.insert(deal_id, due_ms);
     }
 }
 
@@ -192,6 +198,25 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(s.take(10, &stop).await, vec![5]);
         assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn an_earlier_wake_brings_a_delayed_deal_forward_once() {
+        let s = Scheduler::new();
+        let stop = CancellationToken::new();
+        s.schedule_at(7, now_ms() + 60_000);
+        s.schedule_at(8, now_ms() + 60_000);
+        s.schedule_at(7, now_ms() + 120_000);
+        assert_eq!(s.waiting(), 2, "a later due time changes nothing");
+        s.wake(7);
+        assert_eq!(s.take(10, &stop).await, vec![7], "woken: due now, once");
+        let state = s.lock();
+        assert_eq!(state.delayed.len(), 1, "only deal 8 is still delayed");
+        assert_eq!(state.due.len(), 1);
+        assert_eq!(
+            state.due.get(&8).copied(),
+            state.delayed.first().map(|e| e.0)
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //! - `requests`: HTTP requests per stage entry with warm caches, and for an update without a
 //!   stage change.
 //! - `intake`: durable acknowledgements per second with N concurrent senders, and latency
-//!   percentiles.
+//!   percentiles; with `--baseline DIR`, under `wrk` and against the baseline in the same run.
 //! - `memory`: resident memory at idle and the store's bytes per deal with many known deals.
 
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ use crate::store::Store;
 
 mod intake;
 mod memory;
+
+pub use intake::IntakeOptions;
 mod throughput;
 
 const TOKEN: &str = "bench-token";
@@ -170,13 +172,13 @@ impl Rig {
 }
 
 /// Runs one benchmark by name.
-pub async fn run(name: &str, size: Option<u64>) -> CommandResult {
+pub async fn run(name: &str, size: Option<u64>, intake: &IntakeOptions) -> CommandResult {
     let result = match name {
         "throughput" => throughput::throughput(size.unwrap_or(300) as usize).await,
         "strict-portal" => throughput::strict_portal(size.unwrap_or(20) as usize).await,
         "requests" => throughput::requests_per_entry(size.unwrap_or(10) as usize).await,
-        "intake" => intake::intake(size.unwrap_or(32) as usize, 10).await,
-        "intake-server" => intake::intake_server(size.unwrap_or(30)).await,
+        "intake" => intake::intake(size.unwrap_or(32) as usize, intake).await,
+        "intake-server" => intake::intake_server(size.unwrap_or(30), intake).await,
         "memory" => memory::memory(size.unwrap_or(1_000_000)).await,
         other => Err(format!(
             "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, memory)"
