@@ -239,7 +239,8 @@ fn parse_wrk(text: &str) -> Option<Measured> {
             [p, v] if p == "99%" => p99 = wrk_ms(v),
             // "    Latency     1.80ms    1.20ms  12.18ms   80.00%"
             [l, _avg, _stdev, m, ..] if l == "Latency" => max = wrk_ms(m),
-            [a, b, c, n] if a == "Non-2xx" && b == "or" && c == "3xx" => {
+            // "  Non-2xx or 3xx responses: 300"
+            [a, _, _, _, n] if a == "Non-2xx" => {
                 refused = n.parse().ok()?;
             }
             _ => {}
