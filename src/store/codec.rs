@@ -66,6 +66,13 @@ fn version_of(bytes: &[u8]) -> Option<u64> {
     struct Tag {
         v: Option<u64>,
     }
+    // Every record is written with `v` first (`{"v":1,...`): read it there without a parse.
+    if let Some(rest) = bytes.strip_prefix(br#"{"v":"#) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if (1..=3).contains(&digits) && matches!(rest.get(digits), Some(b',' | b'}')) {
+            return std::str::from_utf8(&rest[..digits]).ok()?.parse().ok();
+        }
+    }
     serde_json::from_slice::<Tag>(bytes).ok().and_then(|t| t.v)
 }
 
@@ -101,6 +108,10 @@ mod tests {
         assert_eq!(version_of(br#"{"v":"one"}"#), None);
         assert_eq!(version_of(b"[1,2]"), None);
         assert_eq!(version_of(b"not json"), None);
+        assert_eq!(version_of(br#"{"v":12,"deal_id":1}"#), Some(12));
+        assert_eq!(version_of(br#"{"v":1}"#), Some(1));
+        assert_eq!(version_of(br#"{"v":1.5,"deal_id":1}"#), None);
+        assert_eq!(version_of(br#"{"v":1 ,"deal_id":1}"#), Some(1));
     }
 
     #[test]

@@ -86,6 +86,9 @@ impl Scheduler {
     /// Takes up to `max` deals that are due, waiting for one if none is. Returns an empty list
     /// when `stop` is cancelled.
     pub async fn take(&self, max: usize, stop: &CancellationToken) -> Vec<u64> {
+        // A round's store work runs on the runtime's threads in one stretch: before the next,
+        // let the requests waiting there (the intake's) have their turn.
+        tokio::task::yield_now().await;
         loop {
             let next_due = {
                 let mut s = self.lock();
