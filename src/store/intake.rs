@@ -338,3 +338,50 @@ pub(super) fn merge_event(
     }
     q
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn delivery(key: &str, deal_id: u64) -> (Delivery, PendingRecord) {
+        let (answer, pending) = record_answer();
+        let delivery = Delivery {
+            dedupe_key: key.into(),
+            deal_id,
+            answer,
+        };
+        (delivery, pending)
+    }
+
+    #[tokio::test]
+    async fn a_batch_sees_its_own_earlier_deliveries_and_each_is_answered_for_itself() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let (first, a) = delivery("k1", 5);
+        let (copy, b) = delivery("k1", 5);
+        let (other, c) = delivery("k2", 5);
+        let (elsewhere, d) = delivery("k3", 6);
+        store.record_events_then_flush(vec![first, copy, other, elsewhere], 1_000, DAY);
+        let mut answers = Vec::new();
+        for pending in [a, b, c, d] {
+            answers.push(store.recorded(pending).await.expect("recorded and flushed"));
+        }
+        assert!(matches!(answers[0], Recorded::New { .. }));
+        assert_eq!(answers[1], Recorded::Duplicate { requeued: true });
+        assert!(matches!(answers[2], Recorded::New { .. }));
+        assert!(matches!(answers[3], Recorded::New { .. }));
+        let five = store.queued(5).expect("readable").expect("queued");
+        assert_eq!(
+            (five.events, five.generation, five.event_ids.len()),
+            (3, 3, 2)
+        );
+        assert_eq!(store.queue_len(), 2, "the counters follow the batch");
+        // A delivery of the batch is a duplicate later too.
+        assert!(matches!(
+            store.record_event("k3", 6, 2_000, DAY),
+            Ok(Recorded::Duplicate { .. })
+        ));
+    }
+}
