@@ -175,6 +175,8 @@ pub enum Command {
         /// The portal's (and the client's) burst, for `throughput` (default 50).
         #[arg(long)]
         burst: Option<u32>,
+        #[command(flatten)]
+        intake: bench::IntakeOptions,
     },
     /// Run the rule tests (TOML files of cases: a deal, a stage entry, the effects expected).
     Test {
@@ -325,7 +327,12 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         )),
         Command::Demo { rules } => runtime.block_on(demo::run(rules)),
-        Command::Bench { name, size, burst } => runtime.block_on(bench::run(&name, size, burst)),
+        Command::Bench {
+            name,
+            size,
+            burst,
+            intake,
+        } => runtime.block_on(bench::run(&name, size, burst, &intake)),
         Command::Test { dir, rules } => test::command(config, dir, rules),
         Command::Schema => schema::run(),
         Command::Sandbox {

@@ -5,9 +5,11 @@
 //! The checks run in the order the spec fixes: too large (413, from the announced length before
 //! a byte of the body is read, or while reading it), wrong or missing token (401), malformed
 //! (400). While the store cannot write, events are refused at once (503) without touching it.
-//! No store call runs on the runtime's threads: recording is handed to a blocking thread.
+//! No store call runs on the runtime's threads: recording is handed to the intake's recording
+//! thread (`recorder`), whose deliveries share the flusher's group commit.
 
 pub mod event;
+mod recorder;
 pub mod refusals;
 
 use std::sync::Arc;
@@ -23,9 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use crate::configuration::Secret;
-use crate::store::{Recorded, Store, StoreError, now_ms};
+use crate::store::{Recorded, Store};
 use crate::worker::Scheduler;
 use event::{FormBody, check_content_type, parse_event, token_matches};
+use recorder::Recorder;
 use refusals::Refusals;
 
 /// What the intake needs, shared by every request.
@@ -54,9 +57,21 @@ pub struct IntakeCounters {
     pub failed: AtomicU64,
 }
 
+/// What the handler holds: the shared state and the recording thread of this router.
+#[derive(Clone)]
+struct Intake {
+    state: IntakeState,
+    recorder: Recorder,
+}
+
 /// The service's routes. `request_timeout` bounds a whole request, body included, so a client
-/// that sends its body slowly cannot hold a connection for long.
+/// that sends its body slowly cannot hold a connection for long. Starts the router's recording
+/// thread, which ends when the router is dropped.
 pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) -> Router {
+    let intake = Intake {
+        state,
+        recorder: Recorder::start(),
+    };
     Router::new()
         .route(
             "/bitrix24/events",
@@ -68,7 +83,7 @@ pub fn router(state: IntakeState, max_body: usize, request_timeout: Duration) ->
                     },
                 )),
         )
-        .with_state(state)
+        .with_state(intake)
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| async move {
                 match tokio::time::timeout(request_timeout, next.run(request)).await {
@@ -99,7 +114,7 @@ async fn refuse_announced_oversize(max_body: usize, request: Request, next: Next
 }
 
 async fn receive_event(
-    State(state): State<IntakeState>,
+    State(Intake { state, recorder }): State<Intake>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -158,7 +173,15 @@ async fn receive_event(
             &format!("the store cannot write: {reason}"),
         );
     }
-    match record(&state, &event).await {
+    let recorded = recorder
+        .record(
+            &state.store,
+            event.dedupe_key().to_string(),
+            event.deal_id(),
+            state.dedupe_window,
+        )
+        .await;
+    match recorded {
         Ok(Recorded::New { event_id }) => {
             counters.recorded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
@@ -196,23 +219,6 @@ fn unrecorded(state: &IntakeState, deal_id: u64, error: &str) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "could not record the event",
     )
-}
-
-/// Records the event and flushes. A duplicate is flushed too: the first copy may still be on its
-/// way to disk, and its 200 must not go out before it is there.
-async fn record(state: &IntakeState, event: &event::DealEvent) -> Result<Recorded, StoreError> {
-    // The sled writes are in memory and take microseconds, but a failing disk can make sled
-    // take much longer: on a blocking thread, never one of the runtime's. The flush is the group
-    // commit that many concurrent deliveries share.
-    let store = state.store.clone();
-    let key = event.dedupe_key().to_string();
-    let (deal_id, window) = (event.deal_id(), state.dedupe_window);
-    let recorded =
-        tokio::task::spawn_blocking(move || store.record_event(&key, deal_id, now_ms(), window))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("recording the event stopped: {e}")))??;
-    state.store.flush_async().await?;
-    Ok(recorded)
 }
 
 fn reply(status: StatusCode, text: &str) -> Response {

@@ -6,6 +6,12 @@
 //! awaits it; the thread takes every request that is waiting, flushes once, and answers all of
 //! them. A request is answered only by a flush that started after it was sent, so what it wrote
 //! before asking is on disk when it gets its answer.
+//!
+//! A request is a one-shot channel ([`Flusher::request`]) or a callback ([`Flusher::then`]): the
+//! intake's recorder thread asks for a delivery's flush right after recording it, and the
+//! callback answers the waiting request with the recording's outcome and the flush's at once.
+//! A callback must hold no part of the store: the flusher thread must never be the one that drops
+//! the last handle of the database (dropping it joins this very thread).
 
 use std::future::Future;
 use std::sync::mpsc;
@@ -13,16 +19,17 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-type Reply = oneshot::Sender<Result<(), sled::Error>>;
+/// Who waits for a flush, answered with its outcome.
+type Waiter = Box<dyn FnOnce(Result<(), sled::Error>) + Send>;
 
 pub(super) struct Flusher {
-    requests: Option<mpsc::Sender<Reply>>,
+    requests: Option<mpsc::Sender<Waiter>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Flusher {
     pub(super) fn start(db: sled::Db) -> std::io::Result<Flusher> {
-        let (tx, rx) = mpsc::channel::<Reply>();
+        let (tx, rx) = mpsc::channel::<Waiter>();
         let thread = std::thread::Builder::new()
             .name("b24-robot-flush".into())
             .spawn(move || {
@@ -31,8 +38,8 @@ impl Flusher {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
                     let result = db.flush().map(|_| ());
-                    for reply in waiting {
-                        let _ = reply.send(result.clone());
+                    for waiter in waiting {
+                        waiter(result.clone());
                     }
                 }
             })?;
@@ -46,13 +53,22 @@ impl Flusher {
     /// (or the flush failed). The request is sent now: the future holds no part of the store.
     pub(super) fn request(&self) -> impl Future<Output = Result<(), sled::Error>> + use<> {
         let (tx, rx) = oneshot::channel();
-        let sent = match self.requests.as_ref() {
-            Some(requests) => requests.send(tx).map_err(|_| stopped()),
-            None => Err(sled::Error::Unsupported("the store is closing".into())),
+        self.then(move |result| {
+            let _ = tx.send(result);
+        });
+        async move { rx.await.map_err(|_| stopped())? }
+    }
+
+    /// Asks for a flush and calls `waiter` with its outcome, on the flusher thread, once
+    /// everything written before the call is durable (at once, with the error, when the flusher
+    /// has stopped). `waiter` must be quick and must hold no part of the store.
+    pub(super) fn then(&self, waiter: impl FnOnce(Result<(), sled::Error>) + Send + 'static) {
+        let Some(requests) = self.requests.as_ref() else {
+            waiter(Err(sled::Error::Unsupported("the store is closing".into())));
+            return;
         };
-        async move {
-            sent?;
-            rx.await.map_err(|_| stopped())?
+        if let Err(mpsc::SendError(waiter)) = requests.send(Box::new(waiter)) {
+            waiter(Err(stopped()));
         }
     }
 }

@@ -46,7 +46,7 @@ use serde::de::DeserializeOwned;
 
 pub use check::{CheckReport, Damaged};
 pub use health::{PROBE_BYTES, Stall};
-pub use intake::Recorded;
+pub use intake::{Delivery, PendingRecord, RecordAnswer, Recorded, record_answer};
 pub use records::*;
 
 use codec::decode;

@@ -2,7 +2,7 @@
 //! restarts); the scheduler is an index over it that wakes the worker and keeps a deal out of two
 //! rounds at once.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ struct State {
     held: BTreeSet<(u64, u64)>,
     /// (due in ms since the epoch, deal)
     delayed: BTreeSet<(u64, u64)>,
+    /// Each deal of `delayed` and its due time, so that an earlier wake finds its entry there
+    /// without a walk through all of them (tens of thousands while the portal is down).
+    due: HashMap<u64, u64>,
     /// Being processed by a round: not handed out again until released.
     in_flight: HashSet<u64>,
     /// Woken while in flight: due again as soon as the round releases them. Without this, an
@@ -68,10 +71,11 @@ impl Scheduler {
             }
             if s.waiting.contains(&deal_id) {
                 // Already waiting; an earlier due time wins.
-                if let Some(&(due, _)) = s.delayed.iter().find(|(_, d)| *d == deal_id)
+                if let Some(&due) = s.due.get(&deal_id)
                     && due_ms < due
                 {
                     s.delayed.remove(&(due, deal_id));
+                    s.due.remove(&deal_id);
                     push(&mut s, deal_id, due_ms);
                 }
                 return;
@@ -85,6 +89,9 @@ impl Scheduler {
     /// Takes up to `max` deals that are due, waiting for one if none is. Returns an empty list
     /// when `stop` is cancelled.
     pub async fn take(&self, max: usize, stop: &CancellationToken) -> Vec<u64> {
+        // A round's store work runs on the runtime's threads in one stretch: before the next,
+        // let the requests waiting there (the intake's) have their turn.
+        tokio::task::yield_now().await;
         loop {
             let next_due = {
                 let mut s = self.lock();
@@ -94,6 +101,7 @@ impl Scheduler {
                         break;
                     }
                     s.delayed.remove(&(due, deal));
+                    s.due.remove(&deal);
                     s.ready.push_back(deal);
                 }
                 let mut taken = Vec::new();
@@ -170,6 +178,7 @@ impl Scheduler {
             let ids: HashSet<u64> = listed.iter().map(|&(deal, ..)| deal).collect();
             s.ready.retain(|deal| !ids.contains(deal));
             s.delayed.retain(|(_, deal)| !ids.contains(deal));
+            s.due.retain(|deal, _| !ids.contains(deal));
             s.held.retain(|(_, deal)| !ids.contains(deal));
             for &(deal_id, first_at_ms, not_before_ms) in listed {
                 if s.in_flight.contains(&deal_id) {
@@ -180,6 +189,7 @@ impl Scheduler {
                     s.held.insert((first_at_ms, deal_id));
                 } else {
                     s.delayed.insert((not_before_ms, deal_id));
+                    s.due.insert(deal_id, not_before_ms);
                 }
             }
         }
@@ -208,6 +218,7 @@ fn push(s: &mut State, deal_id: u64, due_ms: u64) {
         s.ready.push_back(deal_id);
     } else {
         s.delayed.insert((due_ms, deal_id));
+        s.due.insert(deal_id, due_ms);
     }
 }
 
@@ -237,6 +248,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_restored_queue_is_handed_out_oldest_first_before_deals_woken_since() {
+        let s = Scheduler::new();
+        let stop = CancellationToken::new();
+        s.wake(9);
+        s.wake(3);
+        let later = now_ms() + 60_000;
+        // (deal, first event taken at, not before)
+        s.restore(&[(3, 300, 0), (1, 100, 0), (2, 200, 0), (4, 50, later)]);
+        assert_eq!(
+            s.take(10, &stop).await,
+            vec![1, 2, 3, 9],
+            "by age, then the rest"
+        );
+        assert_eq!(s.waiting(), 1, "deal 4 waits for its moment");
+        s.schedule_at(4, 0);
+        assert_eq!(
+            s.take(10, &stop).await,
+            vec![4],
+            "an earlier wake still finds it"
+        );
+    }
+
+    #[tokio::test]
     async fn delayed_deals_come_due() {
         let s = Scheduler::new();
         let stop = CancellationToken::new();
@@ -244,6 +278,25 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(s.take(10, &stop).await, vec![5]);
         assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn an_earlier_wake_brings_a_delayed_deal_forward_once() {
+        let s = Scheduler::new();
+        let stop = CancellationToken::new();
+        s.schedule_at(7, now_ms() + 60_000);
+        s.schedule_at(8, now_ms() + 60_000);
+        s.schedule_at(7, now_ms() + 120_000);
+        assert_eq!(s.waiting(), 2, "a later due time changes nothing");
+        s.wake(7);
+        assert_eq!(s.take(10, &stop).await, vec![7], "woken: due now, once");
+        let state = s.lock();
+        assert_eq!(state.delayed.len(), 1, "only deal 8 is still delayed");
+        assert_eq!(state.due.len(), 1);
+        assert_eq!(
+            state.due.get(&8).copied(),
+            state.delayed.first().map(|e| e.0)
+        );
     }
 
     #[tokio::test]

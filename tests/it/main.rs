@@ -13,6 +13,7 @@ mod crash;
 mod effects_once;
 mod faults;
 mod intake;
+mod intake_batches;
 mod stage_entries;
 mod sweep;
 

@@ -9,7 +9,7 @@
 //! - `requests`: HTTP requests per stage entry with warm caches, and for an update without a
 //!   stage change.
 //! - `intake`: durable acknowledgements per second with N concurrent senders, and latency
-//!   percentiles.
+//!   percentiles; with `--baseline DIR`, under `wrk` and against the baseline in the same run.
 //! - `outage`: the portal unreachable with many deals queued: CPU while waiting, probes a
 //!   minute, and the drain once it answers, against the portal's ceiling.
 //! - `memory`: resident memory at idle and the store's bytes per deal with many known deals.
@@ -28,6 +28,8 @@ use crate::store::Store;
 mod intake;
 mod memory;
 mod outage;
+
+pub use intake::IntakeOptions;
 mod throughput;
 
 const TOKEN: &str = "bench-token";
@@ -199,15 +201,20 @@ impl Rig {
 }
 
 /// Runs one benchmark by name.
-pub async fn run(name: &str, size: Option<u64>, burst: Option<u32>) -> CommandResult {
+pub async fn run(
+    name: &str,
+    size: Option<u64>,
+    burst: Option<u32>,
+    intake: &IntakeOptions,
+) -> CommandResult {
     let result = match name {
         "throughput" => {
             throughput::throughput(size.unwrap_or(300) as usize, burst.unwrap_or(50)).await
         }
         "strict-portal" => throughput::strict_portal(size.unwrap_or(20) as usize).await,
         "requests" => throughput::requests_per_entry(size.unwrap_or(10) as usize).await,
-        "intake" => intake::intake(size.unwrap_or(32) as usize, 10).await,
-        "intake-server" => intake::intake_server(size.unwrap_or(30)).await,
+        "intake" => intake::intake(size.unwrap_or(32) as usize, intake).await,
+        "intake-server" => intake::intake_server(size.unwrap_or(30), intake).await,
         "outage" => outage::outage(size.unwrap_or(10_000) as usize).await,
         "memory" => memory::memory(size.unwrap_or(1_000_000)).await,
         other => Err(format!(
