@@ -682,6 +682,11 @@ impl SimPortal {
     /// Every task as stored: `ID`, `TITLE`, `DESCRIPTION`, `RESPONSIBLE_ID`, `CREATED_BY`,
     /// `AUDITORS`, `ACCOMPLICES`, `DEADLINE` (the string exactly as sent), `DEADLINE_AT` (the
     /// instant it was read as, RFC 3339 in UTC), `UF_CRM_TASK`, `XML_ID`, `STATUS`...
+    /// How many tasks there are, without copying them.
+    pub fn task_count(&self) -> usize {
+        self.inner.lock().portal.tasks.len()
+    }
+
     pub fn tasks(&self) -> Vec<Value> {
         self.inner
             .lock()
