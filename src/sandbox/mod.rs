@@ -104,6 +104,18 @@ pub struct RequestRecord {
     pub at: Instant,
 }
 
+impl RequestRecord {
+    /// The REST calls it carried: a `batch`'s commands, else 1.
+    #[must_use]
+    pub fn calls(&self) -> usize {
+        if self.method == "batch" {
+            self.sub_methods.len()
+        } else {
+            1
+        }
+    }
+}
+
 /// One outgoing event the portal POSTed.
 #[derive(Debug, Clone)]
 pub struct EventRecord {

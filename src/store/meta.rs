@@ -20,19 +20,28 @@ impl Store {
 
     /// Sets the history floor (and the sweep cursor) once; a floor already set is kept.
     pub fn init_history_floor(&self, id: u64) -> Result<u64, StoreError> {
-        let t = self.trees()?;
-        let previous = t.meta.compare_and_swap(
-            META_HISTORY_FLOOR,
-            None as Option<&[u8]>,
-            Some(&id.to_be_bytes()),
-        )?;
-        match previous {
-            Ok(()) => {
-                t.meta.insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
+        match self.init_meta_once(META_HISTORY_FLOOR, id)? {
+            None => {
+                self.trees()?
+                    .meta
+                    .insert(META_SWEEP_CURSOR, &id.to_be_bytes())?;
                 Ok(id)
             }
-            Err(cas) => Ok(cas.current.map(|v| be_u64(&v)).unwrap_or(id)),
+            Some(kept) => Ok(kept),
         }
+    }
+
+    /// Writes `value` under `name` unless a value is there: `None` when written, else the value
+    /// kept.
+    fn init_meta_once(&self, name: &str, value: u64) -> Result<Option<u64>, StoreError> {
+        let previous = self.trees()?.meta.compare_and_swap(
+            name,
+            None as Option<&[u8]>,
+            Some(&value.to_be_bytes()),
+        )?;
+        Ok(previous
+            .err()
+            .map(|cas| cas.current.map(|v| be_u64(&v)).unwrap_or(value)))
     }
 
     /// When the service first started on this store (ms since the epoch, whole seconds): the
@@ -43,16 +52,9 @@ impl Store {
 
     /// Records the first start once; a moment already recorded is kept and returned.
     pub fn init_first_start_ms(&self, at_ms: u64) -> Result<u64, StoreError> {
-        let t = self.trees()?;
-        let previous = t.meta.compare_and_swap(
-            META_FIRST_START,
-            None as Option<&[u8]>,
-            Some(&at_ms.to_be_bytes()),
-        )?;
-        Ok(match previous {
-            Ok(()) => at_ms,
-            Err(cas) => cas.current.map(|v| be_u64(&v)).unwrap_or(at_ms),
-        })
+        Ok(self
+            .init_meta_once(META_FIRST_START, at_ms)?
+            .unwrap_or(at_ms))
     }
 
     pub fn sweep_cursor(&self) -> Result<Option<u64>, StoreError> {

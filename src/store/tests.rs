@@ -176,6 +176,19 @@ fn the_queue_counters_agree_with_the_tree_after_every_change() {
 }
 
 #[test]
+fn the_first_start_is_recorded_once() {
+    let (_d, s) = store();
+    assert_eq!(s.first_start_ms().expect("ok"), None);
+    assert_eq!(s.init_first_start_ms(1_000).expect("ok"), 1_000);
+    assert_eq!(
+        s.init_first_start_ms(2_000).expect("ok"),
+        1_000,
+        "the first is kept"
+    );
+    assert_eq!(s.first_start_ms().expect("ok"), Some(1_000));
+}
+
+#[test]
 fn the_history_floor_is_set_once() {
     let (_d, s) = store();
     assert_eq!(s.history_floor().expect("ok"), None);

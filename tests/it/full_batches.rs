@@ -63,11 +63,7 @@ fn reads_deals(r: &RequestRecord) -> bool {
 }
 
 fn calls(r: &RequestRecord) -> usize {
-    if r.method == "batch" {
-        r.sub_methods.len()
-    } else {
-        1
-    }
+    r.calls()
 }
 
 fn shape(requests: &[RequestRecord]) -> Vec<(String, usize)> {

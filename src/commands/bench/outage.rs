@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::rig;
 use crate::commands::output::outln;
-use crate::sandbox::{Faults, Outage, SimConfig};
+use crate::sandbox::{Faults, Outage, RequestRecord, SimConfig};
 
 /// How long the idle cost is measured.
 const IDLE: Duration = Duration::from_secs(30);
@@ -118,16 +118,7 @@ pub async fn outage(size: usize) -> Result<(), String> {
         return Err(format!("deals without exactly 2 tasks: {short:?}"));
     }
     let sent = rig.sim.requests()[before..].to_vec();
-    let calls: usize = sent
-        .iter()
-        .map(|r| {
-            if r.method == "batch" {
-                r.sub_methods.len()
-            } else {
-                1
-            }
-        })
-        .sum();
+    let calls: usize = sent.iter().map(RequestRecord::calls).sum();
     let rejected = sent.iter().filter(|r| r.status == 503).count();
     // The portal's ceiling: 2 requests/s of 50 calls each.
     let ceiling = calls as f64 / 100.0;

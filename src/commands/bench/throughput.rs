@@ -10,7 +10,7 @@ use super::{Rig, TOKEN, rig, rig_with};
 /// Connections the events of a move come in on at once.
 const SENDERS: usize = 16;
 use crate::commands::output::outln;
-use crate::sandbox::{SimConfig, SimPortal};
+use crate::sandbox::{RequestRecord, SimConfig, SimPortal};
 
 async fn create_deals(sim: &SimPortal, n: usize) -> Vec<u64> {
     let mut deals = Vec::with_capacity(n);
@@ -130,16 +130,7 @@ pub async fn throughput(deals: usize, burst: u32) -> Result<(), String> {
     let elapsed = move_all(&rig, &ids, 1, Duration::from_secs(600)).await?;
     let sent = rig.sim.requests()[before_requests..].to_vec();
     let requests = sent.len();
-    let calls: usize = sent
-        .iter()
-        .map(|r| {
-            if r.method == "batch" {
-                r.sub_methods.len()
-            } else {
-                1
-            }
-        })
-        .sum();
+    let calls: usize = sent.iter().map(RequestRecord::calls).sum();
     let rejected = rig.rejected(503) - before_503;
     let rate = deals as f64 / elapsed.as_secs_f64();
     if std::env::var_os("BENCH_DETAIL").is_some() {
