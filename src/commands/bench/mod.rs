@@ -14,6 +14,8 @@
 //!   minute, and the drain once it answers, against the portal's ceiling.
 //! - `memory`: resident memory at idle and the store's bytes per deal with many known deals.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -166,7 +168,63 @@ async fn rig_with(
     })
 }
 
+/// Connections the events of a move come in on at once.
+const SENDERS: usize = 16;
+
 impl Rig {
+    /// Moves every deal to PREPARATION in the portal and posts their events to the service from
+    /// [`SENDERS`] connections at once, as a portal's event queue delivers them in parallel
+    /// (the simulator's own delivery is one at a time, which would measure it rather than the
+    /// service). Fails when an event is not answered 2xx.
+    async fn post_moves(&self, deals: &[u64]) -> Result<(), String> {
+        for &deal in deals {
+            self.sim.move_deal_silently(deal, "PREPARATION").await;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(SENDERS)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let url = format!("http://127.0.0.1:{}/bitrix24/events", self.port);
+        let ts = crate::store::now_ms() / 1000;
+        let member = self.sim.member_id();
+        let bodies: Arc<Vec<String>> = Arc::new(
+            deals
+                .iter()
+                .map(|deal| {
+                    format!(
+                        "event=ONCRMDEALUPDATE&data%5BFIELDS%5D%5BID%5D={deal}&ts={ts}&auth%5Bmember_id%5D={member}&auth%5Bapplication_token%5D={TOKEN}"
+                    )
+                })
+                .collect(),
+        );
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut senders = tokio::task::JoinSet::new();
+        for _ in 0..SENDERS {
+            let (client, url, next, bodies) =
+                (client.clone(), url.clone(), next.clone(), bodies.clone());
+            senders.spawn(async move {
+                while let Some(body) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let answer = client
+                        .post(&url)
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if !answer.status().is_success() {
+                        return Err(format!("an event was answered {}", answer.status()));
+                    }
+                }
+                Ok(())
+            });
+        }
+        while let Some(sent) = senders.join_next().await {
+            sent.map_err(|e| e.to_string())??;
+        }
+        Ok(())
+    }
+
     async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

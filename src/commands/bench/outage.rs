@@ -42,24 +42,22 @@ pub async fn outage(size: usize) -> Result<(), String> {
         outage: Some(Outage::Gateway(502)),
         ..Faults::default()
     });
-    // The deals move while the portal is away: their events are taken and wait.
+    // The deals are made with no event (the service needs none for them), then move while the
+    // portal is away: their events are taken and wait.
+    rig.sim.set_event_handler(None, super::TOKEN);
     let mut deals = Vec::with_capacity(size);
-    for chunk in 0..size.div_ceil(100) {
-        let mut set = tokio::task::JoinSet::new();
-        for i in chunk * 100..((chunk + 1) * 100).min(size) {
-            let sim = rig.sim.clone();
-            set.spawn(async move {
-                let deal = sim
-                    .create_deal(json!({"TITLE": format!("Outage {i}"), "ASSIGNED_BY_ID": "3", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
-                    .await;
-                sim.move_deal(deal, "PREPARATION").await;
-                deal
-            });
-        }
-        while let Some(deal) = set.join_next().await {
-            deals.push(deal.map_err(|e| e.to_string())?);
-        }
+    for i in 0..size {
+        deals.push(
+            rig.sim
+                .create_deal(json!({"TITLE": format!("Outage {i}"), "ASSIGNED_BY_ID": "3", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
+                .await,
+        );
     }
+    rig.sim.set_event_handler(
+        Some(format!("http://127.0.0.1:{}/bitrix24/events", rig.port)),
+        super::TOKEN,
+    );
+    rig.post_moves(&deals).await?;
     let queued_by = Instant::now() + Duration::from_secs(120);
     while rig.store.queue_len() < size || rig.sim.request_count() == 0 {
         if Instant::now() > queued_by {

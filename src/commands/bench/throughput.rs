@@ -5,10 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Rig, TOKEN, rig, rig_with};
-
-/// Connections the events of a move come in on at once.
-const SENDERS: usize = 16;
+use super::{Rig, rig, rig_with};
 use crate::commands::output::outln;
 use crate::sandbox::{RequestRecord, SimConfig, SimPortal};
 
@@ -23,10 +20,8 @@ async fn create_deals(sim: &SimPortal, n: usize) -> Vec<u64> {
     deals
 }
 
-/// Moves every deal to PREPARATION at once and posts their events to the service from
-/// [`SENDERS`] connections at once, as a portal's event queue delivers them in parallel (the
-/// simulator's own delivery is one at a time, which would measure it rather than the
-/// service); waits until each deal has its `tasks` tasks. Returns the elapsed time.
+/// Moves every deal to PREPARATION at once ([`Rig::post_moves`]) and waits until each deal
+/// has its `tasks` tasks. Returns the elapsed time.
 async fn move_all(
     rig: &Rig,
     deals: &[u64],
@@ -34,53 +29,7 @@ async fn move_all(
     limit: Duration,
 ) -> Result<Duration, String> {
     let start = Instant::now();
-    for &deal in deals {
-        rig.sim.move_deal_silently(deal, "PREPARATION").await;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(SENDERS)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let url = format!("http://127.0.0.1:{}/bitrix24/events", rig.port);
-    let ts = crate::store::now_ms() / 1000;
-    let member = rig.sim.member_id();
-    let bodies: Vec<String> = deals
-        .iter()
-        .map(|deal| {
-            format!(
-                "event=ONCRMDEALUPDATE&data%5BFIELDS%5D%5BID%5D={deal}&ts={ts}&auth%5Bmember_id%5D={member}&auth%5Bapplication_token%5D={TOKEN}"
-            )
-        })
-        .collect();
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let bodies = std::sync::Arc::new(bodies);
-    let mut senders = tokio::task::JoinSet::new();
-    for _ in 0..SENDERS {
-        let (client, url, next, bodies) =
-            (client.clone(), url.clone(), next.clone(), bodies.clone());
-        senders.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else {
-                    return Ok(());
-                };
-                let answer = client
-                    .post(&url)
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !answer.status().is_success() {
-                    return Err(format!("an event was answered {}", answer.status()));
-                }
-            }
-        });
-    }
-    while let Some(sent) = senders.join_next().await {
-        sent.map_err(|e| e.to_string())??;
-    }
+    rig.post_moves(deals).await?;
     loop {
         let done = deals
             .iter()
