@@ -23,6 +23,8 @@
 //!
 //! Beside it:
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones), pure.
+//! - [`clock`] is what "now" is for the time-driven rules: the system clock, or one that tests
+//!   and the demo move on.
 //! - [`duration`] is the one duration syntax of config values, rule deadlines and scenario waits.
 //! - [`diagnostics`] is the one `file:line:col` problem type and spanned-TOML reader.
 //! - [`configuration`] is the settings; [`telemetry`] the logs; [`text`] bounds outside texts.
@@ -36,6 +38,7 @@
 
 pub mod bitrix;
 pub mod calendar;
+pub mod clock;
 pub mod commands;
 pub mod configuration;
 pub mod diagnostics;
