@@ -13,6 +13,7 @@
 
 mod compile;
 mod condition;
+pub mod control;
 mod deal;
 mod decision;
 mod evaluate;
@@ -45,6 +46,8 @@ use model::{Body, DeadlineBase, PersonRef};
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// The time-driven rules (`control.md`).
+    controls: control::ControlRules,
     version: String,
 }
 
@@ -136,6 +139,7 @@ impl RuleSet {
         Ok((
             RuleSet {
                 rules,
+                controls: control::ControlRules::default(),
                 version: version(files),
             },
             warnings,
@@ -160,10 +164,16 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The time-driven rules (`control.md`).
+    pub fn controls(&self) -> &control::ControlRules {
+        &self.controls
+    }
+
     /// The rules `keep` accepts, under the same version (a backfill of some of the rules).
     pub(crate) fn only(&self, keep: impl Fn(&Rule) -> bool) -> RuleSet {
         RuleSet {
             rules: self.rules.iter().filter(|r| keep(r)).cloned().collect(),
+            controls: self.controls.clone(),
             version: self.version.clone(),
         }
     }

@@ -8,7 +8,8 @@ use crate::calendar::Period;
 use crate::rules::condition::Condition;
 use crate::rules::template::Template;
 
-/// The five kinds of rules (`rules.md`).
+/// The kinds of rules: five that act on a stage entry (`rules.md`), four driven by time
+/// (`control.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
@@ -17,6 +18,10 @@ pub enum RuleKind {
     LossReason,
     Nps,
     Tunnel,
+    Sla,
+    Overdue,
+    NoTask,
+    Digest,
 }
 
 /// The TOML table name, as people write it: `task`, `loss_reason`.
@@ -35,7 +40,19 @@ impl RuleKind {
             RuleKind::LossReason => "loss_reason",
             RuleKind::Nps => "nps",
             RuleKind::Tunnel => "tunnel",
+            RuleKind::Sla => "sla",
+            RuleKind::Overdue => "overdue",
+            RuleKind::NoTask => "no_task",
+            RuleKind::Digest => "digest",
         }
+    }
+
+    /// Whether rules of this kind are driven by time (`control.md`), not by a stage entry.
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            RuleKind::Sla | RuleKind::Overdue | RuleKind::NoTask | RuleKind::Digest
+        )
     }
 }
 
@@ -126,6 +143,9 @@ pub(super) struct TaskTemplate {
     pub(super) responsible: PersonRef,
     pub(super) auditors: Vec<PersonRef>,
     pub(super) deadline: Deadline,
+    /// `close_on_leave`: what becomes of the task when the deal leaves the entry that made it
+    /// (`control.md`, "Task lifecycle"); `None`: it stays.
+    pub(super) close_on_leave: Option<crate::rules::control::CloseOnLeave>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -207,17 +207,37 @@ fn definition(kind: RuleKind) -> Value {
             "Creates a copy of the deal (crm.deal.add) in another pipeline, exactly once per deal, rule and stage entry.",
             &["name", "to_pipeline", "to_stage"],
         ),
+        RuleKind::Sla => (
+            "A deal must not sit in `stage` longer than `within` (from its stage entry): notifies `notify` and/or creates `[sla.task]` once per entry (and per `repeat`), checked again when it fires.",
+            &["name", "pipeline", "stage", "within"],
+        ),
+        RuleKind::Overdue => (
+            "Open tasks past their deadline (plus `grace`) are reported to `notify` once per deadline; `[overdue.deadline_moved]` reports every moved deadline.",
+            &["name", "notify"],
+        ),
+        RuleKind::NoTask => (
+            "An in-progress deal without an open task (or activity) for longer than `after` is reported to `notify`, once per episode.",
+            &["name", "pipeline", "after", "notify"],
+        ),
+        RuleKind::Digest => (
+            "At each slot of `at` on working days, one notification per recipient listing what the included rules find now.",
+            &["name", "to", "at", "include"],
+        ),
     };
     rule(description, properties(kind, rule_keys(kind)), required)
 }
 
 /// The kinds, in the order of their definitions.
-const KINDS: [RuleKind; 5] = [
+const KINDS: [RuleKind; 9] = [
     RuleKind::Task,
     RuleKind::Require,
     RuleKind::LossReason,
     RuleKind::Nps,
     RuleKind::Tunnel,
+    RuleKind::Sla,
+    RuleKind::Overdue,
+    RuleKind::NoTask,
+    RuleKind::Digest,
 ];
 
 fn rule(description: &str, properties: Map<String, Value>, required: &[&str]) -> Value {

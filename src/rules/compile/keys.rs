@@ -12,6 +12,10 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "loss_reason",
     "nps",
     "tunnel",
+    "sla",
+    "overdue",
+    "no_task",
+    "digest",
 ];
 const TASK_KEYS: &[&str] = &[
     "name",
@@ -23,6 +27,7 @@ const TASK_KEYS: &[&str] = &[
     "responsible",
     "auditors",
     "deadline",
+    "close_on_leave",
 ];
 const REQUIRE_KEYS: &[&str] = &[
     "name",
@@ -50,6 +55,7 @@ pub(crate) const REVIEW_KEYS: &[&str] = &[
     "responsible",
     "auditors",
     "deadline",
+    "close_on_leave",
 ];
 const NPS_KEYS: &[&str] = &[
     "name",
@@ -61,6 +67,7 @@ const NPS_KEYS: &[&str] = &[
     "auditors",
     "deadline",
     "score_field",
+    "close_on_leave",
 ];
 const TUNNEL_KEYS: &[&str] = &[
     "name",
@@ -73,6 +80,48 @@ const TUNNEL_KEYS: &[&str] = &[
     "set",
     "responsible",
 ];
+const SLA_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "stage",
+    "within",
+    "notify",
+    "message",
+    "when",
+    "task",
+    "repeat",
+    "max_repeats",
+];
+/// The keys of `[sla.task]`: a task's, without name, pipeline, stage and when.
+pub(crate) const SLA_TASK_KEYS: &[&str] = REVIEW_KEYS;
+const OVERDUE_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "tasks",
+    "notify",
+    "message",
+    "grace",
+    "deadline_moved",
+];
+/// The keys of `[overdue.deadline_moved]`.
+pub(crate) const DEADLINE_MOVED_KEYS: &[&str] = &["notify", "message"];
+const NO_TASK_KEYS: &[&str] = &[
+    "name",
+    "pipeline",
+    "stages",
+    "after",
+    "notify",
+    "message",
+    "count_activities",
+];
+const DIGEST_KEYS: &[&str] = &["name", "to", "at", "include", "send_empty", "title"];
+/// The values of `close_on_leave`.
+pub(crate) const CLOSE_ON_LEAVE_WORDS: &[&str] = &["complete", "defer"];
+/// The values of an `[[overdue]]`'s `tasks`.
+pub(crate) const TASK_SCOPE_WORDS: &[&str] = &["rules", "all"];
+/// The people an `[[overdue]]` names by a word.
+pub(crate) const TASK_PERSON_WORDS: &[&str] = &["responsible", "supervisor", "assigned"];
+
 /// The keys of a deadline table (and of its `fallback`).
 pub(crate) const DEADLINE_KEYS: &[&str] = &["after", "before", "field", "at", "time", "fallback"];
 /// The people named by a word rather than an id or a field.
@@ -88,6 +137,10 @@ pub(crate) fn rule_keys(kind: RuleKind) -> &'static [&'static str] {
         RuleKind::LossReason => LOSS_KEYS,
         RuleKind::Nps => NPS_KEYS,
         RuleKind::Tunnel => TUNNEL_KEYS,
+        RuleKind::Sla => SLA_KEYS,
+        RuleKind::Overdue => OVERDUE_KEYS,
+        RuleKind::NoTask => NO_TASK_KEYS,
+        RuleKind::Digest => DIGEST_KEYS,
     }
 }
 

@@ -93,6 +93,9 @@ impl<'s> FileCx<'_, 's> {
         };
         let pipeline = own_pipeline.as_ref().or(file_pipeline);
         let stage = match kind {
+            RuleKind::Sla | RuleKind::Overdue | RuleKind::NoTask | RuleKind::Digest => {
+                unreachable!("time-driven rules are compiled by `control`")
+            }
             RuleKind::LossReason => Some(StageMatch::Lost),
             RuleKind::Nps => Some(StageMatch::Won),
             RuleKind::Task | RuleKind::Require | RuleKind::Tunnel => match entry(table, "stage") {
@@ -144,6 +147,9 @@ impl<'s> FileCx<'_, 's> {
                 self.task(&at).map(|task| Body::Nps { task, score_field })
             }
             RuleKind::Tunnel => self.tunnel(&at).map(Body::Tunnel),
+            RuleKind::Sla | RuleKind::Overdue | RuleKind::NoTask | RuleKind::Digest => {
+                unreachable!("time-driven rules are compiled by `control`")
+            }
         };
         let (line, _) = self.source.position(span.start);
         let rule = Rule {

@@ -88,6 +88,7 @@ impl<'s> FileCx<'_, 's> {
             responsible: responsible?,
             auditors: auditors?,
             deadline: deadline?,
+            close_on_leave: None,
         })
     }
 
