@@ -60,6 +60,9 @@ pub enum SkipReason {
     /// The deal is the copy this tunnel made of deal `origin`: a copy never fires the tunnel
     /// that made it.
     OwnCopy { origin: u64 },
+    /// A time-driven rule came due but the deal had left the stage entry it was armed for
+    /// (`now_in`: the stage it is in now, when known).
+    LeftStage { now_in: Option<String> },
 }
 
 /// Which effect: the deal, its stage entry, the rule and the effect's place in the rule.
@@ -114,6 +117,12 @@ impl std::fmt::Display for SkipReason {
             SkipReason::OwnCopy { origin } => {
                 write!(f, "the deal is this tunnel's copy of deal {origin}")
             }
+            SkipReason::LeftStage {
+                now_in: Some(stage),
+            } => {
+                write!(f, "left the stage (now in {stage})")
+            }
+            SkipReason::LeftStage { now_in: None } => f.write_str("left the stage"),
         }
     }
 }

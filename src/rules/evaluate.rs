@@ -204,6 +204,7 @@ fn evaluate_gate(rule: &Rule, input: &Input<'_>, already: Option<&str>) -> (Deci
         deal: input.deal,
         catalog: input.catalog,
         portal_origin: input.portal_origin,
+        extra: &[],
     };
     let (problem, on_missing, message, default_message) = match &rule.body {
         Body::Require(require) => (
@@ -380,7 +381,7 @@ fn loss_problem(loss: &LossReason, input: &Input<'_>, notes: &mut Vec<String>) -
     })
 }
 
-fn make_task(
+pub(in crate::rules) fn make_task(
     task: &TaskTemplate,
     input: &Input<'_>,
     notes: &mut Vec<String>,
@@ -392,6 +393,7 @@ fn make_task(
         deal: input.deal,
         catalog: input.catalog,
         portal_origin: input.portal_origin,
+        extra: &[],
     };
     Ok(TaskSpec {
         title: task
@@ -416,6 +418,7 @@ fn make_copy(tunnel: &Tunnel, input: &Input<'_>, depth: u32, notes: &mut Vec<Str
         deal: input.deal,
         catalog: input.catalog,
         portal_origin: input.portal_origin,
+        extra: &[],
     };
     let mut fields = Map::new();
     for field in &tunnel.copy {
@@ -498,7 +501,11 @@ fn capped(value: &Value, max: usize) -> (Value, bool) {
     }
 }
 
-fn resolve(person: &PersonRef, input: &Input<'_>, notes: &mut Vec<String>) -> Person {
+pub(in crate::rules) fn resolve(
+    person: &PersonRef,
+    input: &Input<'_>,
+    notes: &mut Vec<String>,
+) -> Person {
     let assigned = || input.deal.assigned_by();
     match person {
         PersonRef::User(id) => Person::User(*id),

@@ -235,6 +235,10 @@ impl Template {
             match piece {
                 Piece::Text(text) => out.push(text),
                 Piece::Field(name) if name == DEAL_URL => out.push(&ctx.deal_url()),
+                Piece::Field(name) if ctx.extra.iter().any(|(n, _)| n == name) => {
+                    let value = ctx.extra.iter().find(|(n, _)| n == name);
+                    out.push(value.map_or("", |(_, v)| v.as_str()));
+                }
                 Piece::Field(name) if name == MISSING && missing.is_some() => {
                     out.push(missing.unwrap_or_default());
                 }
@@ -263,6 +267,9 @@ pub(crate) struct RenderContext<'a> {
     pub(crate) deal: &'a Deal,
     pub(crate) catalog: &'a FieldCatalog,
     pub(crate) portal_origin: &'a str,
+    /// Placeholders that are not deal fields, with their values: a task's `{TASK_TITLE}`, an
+    /// SLA's `{SLA_OVERDUE}`, a digest's `{DATE}` (`control.md`). Empty for stage-entry rules.
+    pub(crate) extra: &'a [(&'a str, String)],
 }
 
 impl RenderContext<'_> {

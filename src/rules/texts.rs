@@ -77,6 +77,89 @@ impl Language {
 
     /// The sentence a moved-back deal's comment ends with; `stage` is the stage's portal name
     /// (its id where no name is known).
+    /// The default message of an `[[sla]]` (a template).
+    pub fn sla_message(self) -> &'static str {
+        match self {
+            Language::Ru => {
+                "Сделка «{TITLE}» слишком долго на стадии (просрочено на {SLA_OVERDUE}): {DEAL_URL}"
+            }
+            Language::En => {
+                "{TITLE} has been in its stage too long ({SLA_OVERDUE} past the limit): {DEAL_URL}"
+            }
+        }
+    }
+
+    /// The default message of an `[[overdue]]` (a template).
+    pub fn overdue_message(self) -> &'static str {
+        match self {
+            Language::Ru => {
+                "Просрочена задача «{TASK_TITLE}» (срок {TASK_DEADLINE}): {TASK_URL}, сделка «{TITLE}»"
+            }
+            Language::En => {
+                "Overdue since {TASK_DEADLINE}: {TASK_TITLE} ({TASK_URL}), deal {TITLE}"
+            }
+        }
+    }
+
+    /// The default message of an `[overdue.deadline_moved]` (a template).
+    pub fn deadline_moved_message(self) -> &'static str {
+        match self {
+            Language::Ru => {
+                "Срок задачи «{TASK_TITLE}» перенесён с {TASK_OLD_DEADLINE} на {TASK_DEADLINE}: {TASK_URL}"
+            }
+            Language::En => {
+                "{TASK_TITLE}: deadline moved from {TASK_OLD_DEADLINE} to {TASK_DEADLINE} ({TASK_URL})"
+            }
+        }
+    }
+
+    /// The default message of a `[[no_task]]` (a template).
+    pub fn no_task_message(self) -> &'static str {
+        match self {
+            Language::Ru => {
+                "У сделки «{TITLE}» нет открытой задачи: запланируйте следующий шаг ({DEAL_URL})"
+            }
+            Language::En => "{TITLE} has no open task: plan the next step ({DEAL_URL})",
+        }
+    }
+
+    /// The default title of a `[[digest]]` (a template).
+    pub fn digest_title(self) -> &'static str {
+        match self {
+            Language::Ru => "Контроль продаж, {DATE} {TIME}",
+            Language::En => "Sales control, {DATE} {TIME}",
+        }
+    }
+
+    /// The headings of a digest's three kinds of items.
+    pub fn digest_heading(self, kind: crate::rules::control::digest::ItemKind) -> &'static str {
+        use crate::rules::control::digest::ItemKind;
+        match (self, kind) {
+            (Language::Ru, ItemKind::Overdue) => "просроченная задача",
+            (Language::Ru, ItemKind::NoTask) => "нет следующего шага",
+            (Language::Ru, ItemKind::Sla) => "превышен срок стадии",
+            (Language::En, ItemKind::Overdue) => "overdue task",
+            (Language::En, ItemKind::NoTask) => "no next step",
+            (Language::En, ItemKind::Sla) => "over the stage SLA",
+        }
+    }
+
+    /// The last line of a digest cut at its items' limit.
+    pub fn and_more(self, n: usize) -> String {
+        match self {
+            Language::Ru => format!("…и ещё {n}"),
+            Language::En => format!("…and {n} more"),
+        }
+    }
+
+    /// The body of a digest with nothing to report (`send_empty`).
+    pub fn nothing_to_report(self) -> &'static str {
+        match self {
+            Language::Ru => "Просроченных задач и сделок без следующего шага нет.",
+            Language::En => "Nothing overdue, every deal has a next step.",
+        }
+    }
+
     pub fn moved_back(self, stage: &str) -> String {
         match self {
             Language::Ru => format!("Сделка возвращена на стадию «{stage}»."),
