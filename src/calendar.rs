@@ -167,6 +167,16 @@ impl Calendar {
         }
     }
 
+    /// `at` when it is working time, else the start of the next working period: when a
+    /// notification held outside working hours goes out (`control.quiet_outside_hours`).
+    pub fn next_working_moment(&self, at: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+        if self.is_working_time(at) {
+            at
+        } else {
+            self.resolve(self.normalise_forward(self.local(at)))
+        }
+    }
+
     /// Applies `period` backwards from `from`.
     pub fn subtract(&self, from: DateTime<FixedOffset>, period: Period) -> DateTime<FixedOffset> {
         let amount = i64::from(period.amount);

@@ -22,6 +22,8 @@
 //!   per CRM call.
 //!
 //! Beside it:
+//! - [`control`] is the time-driven half: the timers' loop, the control sweep (overdue tasks,
+//!   deals without a next step) and the digests.
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones), pure.
 //! - [`clock`] is what "now" is for the time-driven rules: the system clock, or one that tests
 //!   and the demo move on.
@@ -41,6 +43,7 @@ pub mod calendar;
 pub mod clock;
 pub mod commands;
 pub mod configuration;
+pub mod control;
 pub mod diagnostics;
 pub mod duration;
 pub mod http;

@@ -198,6 +198,36 @@ pub fn task_lookup(deal_id: u64, title: Value) -> BatchCall {
     )
 }
 
+/// `tasks.task.complete` or `tasks.task.defer` (`method`) of one task: both take `taskId`
+/// (bitrix24/b24restdocs `api-reference/tasks/tasks-task-complete.md`, `tasks-task-defer.md`).
+pub fn task_close(method: &str, task_id: &str) -> BatchCall {
+    BatchCall::new(method, json!({ "taskId": task_id }))
+}
+
+/// `tasks.task.list` of tasks by id with their status and deadline (`REAL_STATUS`: 1-3 open,
+/// 4 awaiting control, 5 completed, 6 deferred, 7 declined; `api-reference/tasks/tasks-task-list.md`).
+pub fn tasks_by_id(ids: &[u64]) -> BatchCall {
+    BatchCall::new(
+        "tasks.task.list",
+        json!({
+            "filter": { "ID": ids },
+            "select": TASK_SELECT,
+        }),
+    )
+}
+
+/// The task fields the control sweep reads: always named, as the docs ask (`UF_CRM_TASK` is
+/// returned only when selected).
+pub const TASK_SELECT: [&str; 7] = [
+    "ID",
+    "TITLE",
+    "RESPONSIBLE_ID",
+    "DEADLINE",
+    "REAL_STATUS",
+    "UF_CRM_TASK",
+    "CLOSED_DATE",
+];
+
 /// `im.notify.system.add`: a notification that replaces an older one with the same `tag`
 /// (through a webhook, `TAG` goes with `CLIENT_ID`).
 pub fn notify(user: Value, message: &str, tag: &str, client_id: &str) -> BatchCall {

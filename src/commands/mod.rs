@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod backfill;
+pub mod digest;
 pub mod bench;
 pub mod check;
 pub mod demo;
@@ -152,6 +153,15 @@ pub enum Command {
         /// Start over instead of continuing an interrupted run.
         #[arg(long)]
         restart: bool,
+    },
+    /// Build a [[digest]] now and send it (or print each recipient's text with --dry-run):
+    /// through the running service when one runs, else directly. Not a slot: not deduplicated.
+    Digest {
+        /// The digest's name.
+        name: String,
+        /// Print each recipient's text; send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// The job queue: list the queued and parked jobs, or re-run parked ones.
     Jobs {
@@ -326,6 +336,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 restart,
             },
         )),
+        Command::Digest { name, dry_run } => runtime.block_on(digest::run(config, name, dry_run)),
         Command::Demo { rules } => runtime.block_on(demo::run(rules)),
         Command::Bench {
             name,

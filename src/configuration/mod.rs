@@ -27,8 +27,8 @@ mod values;
 pub use check::check;
 pub use load::Sources;
 pub use sections::{
-    LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings, StorageSettings,
-    SyncSettings, WorkerSettings,
+    ControlSettings, LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings,
+    StorageSettings, SyncSettings, WorkerSettings,
 };
 pub use values::{CALENDAR_KEYS, calendar_from, parse_duration, parse_size};
 
@@ -95,6 +95,7 @@ pub struct Settings {
     pub calendar: Calendar,
     pub sync: SyncSettings,
     pub worker: WorkerSettings,
+    pub control: ControlSettings,
     pub log: LogSettings,
 }
 

@@ -14,6 +14,7 @@ pub(super) struct RawSettings {
     pub(super) calendar: RawCalendar,
     pub(super) sync: RawSync,
     pub(super) worker: RawWorker,
+    pub(super) control: RawControl,
     pub(super) log: RawLog,
 }
 
@@ -141,6 +142,23 @@ impl Default for RawSync {
         RawSync {
             poll_interval: "60s".into(),
             dedupe_window: "24h".into(),
+        }
+    }
+}
+
+/// `[control]`: the time-driven rules (`control.md`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawControl {
+    pub(super) poll_interval: String,
+    pub(super) quiet_outside_hours: bool,
+}
+
+impl Default for RawControl {
+    fn default() -> Self {
+        RawControl {
+            poll_interval: "5m".into(),
+            quiet_outside_hours: true,
         }
     }
 }

@@ -87,6 +87,17 @@ pub struct SyncSettings {
     pub dedupe_window: Duration,
 }
 
+/// `[control]`: the time-driven rules (`control.md`).
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// How often the control sweep reads the portal's tasks and open deals (`[[overdue]]`,
+    /// `[[no_task]]`).
+    pub poll_interval: Duration,
+    /// Notifications of the time-driven rules that fall outside working time wait for the
+    /// start of the next working period.
+    pub quiet_outside_hours: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// How many read/write rounds may be in flight at once (each covers many deals).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::raw::RawSettings;
 use super::sections::{
     LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings, StorageSettings,
-    SyncSettings, WorkerSettings,
+    ControlSettings, SyncSettings, WorkerSettings,
 };
 use super::values::{parse_calendar, parse_duration, parse_size, parse_webhook_url, positive};
 use super::{BadValue, ConfigError, Settings};
@@ -138,6 +138,14 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
     let cache = c.size("storage.cache", &raw.storage.cache) as u64;
     let poll_interval = c.duration("sync.poll_interval", &raw.sync.poll_interval);
     let dedupe_window = c.duration("sync.dedupe_window", &raw.sync.dedupe_window);
+    let control_poll = c.duration("control.poll_interval", &raw.control.poll_interval);
+    c.require(
+        "control.poll_interval",
+        // A value that does not parse is reported once, by `duration`.
+        parse_duration(&raw.control.poll_interval).is_err()
+            || control_poll >= Duration::from_secs(10),
+        "must be at least 10s (each control sweep reads every watched task and open deal)",
+    );
 
     c.at_least_one("worker.concurrency", raw.worker.concurrency);
     c.require(
@@ -236,6 +244,10 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
                 max_history_pages: raw.worker.max_history_pages,
                 max_sweep_pages: raw.worker.max_sweep_pages,
                 max_tunnel_depth: raw.rules.max_tunnel_depth,
+            },
+            control: ControlSettings {
+                poll_interval: control_poll,
+                quiet_outside_hours: raw.control.quiet_outside_hours,
             },
             log: LogSettings {
                 format,

@@ -173,6 +173,11 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
         parked,
     );
     out.gauge(
+        "b24robot_timers_pending",
+        "Timers of the time-driven rules ([[sla]]) armed and not yet fired.",
+        state.store.timers_pending(),
+    );
+    out.gauge(
         "b24robot_store_writable",
         "1 while the store can write; 0 after a failed write until it can again (events get 503 meanwhile).",
         u8::from(state.store.write_failure().is_none()),
@@ -246,6 +251,24 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
         out.sample(
             "b24robot_effects_total",
             &[("rule", &rule), ("kind", kind), ("result", result.label())],
+            n,
+        );
+    }
+
+    out.family(
+        "b24robot_control_effects_total",
+        "counter",
+        "Time-driven rules (sla, overdue, deadline_moved, no_task, digest) by rule, kind and result (fired, skipped, failed, sent).",
+    );
+    let control = m
+        .control_effects
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for ((rule, kind, result), n) in control {
+        out.sample(
+            "b24robot_control_effects_total",
+            &[("rule", &rule), ("kind", kind), ("result", result)],
             n,
         );
     }

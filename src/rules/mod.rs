@@ -164,6 +164,22 @@ impl RuleSet {
         &self.rules
     }
 
+    /// What `close_on_leave` says of the tasks the rule `name` creates (a `[[task]]`, `[[nps]]`,
+    /// a `[loss_reason.review]` or an `[sla.task]`); `None`: they stay.
+    pub fn close_on_leave(&self, name: &str) -> Option<control::CloseOnLeave> {
+        if let Some(rule) = self.rules.iter().find(|r| r.name() == name) {
+            return match &rule.body {
+                Body::Task(task) | Body::Nps { task, .. } => task.close_on_leave,
+                Body::LossReason(loss) => loss.review.as_ref().and_then(|t| t.close_on_leave),
+                Body::Require(_) | Body::Tunnel(_) => None,
+            };
+        }
+        self.controls
+            .sla_named(name)
+            .and_then(|sla| sla.task.as_ref())
+            .and_then(|t| t.close_on_leave)
+    }
+
     /// The time-driven rules (`control.md`).
     pub fn controls(&self) -> &control::ControlRules {
         &self.controls

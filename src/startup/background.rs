@@ -1,4 +1,5 @@
-//! The loops that run beside the intake and the worker: the sweep of the stage history, the
+//! The loops that run beside the intake and the worker: the control loop of the time-driven
+//! rules (`crate::control`), the sweep of the stage history, the
 //! store's recovery after a failed write, the pruning of old keys and entries, and (for
 //! `serve`) the rules' reload. They start together and stop together, on one token.
 //!
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::Settings;
+use crate::control::Control;
 use crate::rules::live::{self, Reloader};
 use crate::store::{Store, StoreError, now_ms};
 use crate::worker::{Worker, sweep_once};
@@ -26,6 +28,8 @@ pub(super) struct Background {
     recovery: JoinHandle<()>,
     pruner: JoinHandle<()>,
     reloader: Option<JoinHandle<()>>,
+    /// Timers, the control sweep and the digests (`crate::control`).
+    control: JoinHandle<()>,
 }
 
 impl Background {
@@ -55,6 +59,9 @@ impl Background {
                 stop.clone(),
             )),
             reloader: reload.map(|reloader| tokio::spawn(live::run(reloader, stop.clone()))),
+            control: tokio::spawn(
+                Control::new(worker.clone(), settings.control.poll_interval).run(stop.clone()),
+            ),
         }
     }
 
@@ -62,6 +69,7 @@ impl Background {
     /// pruner and the recovery, which hold nothing that needs finishing, are aborted.
     pub(super) async fn finish(self, deadline: tokio::time::Instant) {
         let _ = tokio::time::timeout_at(deadline, self.sweeper).await;
+        let _ = tokio::time::timeout_at(deadline, self.control).await;
         self.pruner.abort();
         self.recovery.abort();
         if let Some(reloader) = self.reloader {

@@ -166,6 +166,17 @@ impl Application {
         })
     }
 
+    /// The clock of the time-driven rules (timers, SLAs, digests): a test or the demo shares
+    /// one with the simulated portal and moves it on. Before the application runs.
+    #[must_use]
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Application {
+        match Arc::get_mut(&mut self.worker) {
+            Some(worker) => worker.clock = clock,
+            None => tracing::warn!("the clock can only be set before the application runs"),
+        }
+        self
+    }
+
     /// Re-reads `rules.dir` on SIGHUP and whenever a file in it changes (see [`crate::rules::live`]).
     /// For an application whose rules came from that folder (`serve`), not from elsewhere.
     #[must_use]

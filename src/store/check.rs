@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::codec::{decode, effect_key, entry_key, hex};
 use super::meta::{META_BACKFILL, META_FIRST_START, META_HISTORY_FLOOR, META_SWEEP_CURSOR};
 use super::{
-    BackfillProgress, DealState, EffectRecord, EntryRecord, QueuedDeal, Store, StoreError,
+    BackfillProgress, DealState, EffectRecord, TimerRecord, EntryRecord, QueuedDeal, Store, StoreError,
 };
 
 /// A record that cannot be read, as [`Store::check`] reports it.
@@ -47,13 +47,14 @@ impl Store {
                 return report;
             }
         };
-        let trees: [(&'static str, &sled::Tree, CheckFn); 6] = [
+        let trees: [(&'static str, &sled::Tree, CheckFn); 7] = [
             ("queue", &t.queue, check_queued),
             ("dedupe", &t.dedupe, check_dedupe),
             ("deals", &t.deals, check_deal),
             ("entries", &t.entries, check_entry),
             ("effects", &t.effects, check_effect),
             ("meta", &t.meta, check_meta),
+            ("timers", &t.timers, check_timer),
         ];
         for (name, tree, check) in trees {
             for item in tree.iter() {
@@ -155,6 +156,21 @@ fn check_entry(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), Store
     Ok(())
 }
 
+fn check_timer(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let t: TimerRecord = decode(tree, key, value)?;
+    if key != super::timers::timer_key(t.deal_id, t.entry_id, &t.rule) {
+        return Err(bad_key(
+            tree,
+            key,
+            &format!(
+                "filed under another key than deal {} entry {} rule {}",
+                t.deal_id, t.entry_id, t.rule
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_effect(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     let e: EffectRecord = decode(tree, key, value)?;
     if key != effect_key(&e) {
@@ -196,7 +212,7 @@ fn check_meta(tree: &'static str, key: &[u8], value: &[u8]) -> Result<(), StoreE
 
 /// A damaged record for a report: the deal its key names where the tree is keyed by deal.
 pub(super) fn damage(tree: &str, key: &[u8], error: &StoreError) -> Damaged {
-    let by_deal = matches!(tree, "queue" | "deals" | "entries" | "effects");
+    let by_deal = matches!(tree, "queue" | "deals" | "entries" | "effects" | "timers");
     Damaged {
         tree: tree.into(),
         key: hex(key),

@@ -19,6 +19,9 @@ pub(super) fn effect_key(e: &EffectRecord) -> Vec<u8> {
     key.extend_from_slice(e.rule.as_bytes());
     key.push(0);
     key.extend_from_slice(&e.index.to_be_bytes());
+    if let Some(subject) = &e.subject {
+        key.extend_from_slice(subject.as_bytes());
+    }
     key
 }
 

@@ -4,7 +4,8 @@
 use sled::transaction::Transactional;
 
 use super::codec::{effect_key, encode, entry_key, unwrap_tx};
-use super::{DealState, EffectRecord, EffectState, EntryRecord, Store, StoreError};
+use super::timers::{timer_rows, write_timers};
+use super::{DealState, EffectRecord, EffectState, EntryRecord, Store, StoreError, TimerRecord};
 
 impl Store {
     pub fn deal_state(&self, deal_id: u64) -> Result<Option<DealState>, StoreError> {
@@ -26,19 +27,33 @@ impl Store {
         self.of_deal("entries", |t| &t.entries, deal_id)
     }
 
+    /// One recorded stage entry of the deal, with its decisions.
+    pub fn entry_record(
+        &self,
+        deal_id: u64,
+        entry_id: u64,
+    ) -> Result<Option<EntryRecord>, StoreError> {
+        let key = entry_key(deal_id, entry_id);
+        match self.trees()?.entries.get(&key)? {
+            Some(value) => self.read("entries", &key, &value).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The deal's effects, in entry and rule order.
     pub fn effects(&self, deal_id: u64) -> Result<Vec<EffectRecord>, StoreError> {
         self.of_deal("effects", |t| &t.effects, deal_id)
     }
 
     /// Records what one round learnt about a deal, all or nothing: its new state, its new
-    /// entries with their decisions, and the intents of the effects to make.
+    /// entries with their decisions, the intents of the effects to make, and its timers armed,
+    /// fired or disarmed.
     pub fn commit_deal(
         &self,
         deal_id: u64,
         state: &DealState,
-        entries: &[EntryRecord],
-        effects: &[EffectRecord],
+        (entries, effects): (&[EntryRecord], &[EffectRecord]),
+        timers: &[TimerRecord],
     ) -> Result<(), StoreError> {
         let state_bytes = encode(state)?;
         let entry_rows: Vec<(Vec<u8>, Vec<u8>)> = entries
@@ -49,18 +64,23 @@ impl Store {
             .iter()
             .map(|e| Ok((effect_key(e), encode(e)?)))
             .collect::<Result<_, StoreError>>()?;
+        let timer_rows = timer_rows(timers)?;
         let t = self.trees()?;
-        let result = (&t.deals, &t.entries, &t.effects).transaction(|(d, en, ef)| {
-            d.insert(&deal_id.to_be_bytes(), state_bytes.as_slice())?;
-            for (k, v) in &entry_rows {
-                en.insert(k.as_slice(), v.as_slice())?;
-            }
-            for (k, v) in &effect_rows {
-                ef.insert(k.as_slice(), v.as_slice())?;
-            }
-            Ok(())
-        });
-        unwrap_tx(result)
+        let result = (&t.deals, &t.entries, &t.effects, &t.timers, &t.timers_due).transaction(
+            |(d, en, ef, tm, due)| {
+                d.insert(&deal_id.to_be_bytes(), state_bytes.as_slice())?;
+                for (k, v) in &entry_rows {
+                    en.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &effect_rows {
+                    ef.insert(k.as_slice(), v.as_slice())?;
+                }
+                write_timers(tm, due, &timer_rows)
+            },
+        );
+        let delta = unwrap_tx(result)?;
+        self.note_pending_timers(delta);
+        Ok(())
     }
 
     pub fn put_deal_state(&self, deal_id: u64, state: &DealState) -> Result<(), StoreError> {

@@ -10,6 +10,9 @@
 //! | `entries` | deal id, entry id | [`EntryRecord`]: a stage entry and the decisions about it |
 //! | `effects` | deal id, entry id, rule, index | [`EffectRecord`]: a write owed to the portal |
 //! | `meta` | name | the history floor, the sweep cursor |
+//! | `timers` | deal id, entry id, rule | [`TimerRecord`]: a time-driven rule's timer, whatever its state |
+//! | `control` | `deadline/`, `episode/`, `digest/` + name | what the control sweep and the digests remember |
+//! | `timers_due` | due moment, deal id, entry id, rule | nothing: the pending timers in the order they fall due |
 //!
 //! Writes that belong together (an event and its dedupe key; a deal's entries, state and effect
 //! intents) go in one sled transaction, so a crash leaves either all or none of them. Durability
@@ -36,6 +39,7 @@ mod intake;
 mod meta;
 mod queue;
 mod records;
+mod timers;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +114,8 @@ struct Shared {
     /// Records that could not be read since the store was opened (re-opens included). An
     /// atomic, so that `/readyz` and `/metrics` read it without touching sled.
     read_errors: AtomicU64,
+    /// Pending timers, kept by every change of `timers_due` (`/metrics`).
+    timers_pending: AtomicU64,
 }
 
 /// One opened sled database and its trees.
@@ -123,6 +129,12 @@ struct Trees {
     entries: sled::Tree,
     effects: sled::Tree,
     meta: sled::Tree,
+    /// Timers by identity, and the pending ones by due moment (`timers.rs`).
+    timers: sled::Tree,
+    timers_due: sled::Tree,
+    /// The control sweep's memory: deadlines of tracked tasks, no-next-step episodes, digests
+    /// sent (string keys, `timers.rs`).
+    control: sled::Tree,
 }
 
 impl Trees {
@@ -148,6 +160,9 @@ impl Trees {
             entries: db.open_tree("entries")?,
             effects: db.open_tree("effects")?,
             meta: db.open_tree("meta")?,
+            timers: db.open_tree("timers")?,
+            timers_due: db.open_tree("timers_due")?,
+            control: db.open_tree("control")?,
             db,
         })
     }
@@ -188,6 +203,7 @@ impl Store {
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let trees = Trees::open(dir, cache_bytes)?;
         let (queued, parked) = trees.count_queue()?;
+        let timers_pending = Store::count_pending_timers(&trees.timers_due);
         let store = Store {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -197,6 +213,7 @@ impl Store {
                 counts: health::QueueCounts::default(),
                 stall: Arc::default(),
                 read_errors: AtomicU64::new(0),
+                timers_pending: AtomicU64::new(timers_pending),
             }),
         };
         store.shared.counts.set(queued, parked);
@@ -361,6 +378,7 @@ impl Store {
             .map_err(StoreError::from);
         // Counted before anyone can write to it (nobody can while it is not installed).
         let (queued, parked) = trees.count_queue()?;
+        let timers_pending = Store::count_pending_timers(&trees.timers_due);
         self.shared.counts.set(queued, parked);
         *self
             .shared

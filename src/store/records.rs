@@ -109,6 +109,8 @@ pub enum EffectKind {
     Notify,
     MoveBack,
     CopyDeal,
+    /// `close_on_leave`: a stage's task completed or deferred when the deal left the stage.
+    CloseTask,
 }
 
 /// One REST write the service owes the portal, recorded before it is made.
@@ -133,6 +135,11 @@ pub struct EffectRecord {
     /// for what the earlier one may have created.
     pub attempts: u32,
     pub updated_at_ms: u64,
+    /// What a time-driven rule's effect is about, part of its key: `task 12 deadline
+    /// 2026-12-03T18:00:00+03:00` (one overdue notice per task and deadline), `episode 2` (a
+    /// deal without a next step). `None` for the effects of a stage entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl EffectRecord {
@@ -187,4 +194,61 @@ pub struct BackfillProgress {
     pub finished: bool,
     pub started_at_ms: u64,
     pub updated_at_ms: u64,
+}
+
+/// A durable timer of a time-driven rule: an `[[sla]]` armed for one stage entry of a deal.
+/// Its identity is (deal, entry, rule); its repetitions re-arm the same record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    #[serde(default = "v1")]
+    pub v: u8,
+    pub deal_id: u64,
+    pub entry_id: u64,
+    pub rule: String,
+    /// Which firing is next (0: the first; then each `repeat`).
+    pub repetition: u32,
+    /// When that firing is due (ms since the epoch, by the rules' clock).
+    pub due_ms: u64,
+    /// The entry it was armed for, as recorded: at fire time, the deal must still be in it.
+    pub entry: StageEntry,
+    pub state: TimerState,
+    pub armed_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// What became of each firing so far, oldest first (the decision log of `explain`).
+    #[serde(default)]
+    pub history: Vec<TimerEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TimerState {
+    /// Waiting for `due_ms`.
+    Pending,
+    /// Every firing it had is done.
+    Fired,
+    /// It will not fire (again): the deal left the entry, the rule was removed...
+    Skipped { why: String },
+}
+
+/// One firing of a timer, or why it did not fire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerEvent {
+    pub at_ms: u64,
+    pub repetition: u32,
+    pub outcome: String,
+}
+
+/// A deal a `[[no_task]]` found without a next step: the episode, from when it counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Episode {
+    #[serde(default = "v1")]
+    pub v: u8,
+    /// The stage entry the deal was in when the episode began.
+    pub entry_id: u64,
+    /// 1 for the deal's first episode under the rule, then one more each time.
+    pub number: u32,
+    /// RFC 3339: the later of the stage entry and the sweep that found it without a next step.
+    pub since: String,
+    /// Still without a next step (false: one appeared, the episode ended).
+    pub open: bool,
 }

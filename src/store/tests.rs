@@ -116,15 +116,19 @@ fn old_entries_are_pruned_but_not_those_with_pending_effects() {
         state,
         attempts: 1,
         updated_at_ms: 0,
+        subject: None,
     };
     s.commit_deal(
         1,
         &DealState::default(),
-        &[entry(10, 100), entry(11, 100), entry(12, 5_000)],
-        &[
-            effect(10, EffectState::Done { id: "7".into() }),
-            effect(11, EffectState::Pending),
-        ],
+        (
+            &[entry(10, 100), entry(11, 100), entry(12, 5_000)],
+            &[
+                effect(10, EffectState::Done { id: "7".into() }),
+                effect(11, EffectState::Pending),
+            ],
+        ),
+        &[],
     )
     .expect("commit");
     assert_eq!(s.prune_entries(1_000).expect("prune"), 1);

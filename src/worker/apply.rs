@@ -242,6 +242,7 @@ mod tests {
             state: EffectState::Pending,
             attempts: 1,
             updated_at_ms: 0,
+            subject: None,
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Rounds begun, and the deals they took: while the portal is unreachable neither moves.
     pub(crate) rounds: AtomicU64,
     pub(crate) round_deals: AtomicU64,
+    /// Time-driven rules' firings by rule, kind (`sla`, `overdue`, `deadline_moved`, `no_task`,
+    /// `digest`) and result (`fired`, `skipped`, `failed`, `sent`).
+    pub(crate) control_effects: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -87,6 +90,21 @@ impl Metrics {
             "_other"
         };
         *effects.entry((rule.to_string(), kind, result)).or_insert(0) += 1;
+    }
+
+    /// A time-driven rule fired, was skipped or failed (`b24robot_control_effects_total`).
+    pub fn control_effect(&self, rule: &str, kind: &'static str, result: &'static str) {
+        let mut counts = self
+            .control_effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let known = counts.contains_key(&(rule.to_string(), kind, result));
+        let rule = if known || counts.len() < MAX_SERIES {
+            rule
+        } else {
+            "_other"
+        };
+        *counts.entry((rule.to_string(), kind, result)).or_insert(0) += 1;
     }
 
     pub fn paging_stopped(&self, list: PagedList, why: PagingStop) {
@@ -116,5 +134,6 @@ pub(crate) fn kind_label(kind: EffectKind) -> &'static str {
         EffectKind::Notify => "notify",
         EffectKind::MoveBack => "move_back",
         EffectKind::CopyDeal => "copy_deal",
+        EffectKind::CloseTask => "close_task",
     }
 }

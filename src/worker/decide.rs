@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::job::{Ending, Job, failure};
+use super::timers::TimerWork;
 use super::read::{RoundRead, deal_of};
 use super::{Activity, Worker};
 use crate::bitrix::{CallError, ErrorKind, Response};
@@ -17,7 +18,7 @@ use crate::rules::{
 };
 use crate::store::{
     DealState, Echo, EffectKind, EffectRecord, EffectState, EntryAction, EntryRecord,
-    RECORD_VERSION, StoreError, now_ms,
+    RECORD_VERSION, StoreError, TimerRecord, now_ms,
 };
 
 /// The entries of a deal's history the service has not seen yet, classified.
@@ -110,10 +111,24 @@ impl Worker {
         self.resolve_pending(job, read.lookups)?;
 
         let Some(new) = classify(job, &entries, floor, &deal) else {
-            // An update without a new stage entry runs no rules.
+            // An update without a new stage entry runs no rules; a timer of the deal that has
+            // come due fires on the deal as read now.
             if !job.known {
                 job.first_met(floor, entries.last());
                 self.store.put_deal_state(job.deal_id, &job.state)?;
+            }
+            let mut work = TimerWork::default();
+            self.fire_due(job, &deal, (catalog, rules), &mut work).await?;
+            if job.ending.is_some() {
+                return Ok(());
+            }
+            if !work.timers.is_empty() {
+                let TimerWork {
+                    timers,
+                    intents,
+                    records,
+                } = work;
+                self.record(job, (&records, intents), &timers)?;
             }
             job.end(Ending::Done);
             return Ok(());
@@ -121,6 +136,8 @@ impl Worker {
 
         let mut records = Vec::with_capacity(new.entries.len());
         let mut intents = Vec::new();
+        let mut work = TimerWork::default();
+        self.left_entries(job, new.newest, rules, &mut work)?;
         for (entry, action) in new.entries {
             let mut decisions = Vec::new();
             if action == EntryAction::Acted {
@@ -136,7 +153,13 @@ impl Worker {
                     catalog,
                 );
                 match self.plan(job, entry, &mut decisions).await {
-                    Ok(planned) => intents.extend(planned),
+                    Ok(planned) => {
+                        // An entry moved back by a gate was never really entered: no timer.
+                        if !planned.iter().any(|e| e.kind == EffectKind::MoveBack) {
+                            work.timers.extend(self.arm(job.deal_id, entry, rules));
+                        }
+                        intents.extend(planned);
+                    }
                     Err(ending) => {
                         // People could not be resolved now: record nothing, try the deal again.
                         job.end(ending);
@@ -148,7 +171,23 @@ impl Worker {
             records.push(entry_record(job, entry, action, decisions, rules, None));
         }
         advance(&mut job.state, new.newest, &intents);
-        self.record(job, &records, intents)?;
+        self.fire_due(job, &deal, (catalog, rules), &mut work).await?;
+        if job.ending.is_some() {
+            return Ok(());
+        }
+        let TimerWork {
+            timers,
+            intents: timer_intents,
+            records: timer_records,
+        } = work;
+        intents.extend(timer_intents);
+        for extra in timer_records {
+            match records.iter_mut().find(|r| r.entry.id == extra.entry.id) {
+                Some(record) => *record = extra,
+                None => records.push(extra),
+            }
+        }
+        self.record(job, (&records, intents), &timers)?;
         job.end(Ending::Done);
         Ok(())
     }
@@ -272,11 +311,11 @@ impl Worker {
     pub(crate) fn record(
         &self,
         job: &mut Job,
-        records: &[EntryRecord],
-        intents: Vec<EffectRecord>,
+        (records, intents): (&[EntryRecord], Vec<EffectRecord>),
+        timers: &[TimerRecord],
     ) -> Result<(), StoreError> {
         self.store
-            .commit_deal(job.deal_id, &job.state, records, &intents)?;
+            .commit_deal(job.deal_id, &job.state, (records, &intents), timers)?;
         for effect in intents {
             match &effect.state {
                 EffectState::Pending => job.writes.push(effect),

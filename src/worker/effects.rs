@@ -127,6 +127,7 @@ pub fn intent(id: EffectId<'_>, call: PlannedCall, state: EffectState) -> Effect
         state,
         attempts: 1,
         updated_at_ms: now_ms(),
+        subject: None,
     }
 }
 
@@ -219,6 +220,12 @@ pub fn lookup_call(effect: &EffectRecord) -> Option<BatchCall> {
             let deal = effect.params.get("fields")?.get("ENTITY_ID")?;
             Some(calls::comments(deal))
         }
+        // Before a stage's task is closed, its status: a task the user closed is left alone.
+        EffectKind::CloseTask => effect
+            .marker
+            .parse::<u64>()
+            .ok()
+            .map(|id| calls::tasks_by_id(&[id])),
         EffectKind::Notify | EffectKind::MoveBack => None,
     }
 }
@@ -267,6 +274,27 @@ pub fn found_in_lookup(
                 (newer && c.get("COMMENT").and_then(Value::as_str) == Some(text)).then_some(id)
             })
         }
+        // Nothing to close when the task is gone or no longer open (completed, deferred,
+        // declined or awaiting control by someone's hand): "found" as already done.
+        EffectKind::CloseTask => {
+            let tasks = result
+                .get("tasks")
+                .or(Some(result))
+                .and_then(Value::as_array)?;
+            let task = tasks.iter().find(|t| {
+                id_text(t.get("id").or_else(|| t.get("ID"))).as_deref() == Some(&effect.marker)
+            });
+            let status = task.and_then(|t| {
+                let s = t.get("realStatus").or_else(|| t.get("REAL_STATUS"))?;
+                id_text(Some(s))?.parse::<u8>().ok()
+            });
+            match (task, status) {
+                (None, _) => Some(format!("{} (gone)", effect.marker)),
+                (Some(_), Some(1..=3)) => None,
+                (Some(_), Some(s)) => Some(format!("{} (already closed, status {s})", effect.marker)),
+                (Some(_), None) => None,
+            }
+        }
         _ => None,
     }
 }
@@ -280,6 +308,12 @@ pub fn created_id(kind: EffectKind, result: &Value, deal_id: u64) -> Option<Stri
                 .or_else(|| result.pointer("/task/ID")),
         ),
         EffectKind::MoveBack => Some(deal_id.to_string()),
+        EffectKind::CloseTask => id_text(
+            result
+                .pointer("/task/id")
+                .or_else(|| result.pointer("/task/ID")),
+        )
+        .or_else(|| (result != &Value::Null && result != &Value::Bool(false)).then(|| "closed".to_string())),
         EffectKind::Comment | EffectKind::Notify | EffectKind::CopyDeal => match result {
             Value::Bool(false) | Value::Null => None,
             other => id_text(Some(other)),
@@ -354,6 +388,7 @@ mod tests {
             state: EffectState::Pending,
             attempts: 1,
             updated_at_ms: 0,
+            subject: None,
         };
         let answer = json!({"tasks": [
             {"id": "1", "title": "Call", "xmlId": "b24robot:5:99:call:0"},
@@ -437,6 +472,7 @@ mod tests {
             state: EffectState::Pending,
             attempts: 1,
             updated_at_ms: 0,
+            subject: None,
         };
         let lookup = lookup_call(&record).expect("a lookup").params;
         assert_eq!(lookup["filter"]["ORIGIN_ID"], "9:300:t:0:2");
@@ -475,6 +511,7 @@ mod tests {
             state: EffectState::Done { id: "77".into() },
             attempts: 1,
             updated_at_ms: 0,
+            subject: None,
         };
         let links = link_comments(&copy, "77", ("https://x.bitrix24.ru", Language::En));
         let keys: Vec<(u64, u64, &str, u32, &str)> = links

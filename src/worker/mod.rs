@@ -33,6 +33,7 @@ mod read;
 mod round;
 mod scheduler;
 mod sweep;
+mod timers;
 
 use std::sync::Arc;
 
@@ -106,6 +107,12 @@ pub struct Worker {
     /// Where to tell what was done (the demo prints it; tests wait on it); `None` when nobody
     /// listens.
     pub activity: Option<mpsc::UnboundedSender<Activity>>,
+    /// What "now" is for the time-driven rules (timers, SLA deadlines): the system clock, or
+    /// the one a test or the demo moves on.
+    pub clock: crate::clock::Clock,
+    /// `control.quiet_outside_hours`: notifications of the time-driven rules wait for working
+    /// time.
+    pub quiet_outside_hours: bool,
     /// Stage entries and effects, counted for `/metrics`.
     pub metrics: Arc<crate::worker::counters::Metrics>,
     /// The client's outage count when the queue was last put back in order after one.
@@ -137,6 +144,8 @@ impl Worker {
             catalog: CatalogCache::default(),
             people: People::default(),
             activity,
+            clock: crate::clock::Clock::system(),
+            quiet_outside_hours: settings.control.quiet_outside_hours,
             metrics: Arc::new(crate::worker::counters::Metrics::default()),
             outages_seen: tokio::sync::Mutex::new(0),
             floor_recorded: std::sync::atomic::AtomicBool::new(false),

@@ -25,6 +25,18 @@ impl Worker {
         entry: &StageEntry,
         decisions: &mut [Decision],
     ) -> Result<Vec<EffectRecord>, Ending> {
+        self.plan_at(job, entry, decisions, 0).await
+    }
+
+    /// As [`Worker::plan`], the effects numbered from `first_index` (a timer's firing has its
+    /// own block of numbers: [`super::timers::sla_index`]).
+    pub(crate) async fn plan_at(
+        &self,
+        job: &Job,
+        entry: &StageEntry,
+        decisions: &mut [Decision],
+        first_index: u32,
+    ) -> Result<Vec<EffectRecord>, Ending> {
         // Supervisors need the portal: resolve them all first, together.
         let mut wanted: Vec<u64> = Vec::new();
         for decision in decisions.iter() {
@@ -63,7 +75,7 @@ impl Worker {
                 continue;
             };
             for (index, effect) in list.iter().enumerate() {
-                let index = index as u32;
+                let index = first_index.saturating_add(index as u32);
                 let id = EffectId {
                     deal_id: job.deal_id,
                     entry_id: entry.id,

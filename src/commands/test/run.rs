@@ -30,6 +30,7 @@ pub(super) fn kind_name(kind: EffectKind) -> &'static str {
         EffectKind::Notify => "notify",
         EffectKind::MoveBack => "move_back",
         EffectKind::CopyDeal => "copy",
+        EffectKind::CloseTask => "close_task",
     }
 }
 
@@ -220,6 +221,7 @@ fn values_of(kind: EffectKind, params: &Value) -> BTreeMap<&'static str, Value> 
             put("responsible", f.get("ASSIGNED_BY_ID"));
             put("fields", Some(f));
         }
+        EffectKind::CloseTask => put("task_id", params.get("taskId")),
     }
     values
 }

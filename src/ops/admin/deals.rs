@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{AdminState, json_or_error, off_the_runtime};
 use crate::store::{
     DealState, EffectRecord, EffectState, EntryAction, EntryRecord, QueuedDeal, Store, StoreError,
+    TimerRecord, TimerState,
 };
 
 pub(super) async fn deal(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
@@ -25,6 +26,10 @@ pub struct DealReport {
     pub queued: Option<QueuedDeal>,
     pub entries: Vec<EntryRecord>,
     pub effects: Vec<EffectRecord>,
+    /// The timers of the time-driven rules armed for its entries: pending with their due
+    /// moment, fired, skipped and why.
+    #[serde(default)]
+    pub timers: Vec<TimerRecord>,
 }
 
 /// A deal's stage entries with the decisions about them, its effects, and its queued job.
@@ -37,6 +42,7 @@ pub fn deal_report(store: &Store, deal_id: u64) -> Result<DealReport, StoreError
         queued: store.queued(deal_id)?,
         entries: store.entries(deal_id)?,
         effects: store.effects(deal_id)?,
+        timers: store.timers_of(deal_id)?,
     })
 }
 
@@ -101,21 +107,73 @@ pub fn format_deal_report(report: &DealReport) -> String {
             for note in &decision.notes {
                 out.push_str(&format!("      note: {note}\n"));
             }
-            for effect in report
-                .effects
-                .iter()
-                .filter(|f| f.entry_id == e.id && f.rule == decision.rule)
-            {
-                let result = match &effect.state {
-                    EffectState::Done { id } => format!("done, id {id}"),
-                    EffectState::Failed { error } => format!("FAILED: {error}"),
-                    EffectState::Pending => "pending (not confirmed yet)".to_string(),
-                };
-                out.push_str(&format!("      {} -> {result}\n", effect.method));
+            for effect in report.effects.iter().filter(|f| {
+                f.entry_id == e.id && f.rule == decision.rule && f.subject.is_none()
+            }) {
+                out.push_str(&format!("      {} -> {}\n", effect.method, effect_result(effect)));
             }
+        }
+        for timer in report.timers.iter().filter(|t| t.entry_id == e.id) {
+            out.push_str(&format!("    timer {}: {}\n", timer.rule, timer_state(timer)));
+            for event in &timer.history {
+                out.push_str(&format!(
+                    "      firing {}: {}\n",
+                    event.repetition + 1,
+                    event.outcome
+                ));
+            }
+        }
+        for effect in report
+            .effects
+            .iter()
+            .filter(|f| f.entry_id == e.id && f.subject.is_some())
+        {
+            out.push_str(&format!(
+                "    {} ({}): {} -> {}\n",
+                effect.rule,
+                effect.subject.as_deref().unwrap_or(""),
+                effect.method,
+                effect_result(effect)
+            ));
+        }
+    }
+    let unbound: Vec<&EffectRecord> = report
+        .effects
+        .iter()
+        .filter(|f| f.subject.is_some() && !report.entries.iter().any(|e| e.entry.id == f.entry_id))
+        .collect();
+    if !unbound.is_empty() {
+        out.push_str("  control notices:\n");
+        for effect in unbound {
+            out.push_str(&format!(
+                "    {} ({}): {} -> {}\n",
+                effect.rule,
+                effect.subject.as_deref().unwrap_or(""),
+                effect.method,
+                effect_result(effect)
+            ));
         }
     }
     out
+}
+
+fn effect_result(effect: &EffectRecord) -> String {
+    match &effect.state {
+        EffectState::Done { id } => format!("done, id {id}"),
+        EffectState::Failed { error } => format!("FAILED: {error}"),
+        EffectState::Pending => "pending (not confirmed yet)".to_string(),
+    }
+}
+
+/// A timer in words: pending until when, fired, or skipped and why.
+fn timer_state(timer: &TimerRecord) -> String {
+    let due = chrono::DateTime::from_timestamp_millis(timer.due_ms as i64)
+        .map_or_else(|| timer.due_ms.to_string(), |at| at.to_rfc3339());
+    match &timer.state {
+        TimerState::Pending => format!("pending, firing {} due {due}", timer.repetition + 1),
+        TimerState::Fired => "fired".to_string(),
+        TimerState::Skipped { why } => format!("skipped: {why}"),
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +195,7 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["deal_id", "known", "state", "queued", "entries", "effects"]
+            ["deal_id", "known", "state", "queued", "entries", "effects", "timers"]
         );
         assert_eq!(json["queued"]["deal_id"], 7);
         let read: DealReport = serde_json::from_value(json).expect("reads back");

@@ -23,10 +23,12 @@ use subtle::ConstantTimeEq;
 
 mod backfill;
 mod deals;
+mod digests;
 mod jobs;
 mod store;
 
 pub use deals::{DealReport, deal_report, format_deal_report};
+pub use digests::{DigestReport, DigestText};
 pub use jobs::{JobsReport, format_jobs_report, jobs_report};
 pub use store::{format_store_check, store_check_report};
 
@@ -58,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/jobs/retry", post(jobs::retry_all))
         .route("/admin/jobs/{id}/retry", post(jobs::retry_one))
         .route("/admin/store/check", get(store::store_check))
+        .route("/admin/digests/{name}", post(digests::run))
         .route(
             "/admin/backfill",
             get(backfill::status)

@@ -289,7 +289,9 @@ impl Run<'_> {
             acted: true,
             note: "backfill".into(),
         });
-        worker.record(job, &[record], intents)?;
+        // The SLAs watching the stage the deal sits in are armed too, due from its entry.
+        let timers = worker.arm(deal_id, &entry, &self.rules);
+        worker.record(job, (&[record], intents), &timers)?;
         tracing::info!(deal_id, entry_id = entry.id, stage = %entry.stage_id, effects = count, "backfill: rules applied to the current stage entry");
         Ok(Verdict::Applied { effects: count })
     }
