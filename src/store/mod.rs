@@ -380,6 +380,9 @@ impl Store {
         let (queued, parked) = trees.count_queue()?;
         let timers_pending = Store::count_pending_timers(&trees.timers_due);
         self.shared.counts.set(queued, parked);
+        self.shared
+            .timers_pending
+            .store(timers_pending, std::sync::atomic::Ordering::Relaxed);
         *self
             .shared
             .open

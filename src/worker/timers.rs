@@ -9,7 +9,7 @@
 use chrono::{DateTime, FixedOffset};
 
 use super::Worker;
-use super::job::{Ending, Job};
+use super::job::Job;
 use crate::bitrix::calls;
 use crate::rules::{Deal, Decision, FieldCatalog, Input, Outcome, RuleSet, StageEntry};
 use crate::store::{

@@ -76,6 +76,8 @@ pub struct Options {
     pub settings: Vec<(&'static str, String)>,
     /// Register the outgoing webhook (events posted to the service).
     pub events: bool,
+    /// The clock of the time-driven rules (the system's when `None`): a test moves it on.
+    pub clock: Option<b24_robot::clock::Clock>,
 }
 
 impl Default for Options {
@@ -85,6 +87,7 @@ impl Default for Options {
             sim: SimConfig::default(),
             settings: Vec::new(),
             events: true,
+            clock: None,
         }
     }
 }
@@ -150,7 +153,31 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let sim = seeded_portal(options.sim).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    start_on(sim, dir, &options.rules, &options.settings, options.events).await
+    match options.clock {
+        Some(clock) => {
+            start_with_clock(sim, dir, &options.rules, &options.settings, clock).await
+        }
+        None => start_on(sim, dir, &options.rules, &options.settings, options.events).await,
+    }
+}
+
+/// Starts the service on an existing portal and store folder with the time-driven rules on
+/// `clock` (a restart of a test that moves time on), as the portal's event handler.
+pub async fn start_with_clock(
+    sim: SimPortal,
+    dir: tempfile::TempDir,
+    rules: &[(String, String)],
+    extra: &[(&'static str, String)],
+    clock: b24_robot::clock::Clock,
+) -> TestApp {
+    let settings = test_settings(dir.path(), &sim.webhook_url(), extra);
+    let (rules, _) = RuleSet::from_sources(rules).expect("test rules load");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Application::build_with_activity(settings, rules, Some(tx))
+        .await
+        .expect("application builds")
+        .with_clock(clock);
+    launch(sim, dir, app, rx, true)
 }
 
 /// Starts the service on an existing portal and store folder (a restart).

@@ -44,3 +44,6 @@ mod portal_bounds;
 mod durations;
 mod integrator;
 mod sandbox_portal;
+
+// Control loops: timers, overdue tasks, next steps, digests (issue 12)
+mod control;
