@@ -122,16 +122,25 @@ impl RuleSet {
     pub fn from_sources(
         files: &[(String, String)],
     ) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
-        let (rules, mut warnings) = compile::compile(files)?;
+        let (rules, controls, mut warnings) = compile::compile(files)?;
+        let control_files: BTreeSet<&str> = controls
+            .sla
+            .iter()
+            .map(|r| &r.origin)
+            .chain(controls.overdue.iter().map(|r| &r.origin))
+            .chain(controls.no_task.iter().map(|r| &r.origin))
+            .chain(controls.digests.iter().map(|r| &r.origin))
+            .map(|origin| origin.file.as_str())
+            .collect();
         for (name, _) in files {
-            if !rules.iter().any(|r| r.file == *name) {
+            if !rules.iter().any(|r| r.file == *name) && !control_files.contains(name.as_str()) {
                 warnings.push(Diagnostic {
                     file: name.clone(),
                     line: 0,
                     column: 0,
                     rule: None,
                     message: "the file defines no rules".into(),
-                    help: Some("add [[task]], [[require]], [[loss_reason]], [[nps]] or [[tunnel]] sections, or remove the file".into()),
+                    help: Some("add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]] or [[digest]] sections, or remove the file".into()),
                     severity: Severity::Warning,
                 });
             }
@@ -139,7 +148,7 @@ impl RuleSet {
         Ok((
             RuleSet {
                 rules,
-                controls: control::ControlRules::default(),
+                controls,
                 version: version(files),
             },
             warnings,
