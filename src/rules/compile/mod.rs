@@ -96,7 +96,7 @@ fn resolve(name: &str, names: &Names) -> Result<(), Problem> {
     match names.get(name) {
         Some((_, _, kind)) if INCLUDABLE.contains(kind) => Ok(()),
         Some((file, line, kind)) => Err((
-            format!("the digest includes \"{name}\", a [[{kind}]] rule (defined at {file}:{line})"),
+            format!("the digest includes \"{name}\", a [[{kind}]] rule defined at {file}:{line}"),
             "a digest lists what [[overdue]], [[no_task]] and [[sla]] rules find: remove it".into(),
         )),
         None => {

@@ -515,8 +515,8 @@ fn a_digest_includes_rules_of_other_files_and_only_time_driven_ones() {
         errors,
         [
             "a.toml:5:12: rule \"daily\": the digest includes \"ofer-sla\", which is no rule (did you mean \"offer-sla\"?)",
-            "a.toml:5:24: rule \"daily\": the digest includes \"call\", a [[task]] rule (defined at b.toml:40) (a digest lists what [[overdue]], [[no_task]] and [[sla]] rules find: remove it)",
-            "a.toml:5:32: rule \"daily\": the digest includes \"daily\", a [[digest]] rule (defined at a.toml:2) (a digest lists what [[overdue]], [[no_task]] and [[sla]] rules find: remove it)",
+            "a.toml:5:24: rule \"daily\": the digest includes \"call\", a [[task]] rule defined at b.toml:40 (a digest lists what [[overdue]], [[no_task]] and [[sla]] rules find: remove it)",
+            "a.toml:5:32: rule \"daily\": the digest includes \"daily\", a [[digest]] rule defined at a.toml:2 (a digest lists what [[overdue]], [[no_task]] and [[sla]] rules find: remove it)",
             "a.toml:5:41: rule \"daily\": the digest includes \"nobody\", which is no rule (name an [[overdue]], [[no_task]] or [[sla]] rule of the rule files)",
         ]
     );
