@@ -19,6 +19,7 @@ mod decision;
 mod evaluate;
 pub mod live;
 mod model;
+mod refs;
 pub mod schema;
 mod template;
 mod texts;
@@ -37,10 +38,11 @@ pub use evaluate::{Input, evaluate};
 pub use live::{RulesHandle, RulesStatus};
 pub(crate) use model::stage_pipeline;
 pub use model::{Rule, RuleKind};
+pub use refs::{PortalRefs, RuleRefs};
 pub use texts::Language;
 pub use tunnel::{CopyOrigin, ORIGINATOR, READ_ONLY_FIELDS, offline_semantic};
 
-use model::{Body, DeadlineBase, PersonRef};
+use model::Body;
 
 /// A loaded, valid set of rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,16 +124,25 @@ impl RuleSet {
     pub fn from_sources(
         files: &[(String, String)],
     ) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
-        let (rules, mut warnings) = compile::compile(files)?;
+        let (rules, controls, mut warnings) = compile::compile(files)?;
+        let control_files: BTreeSet<&str> = controls
+            .sla
+            .iter()
+            .map(|r| &r.origin)
+            .chain(controls.overdue.iter().map(|r| &r.origin))
+            .chain(controls.no_task.iter().map(|r| &r.origin))
+            .chain(controls.digests.iter().map(|r| &r.origin))
+            .map(|origin| origin.file.as_str())
+            .collect();
         for (name, _) in files {
-            if !rules.iter().any(|r| r.file == *name) {
+            if !rules.iter().any(|r| r.file == *name) && !control_files.contains(name.as_str()) {
                 warnings.push(Diagnostic {
                     file: name.clone(),
                     line: 0,
                     column: 0,
                     rule: None,
                     message: "the file defines no rules".into(),
-                    help: Some("add [[task]], [[require]], [[loss_reason]], [[nps]] or [[tunnel]] sections, or remove the file".into()),
+                    help: Some("add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]] or [[digest]] sections, or remove the file".into()),
                     severity: Severity::Warning,
                 });
             }
@@ -139,7 +150,7 @@ impl RuleSet {
         Ok((
             RuleSet {
                 rules,
-                controls: control::ControlRules::default(),
+                controls,
                 version: version(files),
             },
             warnings,
@@ -243,121 +254,15 @@ impl RuleSet {
     }
 
     /// Every deal field the rules name (templates, `when`, require, deadlines, people,
-    /// tunnels), sorted; `check --portal` verifies that the portal has them.
+    /// tunnels; the time-driven rules' too), sorted; `check --portal` verifies that the portal
+    /// has them.
     pub fn referenced_fields(&self) -> Vec<String> {
         let fields: BTreeSet<String> = self
-            .rules
-            .iter()
-            .flat_map(Rule::referenced_fields)
+            .portal_refs()
+            .into_iter()
+            .flat_map(|r| r.refs.fields)
             .collect();
         fields.into_iter().collect()
-    }
-}
-
-/// What one rule names on the portal, for `check --portal`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PortalRefs {
-    /// Pipelines (`CATEGORY_ID`): the rule's own and a tunnel's target.
-    pub pipelines: Vec<u64>,
-    /// Exact stage ids: the rule's stage and a tunnel's target stage.
-    pub stages: Vec<String>,
-    /// Deal fields.
-    pub fields: Vec<String>,
-    /// A loss reason's field and its accepted values (option labels of a list field).
-    pub allowed: Option<(String, Vec<String>)>,
-}
-
-impl Rule {
-    /// The pipelines, stages, fields and list values this rule names.
-    pub fn portal_refs(&self) -> PortalRefs {
-        let mut refs = PortalRefs {
-            fields: self.referenced_fields().into_iter().collect(),
-            ..PortalRefs::default()
-        };
-        refs.pipelines.extend(self.pipelines.iter().flatten());
-        // A rule of several pipelines names its stage in each: the portal must have them all.
-        refs.stages.extend(self.stage_ids());
-        match &self.body {
-            Body::Tunnel(tunnel) => {
-                refs.pipelines.push(tunnel.to_pipeline);
-                refs.stages.push(tunnel.to_stage.clone());
-            }
-            Body::LossReason(loss) => {
-                refs.allowed = loss
-                    .allowed
-                    .clone()
-                    .map(|values| (loss.field.clone(), values));
-            }
-            _ => {}
-        }
-        refs
-    }
-
-    /// Every deal field this rule names.
-    pub fn referenced_fields(&self) -> BTreeSet<String> {
-        let rule = self;
-        let mut fields = BTreeSet::new();
-        let mut add = |f: &str| {
-            if f != template::DEAL_URL && f != template::MISSING {
-                fields.insert(f.to_string());
-            }
-        };
-        {
-            for condition in &rule.when {
-                add(&condition.field);
-            }
-            let mut tasks = Vec::new();
-            let mut templates = Vec::new();
-            let mut people = Vec::new();
-            match &rule.body {
-                Body::Task(task) => tasks.push(task),
-                Body::Nps { task, score_field } => {
-                    tasks.push(task);
-                    score_field.iter().for_each(|f| add(f));
-                }
-                Body::Require(require) => {
-                    require.fields.iter().for_each(|f| add(f));
-                    templates.extend(require.message.iter());
-                }
-                Body::LossReason(loss) => {
-                    add(&loss.field);
-                    templates.extend(loss.message.iter());
-                    tasks.extend(loss.review.iter());
-                }
-                Body::Tunnel(tunnel) => {
-                    tunnel.copy.iter().for_each(|f| add(f));
-                    for (field, template) in &tunnel.set {
-                        add(field);
-                        templates.push(template);
-                    }
-                    people.push(&tunnel.responsible);
-                }
-            }
-            for task in tasks {
-                templates.push(&task.title);
-                templates.extend(task.description.iter());
-                people.push(&task.responsible);
-                people.extend(task.auditors.iter());
-                let mut deadline = Some(&task.deadline);
-                while let Some(d) = deadline {
-                    if let DeadlineBase::AfterField(_, f) | DeadlineBase::BeforeField(_, f) =
-                        &d.base
-                    {
-                        add(f);
-                    }
-                    deadline = d.fallback.as_deref();
-                }
-            }
-            for template in templates {
-                template.placeholders().for_each(&mut add);
-            }
-            for person in people {
-                if let PersonRef::Field(f) = person {
-                    add(f);
-                }
-            }
-        }
-        fields
     }
 }
 

@@ -16,7 +16,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::rules::compile::{
-    DEADLINE_KEYS, ON_MISSING_WORDS, PERSON_WORDS, REVIEW_KEYS, TOP_LEVEL, rule_keys,
+    CLOSE_ON_LEAVE_WORDS, DEADLINE_KEYS, DEADLINE_MOVED_KEYS, ON_MISSING_WORDS, PERSON_WORDS,
+    REVIEW_KEYS, SLA_TASK_KEYS, TASK_PERSON_WORDS, TASK_SCOPE_WORDS, TOP_LEVEL, rule_keys,
 };
 use crate::rules::condition::OPERATORS;
 use crate::rules::model::RuleKind;
@@ -29,6 +30,10 @@ const TEMPLATE: &str = "A template: {FIELD} is replaced by the deal's field ({TI
 const PERSON: &str = "\"assigned\" (the deal's ASSIGNED_BY_ID), \"supervisor\" (the head of the assigned user's department, walking up), a user id as an integer (17), or \"field:UF_CRM_X\" (the user in that deal field).";
 const DEADLINE: &str = "When the task is due: { after = \"2 workdays\" } after the stage entry, { after = \"1 day\", field = \"CLOSEDATE\" } or { before = \"3 days\", field = \"UF_CRM_EVENT_DATE\" } relative to a date field, or { at = \"2026-12-31T18:00\" }. Optional time = \"18:00\" pins the time of day; fallback = { ... } is used when the field is empty.";
 const ON_MISSING: &str = "\"revert\" (the default): move the deal back to the stage it came from; \"warn\": leave it. In both cases a timeline comment names the missing fields and the assigned user is notified.";
+const ONE_PIPELINE: &str = "The deal pipeline the rule watches, Bitrix24's CATEGORY_ID (0 is the default pipeline): one id, not a list. Set at the top of a file for all its rules; a rule's own value wins.";
+const TASK_PEOPLE: &str = "Who is told: \"responsible\" (the task's RESPONSIBLE_ID), \"supervisor\" (the head of the responsible's department), \"assigned\" (the deal's ASSIGNED_BY_ID), or user ids (17).";
+const TASK_TEMPLATE: &str = "Besides the deal's fields: {TASK_ID}, {TASK_TITLE}, {TASK_DEADLINE} (calendar zone, \"2026-12-03 18:00\"), {TASK_URL}, {TASK_RESPONSIBLE} (the user's name).";
+const OWN_TEXT: &str = "Absent: the service's own text in portal.language.";
 const FIELD_CODE: &str = "^[A-Z_][A-Z0-9_]*$";
 
 fn reference(name: &str, description: &str) -> Value {
@@ -55,13 +60,31 @@ fn field_list(description: &str) -> Value {
 fn property(kind: RuleKind, key: &str) -> Value {
     match (kind, key) {
         (_, "name") => reference("name", NAME),
+        (RuleKind::Sla | RuleKind::Overdue | RuleKind::NoTask, "pipeline") => {
+            let absent = if kind == RuleKind::Overdue {
+                " Absent everywhere: tasks bound to deals of every pipeline."
+            } else {
+                ""
+            };
+            json!({ "type": "integer", "minimum": 0, "description": format!("{ONE_PIPELINE}{absent}") })
+        }
         (_, "pipeline") => reference("pipeline", PIPELINE),
         (RuleKind::Tunnel, "stage") => reference(
             "stage",
             &format!("{STAGE} Default \"won\"; a stage id must be of `pipeline`."),
         ),
+        (RuleKind::Sla, "stage") => json!({
+            "type": "string",
+            "pattern": "^(any|(C[0-9]+:)?[A-Z0-9_]+)$",
+            "description": "The stage the deal must not sit in too long, a STAGE_ID of `pipeline` (\"C1:OFFER\"), or \"any\": every in-progress stage of it.",
+        }),
         (_, "stage") => reference("stage", STAGE),
         (_, "when") => reference("when", WHEN),
+        (RuleKind::Digest, "title") => json!({
+            "type": "string",
+            "maxLength": 8192,
+            "description": format!("The first line of the digest: {{DATE}} and {{TIME}} are the slot's date and time (no deal fields: a digest lists many deals). {OWN_TEXT}"),
+        }),
         (_, "title") => template("The task's title (required)."),
         (_, "description") => template("The task's description (optional)."),
         (RuleKind::Tunnel, "responsible") => reference(
@@ -82,6 +105,15 @@ fn property(kind: RuleKind, key: &str) -> Value {
             "The deal fields that must be filled (field codes). A field is missing when absent, empty, an empty list, or a zero amount.",
         ),
         (_, "on_missing") => reference("on_missing", ON_MISSING),
+        (RuleKind::Sla, "message") => template(&format!(
+            "The notification sent to `notify`; {{SLA_OVERDUE}} is how long past `within` the deal is (\"2 hours\"). {OWN_TEXT}"
+        )),
+        (RuleKind::Overdue, "message") => template(&format!(
+            "The notification about an overdue task. {TASK_TEMPLATE} {OWN_TEXT}"
+        )),
+        (RuleKind::NoTask, "message") => template(&format!(
+            "The notification about a deal without a next step. {OWN_TEXT}"
+        )),
         (RuleKind::Require, "message") => template(
             "The timeline comment and notification text; {MISSING} lists the missing fields' labels.",
         ),
@@ -115,6 +147,116 @@ fn property(kind: RuleKind, key: &str) -> Value {
             "propertyNames": { "pattern": FIELD_CODE },
             "additionalProperties": { "type": "string", "maxLength": 8192 },
         }),
+        (_, "close_on_leave") => json!({
+            "type": "string",
+            "enum": CLOSE_ON_LEAVE_WORDS,
+            "description": "When the deal leaves the stage entry that created the task and the task is still open: \"complete\" completes it (tasks.task.complete), \"defer\" defers it (tasks.task.defer). Absent: the task stays.",
+        }),
+        (_, "within") => reference(
+            "duration",
+            "How long a deal may sit in the stage, from its stage entry: \"3 workdays\".",
+        ),
+        (RuleKind::Overdue, "notify") => people_of_tasks(),
+        (_, "notify") => json!({
+            "type": "array",
+            "description": format!("Who gets the notification (im.notify.system.add). Each one: {PERSON}"),
+            "items": { "$ref": "#/definitions/person" },
+        }),
+        (_, "task") => rule(
+            "A task created when the SLA fires; its relative deadlines count from then. Takes the [[task]] keys but name, pipeline, stage and when; {SLA_OVERDUE} works in its templates.",
+            properties(kind, SLA_TASK_KEYS),
+            &["title", "deadline"],
+        ),
+        (_, "repeat") => reference(
+            "duration",
+            "Fire again every period while the deal stays in the stage entry.",
+        ),
+        (_, "max_repeats") => json!({
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100,
+            "description": "How many more times it fires with `repeat`; default 3. Only with repeat.",
+        }),
+        (_, "tasks") => json!({
+            "type": "string",
+            "enum": TASK_SCOPE_WORDS,
+            "description": "\"rules\" (the default): the tasks the service created (stage, review, NPS and SLA tasks); \"all\": every open task bound to an in-progress deal of the pipeline.",
+        }),
+        (_, "grace") => reference(
+            "duration",
+            "How long past its deadline before a task counts as overdue; default \"0 minutes\".",
+        ),
+        (_, "deadline_moved") => rule(
+            "Tell someone whenever the deadline of a watched task is moved, once per (task, old deadline, new deadline).",
+            DEADLINE_MOVED_KEYS
+                .iter()
+                .map(|key| (key.to_string(), deadline_moved_property(key)))
+                .collect(),
+            &["notify"],
+        ),
+        (_, "stages") => json!({
+            "type": "array",
+            "minItems": 1,
+            "description": "The in-progress stages watched, STAGE_IDs of `pipeline`; default every in-progress stage of it.",
+            "items": { "type": "string", "pattern": "^(C[0-9]+:)?[A-Z0-9_]+$" },
+        }),
+        (_, "after") => reference(
+            "duration",
+            "How long a deal may go without an open task (or activity): \"4 hours\".",
+        ),
+        (_, "count_activities") => json!({
+            "type": "boolean",
+            "description": "Whether an open CRM activity (call, meeting, to-do) counts as a next step too; default true.",
+        }),
+        (_, "to") => json!({
+            "description": "\"supervisor\": each head gets the items of their department's people; or user ids, [20, 21], who get every item.",
+            "anyOf": [
+                { "type": "string", "enum": ["supervisor"] },
+                { "type": "array", "minItems": 1, "items": { "type": "integer", "minimum": 1 } },
+            ],
+        }),
+        (_, "at") => json!({
+            "type": "array",
+            "minItems": 1,
+            "description": "The slots, \"HH:MM\" in the calendar's zone, on working days: [\"09:30\", \"17:30\"].",
+            "items": { "type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$" },
+        }),
+        (_, "include") => json!({
+            "type": "array",
+            "minItems": 1,
+            "description": "The names of the [[overdue]], [[no_task]] and [[sla]] rules (of any file) whose findings the digest lists.",
+            "items": { "$ref": "#/definitions/name" },
+        }),
+        (_, "send_empty") => json!({
+            "type": "boolean",
+            "description": "Whether a digest with nothing to list is sent too (\"nothing overdue\"); default false.",
+        }),
+        _ => json!({}),
+    }
+}
+
+/// `notify` of an `[[overdue]]` and of its `deadline_moved`: people named about a task.
+fn people_of_tasks() -> Value {
+    json!({
+        "type": "array",
+        "minItems": 1,
+        "description": TASK_PEOPLE,
+        "items": {
+            "anyOf": [
+                { "type": "string", "enum": TASK_PERSON_WORDS },
+                { "type": "integer", "minimum": 1 },
+            ],
+        },
+    })
+}
+
+/// One key of `[overdue.deadline_moved]`.
+fn deadline_moved_property(key: &str) -> Value {
+    match key {
+        "notify" => people_of_tasks(),
+        "message" => template(&format!(
+            "The notification about a moved deadline. {TASK_TEMPLATE} {{TASK_OLD_DEADLINE}} is the deadline before the move. {OWN_TEXT}"
+        )),
         _ => json!({}),
     }
 }
@@ -180,6 +322,13 @@ fn top_property(key: &str) -> Value {
         ),
         "nps" => array_of("nps", "[[nps]]: a task to measure NPS after a win."),
         "tunnel" => array_of("tunnel", "[[tunnel]]: copy the deal into another pipeline."),
+        "sla" => array_of("sla", "[[sla]]: a deal must not sit in a stage too long."),
+        "overdue" => array_of(
+            "overdue",
+            "[[overdue]]: overdue tasks, and moved deadlines.",
+        ),
+        "no_task" => array_of("no_task", "[[no_task]]: every open deal has a next step."),
+        "digest" => array_of("digest", "[[digest]]: the morning and evening review."),
         _ => json!({}),
     }
 }
@@ -209,7 +358,7 @@ fn definition(kind: RuleKind) -> Value {
         ),
         RuleKind::Sla => (
             "A deal must not sit in `stage` longer than `within` (from its stage entry): notifies `notify` and/or creates `[sla.task]` once per entry (and per `repeat`), checked again when it fires.",
-            &["name", "pipeline", "stage", "within"],
+            &["name", "stage", "within"],
         ),
         RuleKind::Overdue => (
             "Open tasks past their deadline (plus `grace`) are reported to `notify` once per deadline; `[overdue.deadline_moved]` reports every moved deadline.",
@@ -217,7 +366,7 @@ fn definition(kind: RuleKind) -> Value {
         ),
         RuleKind::NoTask => (
             "An in-progress deal without an open task (or activity) for longer than `after` is reported to `notify`, once per episode.",
-            &["name", "pipeline", "after", "notify"],
+            &["name", "after", "notify"],
         ),
         RuleKind::Digest => (
             "At each slot of `at` on working days, one notification per recipient listing what the included rules find now.",
@@ -349,7 +498,7 @@ pub fn schema() -> Value {
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "b24-robot rule file",
-        "description": "Rules applied when a Bitrix24 deal enters a stage. See docs/rules.md.",
+        "description": "Rules applied when a Bitrix24 deal enters a stage (see docs/rules.md), and the time-driven ones: SLAs, overdue tasks, deals without a next step, digests.",
         "type": "object",
         "additionalProperties": false,
         "properties": TOP_LEVEL

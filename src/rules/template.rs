@@ -126,6 +126,31 @@ pub(crate) const DEAL_URL: &str = "DEAL_URL";
 /// The missing fields' labels, in `[[require]]`/`[[loss_reason]]` messages.
 pub(crate) const MISSING: &str = "MISSING";
 
+/// The placeholders of the time-driven rules (`control.md`), none of them a deal field. Each
+/// applies in some templates only (the loader refuses it elsewhere): `{SLA_OVERDUE}` in an
+/// `[[sla]]`'s message and task, how long past `within` the deal is.
+pub(crate) const SLA_OVERDUE: &str = "SLA_OVERDUE";
+/// The task's own, in an `[[overdue]]`'s messages.
+pub(crate) const TASK_PLACEHOLDERS: &[&str] = &[
+    "TASK_ID",
+    "TASK_TITLE",
+    "TASK_DEADLINE",
+    "TASK_URL",
+    "TASK_RESPONSIBLE",
+];
+/// The deadline before the move, in `[overdue.deadline_moved]`'s message only.
+pub(crate) const TASK_OLD_DEADLINE: &str = "TASK_OLD_DEADLINE";
+/// The slot's date and time, in a `[[digest]]`'s title.
+pub(crate) const DIGEST_PLACEHOLDERS: &[&str] = &["DATE", "TIME"];
+
+/// Whether `name` is one of the time-driven rules' placeholders above.
+pub(crate) fn is_control_placeholder(name: &str) -> bool {
+    name == SLA_OVERDUE
+        || name == TASK_OLD_DEADLINE
+        || TASK_PLACEHOLDERS.contains(&name)
+        || DIGEST_PLACEHOLDERS.contains(&name)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),

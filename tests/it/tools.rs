@@ -309,6 +309,65 @@ fn the_schema_accepts_every_shipped_rule_file_and_every_docs_example() {
     }
 }
 
+/// The examples of control.md (the time-driven kinds), every key set.
+const CONTROL_EXAMPLES: &str = r#"
+pipeline = 1
+
+[[sla]]
+name = "offer-sla"
+stage = "C1:OFFER"
+within = "3 workdays"
+notify = ["assigned", "supervisor"]
+message = "{TITLE} has been in the offer stage for 3 workdays: {DEAL_URL}"
+when = { OPPORTUNITY = { gte = 100000 } }
+repeat = "1 workday"
+max_repeats = 3
+[sla.task]
+title = "Unblock {TITLE}"
+responsible = "supervisor"
+deadline = { after = "1 workday" }
+close_on_leave = "complete"
+
+[[overdue]]
+name = "overdue-tasks"
+tasks = "rules"
+notify = ["responsible", "supervisor"]
+message = "Overdue since {TASK_DEADLINE}: {TASK_TITLE} ({TASK_URL}), deal {TITLE}"
+grace = "0 minutes"
+[overdue.deadline_moved]
+notify = ["supervisor"]
+message = "{TASK_TITLE}: deadline moved from {TASK_OLD_DEADLINE} to {TASK_DEADLINE}"
+
+[[no_task]]
+name = "deals-without-next-step"
+stages = ["C1:NEW", "C1:OFFER"]
+after = "4 hours"
+notify = ["assigned"]
+message = "{TITLE} has no open task: plan the next step ({DEAL_URL})"
+count_activities = true
+
+[[digest]]
+name = "daily-control"
+to = "supervisor"
+at = ["09:30", "17:30"]
+include = ["overdue-tasks", "deals-without-next-step", "offer-sla"]
+send_empty = false
+title = "Sales control, {DATE} {TIME}"
+"#;
+
+#[test]
+fn the_schema_accepts_the_time_driven_kinds_and_refuses_their_wrong_words() {
+    let schema = schema();
+    assert_eq!(errors_of(&schema, CONTROL_EXAMPLES), Vec::<String>::new());
+    let errors = errors_of(
+        &schema,
+        &CONTROL_EXAMPLES
+            .replace("\"rules\"", "\"some\"")
+            .replace("\"complete\"", "\"close\""),
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
 #[test]
 fn the_schema_rejects_a_misspelt_key_and_a_wrong_enum_value() {
     let schema = schema();

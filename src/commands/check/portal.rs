@@ -25,6 +25,8 @@ struct Portal {
     semantics: BTreeMap<String, StageSemantic>,
     /// What `crm.deal.fields` says: codes, option labels, read-only marks.
     fields: FieldCatalog,
+    /// The user ids the rules name that `user.get` found.
+    users: BTreeSet<u64>,
 }
 
 /// The pipeline a stage id belongs to: `C1:NEW` is in 1, `NEW` in 0.
@@ -32,7 +34,11 @@ fn pipeline_of(stage: &str) -> u64 {
     crate::rules::stage_pipeline(stage).unwrap_or(0)
 }
 
-async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Portal, CallError> {
+async fn read_portal(
+    client: &Client,
+    pipelines: &BTreeSet<u64>,
+    users: &BTreeSet<u64>,
+) -> Result<Portal, CallError> {
     let first = client
         .batch(vec![calls::pipelines(), calls::deal_fields()], Retry::Safe)
         .await;
@@ -76,11 +82,26 @@ async fn read_portal(client: &Client, pipelines: &BTreeSet<u64>) -> Result<Porta
         .copied()
         .filter(|p| portal.pipelines.contains_key(p))
         .collect();
-    let stages = wanted.iter().map(|p| calls::stages(*p)).collect();
-    for (pipeline, answer) in wanted
-        .into_iter()
-        .zip(client.batch(stages, Retry::Safe).await)
-    {
+    // The stages and the named users in the same batches: one user.get per id, as a user
+    // list would cost a page per 50 users of the whole portal.
+    let mut reads: Vec<_> = wanted.iter().map(|p| calls::stages(*p)).collect();
+    reads.extend(users.iter().map(|id| calls::user_get(*id)));
+    let mut answers = client.batch(reads, Retry::Safe).await.into_iter();
+    let stages: Vec<_> = answers.by_ref().take(wanted.len()).collect();
+    for (id, answer) in users.iter().zip(answers) {
+        let found = answer?.result.as_array().is_some_and(|list| {
+            list.iter().any(|u| {
+                let user = u.get("ID");
+                user.and_then(Value::as_u64)
+                    .or_else(|| user.and_then(Value::as_str).and_then(|s| s.parse().ok()))
+                    == Some(*id)
+            })
+        });
+        if found {
+            portal.users.insert(*id);
+        }
+    }
+    for (pipeline, answer) in wanted.into_iter().zip(stages) {
         let answer = answer?;
         let mut stages = Vec::new();
         for item in answer.result.as_array().into_iter().flatten() {
@@ -108,12 +129,14 @@ fn missing(method: &str) -> CallError {
 /// Checks every rule against the portal; returns the problems (empty: all good).
 pub async fn check(rules: &RuleSet, client: &Client) -> Result<Vec<Diagnostic>, CallError> {
     let mut pipelines = BTreeSet::new();
-    for rule in rules.rules() {
-        let refs = rule.portal_refs();
+    let mut users = BTreeSet::new();
+    for named in rules.portal_refs() {
+        let refs = named.refs;
         pipelines.extend(refs.pipelines.iter().copied());
         pipelines.extend(refs.stages.iter().map(|s| pipeline_of(s)));
+        users.extend(refs.users);
     }
-    let portal = read_portal(client, &pipelines).await?;
+    let portal = read_portal(client, &pipelines, &users).await?;
     Ok(compare(rules, &portal))
 }
 
@@ -141,20 +164,20 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
         }
     }
     let field_codes: Vec<&str> = portal.fields.codes().collect();
-    for rule in rules.rules() {
-        let (file, line) = rule.location();
+    // Every kind alike: the stage-entry rules and the time-driven ones.
+    for named in rules.portal_refs() {
         let mut report = |message: String, help: Option<String>| {
             problems.push(Diagnostic {
-                file: file.to_string(),
-                line,
+                file: named.file.clone(),
+                line: named.line,
                 column: 1,
-                rule: Some(rule.name().to_string()),
+                rule: Some(named.name.clone()),
                 message,
                 help,
                 severity: Severity::Error,
             });
         };
-        let refs = rule.portal_refs();
+        let refs = &named.refs;
         for pipeline in &refs.pipelines {
             if !portal.pipelines.contains_key(pipeline) {
                 let there: Vec<String> = portal
@@ -201,6 +224,14 @@ fn compare(rules: &RuleSet, portal: &Portal) -> Vec<Diagnostic> {
                 format!("field \"{field}\" does not exist on the portal"),
                 Some(help),
             );
+        }
+        for user in &refs.users {
+            if !portal.users.contains(user) {
+                report(
+                    format!("user {user} does not exist on the portal"),
+                    Some("name a user of the portal by the ID its employee list shows".into()),
+                );
+            }
         }
         if let Some((field, values)) = &refs.allowed {
             let labels = portal.fields.option_labels(field);
@@ -372,6 +403,50 @@ copy = ["TITLE", "UF_CRM_SCORE"]
             shown,
             vec![
                 "a.toml:2:1: rule \"archive\": the tunnel writes UF_CRM_SCORE, which is read-only on the portal (crm.deal.fields marks it isReadOnly, so the copy would not get it: remove UF_CRM_SCORE from copy/set)"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_time_driven_rules_have_their_stages_fields_and_users_checked() {
+        let (_sim, client) = with_archive().await;
+        let text = r#"
+[[sla]]
+name = "slow"
+pipeline = 2
+stage = "C2:UC_ARCHIV"
+within = "1 day"
+notify = [2, 77]
+message = "{TITLE} {SLA_OVERDUE} {UF_CRM_NOPE}"
+
+[[overdue]]
+name = "late"
+notify = ["responsible", 78]
+message = "{TASK_TITLE} {TASK_URL}"
+
+[[no_task]]
+name = "idle"
+pipeline = 2
+stages = ["C2:NEW"]
+after = "1 day"
+notify = ["assigned"]
+
+[[digest]]
+name = "daily"
+to = [1, 79]
+at = ["09:00"]
+include = ["slow", "late", "idle"]
+"#;
+        let (rules, _) =
+            RuleSet::from_sources(&[("c.toml".into(), text.into())]).expect("loads offline");
+        assert_eq!(
+            shown(&rules, &client).await,
+            vec![
+                "c.toml:2:1: rule \"slow\": stage \"C2:UC_ARCHIV\" does not exist in pipeline 2 on the portal (did you mean \"C2:UC_ARCHIVE\"?)",
+                "c.toml:2:1: rule \"slow\": field \"UF_CRM_NOPE\" does not exist on the portal (did you mean \"UF_CRM_NPS\"?)",
+                "c.toml:2:1: rule \"slow\": user 77 does not exist on the portal (name a user of the portal by the ID its employee list shows)",
+                "c.toml:10:1: rule \"late\": user 78 does not exist on the portal (name a user of the portal by the ID its employee list shows)",
+                "c.toml:22:1: rule \"daily\": user 79 does not exist on the portal (name a user of the portal by the ID its employee list shows)",
             ]
         );
     }

@@ -28,13 +28,6 @@ impl<'s> FileCx<'_, 's> {
         let at = entry(table, "at");
         let field = entry(table, "field").and_then(|(_, v)| self.field_code(v, "field"));
         let has_field = entry(table, "field").is_some();
-        let period = |cx: &mut Self, v: &Spanned<DeValue<'s>>, k: &str| -> Option<Period> {
-            let text = cx.string(v, k, "\"2 workdays\"")?;
-            // The error says how to write it: a corrected unit, or every accepted form.
-            text.parse::<Period>()
-                .map_err(|e| cx.error(v.span(), e.message, e.help))
-                .ok()
-        };
         let base = match (after, before, at) {
             (Some(_), Some((k, _)), _) => {
                 self.error(
@@ -64,14 +57,14 @@ impl<'s> FileCx<'_, 's> {
                 self.moment(v)
             }
             (Some((_, v)), None, None) => {
-                let p = period(self, v, "after");
+                let p = self.period(v, "after");
                 match (has_field, field.clone()) {
                     (false, _) => p.map(DeadlineBase::AfterEntry),
                     (true, f) => Some(DeadlineBase::AfterField(p?, f?)),
                 }
             }
             (None, Some((_, v)), None) => {
-                let p = period(self, v, "before");
+                let p = self.period(v, "before");
                 if !has_field {
                     self.error(
                         v.span(),

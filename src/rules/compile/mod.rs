@@ -8,9 +8,13 @@
 //! `mod.rs` holds the run over the files and the per-file context every check reports to;
 //! `keys` the key lists (shared with the JSON Schema), `rule` a rule's header (name, pipeline,
 //! stage), `sections` the body of each kind, `deadline` and `when` their two nested tables,
-//! `values` the single-value readers they all use.
+//! `values` the single-value readers they all use; `control` the time-driven kinds of
+//! `control.md` and `digest` the last of them, whose `include` is resolved here once every
+//! file is read.
 
+mod control;
 mod deadline;
+mod digest;
 mod keys;
 mod rule;
 mod sections;
@@ -20,23 +24,35 @@ mod when;
 use std::collections::HashMap;
 use std::ops::Range;
 
+use toml::de::DeTable;
+
+use control::FilePipeline;
+use sections::Section;
+
 use crate::diagnostics::spanned::{
     Report, Source, array_of_tables, entry, syntax_errors, unknown_keys,
 };
 use crate::diagnostics::{Diagnostic, Severity};
+use crate::rules::control::{ControlRules, Origin};
 use crate::rules::model::{Rule, RuleKind};
 use crate::rules::tunnel;
 
 pub(super) use keys::{
-    DEADLINE_KEYS, ON_MISSING_WORDS, PERSON_WORDS, REVIEW_KEYS, TOP_LEVEL, rule_keys,
+    CLOSE_ON_LEAVE_WORDS, DEADLINE_KEYS, DEADLINE_MOVED_KEYS, ON_MISSING_WORDS, PERSON_WORDS,
+    REVIEW_KEYS, SLA_TASK_KEYS, TASK_PERSON_WORDS, TASK_SCOPE_WORDS, TOP_LEVEL, rule_keys,
 };
 
+/// What a valid set of files compiles to: the stage-entry rules, the time-driven ones, and the
+/// warnings.
+pub(crate) type Compiled = (Vec<Rule>, ControlRules, Vec<Diagnostic>);
+
+/// Every rule name read so far: where it was first defined (file, line) and its kind.
+type Names = HashMap<String, (String, usize, RuleKind)>;
+
 /// Compiles every file; `Err` holds every error (warnings included after them).
-pub(crate) fn compile(
-    files: &[(String, String)],
-) -> Result<(Vec<Rule>, Vec<Diagnostic>), Vec<Diagnostic>> {
+pub(crate) fn compile(files: &[(String, String)]) -> Result<Compiled, Vec<Diagnostic>> {
     let mut out = Output::default();
-    let mut names: HashMap<String, (String, usize)> = HashMap::new();
+    let mut names = Names::new();
     for (name, text) in files {
         let source = Source::new(name, text);
         let mut cx = FileCx {
@@ -53,8 +69,18 @@ pub(crate) fn compile(
             Severity::Warning => out.warnings.push(found),
         }
     }
+    // A digest may include the rules of any file.
+    for include in std::mem::take(&mut out.includes) {
+        if let Err((message, help)) = resolve(&include.name, &names) {
+            out.errors.push(Diagnostic {
+                message,
+                help: Some(help),
+                ..include.at
+            });
+        }
+    }
     if out.errors.is_empty() {
-        Ok((out.rules, out.warnings))
+        Ok((out.rules, out.controls, out.warnings))
     } else {
         let mut all = out.errors;
         all.extend(out.warnings);
@@ -62,9 +88,49 @@ pub(crate) fn compile(
     }
 }
 
+/// What a digest may include: the rules whose findings stand at a given moment.
+const INCLUDABLE: [RuleKind; 3] = [RuleKind::Overdue, RuleKind::NoTask, RuleKind::Sla];
+
+/// A digest's `include` of `name`, against every rule of the set.
+fn resolve(name: &str, names: &Names) -> Result<(), Problem> {
+    match names.get(name) {
+        Some((_, _, kind)) if INCLUDABLE.contains(kind) => Ok(()),
+        Some((file, line, kind)) => Err((
+            format!("the digest includes \"{name}\", a [[{kind}]] rule defined at {file}:{line}"),
+            "a digest lists what [[overdue]], [[no_task]] and [[sla]] rules find: remove it".into(),
+        )),
+        None => {
+            let mut known: Vec<&str> = names
+                .iter()
+                .filter(|(_, (_, _, kind))| INCLUDABLE.contains(kind))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            known.sort_unstable();
+            let help = values::did_you_mean(
+                name,
+                &known,
+                "name an [[overdue]], [[no_task]] or [[sla]] rule of the rule files",
+            );
+            Err((
+                format!("the digest includes \"{name}\", which is no rule"),
+                help,
+            ))
+        }
+    }
+}
+
+/// A digest's `include` of a name: resolved once every file is read, reported at `at` (whose
+/// message and help are filled then).
+struct Include {
+    name: String,
+    at: Diagnostic,
+}
+
 #[derive(Default)]
 struct Output {
     rules: Vec<Rule>,
+    controls: ControlRules,
+    includes: Vec<Include>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
@@ -102,7 +168,7 @@ impl<'s> FileCx<'_, 's> {
         });
     }
 
-    fn file(&mut self, names: &mut HashMap<String, (String, usize)>) {
+    fn file(&mut self, names: &mut Names) {
         let (doc, syntax) = self.source.parse();
         syntax_errors(self, syntax);
         let doc = doc.get_ref();
@@ -118,6 +184,10 @@ impl<'s> FileCx<'_, 's> {
             ("loss_reason", RuleKind::LossReason),
             ("nps", RuleKind::Nps),
             ("tunnel", RuleKind::Tunnel),
+            ("sla", RuleKind::Sla),
+            ("overdue", RuleKind::Overdue),
+            ("no_task", RuleKind::NoTask),
+            ("digest", RuleKind::Digest),
         ];
         let mut rules = Vec::new();
         for (key, kind) in kinds {
@@ -131,15 +201,69 @@ impl<'s> FileCx<'_, 's> {
         }
         // Source order, so duplicates are reported at the later definition.
         rules.sort_by_key(|(span, _, _)| span.start);
+        let file = (file_pipeline.as_ref(), file_pipeline_broken);
         for (span, kind, table) in rules {
-            if let Some(rule) = self.rule(
-                span,
-                kind,
-                table,
-                (file_pipeline.as_ref(), file_pipeline_broken),
-                names,
-            ) {
+            if INCLUDABLE.contains(&kind) || kind == RuleKind::Digest {
+                self.control(span, kind, table, file, names);
+            } else if let Some(rule) = self.rule(span, kind, table, file, names) {
                 self.out.rules.push(rule);
+            }
+        }
+    }
+
+    /// A time-driven rule: its header as a stage-entry rule's, then its kind's keys; it joins
+    /// the set only without errors of its own.
+    fn control(
+        &mut self,
+        span: Range<usize>,
+        kind: RuleKind,
+        table: &DeTable<'s>,
+        file: FilePipeline,
+        names: &mut Names,
+    ) {
+        let errors_before = self.out.errors.len();
+        let section = format!("[[{kind}]]");
+        let name = self.rule_name(&span, &section, kind, table, names);
+        let mut allowed = rule_keys(kind).to_vec();
+        // A digest's pipeline has an error of its own.
+        if kind == RuleKind::Digest {
+            allowed.push("pipeline");
+        }
+        unknown_keys(self, table, &allowed, &format!("in {section}"));
+        let (line, _) = self.source.position(span.start);
+        let head = (
+            name,
+            Origin {
+                file: self.source.name.to_string(),
+                line,
+            },
+        );
+        let at = Section {
+            span,
+            table,
+            name: &section,
+        };
+        let fine = |cx: &Self| cx.out.errors.len() == errors_before;
+        match kind {
+            RuleKind::Sla => {
+                if let Some(r) = self.sla(&at, file, head).filter(|_| fine(self)) {
+                    self.out.controls.sla.push(r);
+                }
+            }
+            RuleKind::Overdue => {
+                if let Some(r) = self.overdue(&at, file, head).filter(|_| fine(self)) {
+                    self.out.controls.overdue.push(r);
+                }
+            }
+            RuleKind::NoTask => {
+                if let Some(r) = self.no_task(&at, file, head).filter(|_| fine(self)) {
+                    self.out.controls.no_task.push(r);
+                }
+            }
+            _ => {
+                if let Some(r) = self.digest(&at, head).filter(|_| fine(self)) {
+                    self.out.controls.digests.push(r);
+                }
             }
         }
     }

@@ -1,15 +1,15 @@
 //! One rule's header: its name (unique across files), its keys, its pipeline and stage; then
 //! the section of its kind, read by `sections`.
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use toml::de::DeTable;
 
+use super::control::FilePipeline;
 use super::keys::{MAX_NAME, rule_keys};
 use super::sections::Section;
 use super::values::Pipelines;
-use super::{FileCx, Problem};
+use super::{FileCx, Names, Problem};
 use crate::diagnostics::spanned::{entry, unknown_keys};
 use crate::diagnostics::suggest;
 use crate::rules::model::{Body, Rule, RuleKind, STANDARD_STAGES, StageMatch, stage_id};
@@ -20,46 +20,12 @@ impl<'s> FileCx<'_, 's> {
         span: Range<usize>,
         kind: RuleKind,
         table: &DeTable<'s>,
-        (file_pipeline, file_pipeline_broken): (Option<&Pipelines>, bool),
-        names: &mut HashMap<String, (String, usize)>,
+        (file_pipeline, file_pipeline_broken): FilePipeline,
+        names: &mut Names,
     ) -> Option<Rule> {
         let errors_before = self.out.errors.len();
         let section = format!("[[{}]]", kind.table());
-        self.rule = None;
-        // The name first: every later diagnostic of this rule carries it.
-        let name = match entry(table, "name") {
-            None => {
-                self.error(
-                    span.clone(),
-                    format!("{section} without a \"name\""),
-                    "add name = \"...\": lower-case letters, digits, \"-\" and \"_\"",
-                );
-                None
-            }
-            Some((_, v)) => match self.string(v, "name", "\"my-rule\"") {
-                None => None,
-                Some(name) => {
-                    self.rule = Some(name.to_string());
-                    if let Err((message, help)) = check_name(name) {
-                        self.error(v.span(), message, help);
-                    } else {
-                        let (line, _) = self.source.position(v.span().start);
-                        if let Some((file, first)) = names.get(name) {
-                            let (file, first) = (file.clone(), *first);
-                            self.error(
-                                v.span(),
-                                // One parenthesised part per message: the fix. (Was "(first defined at ...) (...)".)
-                                format!("duplicate rule name, first defined at {file}:{first}"),
-                                "rule names are unique across all files: rename one of them",
-                            );
-                        } else {
-                            names.insert(name.to_string(), (self.source.name.to_string(), line));
-                        }
-                    }
-                    Some(name.to_string())
-                }
-            },
-        };
+        let name = self.rule_name(&span, &section, kind, table, names);
         let allowed = rule_keys(kind);
         if matches!(kind, RuleKind::LossReason | RuleKind::Nps)
             && let Some((key, _)) = entry(table, "stage")
@@ -163,6 +129,55 @@ impl<'s> FileCx<'_, 's> {
             body: body?,
         };
         (self.out.errors.len() == errors_before).then_some(rule)
+    }
+
+    /// A rule's `name`, checked and unique across the files (and kinds) read so far; from here
+    /// on every diagnostic of the rule carries it. `None` when it is missing or bad.
+    pub(super) fn rule_name(
+        &mut self,
+        span: &Range<usize>,
+        section: &str,
+        kind: RuleKind,
+        table: &DeTable<'s>,
+        names: &mut Names,
+    ) -> Option<String> {
+        self.rule = None;
+        match entry(table, "name") {
+            None => {
+                self.error(
+                    span.clone(),
+                    format!("{section} without a \"name\""),
+                    "add name = \"...\": lower-case letters, digits, \"-\" and \"_\"",
+                );
+                None
+            }
+            Some((_, v)) => match self.string(v, "name", "\"my-rule\"") {
+                None => None,
+                Some(name) => {
+                    self.rule = Some(name.to_string());
+                    if let Err((message, help)) = check_name(name) {
+                        self.error(v.span(), message, help);
+                    } else {
+                        let (line, _) = self.source.position(v.span().start);
+                        if let Some((file, first, _)) = names.get(name) {
+                            let (file, first) = (file.clone(), *first);
+                            self.error(
+                                v.span(),
+                                // One parenthesised part per message: the fix. (Was "(first defined at ...) (...)".)
+                                format!("duplicate rule name, first defined at {file}:{first}"),
+                                "rule names are unique across all files: rename one of them",
+                            );
+                        } else {
+                            names.insert(
+                                name.to_string(),
+                                (self.source.name.to_string(), line, kind),
+                            );
+                        }
+                    }
+                    Some(name.to_string())
+                }
+            },
+        }
     }
 }
 

@@ -7,11 +7,13 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::FileCx;
-use super::keys::REVIEW_KEYS;
+use super::keys::{CLOSE_ON_LEAVE_WORDS, REVIEW_KEYS};
 use super::rule::check_stage;
 use super::values::Pipelines;
-use crate::diagnostics::spanned::{entries_in_order, entry, unknown_keys};
-use crate::rules::model::{LossReason, PersonRef, Require, TaskTemplate, Tunnel};
+use super::values::did_you_mean;
+use crate::diagnostics::spanned::{Entry, entries_in_order, entry, unknown_keys};
+use crate::rules::control::CloseOnLeave;
+use crate::rules::model::{LossReason, Require, TaskTemplate, Tunnel};
 use crate::rules::template::is_field_code;
 use crate::rules::tunnel;
 
@@ -25,7 +27,7 @@ pub(super) struct Section<'t, 's> {
 
 impl<'s> FileCx<'_, 's> {
     /// A key the section cannot do without.
-    fn required<'t>(
+    pub(super) fn required<'t>(
         &mut self,
         at: &Section<'t, 's>,
         key: &str,
@@ -56,25 +58,9 @@ impl<'s> FileCx<'_, 's> {
             cx.template(v, "description")
         });
         let responsible = self.responsible(table);
-        let auditors = match entry(table, "auditors") {
-            None => Some(Vec::new()),
-            Some((_, v)) => match v.get_ref().as_array() {
-                None => {
-                    self.mistyped(
-                        v,
-                        "auditors",
-                        "an array",
-                        "write auditors = [\"supervisor\"]",
-                    );
-                    None
-                }
-                Some(items) => {
-                    let people: Vec<Option<PersonRef>> =
-                        items.iter().map(|i| self.person(i, "auditors")).collect();
-                    people.into_iter().collect()
-                }
-            },
-        };
+        let auditors = self.optional(table, "auditors", |cx, (_, v)| cx.people(v, "auditors"));
+        let close_on_leave =
+            self.optional(table, "close_on_leave", |cx, (_, v)| cx.close_on_leave(v));
         let deadline = self
             .required(
                 at,
@@ -86,10 +72,66 @@ impl<'s> FileCx<'_, 's> {
             title: title?,
             description: description?,
             responsible: responsible?,
-            auditors: auditors?,
+            auditors: auditors?.unwrap_or_default(),
             deadline: deadline?,
-            close_on_leave: None,
+            close_on_leave: close_on_leave?,
         })
+    }
+
+    /// A table inside a rule (`[loss_reason.review]`, `[overdue.deadline_moved]`), its keys
+    /// checked; `what` says what it holds, for the help when it is not a table.
+    pub(super) fn nested<'t>(
+        &mut self,
+        (key, v): Entry<'t, 's>,
+        keys: &[&str],
+        name: &'t str,
+        what: &str,
+    ) -> Option<Section<'t, 's>> {
+        let DeValue::Table(table) = v.get_ref() else {
+            let help = format!("write a {name} section with {what}");
+            self.mistyped(v, key.get_ref(), "a table", help);
+            return None;
+        };
+        unknown_keys(self, table, keys, &format!("in {name}"));
+        // A `[section]` header spans nothing: report at its key.
+        let span = if v.span().is_empty() {
+            key.span()
+        } else {
+            v.span()
+        };
+        Some(Section { span, table, name })
+    }
+
+    /// A task table inside a rule (`[loss_reason.review]`, `[sla.task]`), read as a task.
+    pub(super) fn nested_task(
+        &mut self,
+        found: Entry<'_, 's>,
+        keys: &[&str],
+        name: &str,
+    ) -> Option<TaskTemplate> {
+        let at = self.nested(found, keys, name, "the task's keys")?;
+        self.task(&at)
+    }
+
+    /// `close_on_leave`: what happens to the task when the deal leaves the stage entry.
+    fn close_on_leave(&mut self, v: &Spanned<DeValue<'s>>) -> Option<CloseOnLeave> {
+        match self.string(v, "close_on_leave", "\"complete\"")? {
+            "complete" => Some(CloseOnLeave::Complete),
+            "defer" => Some(CloseOnLeave::Defer),
+            other => {
+                let help = did_you_mean(
+                    other,
+                    CLOSE_ON_LEAVE_WORDS,
+                    "use \"complete\" or \"defer\", or remove it to leave the task open",
+                );
+                self.error(
+                    v.span(),
+                    format!("unknown close_on_leave \"{other}\""),
+                    help,
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn require(&mut self, at: &Section<'_, 's>) -> Option<Require> {
@@ -141,26 +183,8 @@ impl<'s> FileCx<'_, 's> {
             }
         });
         let reverts = self.on_missing_and_message(table);
-        let review = self.optional(table, "review", |cx, (key, v)| match v.get_ref() {
-            DeValue::Table(review) => {
-                unknown_keys(cx, review, REVIEW_KEYS, "in [loss_reason.review]");
-                let span = if v.span().is_empty() {
-                    key.span()
-                } else {
-                    v.span()
-                };
-                let name = "[loss_reason.review]";
-                cx.task(&Section {
-                    span,
-                    table: review,
-                    name,
-                })
-            }
-            _ => {
-                let help = "write a [loss_reason.review] section with the task's keys";
-                cx.mistyped(v, "review", "a table", help);
-                None
-            }
+        let review = self.optional(table, "review", |cx, entry| {
+            cx.nested_task(entry, REVIEW_KEYS, "[loss_reason.review]")
         });
         let (on_missing, message) = reverts?;
         Some(LossReason {

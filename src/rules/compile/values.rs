@@ -6,6 +6,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::FileCx;
 use super::keys::{ON_MISSING_WORDS, PERSON_WORDS};
+use crate::calendar::Period;
 use crate::diagnostics::spanned::{Entry, entry, integer, type_name};
 use crate::diagnostics::suggest;
 use crate::rules::model::{OnMissing, PersonRef};
@@ -180,7 +181,7 @@ impl<'s> FileCx<'_, 's> {
 
     /// The byte offset in the file of byte `offset` of a string value: exact for basic strings
     /// without escapes before it, otherwise the start of the value (still the right line).
-    fn string_offset(&self, v: &Spanned<DeValue<'s>>, offset: usize) -> usize {
+    pub(super) fn string_offset(&self, v: &Spanned<DeValue<'s>>, offset: usize) -> usize {
         let span = v.span();
         let raw = self.source.text.get(span.clone()).unwrap_or_default();
         let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
@@ -195,6 +196,47 @@ impl<'s> FileCx<'_, 's> {
         } else {
             span.start
         }
+    }
+
+    /// A period, `"2 workdays"`; the error says how to write it: a corrected unit, or every
+    /// accepted form.
+    pub(super) fn period(&mut self, v: &Spanned<DeValue<'s>>, key: &str) -> Option<Period> {
+        let text = self.string(v, key, "\"2 workdays\"")?;
+        text.parse::<Period>()
+            .map_err(|e| self.error(v.span(), e.message, e.help))
+            .ok()
+    }
+
+    /// A boolean, `default` when the key is absent.
+    pub(super) fn boolean(
+        &mut self,
+        table: &DeTable<'s>,
+        key: &str,
+        default: bool,
+    ) -> Option<bool> {
+        let Some((_, v)) = entry(table, key) else {
+            return Some(default);
+        };
+        let found = v.get_ref().as_bool();
+        if found.is_none() {
+            let help = match v.get_ref().as_str() {
+                Some(s @ ("true" | "false")) => format!("write {key} = {s}, without quotes"),
+                _ => format!("write {key} = {default} or {}", !default),
+            };
+            self.mistyped(v, key, "a boolean", help);
+        }
+        found
+    }
+
+    /// A list of people (`auditors`, `notify`): each one a [`Self::person`].
+    pub(super) fn people(&mut self, v: &Spanned<DeValue<'s>>, key: &str) -> Option<Vec<PersonRef>> {
+        let Some(items) = v.get_ref().as_array() else {
+            let help = format!("write {key} = [\"supervisor\"]");
+            self.mistyped(v, key, "an array", help);
+            return None;
+        };
+        let people: Vec<Option<PersonRef>> = items.iter().map(|i| self.person(i, key)).collect();
+        people.into_iter().collect()
     }
 
     pub(super) fn field_code(&mut self, v: &Spanned<DeValue<'s>>, key: &str) -> Option<String> {

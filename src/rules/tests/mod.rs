@@ -3,6 +3,7 @@
 //! and the rule texts more than one topic reads.
 
 mod conditions;
+mod control;
 mod loading;
 mod pipelines;
 mod reverts;
