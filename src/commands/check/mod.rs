@@ -18,9 +18,10 @@ pub async fn run(
 ) -> CommandResult {
     let settings = load_settings_for_rules(config, rules_dir)?;
     let rules = load_rules(&settings)?;
+    // The time-driven rules count too: a folder of SLAs and digests is not empty.
     let loaded = format!(
         "ok: {} rule(s) in {}, version {}",
-        rules.len(),
+        rules.len() + rules.controls().names().len(),
         settings.rules.dir.display(),
         rules.version()
     );

@@ -213,6 +213,14 @@ impl<'s> FileCx<'_, 's> {
             );
             return None;
         }
+        if text == "any" && key == "stages" {
+            self.error(
+                v.span(),
+                "\"any\" is not a stage",
+                "remove stages: without it every in-progress stage of the pipeline is watched",
+            );
+            return None;
+        }
         let pipeline = pipeline?;
         match check_stage(text, Some(&Pipelines::One(pipeline)), false) {
             Ok(stage) => {

@@ -422,7 +422,7 @@ fn no_task_errors_are_at_their_place_with_a_fix() {
         r#"[[no_task]]
 name = "n"
 pipeline = 1
-stages = ["C1:NEW", "lost", "C2:NEW", "new"]
+stages = ["C1:NEW", "lost", "C2:NEW", "new", "any"]
 notify = ["assigned"]
 message = "{TITLE} {TASK_URL}"
 count_activities = "yes"
@@ -437,6 +437,7 @@ stages = []
             "sales.toml:4:21: rule \"n\": [[no_task]] watches deals in progress, and \"lost\" is no such stage (write an in-progress stage id of the pipeline, as in \"C1:NEW\")",
             "sales.toml:4:29: rule \"n\": stage \"C2:NEW\" is in pipeline 2, but the rule's pipeline is 1 (set pipeline = 2, or write \"C1:NEW\")",
             "sales.toml:4:39: rule \"n\": bad stage \"new\" (STAGE_IDs are upper case, as Bitrix24 spells them: \"NEW\")",
+            "sales.toml:4:46: rule \"n\": \"any\" is not a stage (remove stages: without it every in-progress stage of the pipeline is watched)",
             "sales.toml:1:1: rule \"n\": [[no_task]] without \"after\" (add after = \"4 hours\": how long a deal may go without a next step)",
             "sales.toml:6:20: rule \"n\": {TASK_URL} has no value in a [[no_task]] message ({TASK_URL} is for the messages of [[overdue]]; here the template takes the deal's fields and {DEAL_URL})",
             "sales.toml:7:20: rule \"n\": \"count_activities\" must be a boolean, found a string (write count_activities = true or false)",
