@@ -31,15 +31,24 @@ pub async fn run(config: Option<PathBuf>, name: String, dry_run: bool) -> Comman
         Source::Store(store) => {
             let rules = load_rules(&settings)?;
             if rules.controls().digest_named(&name).is_none() {
-                let known: Vec<&str> = rules.controls().digests().iter().map(|d| d.name()).collect();
+                let known: Vec<&str> = rules
+                    .controls()
+                    .digests()
+                    .iter()
+                    .map(|d| d.name())
+                    .collect();
                 return Err(CommandError::Usage(format!(
                     "no [[digest]] named \"{name}\" in {} (digests: {})",
                     settings.rules.dir.display(),
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 )));
             }
-            let client = crate::startup::client(&settings)
-                .map_err(|e| AdminError::Http(e.to_string()))?;
+            let client =
+                crate::startup::client(&settings).map_err(|e| AdminError::Http(e.to_string()))?;
             let worker = Arc::new(Worker::new(
                 &settings,
                 store,
@@ -76,7 +85,10 @@ pub async fn run(config: Option<PathBuf>, name: String, dry_run: bool) -> Comman
 /// Each recipient's text under a line naming them.
 pub fn format(report: &DigestReport) -> String {
     if report.recipients.is_empty() {
-        return format!("digest {}: nothing to send (no recipient has an item)\n", report.digest);
+        return format!(
+            "digest {}: nothing to send (no recipient has an item)\n",
+            report.digest
+        );
     }
     let mut out = String::new();
     for r in &report.recipients {

@@ -21,10 +21,10 @@
 
 pub mod admin;
 pub mod backfill;
-pub mod digest;
 pub mod bench;
 pub mod check;
 pub mod demo;
+pub mod digest;
 pub mod dry_run;
 pub mod explain;
 pub mod healthcheck;

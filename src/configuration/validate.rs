@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::raw::RawSettings;
 use super::sections::{
-    LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings, StorageSettings,
-    ControlSettings, SyncSettings, WorkerSettings,
+    ControlSettings, LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings,
+    StorageSettings, SyncSettings, WorkerSettings,
 };
 use super::values::{parse_calendar, parse_duration, parse_size, parse_webhook_url, positive};
 use super::{BadValue, ConfigError, Settings};

@@ -18,8 +18,8 @@ use super::sweep::{self, SweepError};
 use crate::bitrix::{Retry, calls};
 use crate::rules::RuleSet;
 use crate::rules::control::Digest;
-use crate::rules::control::digest::{Item, ItemKind, ItemTask, Slot};
 use crate::rules::control::TaskScope;
+use crate::rules::control::digest::{Item, ItemKind, ItemTask, Slot};
 use crate::store::TimerState;
 use crate::worker::Worker;
 
@@ -51,7 +51,9 @@ pub async fn due(worker: &Worker, rules: &RuleSet, slots: &mut Slots) {
         if !digest.still_current(&worker.calendar, slot, now) {
             if slot_started_this_run(digest, worker, slot) {
                 tracing::info!(digest = digest.name(), %slot, "digest slot missed while the service was stopped: skipped (the working period is over)");
-                worker.metrics.control_effect(digest.name(), "digest", "skipped");
+                worker
+                    .metrics
+                    .control_effect(digest.name(), "digest", "skipped");
             }
             slots.done.insert(id);
             continue;
@@ -61,7 +63,9 @@ pub async fn due(worker: &Worker, rules: &RuleSet, slots: &mut Slots) {
                 tracing::info!(digest = digest.name(), %slot, recipients = sent.len(), "digest slot handled");
                 slots.done.insert(id);
             }
-            Err(error) => tracing::warn!(digest = digest.name(), %slot, %error, "digest failed; will retry"),
+            Err(error) => {
+                tracing::warn!(digest = digest.name(), %slot, %error, "digest failed; will retry")
+            }
         }
     }
 }
@@ -70,7 +74,10 @@ pub async fn due(worker: &Worker, rules: &RuleSet, slots: &mut Slots) {
 /// was never this service's to send).
 fn slot_started_this_run(digest: &Digest, worker: &Worker, slot: Slot) -> bool {
     let first = worker.store.first_start_ms().ok().flatten().unwrap_or(0) as i64;
-    digest.slot_moment(&worker.calendar, slot).timestamp_millis() >= first
+    digest
+        .slot_moment(&worker.calendar, slot)
+        .timestamp_millis()
+        >= first
 }
 
 /// Builds the digest now and, unless `dry_run`, sends it; `slot` makes each recipient's send
@@ -85,20 +92,26 @@ pub async fn send(
     let now = worker.clock.now().fixed_offset();
     let items = items(worker, rules, digest, now).await?;
     let people: Vec<u64> = items.iter().filter_map(|i| i.person).collect();
-    let heads: BTreeMap<u64, u64> = if matches!(digest.to(), crate::rules::control::DigestTo::Supervisor) && !people.is_empty() {
-        worker
-            .people
-            .supervisors(&worker.client, &people)
-            .await
-            .into_iter()
-            .filter_map(|(u, r)| r.ok().map(|h| (u, h)))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+    let heads: BTreeMap<u64, u64> =
+        if matches!(digest.to(), crate::rules::control::DigestTo::Supervisor) && !people.is_empty()
+        {
+            worker
+                .people
+                .supervisors(&worker.client, &people)
+                .await
+                .into_iter()
+                .filter_map(|(u, r)| r.ok().map(|h| (u, h)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
     let (by_recipient, nobody) = digest.recipients(&items, &|u| heads.get(&u).copied());
     if !nobody.is_empty() {
-        tracing::warn!(digest = digest.name(), items = nobody.len(), "digest items whose person has no supervisor: not sent to anyone");
+        tracing::warn!(
+            digest = digest.name(),
+            items = nobody.len(),
+            "digest items whose person has no supervisor: not sent to anyone"
+        );
     }
     let at = slot.map_or(now, |s| digest.slot_moment(&worker.calendar, s));
     let mut out = Vec::new();
@@ -108,17 +121,19 @@ pub async fn send(
     }
     for recipient in recipients {
         let mine = by_recipient.get(&recipient).cloned().unwrap_or_default();
-        let Some(text) = digest.compose(
-            &mine,
-            (&worker.calendar, worker.language),
-            at,
-            &|u| format!("#{u}"),
-        ) else {
+        let Some(text) = digest.compose(&mine, (&worker.calendar, worker.language), at, &|u| {
+            format!("#{u}")
+        }) else {
             continue;
         };
         if !dry_run {
             let key = match slot {
-                Some(s) => format!("{}/{recipient}/{}/{}", digest.name(), s.date, s.time.format("%H:%M")),
+                Some(s) => format!(
+                    "{}/{recipient}/{}/{}",
+                    digest.name(),
+                    s.date,
+                    s.time.format("%H:%M")
+                ),
                 None => format!("{}/{recipient}/now/{}", digest.name(), now.timestamp()),
             };
             if slot.is_some() && worker.store.digest_sent(&key)? {
@@ -127,13 +142,18 @@ pub async fn send(
             let tag = format!("b24robot:digest:{key}");
             worker
                 .client
-                .send(calls::notify(json!(recipient), &text, &tag, crate::worker::ORIGINATOR), Retry::Unsafe)
+                .send(
+                    calls::notify(json!(recipient), &text, &tag, crate::worker::ORIGINATOR),
+                    Retry::Unsafe,
+                )
                 .await?;
             if slot.is_some() {
                 worker.store.mark_digest(&key, "sent")?;
                 worker.store.flush_async().await?;
             }
-            worker.metrics.control_effect(digest.name(), "digest", "sent");
+            worker
+                .metrics
+                .control_effect(digest.name(), "digest", "sent");
         }
         out.push(Composed {
             recipient,
@@ -165,9 +185,15 @@ pub async fn items(
     };
     let ours: HashSet<u64> = worker.store.created_tasks()?.into_iter().collect();
     let mut items = Vec::new();
-    for rule in controls.overdue().iter().filter(|r| wanted.contains(&r.name())) {
+    for rule in controls
+        .overdue()
+        .iter()
+        .filter(|r| wanted.contains(&r.name()))
+    {
         for task in seen.tasks.values() {
-            let Some(deal_id) = task.deal_id else { continue };
+            let Some(deal_id) = task.deal_id else {
+                continue;
+            };
             let in_scope = match rule.tasks() {
                 TaskScope::Rules => ours.contains(&task.id),
                 TaskScope::All => true,
@@ -192,10 +218,16 @@ pub async fn items(
             });
         }
     }
-    for rule in controls.no_task().iter().filter(|r| wanted.contains(&r.name())) {
+    for rule in controls
+        .no_task()
+        .iter()
+        .filter(|r| wanted.contains(&r.name()))
+    {
         for (&deal_id, deal) in &seen.deals {
             let key = format!("{}/{}", rule.name(), deal_id);
-            let Some(episode) = worker.store.episode(&key)? else { continue };
+            let Some(episode) = worker.store.episode(&key)? else {
+                continue;
+            };
             if !episode.open {
                 continue;
             }
@@ -224,15 +256,21 @@ pub async fn items(
         .collect();
     if !slas.is_empty() {
         for timer in worker.store.fired_timers()? {
-            if !slas.contains(&timer.rule.as_str()) || timer.repetition == 0 && timer.state == TimerState::Pending {
+            if !slas.contains(&timer.rule.as_str())
+                || timer.repetition == 0 && timer.state == TimerState::Pending
+            {
                 continue;
             }
             let state = worker.store.deal_state(timer.deal_id)?.unwrap_or_default();
             if state.last_entry_id != timer.entry_id {
                 continue;
             }
-            let Some(sla) = controls.sla_named(&timer.rule) else { continue };
-            let Some(due) = sla.due(&worker.calendar, timer.entry.created_time, 0) else { continue };
+            let Some(sla) = controls.sla_named(&timer.rule) else {
+                continue;
+            };
+            let Some(due) = sla.due(&worker.calendar, timer.entry.created_time, 0) else {
+                continue;
+            };
             items.push(Item {
                 kind: ItemKind::Sla,
                 rule: timer.rule.clone(),

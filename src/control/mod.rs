@@ -39,8 +39,9 @@ pub struct Control {
     worker: Arc<Worker>,
     clock: Clock,
     poll_interval: Duration,
-    /// Deals handed to the worker for a due timer, and when (real ms).
-    handed: HashMap<u64, u64>,
+    /// Due timers (deal, due moment) handed to the worker, and when (real ms): a timer re-armed
+    /// for its next repetition has another due moment and is handed again.
+    handed: HashMap<(u64, u64), u64>,
     next_sweep_ms: i64,
     /// Digest slots already handled this run (sent, skipped or found done).
     digests: digests::Slots,
@@ -76,18 +77,21 @@ impl Control {
             if self.timed_by.as_deref() != Some(rules.version()) {
                 match retime(&self.worker, &rules) {
                     Ok(()) => self.timed_by = Some(rules.version().to_string()),
-                    Err(error) => tracing::warn!(%error, "timers: cannot re-time them for the rules in force; will retry"),
+                    Err(error) => {
+                        tracing::warn!(%error, "timers: cannot re-time them for the rules in force; will retry")
+                    }
                 }
             }
             if now >= self.next_sweep_ms && self.worker.client.down_since().is_none() {
                 if rules.controls().sweeps() {
                     match sweep::sweep(&self.worker, &rules).await {
                         Ok(report) => tracing::debug!(?report, "control sweep done"),
-                        Err(error) => tracing::warn!(%error, "control sweep failed; will retry at the next one"),
+                        Err(error) => {
+                            tracing::warn!(%error, "control sweep failed; will retry at the next one")
+                        }
                     }
                 }
-                self.next_sweep_ms =
-                    self.clock.now_ms() + self.poll_interval.as_millis() as i64;
+                self.next_sweep_ms = self.clock.now_ms() + self.poll_interval.as_millis() as i64;
             }
             if !rules.controls().digests().is_empty() && self.worker.client.down_since().is_none() {
                 digests::due(&self.worker, &rules, &mut self.digests).await;
@@ -99,7 +103,15 @@ impl Control {
                 .ok()
                 .flatten()
                 .map_or(i64::MAX, |due| due as i64);
-            let wake_at = next_timer.min(self.next_sweep_ms);
+            // A timer already due is with the worker (handed above): look again in a second,
+            // never spin on it.
+            let now = self.clock.now_ms();
+            let next_timer = if next_timer <= now {
+                now + 1_000
+            } else {
+                next_timer
+            };
+            let wake_at = next_timer.min(self.next_sweep_ms.max(now + 1));
             tokio::select! {
                 _ = self.clock.sleep_until(wake_at, Duration::from_secs(1)) => {}
                 _ = stop.cancelled() => return,
@@ -117,18 +129,19 @@ impl Control {
         }
         let real = now_ms();
         let mut queued = Vec::new();
-        for (deal, _) in due {
-            let fresh = self
-                .handed
-                .get(&deal)
-                .is_some_and(|at| real.saturating_sub(*at) < HAND_AGAIN_AFTER_MS);
+        let mut still = HashMap::new();
+        for (deal, due_ms) in due {
+            let handed = self.handed.get(&(deal, due_ms)).copied();
+            let fresh = handed.is_some_and(|at| real.saturating_sub(at) < HAND_AGAIN_AFTER_MS);
             if fresh || queued.contains(&deal) {
+                still.insert((deal, due_ms), handed.unwrap_or(real));
                 continue;
             }
             self.worker.store.enqueue(deal, real)?;
-            self.handed.insert(deal, real);
+            still.insert((deal, due_ms), real);
             queued.push(deal);
         }
+        self.handed = still;
         if !queued.is_empty() {
             self.worker.store.flush_async().await?;
             tracing::debug!(deals = queued.len(), "timers due: deals queued");
@@ -157,17 +170,22 @@ fn retime(worker: &Worker, rules: &crate::rules::RuleSet) -> Result<(), StoreErr
                 });
                 timer.state = crate::store::TimerState::Skipped { why };
             }
-            Some(sla) => match sla.due(&worker.calendar, timer.entry.created_time, timer.repetition) {
-                Some(due) if due.timestamp_millis().max(0) as u64 == timer.due_ms => continue,
-                Some(due) => timer.due_ms = due.timestamp_millis().max(0) as u64,
-                None => timer.state = crate::store::TimerState::Fired,
-            },
+            Some(sla) => {
+                match sla.due(&worker.calendar, timer.entry.created_time, timer.repetition) {
+                    Some(due) if due.timestamp_millis().max(0) as u64 == timer.due_ms => continue,
+                    Some(due) => timer.due_ms = due.timestamp_millis().max(0) as u64,
+                    None => timer.state = crate::store::TimerState::Fired,
+                }
+            }
         }
         timer.updated_at_ms = now;
         changed.push(timer);
     }
     if !changed.is_empty() {
-        tracing::info!(timers = changed.len(), "timers re-timed for the rules in force");
+        tracing::info!(
+            timers = changed.len(),
+            "timers re-timed for the rules in force"
+        );
         worker.store.put_timers(&changed)?;
         worker.store.flush()?;
     }

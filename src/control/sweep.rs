@@ -26,9 +26,12 @@ use chrono::DateTime;
 use serde_json::{Value, json};
 
 use crate::bitrix::{BatchCall, CallError, Response, Retry, calls};
-use crate::rules::control::evaluate::TaskSeen;
 use crate::rules::control::TaskScope;
-use crate::rules::{Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, RuleSet, StageEntry, StageSemantic};
+use crate::rules::control::evaluate::TaskSeen;
+use crate::rules::{
+    Deal, Decision, Effect, FieldCatalog, Input, Outcome, Person, RuleSet, StageEntry,
+    StageSemantic,
+};
 use crate::store::{EffectKind, EffectRecord, EffectState, RECORD_VERSION, StoreError, now_ms};
 use crate::worker::Worker;
 
@@ -60,10 +63,7 @@ pub struct Seen {
 
 /// Reads a list method page by page: the first page alone (for its `total`), then every other
 /// page in shared batches.
-pub(crate) async fn list_all(
-    worker: &Worker,
-    call: BatchCall,
-) -> Result<Vec<Value>, CallError> {
+pub(crate) async fn list_all(worker: &Worker, call: BatchCall) -> Result<Vec<Value>, CallError> {
     let first = worker.client.send(call.clone(), Retry::Safe).await?;
     let mut items = list_items(&first);
     let total = first.total.unwrap_or(0) as usize;
@@ -121,7 +121,8 @@ pub(crate) fn task_of(item: &Value) -> Option<TaskSeen> {
     Some(TaskSeen {
         id,
         title: text(field(item, "title", "TITLE")).unwrap_or_default(),
-        responsible: text(field(item, "responsibleId", "RESPONSIBLE_ID")).and_then(|s| s.parse().ok()),
+        responsible: text(field(item, "responsibleId", "RESPONSIBLE_ID"))
+            .and_then(|s| s.parse().ok()),
         responsible_name: item
             .pointer("/responsible/name")
             .and_then(Value::as_str)
@@ -145,7 +146,11 @@ pub async fn read(worker: &Worker, rules: &RuleSet) -> Result<Seen, SweepError> 
     for rule in controls.no_task() {
         pipelines.insert(Some(rule.pipeline()));
     }
-    for rule in controls.overdue().iter().filter(|r| r.tasks() == TaskScope::All) {
+    for rule in controls
+        .overdue()
+        .iter()
+        .filter(|r| r.tasks() == TaskScope::All)
+    {
         pipelines.insert(rule.pipeline());
     }
     if pipelines.contains(&None) {
@@ -183,7 +188,11 @@ pub async fn read(worker: &Worker, rules: &RuleSet) -> Result<Seen, SweepError> 
             )
         })
         .collect();
-    if controls.overdue().iter().any(|r| r.tasks() == TaskScope::Rules) {
+    if controls
+        .overdue()
+        .iter()
+        .any(|r| r.tasks() == TaskScope::Rules)
+    {
         let ours = worker.store.created_tasks()?;
         task_calls.extend(ours.chunks(50).map(calls::tasks_by_id));
     }
@@ -231,15 +240,17 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
     let ours: BTreeSet<u64> = worker.store.created_tasks()?.into_iter().collect();
     for rule in rules.controls().overdue() {
         for task in seen.tasks.values() {
-            let Some(deal_id) = task.deal_id else { continue };
+            let Some(deal_id) = task.deal_id else {
+                continue;
+            };
             let in_scope = match rule.tasks() {
                 TaskScope::Rules => ours.contains(&task.id),
                 TaskScope::All => seen.deals.contains_key(&deal_id) || ours.contains(&task.id),
             };
             let deal = seen.deals.get(&deal_id).unwrap_or(&empty);
-            let pipeline_ok = rule.pipeline().is_none_or(|p| {
-                deal.category_id().is_none_or(|c| c == p)
-            });
+            let pipeline_ok = rule
+                .pipeline()
+                .is_none_or(|p| deal.category_id().is_none_or(|c| c == p));
             if !in_scope || !pipeline_ok {
                 continue;
             }
@@ -254,14 +265,24 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
             {
                 let old_at = DateTime::parse_from_rfc3339(old).ok();
                 if let Some(decision) = rule.moved(task, old_at, &input) {
-                    notices.push((deal_id, decision, 0, format!("task {} deadline {} -> {}", task.id, old, now_text)));
+                    notices.push((
+                        deal_id,
+                        decision,
+                        0,
+                        format!("task {} deadline {} -> {}", task.id, old, now_text),
+                    ));
                 }
             }
             if last.as_deref() != Some(now_text.as_str()) {
                 worker.store.track_deadline(&key, &now_text)?;
             }
             if rule.is_overdue(&worker.calendar, task, now) {
-                notices.push((deal_id, rule.report(task, &input), 0, format!("task {} deadline {now_text}", task.id)));
+                notices.push((
+                    deal_id,
+                    rule.report(task, &input),
+                    0,
+                    format!("task {} deadline {now_text}", task.id),
+                ));
             }
         }
     }
@@ -272,7 +293,10 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
             if !rule.watches(pipeline, stage, StageSemantic::Process) {
                 continue;
             }
-            let has_task = seen.tasks.values().any(|t| t.deal_id == Some(deal_id) && t.is_open());
+            let has_task = seen
+                .tasks
+                .values()
+                .any(|t| t.deal_id == Some(deal_id) && t.is_open());
             let has_step = has_task || (rule.count_activities() && seen.busy.contains(&deal_id));
             let state = worker.store.deal_state(deal_id)?.unwrap_or_default();
             let entry_id = state.last_entry_id;
@@ -312,7 +336,12 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
             let since = DateTime::parse_from_rfc3339(&e.since).unwrap_or(now);
             if rule.due(&worker.calendar, since) <= now {
                 let input = input_for(deal);
-                notices.push((deal_id, rule.report(&input, since), entry_id, format!("episode {}", e.number)));
+                notices.push((
+                    deal_id,
+                    rule.report(&input, since),
+                    entry_id,
+                    format!("episode {}", e.number),
+                ));
             }
         }
     }
@@ -322,7 +351,10 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
         notices: if quiet { 0 } else { notices.len() },
     };
     if quiet {
-        tracing::debug!(held = notices.len(), "control sweep: outside working time, notices wait");
+        tracing::debug!(
+            held = notices.len(),
+            "control sweep: outside working time, notices wait"
+        );
         return Ok(report);
     }
     record(worker, notices).await?;
@@ -358,7 +390,11 @@ async fn record(
     for (_, decision, _, _) in &notices {
         if let Outcome::Fired(effects) = &decision.outcome {
             for effect in effects {
-                if let Effect::Notify { user: Person::SupervisorOf(u), .. } = effect {
+                if let Effect::Notify {
+                    user: Person::SupervisorOf(u),
+                    ..
+                } = effect
+                {
                     wanted.push(*u);
                 }
             }
@@ -377,20 +413,31 @@ async fn record(
     };
     let mut queue: BTreeSet<u64> = BTreeSet::new();
     for (deal_id, decision, entry_id, subject) in notices {
-        let Outcome::Fired(effects) = &decision.outcome else { continue };
+        let Outcome::Fired(effects) = &decision.outcome else {
+            continue;
+        };
         let known = worker.store.effects(deal_id)?;
         for (i, effect) in effects.iter().enumerate() {
-            let Effect::Notify { user, message } = effect else { continue };
+            let Effect::Notify { user, message } = effect else {
+                continue;
+            };
             let index = i as u32;
             if let Some(existing) = known.iter().find(|e| {
-                e.entry_id == entry_id && e.rule == decision.rule && e.index == index && e.subject.as_deref() == Some(subject.as_str())
+                e.entry_id == entry_id
+                    && e.rule == decision.rule
+                    && e.index == index
+                    && e.subject.as_deref() == Some(subject.as_str())
             }) {
                 if existing.state == EffectState::Pending {
                     queue.insert(deal_id);
                 }
                 continue;
             }
-            let marker = format!("b24robot:{deal_id}:{entry_id}:{}:{index}:{:016x}", decision.rule, fnv(&subject));
+            let marker = format!(
+                "b24robot:{deal_id}:{entry_id}:{}:{index}:{:016x}",
+                decision.rule,
+                fnv(&subject)
+            );
             let user = match user {
                 Person::User(id) => Ok(json!(id)),
                 Person::SupervisorOf(u) => supervisors
@@ -401,12 +448,26 @@ async fn record(
                 Person::Unresolved(why) => Err(why.clone()),
             };
             let (call, state) = match user {
-                Ok(user) => (calls::notify(user, message, &marker, crate::worker::ORIGINATOR), EffectState::Pending),
-                Err(error) => (BatchCall::new("", Value::Null), EffectState::Failed { error }),
+                Ok(user) => (
+                    calls::notify(user, message, &marker, crate::worker::ORIGINATOR),
+                    EffectState::Pending,
+                ),
+                Err(error) => (
+                    BatchCall::new("", Value::Null),
+                    EffectState::Failed { error },
+                ),
             };
             let kind = decision.kind.table();
             tracing::info!(deal_id, rule = %decision.rule, kind, %subject, "control notice recorded");
-            worker.metrics.control_effect(&decision.rule, if subject.contains("->") { "deadline_moved" } else { kind }, "fired");
+            worker.metrics.control_effect(
+                &decision.rule,
+                if subject.contains("->") {
+                    "deadline_moved"
+                } else {
+                    kind
+                },
+                "fired",
+            );
             worker.store.put_effect(&EffectRecord {
                 v: RECORD_VERSION,
                 deal_id,

@@ -6,7 +6,8 @@ use serde::Serialize;
 use super::codec::{decode, effect_key, entry_key, hex};
 use super::meta::{META_BACKFILL, META_FIRST_START, META_HISTORY_FLOOR, META_SWEEP_CURSOR};
 use super::{
-    BackfillProgress, DealState, EffectRecord, TimerRecord, EntryRecord, QueuedDeal, Store, StoreError,
+    BackfillProgress, DealState, EffectRecord, EntryRecord, QueuedDeal, Store, StoreError,
+    TimerRecord,
 };
 
 /// A record that cannot be read, as [`Store::check`] reports it.

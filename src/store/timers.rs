@@ -42,7 +42,8 @@ pub(super) fn write_timers(
     let mut delta = 0i64;
     for (key, bytes, due_ms) in rows {
         if let Some(old) = tm.get(key)? {
-            let old: TimerRecord = decode("timers", key, &old).map_err(ConflictableTransactionError::Abort)?;
+            let old: TimerRecord =
+                decode("timers", key, &old).map_err(ConflictableTransactionError::Abort)?;
             if old.state == TimerState::Pending {
                 due.remove(due_key(old.due_ms, key))?;
                 delta -= 1;
@@ -79,7 +80,8 @@ impl Store {
         }
         let rows = timer_rows(timers)?;
         let t = self.trees()?;
-        let result = (&t.timers, &t.timers_due).transaction(|(tm, due)| write_timers(tm, due, &rows));
+        let result =
+            (&t.timers, &t.timers_due).transaction(|(tm, due)| write_timers(tm, due, &rows));
         let delta = unwrap_tx(result)?;
         self.note_pending_timers(delta);
         Ok(())
@@ -222,11 +224,17 @@ impl Store {
         }
     }
 
-    pub fn put_episode(&self, key: &str, episode: Option<&super::Episode>) -> Result<(), StoreError> {
+    pub fn put_episode(
+        &self,
+        key: &str,
+        episode: Option<&super::Episode>,
+    ) -> Result<(), StoreError> {
         let full = format!("episode/{key}");
         let t = self.trees()?;
         match episode {
-            Some(e) => t.control.insert(full.as_bytes(), super::codec::encode(e)?)?,
+            Some(e) => t
+                .control
+                .insert(full.as_bytes(), super::codec::encode(e)?)?,
             None => t.control.remove(full.as_bytes())?,
         };
         Ok(())
@@ -296,7 +304,10 @@ mod tests {
             ])
             .expect("armed");
         assert_eq!(store.timers_pending(), 3);
-        assert_eq!(store.due_timers(3_000, 10).expect("due"), vec![(5, 1_000), (7, 3_000)]);
+        assert_eq!(
+            store.due_timers(3_000, 10).expect("due"),
+            vec![(5, 1_000), (7, 3_000)]
+        );
         assert_eq!(store.next_timer_due().expect("next"), Some(1_000));
 
         // Re-timing moves its due key; firing takes it off the due tree but keeps the record.

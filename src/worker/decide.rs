@@ -8,8 +8,8 @@
 use serde_json::Value;
 
 use super::job::{Ending, Job, failure};
-use super::timers::TimerWork;
 use super::read::{RoundRead, deal_of};
+use super::timers::TimerWork;
 use super::{Activity, Worker};
 use crate::bitrix::{CallError, ErrorKind, Response};
 use crate::rules::{
@@ -118,7 +118,8 @@ impl Worker {
                 self.store.put_deal_state(job.deal_id, &job.state)?;
             }
             let mut work = TimerWork::default();
-            self.fire_due(job, &deal, (catalog, rules), &mut work).await?;
+            self.fire_due(job, &deal, (catalog, rules), &mut work)
+                .await?;
             if job.ending.is_some() {
                 return Ok(());
             }
@@ -171,7 +172,8 @@ impl Worker {
             records.push(entry_record(job, entry, action, decisions, rules, None));
         }
         advance(&mut job.state, new.newest, &intents);
-        self.fire_due(job, &deal, (catalog, rules), &mut work).await?;
+        self.fire_due(job, &deal, (catalog, rules), &mut work)
+            .await?;
         if job.ending.is_some() {
             return Ok(());
         }

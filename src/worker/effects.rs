@@ -291,7 +291,9 @@ pub fn found_in_lookup(
             match (task, status) {
                 (None, _) => Some(format!("{} (gone)", effect.marker)),
                 (Some(_), Some(1..=3)) => None,
-                (Some(_), Some(s)) => Some(format!("{} (already closed, status {s})", effect.marker)),
+                (Some(_), Some(s)) => {
+                    Some(format!("{} (already closed, status {s})", effect.marker))
+                }
                 (Some(_), None) => None,
             }
         }
@@ -313,7 +315,9 @@ pub fn created_id(kind: EffectKind, result: &Value, deal_id: u64) -> Option<Stri
                 .pointer("/task/id")
                 .or_else(|| result.pointer("/task/ID")),
         )
-        .or_else(|| (result != &Value::Null && result != &Value::Bool(false)).then(|| "closed".to_string())),
+        .or_else(|| {
+            (result != &Value::Null && result != &Value::Bool(false)).then(|| "closed".to_string())
+        }),
         EffectKind::Comment | EffectKind::Notify | EffectKind::CopyDeal => match result {
             Value::Bool(false) | Value::Null => None,
             other => id_text(Some(other)),

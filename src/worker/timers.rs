@@ -43,7 +43,12 @@ fn ms(at: DateTime<FixedOffset>) -> u64 {
 impl Worker {
     /// The timers to arm for `entry`, just recorded and acted on (and not moved back by a
     /// gate): one per `[[sla]]` watching it, due `within` after the entry.
-    pub(crate) fn arm(&self, deal_id: u64, entry: &StageEntry, rules: &RuleSet) -> Vec<TimerRecord> {
+    pub(crate) fn arm(
+        &self,
+        deal_id: u64,
+        entry: &StageEntry,
+        rules: &RuleSet,
+    ) -> Vec<TimerRecord> {
         let now = now_ms();
         rules
             .controls()
@@ -101,9 +106,10 @@ impl Worker {
             return Ok(());
         }
         let known = self.store.effects(job.deal_id)?;
-        for task in known.iter().filter(|e| {
-            e.entry_id == left && e.kind == EffectKind::Task && e.index < CLOSE_TASKS
-        }) {
+        for task in known
+            .iter()
+            .filter(|e| e.entry_id == left && e.kind == EffectKind::Task && e.index < CLOSE_TASKS)
+        {
             let EffectState::Done { id } = &task.state else {
                 continue;
             };
@@ -216,7 +222,12 @@ impl Worker {
             };
             let mut decisions = vec![sla.fire(&input, timer.repetition, now)];
             let planned = self
-                .plan_at(job, &timer.entry, &mut decisions, sla_index(timer.repetition, 0))
+                .plan_at(
+                    job,
+                    &timer.entry,
+                    &mut decisions,
+                    sla_index(timer.repetition, 0),
+                )
                 .await;
             let planned = match planned {
                 Ok(planned) => planned,
@@ -276,16 +287,5 @@ impl Worker {
             work.records.push(record);
         }
         Ok(())
-    }
-
-    /// Whether the deal has a timer due now (by the rules' clock): its round must look at it
-    /// even when its history has nothing new.
-    pub(crate) fn has_due_timers(&self, deal_id: u64) -> Result<bool, StoreError> {
-        let now = self.clock.now_ms().max(0) as u64;
-        Ok(self
-            .store
-            .timers_of(deal_id)?
-            .iter()
-            .any(|t| t.state == TimerState::Pending && t.due_ms <= now))
     }
 }

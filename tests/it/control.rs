@@ -52,9 +52,7 @@ fn sla_notices(app: &TestApp, title: &str) -> usize {
     app.sim
         .notifications()
         .iter()
-        .filter(|n| {
-            n.to_string().contains("SLA: ") && n.to_string().contains(title)
-        })
+        .filter(|n| n.to_string().contains("SLA: ") && n.to_string().contains(title))
         .count()
 }
 
@@ -74,9 +72,14 @@ async fn an_sla_fires_once_for_its_stage_entry_after_within_and_never_again() {
     let clock = Clock::system();
     let app = app_with(sla_rules(""), &clock).await;
     let deal = new_deal(&app.sim, "Slow Offer LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10)).await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
     armed(&app, deal).await;
-    assert_eq!(sla_notices(&app, "Slow Offer LLC"), 0, "not before its time");
+    assert_eq!(
+        sla_notices(&app, "Slow Offer LLC"),
+        0,
+        "not before its time"
+    );
 
     clock.advance(3 * DAY + Duration::from_secs(120));
     wait_for(Duration::from_secs(10), "the SLA notice", || {
@@ -93,7 +96,13 @@ async fn an_sla_fires_once_for_its_stage_entry_after_within_and_never_again() {
     assert_eq!(timers.len(), 1);
     assert_eq!(timers[0].state, TimerState::Fired);
     assert_eq!(timers[0].history.len(), 1, "{timers:#?}");
-    let text = app.sim.notifications().iter().map(|n| n.to_string()).collect::<Vec<_>>().join("\n");
+    let text = app
+        .sim
+        .notifications()
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(text.contains("past its 3 days"), "{text}");
     app.stop().await;
 }
@@ -103,10 +112,12 @@ async fn an_sla_does_nothing_when_the_deal_left_the_stage_in_time() {
     let clock = Clock::system();
     let app = app_with(sla_rules(""), &clock).await;
     let deal = new_deal(&app.sim, "Quick Move LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10)).await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
     armed(&app, deal).await;
     app.next_second().await;
-    app.move_to(deal, "EXECUTING", Duration::from_secs(10)).await;
+    app.move_to(deal, "EXECUTING", Duration::from_secs(10))
+        .await;
     poll(Duration::from_secs(10), "the timer disarmed", async || {
         let timers = app.store.timers_of(deal).ok()?;
         timers
@@ -128,7 +139,8 @@ async fn a_repeating_sla_fires_once_per_repetition_up_to_max_repeats() {
     let rules = sla_rules("repeat = \"1 day\"\nmax_repeats = 2");
     let app = app_with(rules, &clock).await;
     let deal = new_deal(&app.sim, "Stuck LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10)).await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
     armed(&app, deal).await;
     clock.advance(3 * DAY + Duration::from_secs(60));
     for expected in 1..=3 {
@@ -141,7 +153,11 @@ async fn a_repeating_sla_fires_once_per_repetition_up_to_max_repeats() {
     }
     clock.advance(3 * DAY);
     app.settle(Duration::from_secs(10)).await;
-    assert_eq!(sla_notices(&app, "Stuck LLC"), 3, "once, then 2 repetitions");
+    assert_eq!(
+        sla_notices(&app, "Stuck LLC"),
+        3,
+        "once, then 2 repetitions"
+    );
     app.stop().await;
 }
 
@@ -151,21 +167,28 @@ async fn an_sla_due_while_the_service_was_stopped_fires_once_at_start() {
     let rules = sla_rules("");
     let app = app_with(rules.clone(), &clock).await;
     let deal = new_deal(&app.sim, "Weekend LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10)).await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
     armed(&app, deal).await;
     let (sim, dir) = app.stop().await;
 
     clock.advance(5 * DAY);
     let app = start_with_clock(sim, dir, &rules, &settings(), clock.clone()).await;
-    wait_for(Duration::from_secs(10), "the SLA notice after the restart", || {
-        sla_notices(&app, "Weekend LLC") == 1
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the SLA notice after the restart",
+        || sla_notices(&app, "Weekend LLC") == 1,
+    )
     .await;
     app.settle(Duration::from_secs(10)).await;
     let (sim, dir) = app.stop().await;
 
     let app = start_with_clock(sim, dir, &rules, &settings(), clock.clone()).await;
     app.settle(Duration::from_secs(10)).await;
-    assert_eq!(sla_notices(&app, "Weekend LLC"), 1, "a second restart sends nothing more");
+    assert_eq!(
+        sla_notices(&app, "Weekend LLC"),
+        1,
+        "a second restart sends nothing more"
+    );
     app.stop().await;
 }

@@ -154,9 +154,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let sim = seeded_portal(options.sim).await;
     let dir = tempfile::tempdir().expect("temp dir");
     match options.clock {
-        Some(clock) => {
-            start_with_clock(sim, dir, &options.rules, &options.settings, clock).await
-        }
+        Some(clock) => start_with_clock(sim, dir, &options.rules, &options.settings, clock).await,
         None => start_on(sim, dir, &options.rules, &options.settings, options.events).await,
     }
 }

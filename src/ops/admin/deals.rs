@@ -107,14 +107,24 @@ pub fn format_deal_report(report: &DealReport) -> String {
             for note in &decision.notes {
                 out.push_str(&format!("      note: {note}\n"));
             }
-            for effect in report.effects.iter().filter(|f| {
-                f.entry_id == e.id && f.rule == decision.rule && f.subject.is_none()
-            }) {
-                out.push_str(&format!("      {} -> {}\n", effect.method, effect_result(effect)));
+            for effect in report
+                .effects
+                .iter()
+                .filter(|f| f.entry_id == e.id && f.rule == decision.rule && f.subject.is_none())
+            {
+                out.push_str(&format!(
+                    "      {} -> {}\n",
+                    effect.method,
+                    effect_result(effect)
+                ));
             }
         }
         for timer in report.timers.iter().filter(|t| t.entry_id == e.id) {
-            out.push_str(&format!("    timer {}: {}\n", timer.rule, timer_state(timer)));
+            out.push_str(&format!(
+                "    timer {}: {}\n",
+                timer.rule,
+                timer_state(timer)
+            ));
             for event in &timer.history {
                 out.push_str(&format!(
                     "      firing {}: {}\n",
@@ -195,7 +205,9 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["deal_id", "known", "state", "queued", "entries", "effects", "timers"]
+            [
+                "deal_id", "known", "state", "queued", "entries", "effects", "timers"
+            ]
         );
         assert_eq!(json["queued"]["deal_id"], 7);
         let read: DealReport = serde_json::from_value(json).expect("reads back");
