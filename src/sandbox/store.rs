@@ -13,8 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{FixedOffset, Offset, Utc};
+use chrono::{DateTime, FixedOffset, Offset, Utc};
 use serde_json::{Map, Value, json};
+
+use crate::clock::Clock;
 
 use super::values::{
     format_date, format_instant, format_money, parse_date, parse_instant, scalar_string,
@@ -212,6 +214,8 @@ pub const STANDARD_FIELDS: &[FieldDef] = &[
 pub struct PortalState {
     pub offset: FixedOffset,
     pub webhook_user: u64,
+    /// The portal's time (see [`super::SimConfig::clock`]).
+    pub clock: Clock,
     pub pipelines: BTreeMap<u64, Pipeline>,
     next_status_row: u64,
     pub fields: Vec<UserField>,
@@ -236,10 +240,11 @@ pub struct PortalState {
 }
 
 impl PortalState {
-    pub fn new(offset: FixedOffset, webhook_user: u64) -> Self {
+    pub fn new(offset: FixedOffset, webhook_user: u64, clock: Clock) -> Self {
         Self {
             offset,
             webhook_user,
+            clock,
             pipelines: BTreeMap::new(),
             next_status_row: 101,
             fields: Vec::new(),
@@ -385,8 +390,14 @@ impl PortalState {
 
     // ----- deals -----
 
-    fn now(&self) -> String {
-        format_instant(Utc::now(), self.offset)
+    /// Now by the portal's clock.
+    pub fn now_utc(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Now by the portal's clock, printed as deal and task datetimes are (the server's offset).
+    pub fn now(&self) -> String {
+        format_instant(self.now_utc(), self.offset)
     }
 
     pub fn pipeline_of_stage(&self, status_id: &str) -> Option<&Pipeline> {
@@ -531,7 +542,7 @@ impl PortalState {
             "ID": self.next_history_id,
             "TYPE_ID": type_id,
             "OWNER_ID": deal_id,
-            "CREATED_TIME": format_instant(Utc::now(), Utc.fix()),
+            "CREATED_TIME": format_instant(self.now_utc(), Utc.fix()),
             "CATEGORY_ID": category_id,
             "STAGE_SEMANTIC_ID": stage.semantics.to_string(),
             "STAGE_ID": stage.status_id,
@@ -601,7 +612,7 @@ impl PortalState {
         let id = self.next_deal_id;
         self.next_deal_id += 1;
         let now = self.now();
-        let today = Utc::now().with_timezone(&self.offset).date_naive();
+        let today = self.now_utc().with_timezone(&self.offset).date_naive();
         let mut deal = Map::new();
         for f in STANDARD_FIELDS {
             deal.insert(f.code.to_string(), Value::Null);

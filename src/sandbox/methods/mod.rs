@@ -9,13 +9,15 @@
 //! This file has what every method shares (the answer, the call's context, the dispatch); the
 //! methods live by family: [`deals`] (`crm.deal.*`), [`stages`] (stage history, statuses,
 //! pipelines), [`tasks`], [`timeline`] (comments and notifications), [`people`] (users and
-//! departments) and [`batch`]; [`lists`] has the filter, order, select and paging they share.
+//! departments), [`system`] (`server.time`) and [`batch`]; [`lists`] has the filter, order,
+//! select and paging they share.
 
 mod batch;
 mod deals;
 mod lists;
 mod people;
 mod stages;
+mod system;
 mod tasks;
 mod timeline;
 
@@ -50,6 +52,7 @@ pub const METHODS: &[&str] = &[
     "im.notify.system.add",
     "user.get",
     "department.get",
+    "server.time",
 ];
 
 /// A successful answer: `result` plus, for list methods, `total` and `next`.
@@ -150,7 +153,9 @@ impl CallCtx {
     }
 }
 
-/// Seconds since the epoch with a fraction, as `time.start` has it.
+/// Seconds since the epoch with a fraction, as `time.start` has it. Real time, not the sim's
+/// clock: clients compare `operating_reset_at` with their own clock to pace themselves, and a
+/// clock moved three days on would have them wait three days.
 pub fn unix_now() -> f64 {
     let now = Utc::now();
     now.timestamp() as f64 + f64::from(now.timestamp_subsec_micros()) / 1e6
@@ -182,6 +187,7 @@ pub fn call(
         "im.notify.system.add" => timeline::notify_add(st, params),
         "user.get" => people::user_get(st, params),
         "department.get" => people::department_get(st, params),
+        "server.time" => Ok(system::server_time(st)),
         _ => Err(method_not_found()),
     }
 }

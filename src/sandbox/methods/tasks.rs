@@ -1,7 +1,6 @@
 //! `tasks.task.add` and `tasks.task.list`: the tasks API speaks camelCase (`responsibleId`)
 //! but takes upper-case names too, and ignores filter keys it does not document.
 
-use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::Reply;
@@ -112,7 +111,7 @@ pub(super) fn task_add(st: &mut PortalState, params: &Value) -> Result<Reply, Ap
             "Invalid value for the DEADLINE field",
         ));
     }
-    let now = format_instant(Utc::now(), st.offset);
+    let now = st.now();
     let mut task = Map::new();
     let entries = [
         ("TITLE", json!(title)),
