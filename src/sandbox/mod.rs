@@ -23,6 +23,7 @@ mod php;
 pub mod portal_file;
 pub mod seed;
 mod store;
+mod user_tasks;
 mod values;
 
 #[cfg(test)]
@@ -712,14 +713,16 @@ impl SimPortal {
             .collect()
     }
 
-    /// Every task as stored: `ID`, `TITLE`, `DESCRIPTION`, `RESPONSIBLE_ID`, `CREATED_BY`,
-    /// `AUDITORS`, `ACCOMPLICES`, `DEADLINE` (the string exactly as sent), `DEADLINE_AT` (the
-    /// instant it was read as, RFC 3339 in UTC), `UF_CRM_TASK`, `XML_ID`, `STATUS`...
     /// How many tasks there are, without copying them.
     pub fn task_count(&self) -> usize {
         self.inner.lock().portal.tasks.len()
     }
 
+    /// Every task as stored: `ID`, `TITLE`, `DESCRIPTION`, `RESPONSIBLE_ID`, `CREATED_BY`,
+    /// `AUDITORS`, `ACCOMPLICES`, `DEADLINE` (the string exactly as sent), `DEADLINE_AT` (the
+    /// instant it was read as, RFC 3339 in UTC), `UF_CRM_TASK`, `XML_ID`, `STATUS` and
+    /// `REAL_STATUS` (2 pending, 3 in progress, 5 completed, 6 deferred...), `CREATED_DATE`,
+    /// `CHANGED_DATE`, `CLOSED_DATE`... Tasks and activities are worked in `user_tasks.rs`.
     pub fn tasks(&self) -> Vec<Value> {
         self.inner
             .lock()

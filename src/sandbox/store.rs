@@ -1,5 +1,6 @@
 //! The simulated portal's data: pipelines and stages, custom fields, users and departments,
-//! deals with their stage history, tasks, comments and notifications.
+//! deals with their stage history, tasks ([`tasks`]), CRM activities ([`activities`]), comments
+//! and notifications.
 //!
 //! Everything here is synchronous and lives behind one mutex in [`super::SimPortal`]: a REST
 //! call or a UI action runs start to finish under the lock, like one database transaction, so
@@ -10,6 +11,9 @@
 //! Over 500 lines because it is one state under one lock: deals, stage history, tasks, comments,
 //! users and their invariants must be read together; cutting it would spread one transaction over
 //! files.
+
+pub mod activities;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 
@@ -228,6 +232,9 @@ pub struct PortalState {
     /// Tasks as stored, upper-case keys (see [`super::SimPortal::tasks`]).
     pub tasks: Vec<Map<String, Value>>,
     next_task_id: u64,
+    /// CRM activities as `crm.activity.list` prints them (see [`activities`]).
+    pub activities: Vec<Map<String, Value>>,
+    next_activity_id: u64,
     pub comments: Vec<Value>,
     next_comment_id: u64,
     pub notifications: Vec<Value>,
@@ -256,6 +263,8 @@ impl PortalState {
             next_history_id: 1,
             tasks: Vec::new(),
             next_task_id: 1,
+            activities: Vec::new(),
+            next_activity_id: 1,
             comments: Vec::new(),
             next_comment_id: 1,
             notifications: Vec::new(),
@@ -758,17 +767,7 @@ impl PortalState {
         Ok(())
     }
 
-    // ----- tasks, comments, notifications -----
-
-    pub fn add_task(&mut self, mut task: Map<String, Value>) -> Map<String, Value> {
-        let id = self.next_task_id;
-        self.next_task_id += 1;
-        let mut stored = Map::new();
-        stored.insert("ID".into(), json!(id.to_string()));
-        stored.append(&mut task);
-        self.tasks.push(stored.clone());
-        stored
-    }
+    // ----- comments, notifications (tasks: `store/tasks.rs`, activities: `store/activities.rs`) -----
 
     pub fn add_comment(
         &mut self,

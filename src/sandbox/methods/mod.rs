@@ -8,10 +8,11 @@
 //!
 //! This file has what every method shares (the answer, the call's context, the dispatch); the
 //! methods live by family: [`deals`] (`crm.deal.*`), [`stages`] (stage history, statuses,
-//! pipelines), [`tasks`], [`timeline`] (comments and notifications), [`people`] (users and
+//! pipelines), [`tasks`], [`activities`] (`crm.activity.list`), [`timeline`] (comments and notifications), [`people`] (users and
 //! departments), [`system`] (`server.time`) and [`batch`]; [`lists`] has the filter, order,
 //! select and paging they share.
 
+mod activities;
 mod batch;
 mod deals;
 mod lists;
@@ -47,6 +48,10 @@ pub const METHODS: &[&str] = &[
     "crm.category.list",
     "tasks.task.add",
     "tasks.task.list",
+    "tasks.task.get",
+    "tasks.task.complete",
+    "tasks.task.defer",
+    "crm.activity.list",
     "crm.timeline.comment.add",
     "crm.timeline.comment.list",
     "im.notify.system.add",
@@ -182,6 +187,10 @@ pub fn call(
         "crm.category.list" => stages::category_list(st, params),
         "tasks.task.add" => tasks::task_add(st, params),
         "tasks.task.list" => tasks::task_list(st, params),
+        "tasks.task.get" => tasks::task_get(st, params),
+        "tasks.task.complete" => tasks::task_complete(st, params),
+        "tasks.task.defer" => tasks::task_defer(st, params),
+        "crm.activity.list" => activities::activity_list(st, params),
         "crm.timeline.comment.add" => timeline::comment_add(st, params),
         "crm.timeline.comment.list" => timeline::comment_list(st, params),
         "im.notify.system.add" => timeline::notify_add(st, params),
