@@ -213,6 +213,10 @@ pub enum Command {
         /// portal.
         #[arg(long, value_name = "FILE")]
         portal: Option<PathBuf>,
+        /// How many times faster than real time the simulated portal's clock runs (its stage
+        /// history, deal and task dates, `server.time`, overdue tasks).
+        #[arg(long, value_name = "N", default_value_t = 1.0)]
+        clock_speed: f64,
     },
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
@@ -346,6 +350,7 @@ pub fn run(cli: Cli) -> ExitCode {
             listen,
             store,
             portal,
+            clock_speed,
         } => runtime.block_on(sandbox::run(
             config,
             sandbox::Options {
@@ -354,6 +359,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 listen,
                 store,
                 portal,
+                clock_speed,
             },
         )),
     };
