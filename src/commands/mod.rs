@@ -223,6 +223,10 @@ pub enum Command {
         /// portal.
         #[arg(long, value_name = "FILE")]
         portal: Option<PathBuf>,
+        /// How many times faster than real time the simulated portal's clock runs (its stage
+        /// history, deal and task dates, `server.time`, overdue tasks).
+        #[arg(long, value_name = "N", default_value_t = 1.0)]
+        clock_speed: f64,
     },
     /// Play a short sales day against the built-in simulated portal and print what happens.
     Demo {
@@ -357,6 +361,7 @@ pub fn run(cli: Cli) -> ExitCode {
             listen,
             store,
             portal,
+            clock_speed,
         } => runtime.block_on(sandbox::run(
             config,
             sandbox::Options {
@@ -365,6 +370,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 listen,
                 store,
                 portal,
+                clock_speed,
             },
         )),
     };

@@ -23,10 +23,13 @@ mod php;
 pub mod portal_file;
 pub mod seed;
 mod store;
+mod user_tasks;
 mod values;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_time;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -40,6 +43,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::clock::Clock;
 use http::{Bucket, ConnHandle, SimListener};
 use store::PortalState;
 
@@ -59,6 +63,12 @@ pub struct SimConfig {
     pub webhook_secret: String,
     /// The portal server's offset: deal datetimes are printed in it, stage history in UTC.
     pub server_offset: FixedOffset,
+    /// The portal's "now": every time it stamps (stage history `CREATED_TIME`, `DATE_CREATE`,
+    /// `DATE_MODIFY`, a task's `CREATED_DATE`/`CHANGED_DATE`/`CLOSED_DATE`, `server.time`, an
+    /// event's `ts`, whether a task is overdue) reads it. A test shares one clock with the
+    /// service and moves both on with [`Clock::advance`]; the default is the system clock.
+    /// The `time` object of an answer stays on real time: clients pace themselves by it.
+    pub clock: Clock,
 }
 
 impl Default for SimConfig {
@@ -70,6 +80,7 @@ impl Default for SimConfig {
             webhook_secret: random_string(16),
             // 3 hours east is a valid offset: the UTC fallback is never taken.
             server_offset: FixedOffset::east_opt(3 * 3600).unwrap_or(Utc.fix()),
+            clock: Clock::system(),
         }
     }
 }
@@ -244,6 +255,7 @@ struct Inner {
     member_id: String,
     port: u16,
     jobs: mpsc::UnboundedSender<Job>,
+    clock: Clock,
 }
 
 impl Inner {
@@ -279,7 +291,7 @@ impl Inner {
 
     fn event_body(&self, event: &str, deal_id: u64, handler: &Handler) -> String {
         let host = format!("127.0.0.1:{}", self.port);
-        let ts = chrono::Utc::now().timestamp();
+        let ts = self.clock.now().timestamp();
         build_query(&json!({
             "event": event,
             "event_handler_id": handler.id.to_string(),
@@ -368,7 +380,11 @@ impl SimPortal {
         let seed_rng = StdRng::from_rng(&mut rand::rng());
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared {
-                portal: PortalState::new(config.server_offset, config.webhook_user),
+                portal: PortalState::new(
+                    config.server_offset,
+                    config.webhook_user,
+                    config.clock.clone(),
+                ),
                 bucket: Bucket::new(config.requests_per_second, config.burst),
                 faults: Faults::default(),
                 rng: seed_rng,
@@ -384,6 +400,7 @@ impl SimPortal {
             member_id: format!("{:032x}", rand::rng().random::<u128>()),
             port,
             jobs,
+            clock: config.clock,
         });
         let stop = CancellationToken::new();
         tokio::spawn(deliver(inner.clone(), client, jobs_rx, stop.clone()));
@@ -411,6 +428,11 @@ impl SimPortal {
             "http://127.0.0.1:{}/rest/{}/{}/",
             self.inner.port, self.inner.webhook_user, self.inner.webhook_secret
         )
+    }
+
+    /// The portal's clock (see [`SimConfig::clock`]): advance it to let time pass on the portal.
+    pub fn clock(&self) -> Clock {
+        self.inner.clock.clone()
     }
 
     /// The portal's `auth[member_id]`.
@@ -691,14 +713,16 @@ impl SimPortal {
             .collect()
     }
 
-    /// Every task as stored: `ID`, `TITLE`, `DESCRIPTION`, `RESPONSIBLE_ID`, `CREATED_BY`,
-    /// `AUDITORS`, `ACCOMPLICES`, `DEADLINE` (the string exactly as sent), `DEADLINE_AT` (the
-    /// instant it was read as, RFC 3339 in UTC), `UF_CRM_TASK`, `XML_ID`, `STATUS`...
     /// How many tasks there are, without copying them.
     pub fn task_count(&self) -> usize {
         self.inner.lock().portal.tasks.len()
     }
 
+    /// Every task as stored: `ID`, `TITLE`, `DESCRIPTION`, `RESPONSIBLE_ID`, `CREATED_BY`,
+    /// `AUDITORS`, `ACCOMPLICES`, `DEADLINE` (the string exactly as sent), `DEADLINE_AT` (the
+    /// instant it was read as, RFC 3339 in UTC), `UF_CRM_TASK`, `XML_ID`, `STATUS` and
+    /// `REAL_STATUS` (2 pending, 3 in progress, 5 completed, 6 deferred...), `CREATED_DATE`,
+    /// `CHANGED_DATE`, `CLOSED_DATE`... Tasks and activities are worked in `user_tasks.rs`.
     pub fn tasks(&self) -> Vec<Value> {
         self.inner
             .lock()

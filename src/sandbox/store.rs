@@ -1,5 +1,6 @@
 //! The simulated portal's data: pipelines and stages, custom fields, users and departments,
-//! deals with their stage history, tasks, comments and notifications.
+//! deals with their stage history, tasks ([`tasks`]), CRM activities ([`activities`]), comments
+//! and notifications.
 //!
 //! Everything here is synchronous and lives behind one mutex in [`super::SimPortal`]: a REST
 //! call or a UI action runs start to finish under the lock, like one database transaction, so
@@ -11,10 +12,15 @@
 //! users and their invariants must be read together; cutting it would spread one transaction over
 //! files.
 
+pub mod activities;
+pub mod tasks;
+
 use std::collections::BTreeMap;
 
-use chrono::{FixedOffset, Offset, Utc};
+use chrono::{DateTime, FixedOffset, Offset, Utc};
 use serde_json::{Map, Value, json};
+
+use crate::clock::Clock;
 
 use super::values::{
     format_date, format_instant, format_money, parse_date, parse_instant, scalar_string,
@@ -212,6 +218,8 @@ pub const STANDARD_FIELDS: &[FieldDef] = &[
 pub struct PortalState {
     pub offset: FixedOffset,
     pub webhook_user: u64,
+    /// The portal's time (see [`super::SimConfig::clock`]).
+    pub clock: Clock,
     pub pipelines: BTreeMap<u64, Pipeline>,
     next_status_row: u64,
     pub fields: Vec<UserField>,
@@ -224,6 +232,9 @@ pub struct PortalState {
     /// Tasks as stored, upper-case keys (see [`super::SimPortal::tasks`]).
     pub tasks: Vec<Map<String, Value>>,
     next_task_id: u64,
+    /// CRM activities as `crm.activity.list` prints them (see [`activities`]).
+    pub activities: Vec<Map<String, Value>>,
+    next_activity_id: u64,
     pub comments: Vec<Value>,
     next_comment_id: u64,
     pub notifications: Vec<Value>,
@@ -236,10 +247,11 @@ pub struct PortalState {
 }
 
 impl PortalState {
-    pub fn new(offset: FixedOffset, webhook_user: u64) -> Self {
+    pub fn new(offset: FixedOffset, webhook_user: u64, clock: Clock) -> Self {
         Self {
             offset,
             webhook_user,
+            clock,
             pipelines: BTreeMap::new(),
             next_status_row: 101,
             fields: Vec::new(),
@@ -251,6 +263,8 @@ impl PortalState {
             next_history_id: 1,
             tasks: Vec::new(),
             next_task_id: 1,
+            activities: Vec::new(),
+            next_activity_id: 1,
             comments: Vec::new(),
             next_comment_id: 1,
             notifications: Vec::new(),
@@ -385,8 +399,14 @@ impl PortalState {
 
     // ----- deals -----
 
-    fn now(&self) -> String {
-        format_instant(Utc::now(), self.offset)
+    /// Now by the portal's clock.
+    pub fn now_utc(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Now by the portal's clock, printed as deal and task datetimes are (the server's offset).
+    pub fn now(&self) -> String {
+        format_instant(self.now_utc(), self.offset)
     }
 
     pub fn pipeline_of_stage(&self, status_id: &str) -> Option<&Pipeline> {
@@ -531,7 +551,7 @@ impl PortalState {
             "ID": self.next_history_id,
             "TYPE_ID": type_id,
             "OWNER_ID": deal_id,
-            "CREATED_TIME": format_instant(Utc::now(), Utc.fix()),
+            "CREATED_TIME": format_instant(self.now_utc(), Utc.fix()),
             "CATEGORY_ID": category_id,
             "STAGE_SEMANTIC_ID": stage.semantics.to_string(),
             "STAGE_ID": stage.status_id,
@@ -601,7 +621,7 @@ impl PortalState {
         let id = self.next_deal_id;
         self.next_deal_id += 1;
         let now = self.now();
-        let today = Utc::now().with_timezone(&self.offset).date_naive();
+        let today = self.now_utc().with_timezone(&self.offset).date_naive();
         let mut deal = Map::new();
         for f in STANDARD_FIELDS {
             deal.insert(f.code.to_string(), Value::Null);
@@ -747,17 +767,7 @@ impl PortalState {
         Ok(())
     }
 
-    // ----- tasks, comments, notifications -----
-
-    pub fn add_task(&mut self, mut task: Map<String, Value>) -> Map<String, Value> {
-        let id = self.next_task_id;
-        self.next_task_id += 1;
-        let mut stored = Map::new();
-        stored.insert("ID".into(), json!(id.to_string()));
-        stored.append(&mut task);
-        self.tasks.push(stored.clone());
-        stored
-    }
+    // ----- comments, notifications (tasks: `store/tasks.rs`, activities: `store/activities.rs`) -----
 
     pub fn add_comment(
         &mut self,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-async fn portal() -> SimPortal {
+pub(super) async fn portal() -> SimPortal {
     let portal = SimPortal::start(SimConfig::default()).await.unwrap();
     portal.with_default_portal();
     portal
@@ -30,13 +30,13 @@ async fn portal_with_a_service_pipeline() -> SimPortal {
     portal
 }
 
-fn client() -> reqwest::Client {
+pub(super) fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
 /// Calls a method with a JSON body; returns the status and the parsed body.
-async fn call(portal: &SimPortal, method: &str, params: Value) -> (u16, Value) {
+pub(super) async fn call(portal: &SimPortal, method: &str, params: Value) -> (u16, Value) {
     let response = client()
         .post(format!("{}{method}.json", portal.webhook_url()))
         .json(&params)

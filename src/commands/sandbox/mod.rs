@@ -1,4 +1,5 @@
-//! `b24-robot sandbox --rules DIR [--scenario FILE] [--listen ADDR] [--portal FILE]`: the real
+//! `b24-robot sandbox --rules DIR [--scenario FILE] [--listen ADDR] [--portal FILE]
+//! [--clock-speed N]`: the real
 //! service against the simulated portal (seeded like the demo's: two pipelines, the custom
 //! fields, users in a tree of departments; or as a portal file describes the client's portal)
 //! with the integrator's rules, to try a rule change end to end. `sandbox export` ([`export`])
@@ -33,11 +34,15 @@ pub struct Options {
     pub store: Option<PathBuf>,
     /// A portal file to rehearse against instead of the built-in portal.
     pub portal: Option<PathBuf>,
+    /// How many times faster than real time the simulated portal's clock runs: a task's
+    /// deadline passes, or a deal ages in its stage, within a rehearsal's minutes.
+    pub clock_speed: f64,
 }
 
 /// The sandbox takes the config's calendar and tunnel depth, so what it shows is what the
 /// client's portal would get.
 pub async fn run(config: Option<PathBuf>, options: Options) -> CommandResult {
+    let speed = clock_speed(options.clock_speed)?;
     let settings = super::load_settings_for_rules(config, options.rules_dir)?;
     let rules = super::load_rules(&settings).map_err(|_| {
         CommandError::Failed("the rules do not load: the sandbox did not start".into())
@@ -51,8 +56,8 @@ pub async fn run(config: Option<PathBuf>, options: Options) -> CommandResult {
         portal,
     };
     let result = match steps {
-        Some(steps) => play(&rules, steps, &rehearsal).await,
-        None => serve(&rules, options.listen, &rehearsal).await,
+        Some(steps) => play(&rules, steps, &rehearsal, speed).await,
+        None => serve(&rules, options.listen, &rehearsal, speed).await,
     };
     if let Some(dir) = options.store.as_ref().filter(|dir| dir.exists()) {
         outln!(
@@ -62,6 +67,26 @@ pub async fn run(config: Option<PathBuf>, options: Options) -> CommandResult {
         );
     }
     result.map_err(CommandError::Failed)
+}
+
+/// `--clock-speed`: a finite number above zero (1 is real time).
+fn clock_speed(speed: f64) -> Result<f64, CommandError> {
+    if speed.is_finite() && speed > 0.0 {
+        Ok(speed)
+    } else {
+        Err(CommandError::Usage(format!(
+            "--clock-speed {speed}: the portal's clock needs a speed above 0 (1 is real time)"
+        )))
+    }
+}
+
+/// Sets the simulated portal's clock running `speed` times faster than real time, and says so
+/// when it is not real time.
+fn run_clock(sim: &crate::sandbox::SimPortal, speed: f64) {
+    if speed != 1.0 {
+        sim.clock().set_speed(speed);
+        outln!("the simulated portal's clock runs {speed}x faster than real time");
+    }
 }
 
 /// The scenario file's steps; its problems printed (they are the command's output), exit 2.
@@ -92,12 +117,18 @@ fn read_portal(path: &Path) -> Result<(String, PortalFile), CommandError> {
 }
 
 /// Plays the steps; an effect that failed makes the run fail (exit 1) once it is played out.
-async fn play(rules: &RuleSet, steps: Vec<Step>, rehearsal: &Rehearsal) -> Result<(), String> {
+async fn play(
+    rules: &RuleSet,
+    steps: Vec<Step>,
+    rehearsal: &Rehearsal,
+    speed: f64,
+) -> Result<(), String> {
     let Running {
         sim,
         mut story,
         stop,
     } = start(rules, "sandbox", rehearsal).await?;
+    run_clock(&sim, speed);
     let mut deals: Vec<(String, u64)> = Vec::new();
     let id_of = |deals: &[(String, u64)], name: &str| {
         deals
@@ -154,12 +185,18 @@ async fn play(rules: &RuleSet, steps: Vec<Step>, rehearsal: &Rehearsal) -> Resul
     }
 }
 
-async fn serve(rules: &RuleSet, listen: SocketAddr, rehearsal: &Rehearsal) -> Result<(), String> {
+async fn serve(
+    rules: &RuleSet,
+    listen: SocketAddr,
+    rehearsal: &Rehearsal,
+    speed: f64,
+) -> Result<(), String> {
     let Running {
         sim,
         mut story,
         stop,
     } = start(rules, "sandbox", rehearsal).await?;
+    run_clock(&sim, speed);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -183,4 +220,18 @@ async fn serve(rules: &RuleSet, listen: SocketAddr, rehearsal: &Rehearsal) -> Re
     printer.abort();
     stop.stop().await?;
     server.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_speed_is_a_number_above_zero() {
+        assert_eq!(clock_speed(60.0).ok(), Some(60.0));
+        assert_eq!(clock_speed(0.5).ok(), Some(0.5));
+        for wrong in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(clock_speed(wrong), Err(CommandError::Usage(_))));
+        }
+    }
 }

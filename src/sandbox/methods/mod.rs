@@ -8,14 +8,17 @@
 //!
 //! This file has what every method shares (the answer, the call's context, the dispatch); the
 //! methods live by family: [`deals`] (`crm.deal.*`), [`stages`] (stage history, statuses,
-//! pipelines), [`tasks`], [`timeline`] (comments and notifications), [`people`] (users and
-//! departments) and [`batch`]; [`lists`] has the filter, order, select and paging they share.
+//! pipelines), [`tasks`], [`activities`] (`crm.activity.list`), [`timeline`] (comments and notifications), [`people`] (users and
+//! departments), [`system`] (`server.time`) and [`batch`]; [`lists`] has the filter, order,
+//! select and paging they share.
 
+mod activities;
 mod batch;
 mod deals;
 mod lists;
 mod people;
 mod stages;
+mod system;
 mod tasks;
 mod timeline;
 
@@ -45,11 +48,16 @@ pub const METHODS: &[&str] = &[
     "crm.category.list",
     "tasks.task.add",
     "tasks.task.list",
+    "tasks.task.get",
+    "tasks.task.complete",
+    "tasks.task.defer",
+    "crm.activity.list",
     "crm.timeline.comment.add",
     "crm.timeline.comment.list",
     "im.notify.system.add",
     "user.get",
     "department.get",
+    "server.time",
 ];
 
 /// A successful answer: `result` plus, for list methods, `total` and `next`.
@@ -150,7 +158,9 @@ impl CallCtx {
     }
 }
 
-/// Seconds since the epoch with a fraction, as `time.start` has it.
+/// Seconds since the epoch with a fraction, as `time.start` has it. Real time, not the sim's
+/// clock: clients compare `operating_reset_at` with their own clock to pace themselves, and a
+/// clock moved three days on would have them wait three days.
 pub fn unix_now() -> f64 {
     let now = Utc::now();
     now.timestamp() as f64 + f64::from(now.timestamp_subsec_micros()) / 1e6
@@ -177,11 +187,16 @@ pub fn call(
         "crm.category.list" => stages::category_list(st, params),
         "tasks.task.add" => tasks::task_add(st, params),
         "tasks.task.list" => tasks::task_list(st, params),
+        "tasks.task.get" => tasks::task_get(st, params),
+        "tasks.task.complete" => tasks::task_complete(st, params),
+        "tasks.task.defer" => tasks::task_defer(st, params),
+        "crm.activity.list" => activities::activity_list(st, params),
         "crm.timeline.comment.add" => timeline::comment_add(st, params),
         "crm.timeline.comment.list" => timeline::comment_list(st, params),
         "im.notify.system.add" => timeline::notify_add(st, params),
         "user.get" => people::user_get(st, params),
         "department.get" => people::department_get(st, params),
+        "server.time" => Ok(system::server_time(st)),
         _ => Err(method_not_found()),
     }
 }

@@ -1,14 +1,17 @@
-//! `tasks.task.add` and `tasks.task.list`: the tasks API speaks camelCase (`responsibleId`)
-//! but takes upper-case names too, and ignores filter keys it does not document.
+//! `tasks.task.add`, `tasks.task.list`, `tasks.task.get`, `tasks.task.complete` and
+//! `tasks.task.defer` (`api-reference/tasks/tasks-task-*.md`): the tasks API speaks camelCase
+//! (`responsibleId`) but takes upper-case names too, and ignores filter keys it does not
+//! document. The statuses and their transitions live in `store/tasks.rs`.
 
-use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::Reply;
 use super::lists::{Page, matches, select_list, sort_items, split_op};
+use crate::sandbox::store::tasks::real_status;
 use crate::sandbox::store::{ApiError, PortalState};
 use crate::sandbox::values::{
-    format_instant, like, object_param, parse_instant, positive_id, scalar_string, string_list,
+    format_instant, like, object_param, param, parse_instant, positive_id, scalar_string,
+    string_list,
 };
 
 /// `RESPONSIBLE_ID` → `responsibleId`, `UF_CRM_TASK` → `ufCrmTask`.
@@ -45,7 +48,9 @@ fn upper_snake(name: &str) -> String {
     }
 }
 
-/// A stored task as the API prints it (camelCase); `deadline` in the portal's offset.
+/// A stored task as the API prints it (camelCase); `deadline` in the portal's offset. As the
+/// docs say, `status` is the `REAL_STATUS` and `subStatus` the `STATUS` with its meta-statuses
+/// (-1 overdue, by the portal's clock); `realStatus` is printed too.
 fn task_view(st: &PortalState, task: &Map<String, Value>, include_crm: bool) -> Map<String, Value> {
     let mut out = Map::new();
     for (k, v) in task {
@@ -53,12 +58,20 @@ fn task_view(st: &PortalState, task: &Map<String, Value>, include_crm: bool) -> 
             "DEADLINE_AT" => {}
             "UF_CRM_TASK" if !include_crm => {}
             "DEADLINE" => {
-                let printed = task
-                    .get("DEADLINE_AT")
-                    .and_then(Value::as_str)
-                    .and_then(|s| parse_instant(s, st.offset))
+                let printed = st
+                    .task_deadline(task)
                     .map(|at| format_instant(at, st.offset));
                 out.insert("deadline".into(), json!(printed));
+            }
+            "STATUS" => {
+                let real = real_status(task).to_string();
+                let sub = if st.task_is_overdue(task) {
+                    "-1".to_string()
+                } else {
+                    real.clone()
+                };
+                out.insert("status".into(), json!(real));
+                out.insert("subStatus".into(), json!(sub));
             }
             _ => {
                 out.insert(camel(k), v.clone());
@@ -66,6 +79,40 @@ fn task_view(st: &PortalState, task: &Map<String, Value>, include_crm: bool) -> 
         }
     }
     out
+}
+
+/// The camelCase keys a `select` asks for: `id` always, `REAL_STATUS` also as `status` (the
+/// field it "corresponds to in the response"), `STATUS` with its `subStatus`. No select, or
+/// `*`, is every stored field but the CRM bindings.
+fn selected(select: &[String]) -> Option<Vec<String>> {
+    if select.is_empty() || select.iter().any(|s| s == "*") {
+        return None;
+    }
+    let mut keys = vec!["id".to_string()];
+    for field in select {
+        keys.push(camel(field));
+        match field.as_str() {
+            "REAL_STATUS" => keys.push("status".into()),
+            "STATUS" => keys.push("subStatus".into()),
+            _ => {}
+        }
+    }
+    Some(keys)
+}
+
+/// A task as an answer prints it, cut to what `select` names.
+fn printed(st: &PortalState, task: &Map<String, Value>, select: &[String]) -> Value {
+    let include_crm = select.iter().any(|s| s == "UF_CRM_TASK");
+    let view = task_view(st, task, include_crm);
+    match selected(select) {
+        Some(keys) => Value::Object(view.into_iter().filter(|(k, _)| keys.contains(k)).collect()),
+        None => Value::Object(view),
+    }
+}
+
+/// The `select` of a call, upper snake case (`responsibleId` is `RESPONSIBLE_ID`).
+fn select_param(params: &Value) -> Vec<String> {
+    select_list(params).iter().map(|s| upper_snake(s)).collect()
 }
 
 pub(super) fn task_add(st: &mut PortalState, params: &Value) -> Result<Reply, ApiError> {
@@ -112,61 +159,20 @@ pub(super) fn task_add(st: &mut PortalState, params: &Value) -> Result<Reply, Ap
             "Invalid value for the DEADLINE field",
         ));
     }
-    let now = format_instant(Utc::now(), st.offset);
-    let mut task = Map::new();
-    let entries = [
-        ("TITLE", json!(title)),
-        ("DESCRIPTION", json!(text("DESCRIPTION"))),
-        ("RESPONSIBLE_ID", json!(responsible.to_string())),
-        ("CREATED_BY", json!(created_by.to_string())),
-        (
-            "AUDITORS",
-            json!(get("AUDITORS").map(|v| string_list(&v)).unwrap_or_default()),
-        ),
-        (
-            "ACCOMPLICES",
-            json!(
-                get("ACCOMPLICES")
-                    .map(|v| string_list(&v))
-                    .unwrap_or_default()
-            ),
-        ),
-        ("DEADLINE", json!(deadline_raw)),
-        ("DEADLINE_AT", json!(deadline_at)),
-        (
-            "UF_CRM_TASK",
-            json!(
-                get("UF_CRM_TASK")
-                    .map(|v| string_list(&v))
-                    .unwrap_or_default()
-            ),
-        ),
-        (
-            "XML_ID",
-            json!(get("XML_ID").and_then(|v| scalar_string(&v))),
-        ),
-        (
-            "PRIORITY",
-            json!(
-                get("PRIORITY")
-                    .and_then(|v| scalar_string(&v))
-                    .unwrap_or_else(|| "1".into())
-            ),
-        ),
-        (
-            "GROUP_ID",
-            json!(
-                get("GROUP_ID")
-                    .and_then(|v| scalar_string(&v))
-                    .unwrap_or_else(|| "0".into())
-            ),
-        ),
-        ("STATUS", json!("2")),
-        ("CREATED_DATE", json!(now)),
-        ("CHANGED_DATE", json!(now)),
-    ];
-    for (k, v) in entries {
-        task.insert(k.to_string(), v);
+    let mut task = st.task_record(&title, responsible, created_by);
+    let lists = ["AUDITORS", "ACCOMPLICES", "UF_CRM_TASK"];
+    for name in lists {
+        if let Some(v) = get(name) {
+            task.insert(name.into(), json!(string_list(&v)));
+        }
+    }
+    task.insert("DESCRIPTION".into(), json!(text("DESCRIPTION")));
+    task.insert("DEADLINE".into(), json!(deadline_raw));
+    task.insert("DEADLINE_AT".into(), json!(deadline_at));
+    for name in ["XML_ID", "PRIORITY", "GROUP_ID"] {
+        if let Some(v) = get(name).and_then(|v| scalar_string(&v)) {
+            task.insert(name.into(), json!(v));
+        }
     }
     let stored = st.add_task(task);
     Ok(Reply::of(json!({"task": task_view(st, &stored, true)})))
@@ -226,10 +232,15 @@ pub(super) fn task_list(st: &PortalState, params: &Value) -> Result<Reply, ApiEr
         .map(|t| {
             // The filterable view: documented filter names over the stored fields.
             let mut view = t.clone();
-            view.insert(
-                "REAL_STATUS".into(),
-                t.get("STATUS").cloned().unwrap_or(Value::Null),
-            );
+            let real = real_status(t).to_string();
+            // STATUS matches the real status and, for an overdue task, the meta-status -1.
+            let status = if st.task_is_overdue(t) {
+                json!([real, "-1"])
+            } else {
+                json!([real])
+            };
+            view.insert("REAL_STATUS".into(), json!(real));
+            view.insert("STATUS".into(), status);
             view.insert(
                 "AUDITOR".into(),
                 t.get("AUDITORS").cloned().unwrap_or(json!([])),
@@ -266,26 +277,50 @@ pub(super) fn task_list(st: &PortalState, params: &Value) -> Result<Reply, ApiEr
         let id = v.get("ID").and_then(scalar_string).unwrap_or_default();
         order_ids.iter().position(|x| *x == id)
     });
-    let select: Vec<String> = select_list(params).iter().map(|s| upper_snake(s)).collect();
-    let include_crm = select.iter().any(|s| s == "UF_CRM_TASK");
-    let explicit = !select.is_empty() && !select.iter().any(|s| s == "*");
+    let select = select_param(params);
     Ok(Page::cut(tasks, params, false).reply(|page| {
         let items: Vec<Value> = page
             .into_iter()
-            .map(|(_, t)| {
-                let view = task_view(st, &t, include_crm);
-                if explicit {
-                    let wanted: Vec<String> = select.iter().map(|s| camel(s)).collect();
-                    Value::Object(
-                        view.into_iter()
-                            .filter(|(k, _)| k == "id" || wanted.contains(k))
-                            .collect(),
-                    )
-                } else {
-                    Value::Object(view)
-                }
-            })
+            .map(|(_, t)| printed(st, &t, &select))
             .collect();
         json!({"tasks": items})
     }))
+}
+
+/// `taskId` of a task action: missing is the engine's `100`, not a number the method's `0`
+/// "wrong task id" (`tasks-task-complete.md`, `tasks-task-get.md`).
+fn task_id_param(params: &Value) -> Result<u64, ApiError> {
+    let value = param(params, "taskId")
+        .ok_or_else(|| ApiError::new(400, "100", "Could not find value for parameter {taskId}"))?;
+    positive_id(value).ok_or_else(|| ApiError::new(400, "0", "wrong task id"))
+}
+
+/// `tasks.task.get {taskId, select}`: `{"task": {...}}`, or `[]` for a task that is not there
+/// (`api-reference/tasks/tasks-task-get.md`).
+pub(super) fn task_get(st: &PortalState, params: &Value) -> Result<Reply, ApiError> {
+    let id = task_id_param(params)?;
+    let select = select_param(params);
+    Ok(Reply::of(match st.task(id) {
+        Some(task) => json!({"task": printed(st, task, &select)}),
+        None => json!([]),
+    }))
+}
+
+/// `tasks.task.complete {taskId}`: `{"task": {...}}` after the change, every field printed
+/// (`api-reference/tasks/tasks-task-complete.md`); 400 `0` "Action on the task is not allowed"
+/// for a task already completed or not there.
+pub(super) fn task_complete(st: &mut PortalState, params: &Value) -> Result<Reply, ApiError> {
+    let id = task_id_param(params)?;
+    let actor = st.webhook_user;
+    let task = st.complete_task(id, actor)?;
+    Ok(Reply::of(json!({"task": task_view(st, &task, true)})))
+}
+
+/// `tasks.task.defer {taskId}`: as `complete`, to status 6; 400 `1048582` for a task that cannot
+/// be deferred (`api-reference/tasks/tasks-task-defer.md`).
+pub(super) fn task_defer(st: &mut PortalState, params: &Value) -> Result<Reply, ApiError> {
+    let id = task_id_param(params)?;
+    let actor = st.webhook_user;
+    let task = st.defer_task(id, actor)?;
+    Ok(Reply::of(json!({"task": task_view(st, &task, true)})))
 }
