@@ -129,7 +129,11 @@ pub(crate) fn task_of(item: &Value) -> Option<TaskSeen> {
             .map(str::to_string),
         deadline: text(field(item, "deadline", "DEADLINE"))
             .and_then(|s| DateTime::parse_from_rfc3339(&s).ok()),
-        status: text(field(item, "realStatus", "REAL_STATUS"))
+        // `tasks.task.list` prints `REAL_STATUS` as `status` (`STATUS` is `subStatus`,
+        // api-reference/tasks/fields.md); the other spellings are accepted too.
+        status: ["realStatus", "status", "REAL_STATUS"]
+            .iter()
+            .find_map(|k| text(item.get(*k)))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0),
         deal_id,

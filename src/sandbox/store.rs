@@ -789,15 +789,26 @@ impl PortalState {
         id
     }
 
-    pub fn add_notification(&mut self, user_id: u64, message: &str) -> u64 {
+    /// A notification; one with the `tag` of an earlier one replaces it (`im.notify.system.add`:
+    /// "When adding a notification with an existing tag, other notifications will be removed",
+    /// bitrix24/b24restdocs `api-reference/chats/notifications/im-notify-system-add.md`).
+    pub fn add_notification(&mut self, user_id: u64, message: &str, tag: Option<&str>) -> u64 {
         let id = self.next_notification_id;
         self.next_notification_id += 1;
-        self.notifications.push(json!({
+        if let Some(tag) = tag.filter(|t| !t.is_empty()) {
+            self.notifications
+                .retain(|n| n.get("TAG").and_then(Value::as_str) != Some(tag));
+        }
+        let mut notification = json!({
             "ID": id,
             "USER_ID": user_id,
             "MESSAGE": message,
             "DATE": self.now(),
-        }));
+        });
+        if let Some(tag) = tag.filter(|t| !t.is_empty()) {
+            notification["TAG"] = json!(tag);
+        }
+        self.notifications.push(notification);
         id
     }
 }

@@ -284,8 +284,11 @@ pub fn found_in_lookup(
             let task = tasks.iter().find(|t| {
                 id_text(t.get("id").or_else(|| t.get("ID"))).as_deref() == Some(&effect.marker)
             });
+            // `REAL_STATUS` is printed as `status` (api-reference/tasks/fields.md).
             let status = task.and_then(|t| {
-                let s = t.get("realStatus").or_else(|| t.get("REAL_STATUS"))?;
+                let s = ["realStatus", "status", "REAL_STATUS"]
+                    .iter()
+                    .find_map(|k| t.get(*k))?;
                 id_text(Some(s))?.parse::<u8>().ok()
             });
             match (task, status) {

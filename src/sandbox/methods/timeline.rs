@@ -112,5 +112,6 @@ pub(super) fn notify_add(st: &mut PortalState, params: &Value) -> Result<Reply, 
     if message.trim().is_empty() {
         return Err(ApiError::new(400, "MESSAGE_EMPTY", "Message text is empty"));
     }
-    Ok(Reply::of(json!(st.add_notification(user, &message))))
+    let tag = param(params, "TAG").and_then(scalar_string);
+    Ok(Reply::of(json!(st.add_notification(user, &message, tag.as_deref()))))
 }
