@@ -85,9 +85,13 @@ impl Control {
             if now >= self.next_sweep_ms && self.worker.client.down_since().is_none() {
                 if rules.controls().sweeps() {
                     match sweep::sweep(&self.worker, &rules).await {
-                        Ok(report) => tracing::debug!(?report, "control sweep done"),
+                        Ok(report) => {
+                            self.worker.metrics.control_sweep(true);
+                            tracing::debug!(?report, "control sweep done");
+                        }
                         Err(error) => {
-                            tracing::warn!(%error, "control sweep failed; will retry at the next one")
+                            self.worker.metrics.control_sweep(false);
+                            tracing::warn!(%error, "control sweep failed; will retry at the next one");
                         }
                     }
                 }

@@ -242,6 +242,14 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
     };
     let input_for = |deal| input(worker, deal, &placeholder, &catalog);
     let ours: BTreeSet<u64> = worker.store.created_tasks()?.into_iter().collect();
+    // The service's first control sweep: a deal open since before it counts from then.
+    let first_sweep = match worker.store.first_control_sweep()? {
+        Some(at) => DateTime::parse_from_rfc3339(&at).unwrap_or(now),
+        None => {
+            worker.store.set_first_control_sweep(&now.to_rfc3339())?;
+            now
+        }
+    };
     for rule in rules.controls().overdue() {
         for task in seen.tasks.values() {
             let Some(deal_id) = task.deal_id else {
@@ -325,7 +333,13 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
             };
             if fresh {
                 let number = episode.as_ref().map_or(1, |e| e.number + 1);
-                let since = moved.map_or(now, |m| m.max(now));
+                // The first episode counts from the stage entry (or the service's first sweep,
+                // for a deal that was open before); a later one from the sweep that found the
+                // next step gone (when it went is not known).
+                let since = match &episode {
+                    None => moved.map_or(first_sweep, |m| m.max(first_sweep)),
+                    Some(_) => now,
+                };
                 let started = crate::store::Episode {
                     v: RECORD_VERSION,
                     entry_id,

@@ -273,6 +273,19 @@ pub fn render(state: &MetricsState, now_ms: u64) -> String {
         );
     }
 
+    out.family(
+        "b24robot_control_sweeps_total",
+        "counter",
+        "Control sweeps of [[overdue]] and [[no_task]] (result ok or failed).",
+    );
+    for (result, n) in ["ok", "failed"].into_iter().zip(&m.control_sweeps) {
+        out.sample(
+            "b24robot_control_sweeps_total",
+            &[("result", result)],
+            n.load(Ordering::Relaxed),
+        );
+    }
+
     out.counter(
         "b24robot_tunnel_depth_exceeded_total",
         "Tunnels that made no copy because the deal was already the copy at rules.max_tunnel_depth of a chain of copies (their decisions failed).",

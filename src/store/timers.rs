@@ -240,6 +240,22 @@ impl Store {
         Ok(())
     }
 
+    /// When the service's first control sweep ran (RFC 3339), once recorded.
+    pub fn first_control_sweep(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .trees()?
+            .control
+            .get(b"sweep/first")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_first_control_sweep(&self, at: &str) -> Result<(), StoreError> {
+        self.trees()?
+            .control
+            .insert(b"sweep/first", at.as_bytes())?;
+        Ok(())
+    }
+
     /// Whether a digest's notice of (digest, recipient, date, slot) was sent; `mark` records it.
     pub fn digest_sent(&self, key: &str) -> Result<bool, StoreError> {
         let full = format!("digest/{key}");

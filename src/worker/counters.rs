@@ -68,6 +68,8 @@ pub struct Metrics {
     /// Time-driven rules' firings by rule, kind (`sla`, `overdue`, `deadline_moved`, `no_task`,
     /// `digest`) and result (`fired`, `skipped`, `failed`, `sent`).
     pub(crate) control_effects: Mutex<BTreeMap<(String, &'static str, &'static str), u64>>,
+    /// Control sweeps done, and those that failed.
+    pub(crate) control_sweeps: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -90,6 +92,11 @@ impl Metrics {
             "_other"
         };
         *effects.entry((rule.to_string(), kind, result)).or_insert(0) += 1;
+    }
+
+    /// A control sweep ended (`ok`: it read and recorded everything).
+    pub fn control_sweep(&self, ok: bool) {
+        self.control_sweeps[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A time-driven rule fired, was skipped or failed (`b24robot_control_effects_total`).

@@ -192,3 +192,205 @@ async fn an_sla_due_while_the_service_was_stopped_fires_once_at_start() {
     );
     app.stop().await;
 }
+
+/// A service and a portal on one clock, which the test moves on.
+async fn on_clock(rules: Vec<(String, String)>, clock: &Clock) -> TestApp {
+    spawn_app_with(Options {
+        rules,
+        settings: settings(),
+        sim: b24_robot::sandbox::SimConfig {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await
+}
+
+fn notices_with(app: &TestApp, prefix: &str) -> Vec<String> {
+    app.sim
+        .notifications()
+        .iter()
+        .filter_map(|n| n["MESSAGE"].as_str().map(str::to_string))
+        .filter(|m| m.starts_with(prefix))
+        .collect()
+}
+
+const OVERDUE_RULES: &str = r#"
+[[task]]
+name = "prep-call"
+pipeline = 0
+stage = "PREPARATION"
+title = "Call {TITLE}"
+responsible = "assigned"
+deadline = { after = "1 day" }
+
+[[overdue]]
+name = "overdue-tasks"
+notify = ["responsible"]
+message = "Overdue: {TASK_TITLE} since {TASK_DEADLINE} ({TASK_URL})"
+
+[overdue.deadline_moved]
+notify = ["responsible"]
+message = "Moved: {TASK_TITLE} from {TASK_OLD_DEADLINE} to {TASK_DEADLINE}"
+"#;
+
+#[tokio::test]
+async fn an_overdue_task_is_reported_once_per_deadline_and_a_moved_deadline_once_per_move() {
+    let clock = Clock::system();
+    let app = on_clock(vec![rule_file("overdue.toml", OVERDUE_RULES)], &clock).await;
+    let deal = new_deal(&app.sim, "Late Call LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let task = poll(Duration::from_secs(10), "the stage's task", async || {
+        app.sim.tasks_for_deal(deal).first().cloned()
+    })
+    .await;
+    let task_id: u64 = crate::helpers::text(&task["ID"]).parse().expect("task id");
+
+    clock.advance(2 * DAY);
+    wait_for(Duration::from_secs(15), "the overdue notice", || {
+        notices_with(&app, "Overdue: Call Late Call LLC").len() == 1
+    })
+    .await;
+    let notice = &notices_with(&app, "Overdue: ")[0];
+    assert!(
+        notice.contains(&format!("/tasks/task/view/{task_id}/")),
+        "{notice}"
+    );
+    // Later sweeps find the same task with the same deadline: nothing new.
+    clock.advance(Duration::from_secs(3_600));
+    clock.advance(Duration::from_secs(3_600));
+    app.settle(Duration::from_secs(10)).await;
+    assert_eq!(notices_with(&app, "Overdue: ").len(), 1);
+
+    // The responsible moves the deadline: one notice of the move, and once the new deadline is
+    // missed too, one more overdue notice.
+    let new_deadline = clock.now().fixed_offset() + chrono::Duration::days(1);
+    app.sim.set_task_deadline(task_id, Some(new_deadline));
+    clock.advance(Duration::from_secs(3_600));
+    wait_for(Duration::from_secs(15), "the moved-deadline notice", || {
+        notices_with(&app, "Moved: Call Late Call LLC").len() == 1
+    })
+    .await;
+    clock.advance(2 * DAY);
+    wait_for(Duration::from_secs(15), "the second overdue notice", || {
+        notices_with(&app, "Overdue: ").len() == 2
+    })
+    .await;
+    // Completed: never again.
+    app.sim.complete_task(task_id);
+    clock.advance(3 * DAY);
+    clock.advance(DAY);
+    app.settle(Duration::from_secs(10)).await;
+    assert_eq!(notices_with(&app, "Overdue: ").len(), 2);
+    assert_eq!(notices_with(&app, "Moved: ").len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn overdue_all_tasks_skips_completed_deferred_and_deadline_less_ones() {
+    let clock = Clock::system();
+    let rules = r#"
+[[overdue]]
+name = "all-overdue"
+pipeline = 0
+tasks = "all"
+notify = ["responsible"]
+message = "Overdue: {TASK_TITLE}"
+"#;
+    let app = on_clock(vec![rule_file("overdue.toml", rules)], &clock).await;
+    let deal = new_deal(&app.sim, "Busy LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let due = Some(clock.now().fixed_offset() + chrono::Duration::hours(1));
+    let late = app.sim.add_user_task(deal, "Late one", 3, due);
+    let done = app.sim.add_user_task(deal, "Done one", 3, due);
+    let deferred = app.sim.add_user_task(deal, "Deferred one", 3, due);
+    app.sim.add_user_task(deal, "No deadline", 3, None);
+    app.sim.complete_task(done);
+    app.sim.defer_task(deferred);
+    clock.advance(DAY);
+    wait_for(Duration::from_secs(15), "the overdue notice", || {
+        !notices_with(&app, "Overdue: ").is_empty()
+    })
+    .await;
+    clock.advance(Duration::from_secs(3_600));
+    app.settle(Duration::from_secs(10)).await;
+    assert_eq!(
+        notices_with(&app, "Overdue: "),
+        vec!["Overdue: Late one".to_string()]
+    );
+    let _ = late;
+    app.stop().await;
+}
+
+const NO_TASK_RULES: &str = r#"
+[[no_task]]
+name = "no-next-step"
+pipeline = 0
+stages = ["PREPARATION"]
+after = "4 hours"
+notify = ["assigned"]
+message = "No next step: {TITLE}"
+"#;
+
+#[tokio::test]
+async fn a_deal_without_a_next_step_is_reported_once_per_episode() {
+    let clock = Clock::system();
+    let app = on_clock(vec![rule_file("no_task.toml", NO_TASK_RULES)], &clock).await;
+    let deal = new_deal(&app.sim, "Idle LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    swept(&app, &clock, Duration::from_secs(3_600)).await;
+    assert!(
+        notices_with(&app, "No next step").is_empty(),
+        "not before `after`"
+    );
+    clock.advance(Duration::from_secs(4 * 3_600));
+    wait_for(Duration::from_secs(15), "the no-next-step notice", || {
+        notices_with(&app, "No next step: Idle LLC").len() == 1
+    })
+    .await;
+    clock.advance(Duration::from_secs(6 * 3_600));
+    app.settle(Duration::from_secs(10)).await;
+    assert_eq!(
+        notices_with(&app, "No next step").len(),
+        1,
+        "once per episode"
+    );
+
+    // A task appears (the episode ends), then is completed: a new episode, a new notice after
+    // `after` again.
+    let task = app.sim.add_user_task(deal, "Call back", 3, None);
+    swept(&app, &clock, Duration::from_secs(3_600)).await;
+    app.sim.complete_task(task);
+    swept(&app, &clock, Duration::from_secs(3_600)).await;
+    assert_eq!(notices_with(&app, "No next step").len(), 1);
+    swept(&app, &clock, Duration::from_secs(5 * 3_600)).await;
+    wait_for(
+        Duration::from_secs(15),
+        "the second episode's notice",
+        || notices_with(&app, "No next step").len() == 2,
+    )
+    .await;
+    // An open activity is a next step too.
+    app.stop().await;
+}
+
+/// Moves the clock on by `by` and waits for the control sweep that this sets off (and for the
+/// queue to empty): what the sweep found is then recorded and sent.
+async fn swept(app: &TestApp, clock: &Clock, by: Duration) {
+    let count = async || {
+        let samples = crate::helpers::samples(&app.metrics_text().await);
+        crate::helpers::value(&samples, "b24robot_control_sweeps_total{result=\"ok\"}")
+    };
+    let before = count().await;
+    clock.advance(by);
+    poll(Duration::from_secs(15), "a control sweep", async || {
+        (count().await > before).then_some(())
+    })
+    .await;
+    app.settle(Duration::from_secs(10)).await;
+}

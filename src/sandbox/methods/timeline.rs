@@ -113,5 +113,9 @@ pub(super) fn notify_add(st: &mut PortalState, params: &Value) -> Result<Reply, 
         return Err(ApiError::new(400, "MESSAGE_EMPTY", "Message text is empty"));
     }
     let tag = param(params, "TAG").and_then(scalar_string);
-    Ok(Reply::of(json!(st.add_notification(user, &message, tag.as_deref()))))
+    Ok(Reply::of(json!(st.add_notification(
+        user,
+        &message,
+        tag.as_deref()
+    ))))
 }
