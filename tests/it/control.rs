@@ -394,3 +394,139 @@ async fn swept(app: &TestApp, clock: &Clock, by: Duration) {
     .await;
     app.settle(Duration::from_secs(10)).await;
 }
+
+/// Monday 2026-12-07, `h:m` in Moscow (the default calendar's zone).
+fn monday_at(h: u32, m: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(2026, 12, 7, h - 3, m, 0)
+        .single()
+        .expect("a moment")
+}
+
+const DIGEST_RULES: &str = r#"
+[[overdue]]
+name = "all-overdue"
+pipeline = 0
+tasks = "all"
+notify = ["responsible"]
+message = "Overdue: {TASK_TITLE}"
+
+[[digest]]
+name = "daily-control"
+to = [20]
+at = ["09:30", "17:30"]
+include = ["all-overdue"]
+title = "Control {DATE} {TIME}"
+"#;
+
+fn digests_to(app: &TestApp, user: u64) -> Vec<String> {
+    app.sim
+        .notifications()
+        .iter()
+        .filter(|n| crate::helpers::text(&n["USER_ID"]) == user.to_string())
+        .filter_map(|n| n["MESSAGE"].as_str().map(str::to_string))
+        .filter(|m| m.contains("Control 2026-12-07"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_digest_goes_once_per_slot_across_a_restart_with_the_items_that_stand() {
+    let clock = Clock::starting_at(monday_at(9, 0));
+    let rules = vec![rule_file("digest.toml", DIGEST_RULES)];
+    let app = on_clock(rules.clone(), &clock).await;
+    let deal = new_deal(&app.sim, "Forgotten LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let late = clock.now().fixed_offset() - chrono::Duration::hours(2);
+    let task = app
+        .sim
+        .add_user_task(deal, "Send the contract", 3, Some(late));
+    app.sim.add_user_task(
+        deal,
+        "Not yet due",
+        3,
+        Some(late + chrono::Duration::days(2)),
+    );
+
+    clock.advance(Duration::from_secs(31 * 60));
+    wait_for(Duration::from_secs(15), "the 09:30 digest", || {
+        digests_to(&app, 20).len() == 1
+    })
+    .await;
+    let text = &digests_to(&app, 20)[0];
+    assert!(
+        text.starts_with("[B]Control 2026-12-07 09:30[/B]"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("/tasks/task/view/{task}/]Send the contract[/URL]")),
+        "{text}"
+    );
+    assert!(!text.contains("Not yet due"), "{text}");
+    assert!(
+        text.contains("[URL=") && text.contains("Forgotten LLC"),
+        "{text}"
+    );
+    let (sim, dir) = app.stop().await;
+
+    // The same slot after a restart: not again.
+    let app = crate::helpers::start_with_clock(sim, dir, &rules, &settings(), clock.clone()).await;
+    swept(&app, &clock, Duration::from_secs(60)).await;
+    assert_eq!(digests_to(&app, 20).len(), 1, "one digest per slot");
+
+    // The evening slot, once the task is done: nothing to report, and send_empty is off.
+    app.sim.complete_task(task);
+    clock.advance(Duration::from_secs(8 * 3_600));
+    swept(&app, &clock, Duration::from_secs(60)).await;
+    assert_eq!(digests_to(&app, 20).len(), 1, "an empty digest is not sent");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_digest_command_prints_each_recipients_text_and_sends_nothing_with_dry_run() {
+    let clock = Clock::starting_at(monday_at(11, 0));
+    let app = spawn_app_with(Options {
+        rules: vec![rule_file("digest.toml", DIGEST_RULES)],
+        settings: vec![
+            ("control.quiet_outside_hours", "false".into()),
+            ("server.admin_token", "digest-admin-token".into()),
+        ],
+        sim: b24_robot::sandbox::SimConfig {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let deal = new_deal(&app.sim, "Late LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let late = clock.now().fixed_offset() - chrono::Duration::hours(1);
+    app.sim.add_user_task(deal, "Overdue call", 3, Some(late));
+    let answer: serde_json::Value = app
+        .client
+        .post(format!(
+            "http://127.0.0.1:{}/admin/digests/daily-control",
+            app.port
+        ))
+        .bearer_auth("digest-admin-token")
+        .json(&serde_json::json!({ "dry_run": true }))
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["recipients"][0]["recipient"], 20, "{answer}");
+    assert!(
+        answer["recipients"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Overdue call"),
+        "{answer}"
+    );
+    assert!(digests_to(&app, 20).is_empty(), "a dry run sends nothing");
+    app.stop().await;
+}

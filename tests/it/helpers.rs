@@ -482,10 +482,11 @@ pub async fn next_second(sim: &SimPortal) {
     let Some(last) = last else {
         return;
     };
-    let now_ms = b24_robot::store::now_ms();
+    // The portal stamps `ts` from its clock (the wall clock, unless a test moves it).
+    let now_ms = sim.clock().now_ms().max(0) as u64;
     let next_ms = (last + 1) * 1000;
     if now_ms < next_ms {
-        // Real time: the portal stamps `ts` from the wall clock, and the dedupe is keyed on it.
+        // Real time: the dedupe is keyed on `ts`, which only real time moves on here.
         tokio::time::sleep(Duration::from_millis(next_ms - now_ms + 5)).await;
     }
 }
