@@ -318,12 +318,21 @@ impl Worker {
     ) -> Result<(), StoreError> {
         self.store
             .commit_deal(job.deal_id, &job.state, (records, &intents), timers)?;
+        let mut look_first = false;
         for effect in intents {
             match &effect.state {
+                // A stage's task is closed only once its status is read (a task the user closed
+                // is left alone): the close waits for the deal's next round, which looks it up
+                // first, as after an unknown outcome.
+                EffectState::Pending if effect.kind == EffectKind::CloseTask => look_first = true,
                 EffectState::Pending => job.writes.push(effect),
                 EffectState::Failed { error } => self.emit_effect(&effect, Err(error.clone())),
                 EffectState::Done { .. } => {}
             }
+        }
+        if look_first {
+            // The deal's job runs again (its queue record changed), right after this round.
+            self.store.enqueue(job.deal_id, now_ms())?;
         }
         Ok(())
     }

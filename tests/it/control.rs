@@ -530,3 +530,143 @@ async fn the_digest_command_prints_each_recipients_text_and_sends_nothing_with_d
     assert!(digests_to(&app, 20).is_empty(), "a dry run sends nothing");
     app.stop().await;
 }
+
+const CLOSING_RULES: &str = r#"
+[[task]]
+name = "prep-offer"
+pipeline = 0
+stage = "PREPARATION"
+title = "Offer for {TITLE}"
+responsible = "assigned"
+deadline = { after = "2 days" }
+close_on_leave = "complete"
+
+[[task]]
+name = "exec-check"
+pipeline = 0
+stage = "EXECUTING"
+title = "Check {TITLE}"
+responsible = "assigned"
+deadline = { after = "2 days" }
+close_on_leave = "defer"
+"#;
+
+fn task_status(app: &TestApp, id: u64) -> String {
+    app.sim
+        .task(id)
+        .map(|t| crate::helpers::text(&t["REAL_STATUS"]))
+        .unwrap_or_default()
+}
+
+fn task_of(app: &TestApp, deal: u64, title: &str) -> u64 {
+    app.sim
+        .tasks_for_deal(deal)
+        .iter()
+        .find(|t| t["TITLE"].as_str().is_some_and(|s| s.starts_with(title)))
+        .map(|t| crate::helpers::text(&t["ID"]).parse().expect("task id"))
+        .expect("the task")
+}
+
+#[tokio::test]
+async fn a_stages_task_is_completed_or_deferred_once_when_the_deal_moves_on() {
+    let clock = Clock::system();
+    let app = on_clock(vec![rule_file("tasks.toml", CLOSING_RULES)], &clock).await;
+    let deal = new_deal(&app.sim, "Moving LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let offer = task_of(&app, deal, "Offer for");
+    assert_eq!(task_status(&app, offer), "2");
+    app.move_to(deal, "EXECUTING", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        task_status(&app, offer),
+        "5",
+        "completed when the deal left PREPARATION"
+    );
+    let check = task_of(&app, deal, "Check");
+    app.move_to(deal, "FINAL_INVOICE", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        task_status(&app, check),
+        "6",
+        "deferred when the deal left EXECUTING"
+    );
+    assert_eq!(crate::helpers::calls_of(&app.sim, "tasks.task.complete"), 1);
+    assert_eq!(crate::helpers::calls_of(&app.sim, "tasks.task.defer"), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stages_task_the_user_already_closed_is_left_alone() {
+    let clock = Clock::system();
+    let app = on_clock(vec![rule_file("tasks.toml", CLOSING_RULES)], &clock).await;
+    let deal = new_deal(&app.sim, "Tidy LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let offer = task_of(&app, deal, "Offer for");
+    app.sim.defer_task(offer);
+    app.move_to(deal, "EXECUTING", Duration::from_secs(10))
+        .await;
+    assert_eq!(task_status(&app, offer), "6", "the user's own choice stays");
+    assert_eq!(crate::helpers::calls_of(&app.sim, "tasks.task.complete"), 0);
+    let report = b24_robot::ops::admin::deal_report(&app.store, deal).expect("report");
+    let close = report
+        .effects
+        .iter()
+        .find(|e| e.kind == b24_robot::store::EffectKind::CloseTask)
+        .expect("the close is in the decision log");
+    assert!(
+        matches!(&close.state, b24_robot::store::EffectState::Done { id } if id.contains("already closed")),
+        "{close:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_quiet_hours_an_sla_notice_waits_for_working_time() {
+    // Saturday 2026-12-05 12:00 Moscow: the SLA falls due on a day off.
+    use chrono::TimeZone;
+    let saturday = chrono::Utc
+        .with_ymd_and_hms(2026, 12, 5, 9, 0, 0)
+        .single()
+        .expect("moment");
+    let clock = Clock::starting_at(saturday - chrono::Duration::days(3));
+    let app = spawn_app_with(Options {
+        rules: sla_rules(""),
+        settings: Vec::new(),
+        sim: b24_robot::sandbox::SimConfig {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+        clock: Some(clock.clone()),
+        ..Options::default()
+    })
+    .await;
+    let deal = new_deal(&app.sim, "Weekend Offer LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    armed(&app, deal).await;
+    clock.advance(3 * DAY + Duration::from_secs(60));
+    poll(
+        Duration::from_secs(10),
+        "the timer moved to Monday",
+        async || {
+            let timers = app.store.timers_of(deal).ok()?;
+            let due = chrono::DateTime::from_timestamp_millis(timers.first()?.due_ms as i64)?;
+            (due.date_naive() == chrono::NaiveDate::from_ymd_opt(2026, 12, 7)?).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        sla_notices(&app, "Weekend Offer LLC"),
+        0,
+        "held on Saturday"
+    );
+    // Monday 09:00 Moscow: the working period begins, the notice goes.
+    clock.advance(2 * DAY);
+    wait_for(Duration::from_secs(10), "the SLA notice on Monday", || {
+        sla_notices(&app, "Weekend Offer LLC") == 1
+    })
+    .await;
+    app.stop().await;
+}
