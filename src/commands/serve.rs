@@ -10,6 +10,31 @@ use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::startup::{Application, Watchdog, deadline, shutdown_signal};
 use crate::telemetry;
 
+/// `B24ROBOT_CLOCK_SPEED`: the time-driven rules' clock runs that many times faster than real
+/// time, from the start on (a 3-day SLA fires after 72 minutes at 60). For trials and tests of a
+/// whole service in a child process: never in production, and said loudly at start.
+const CLOCK_SPEED: &str = "B24ROBOT_CLOCK_SPEED";
+
+fn trial_clock() -> Result<crate::clock::Clock, CommandError> {
+    let Ok(text) = std::env::var(CLOCK_SPEED) else {
+        return Ok(crate::clock::Clock::system());
+    };
+    match text.trim().parse::<f64>() {
+        Ok(speed) if speed.is_finite() && speed >= 1.0 => {
+            if speed > 1.0 {
+                tracing::warn!(
+                    speed,
+                    "{CLOCK_SPEED} is set: timers, SLAs and digests run {speed} times faster than real time (for trials only)"
+                );
+            }
+            Ok(crate::clock::Clock::fast(speed))
+        }
+        _ => Err(CommandError::Usage(format!(
+            "{CLOCK_SPEED}={text}: must be a number of at least 1 (how many times faster than real time the time-driven rules' clock runs)"
+        ))),
+    }
+}
+
 pub async fn run(config: Option<PathBuf>, watchdog: Watchdog) -> CommandResult {
     let settings = load_settings(config)?;
     telemetry::init(settings.log.format, &settings.log.level);
@@ -27,7 +52,8 @@ pub async fn run(config: Option<PathBuf>, watchdog: Watchdog) -> CommandResult {
     let app = Application::build(settings, rules)
         .await
         .map_err(|error| CommandError::Failed(error.to_string()))?
-        .with_rule_reload();
+        .with_rule_reload()
+        .with_clock(trial_clock()?);
     let signal = {
         let watchdog = watchdog.clone();
         async move {

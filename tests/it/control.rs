@@ -670,3 +670,82 @@ async fn with_quiet_hours_an_sla_notice_waits_for_working_time() {
     .await;
     app.stop().await;
 }
+
+/// `b24robot_timers_pending` of a service in a child process.
+async fn pending_timers(service: &crate::child::Service) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", service.base()))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(crate::helpers::value(
+        &crate::helpers::samples(&text),
+        "b24robot_timers_pending",
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_before_an_sla_is_due_and_it_still_fires_once() {
+    use crate::child::{Service, Site};
+    // The portal and the service (the real binary) both run their clocks 60 times faster than
+    // real time: the SLA's 10 minutes pass in 10 seconds.
+    let sim = crate::helpers::seeded_portal(b24_robot::sandbox::SimConfig {
+        clock: Clock::fast(60.0),
+        ..Default::default()
+    })
+    .await;
+    let site = Site::new();
+    std::fs::write(
+        site.path("rules").join("sla.toml"),
+        r#"
+[[sla]]
+name = "fast-sla"
+pipeline = 0
+stage = "EXECUTING"
+within = "10 minutes"
+notify = ["assigned"]
+message = "SLA: {TITLE} waits"
+"#,
+    )
+    .expect("rule file");
+    let env = [
+        ("B24ROBOT_CLOCK_SPEED", "60"),
+        ("B24ROBOT__CONTROL__QUIET_OUTSIDE_HOURS", "false"),
+    ];
+    let service = Service::start_with(&sim, &site, 0, &env).await;
+    let deal = new_deal(&sim, "Crash Test LLC").await;
+    sim.move_deal(deal, "EXECUTING").await;
+    poll(Duration::from_secs(20), "the timer armed", async || {
+        (pending_timers(&service).await? == 1.0).then_some(())
+    })
+    .await;
+    service.kill_9().await;
+    let count = || {
+        sim.notifications()
+            .iter()
+            .filter(|n| n.to_string().contains("SLA: Crash Test LLC waits"))
+            .count()
+    };
+    assert_eq!(count(), 0, "killed before it was due");
+
+    let service = Service::start_with(&sim, &site, 1, &env).await;
+    wait_for(
+        Duration::from_secs(60),
+        "the SLA notice after the restart",
+        || count() == 1,
+    )
+    .await;
+    poll(Duration::from_secs(20), "the timer done", async || {
+        (pending_timers(&service).await? == 0.0).then_some(())
+    })
+    .await;
+    service.kill_9().await;
+    let service = Service::start_with(&sim, &site, 2, &env).await;
+    poll(Duration::from_secs(20), "the queue empty", async || {
+        (service.queued().await? == 0).then_some(())
+    })
+    .await;
+    assert_eq!(count(), 1, "once, across two kills");
+    service.terminate(Duration::from_secs(10)).await;
+}
