@@ -749,3 +749,57 @@ message = "SLA: {TITLE} waits"
     assert_eq!(count(), 1, "once, across two kills");
     service.terminate(Duration::from_secs(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_effects_under_portal_faults_are_made_once_each() {
+    let clock = Clock::system();
+    let rules = sla_rules(
+        r#"
+[sla.task]
+title = "Unblock {TITLE}"
+responsible = "assigned"
+deadline = { after = "1 day" }
+"#,
+    );
+    let app = on_clock(rules, &clock).await;
+    let mut deals = Vec::new();
+    for i in 0..5 {
+        let deal = new_deal(&app.sim, &format!("Faulty {i} LLC")).await;
+        app.sim.move_deal(deal, "PREPARATION").await;
+        deals.push(deal);
+    }
+    app.settle(Duration::from_secs(20)).await;
+    poll(Duration::from_secs(20), "every timer armed", async || {
+        (app.store.timers_pending() == 5).then_some(())
+    })
+    .await;
+    // 500s before and after the write ran, dropped connections: every lookup and retry path.
+    app.sim.set_faults(b24_robot::sandbox::Faults {
+        error_rate: 0.15,
+        error_after_rate: 0.15,
+        drop_rate: 0.06,
+        seed: Some(12),
+        ..Default::default()
+    });
+    clock.advance(3 * DAY + Duration::from_secs(60));
+    poll(Duration::from_secs(60), "every SLA fired", async || {
+        (app.store.timers_pending() == 0 && app.store.queue_len() == 0).then_some(())
+    })
+    .await;
+    app.sim.set_faults(b24_robot::sandbox::Faults::default());
+    app.settle(Duration::from_secs(30)).await;
+    for deal in deals {
+        let unblock = app
+            .sim
+            .tasks_for_deal(deal)
+            .iter()
+            .filter(|t| {
+                t["TITLE"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Unblock"))
+            })
+            .count();
+        assert_eq!(unblock, 1, "deal {deal}: one SLA task");
+    }
+    app.stop().await;
+}
