@@ -76,7 +76,11 @@ impl Clock {
 
     /// Milliseconds since the Unix epoch, by this clock.
     pub fn now_ms(&self) -> i64 {
-        let (at, base) = *self.shared.base.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, base) = *self
+            .shared
+            .base
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let real = at.elapsed().as_millis() as i64;
         base + real * self.shared.speed_milli.load(Ordering::Relaxed) / 1000
     }
@@ -96,7 +100,11 @@ impl Clock {
     /// Moves the clock on by `by` at once; sleepers wake and look again.
     pub fn advance(&self, by: Duration) {
         {
-            let mut base = self.shared.base.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut base = self
+                .shared
+                .base
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             base.1 += by.as_millis() as i64;
         }
         self.shared.changed.send_modify(|n| *n += 1);
@@ -105,7 +113,11 @@ impl Clock {
     /// Runs `speed` times faster than real time from now on.
     pub fn set_speed(&self, speed: f64) {
         {
-            let mut base = self.shared.base.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut base = self
+                .shared
+                .base
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let now = base.1
                 + base.0.elapsed().as_millis() as i64
                     * self.shared.speed_milli.load(Ordering::Relaxed)
@@ -170,8 +182,14 @@ mod tests {
         let real = crate::store::now_ms() as i64;
         // Why it sleeps: real time must pass for a clock that runs on real time.
         std::thread::sleep(Duration::from_millis(20));
-        assert!(clock.now_ms() - real >= 60_000, "20 ms at 3600× is over a minute");
-        assert_eq!(clock.real_wait(clock.now_ms() + 3_600_000), Duration::from_secs(1));
+        assert!(
+            clock.now_ms() - real >= 60_000,
+            "20 ms at 3600× is over a minute"
+        );
+        assert_eq!(
+            clock.real_wait(clock.now_ms() + 3_600_000),
+            Duration::from_secs(1)
+        );
     }
 
     #[tokio::test]
