@@ -8,8 +8,8 @@
 //! [`MAX_BATCH`]), records them in one transaction and flushes them; the deliveries that arrive
 //! meanwhile make the next batch. Each request is woken once, when its delivery is durable.
 //! Flushing here rather than handing the batch to the flusher thread (as it did before) spares
-//! a thread wake-up a batch and makes the batches larger: with 32 senders on 2 cores, 0.52-0.53
-//! of the baseline's rate instead of 0.42-0.47 (BENCHMARKS.md). No store call runs on the
+//! a thread wake-up a batch and makes the batches larger: with 32 senders on 2 cores, 0.61-0.63
+//! of the baseline's rate in the same minute instead of 0.48 (BENCHMARKS.md). No store call runs on the
 //! runtime's threads: a disk that
 //! stops answering holds this thread, and the requests waiting on it time out (408), while the
 //! runtime goes on serving `/healthz` and `/readyz`.
