@@ -6,7 +6,7 @@
 //! a byte of the body is read, or while reading it), wrong or missing token (401), malformed
 //! (400). While the store cannot write, events are refused at once (503) without touching it.
 //! No store call runs on the runtime's threads: recording is handed to the intake's recording
-//! thread (`recorder`), whose deliveries share the flusher's group commit.
+//! thread (`recorder`), which records the deliveries waiting together and flushes them itself.
 
 pub mod event;
 mod recorder;

@@ -734,6 +734,20 @@ impl SimPortal {
             .collect()
     }
 
+    /// How many tasks each deal has bound to it (`D_<id>` in `UF_CRM_TASK`), in one pass.
+    pub fn tasks_per_deal(&self) -> std::collections::HashMap<u64, usize> {
+        let mut counts = std::collections::HashMap::new();
+        for task in &self.inner.lock().portal.tasks {
+            let bound = task.get("UF_CRM_TASK").map(values::string_list);
+            for binding in bound.unwrap_or_default() {
+                if let Some(deal) = binding.strip_prefix("D_").and_then(|d| d.parse().ok()) {
+                    *counts.entry(deal).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
     /// The tasks bound to a deal (`D_<id>` in `UF_CRM_TASK`).
     pub fn tasks_for_deal(&self, deal_id: u64) -> Vec<Value> {
         let binding = format!("D_{deal_id}");

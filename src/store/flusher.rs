@@ -7,9 +7,8 @@
 //! them. A request is answered only by a flush that started after it was sent, so what it wrote
 //! before asking is on disk when it gets its answer.
 //!
-//! A request is a one-shot channel ([`Flusher::request`]) or a callback ([`Flusher::then`]): the
-//! intake's recorder thread asks for a delivery's flush right after recording it, and the
-//! callback answers the waiting request with the recording's outcome and the flush's at once.
+//! A request is a one-shot channel ([`Flusher::request`]) or a callback ([`Flusher::then`]).
+//! (The intake's recorder thread flushes its batches itself: see `record_events_then_flush`.)
 //! A callback must hold no part of the store: the flusher thread must never be the one that drops
 //! the last handle of the database (dropping it joins this very thread).
 

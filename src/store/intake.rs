@@ -2,9 +2,8 @@
 //! one transaction with its dedupe key; an unreadable queue record is replaced, and says so.
 //!
 //! The intake records deliveries with [`Store::record_events_then_flush`] on a thread of its
-//! own: the deliveries waiting are recorded in one transaction, the flush is asked for as soon as
-//! they are, on the same database, and each request waiting for its 200 is answered once, by the
-//! flusher, with both outcomes.
+//! own: the deliveries waiting are recorded in one transaction, flushed right after on the same
+//! thread, and each request waiting for its 200 is answered once, with both outcomes.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -112,9 +111,10 @@ impl Store {
     }
 
     /// Records deliveries as [`Store::record_event`] does, all in one transaction (its fixed cost
-    /// shared, as the flush is), then asks at once for one flush of the same database; each
-    /// delivery's `answer` gets its outcome once the flush is over, or at once when they could
-    /// not be recorded. A duplicate is flushed too: the first copy may still be on its way to
+    /// shared, as the flush is), then flushes the database on this same thread (no hand-off to
+    /// the flusher thread: one thread wake-up less a batch, and the deliveries that arrive
+    /// during the flush make the next batch); each delivery's `answer` gets its outcome once
+    /// the flush is over, or at once when they could not be recorded. A duplicate is flushed too: the first copy may still be on its way to
     /// disk, and its 200 must not go out before it is there. A delivery later in the batch sees
     /// the earlier ones (the same key twice is one event and a duplicate). Blocking (the
     /// recording): for a thread of its own, never the runtime's.
@@ -134,19 +134,18 @@ impl Store {
             .collect();
         match self.record_events_in(&t, &keys, now_ms, window) {
             Ok(recorded) => {
-                let answers: Vec<(Recorded, RecordAnswer)> = recorded
-                    .into_iter()
-                    .zip(deliveries.into_iter().map(|d| d.answer))
-                    .collect();
-                t.flusher.then(move |flushed| {
-                    for (recorded, answer) in answers {
-                        let outcome = match &flushed {
-                            Ok(()) => Ok(recorded),
-                            Err(error) => Err(Unrecorded::Flush(error.clone())),
-                        };
-                        let _ = answer.0.send(outcome);
-                    }
-                });
+                // Flushed here, on the recording thread, with the database held but not the
+                // store's trees (a re-open does not wait for a flush stuck on a failing disk).
+                let db = t.db.clone();
+                drop(t);
+                let flushed = db.flush().map(|_| ());
+                for (recorded, delivery) in recorded.into_iter().zip(deliveries) {
+                    let outcome = match &flushed {
+                        Ok(()) => Ok(recorded),
+                        Err(error) => Err(Unrecorded::Flush(error.clone())),
+                    };
+                    let _ = delivery.answer.0.send(outcome);
+                }
             }
             Err(error) => answer_all(deliveries, &error),
         }

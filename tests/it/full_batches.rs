@@ -99,8 +99,11 @@ async fn a_round_of_50_deals_is_one_read_request() {
         read.sub_methods
     );
     assert_eq!(count("crm.deal.get"), 0, "{:?}", read.sub_methods);
+    // Up to 4 for the round (its pages of 50 entries), and one more when the start-up sweep's
+    // page travels in the same request: the outbox packs every caller's calls together, and
+    // whether the sweep's comes in time for this request is a matter of microseconds.
     assert!(
-        (1..=4).contains(&count("crm.stagehistory.list")),
+        (1..=5).contains(&count("crm.stagehistory.list")),
         "their histories share a call (and its pages): {:?}",
         read.sub_methods
     );
