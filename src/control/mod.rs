@@ -75,7 +75,11 @@ impl Control {
             let now = self.clock.now_ms();
             let rules = self.worker.rules.current();
             if self.timed_by.as_deref() != Some(rules.version()) {
-                match retime(&self.worker, &rules) {
+                let (worker, set) = (self.worker.clone(), rules.clone());
+                let retimed = tokio::task::spawn_blocking(move || retime(&worker, &set))
+                    .await
+                    .unwrap_or_else(|e| Err(StoreError::Unavailable(e.to_string())));
+                match retimed {
                     Ok(()) => self.timed_by = Some(rules.version().to_string()),
                     Err(error) => {
                         tracing::warn!(%error, "timers: cannot re-time them for the rules in force; will retry")
@@ -100,10 +104,8 @@ impl Control {
             if !rules.controls().digests().is_empty() && self.worker.client.down_since().is_none() {
                 digests::due(&self.worker, &rules, &mut self.digests).await;
             }
-            let next_timer = self
-                .worker
-                .store
-                .next_timer_due()
+            let next_timer = off_the_runtime(&self.worker.store, |store| store.next_timer_due())
+                .await
                 .ok()
                 .flatten()
                 .map_or(i64::MAX, |due| due as i64);
@@ -126,7 +128,10 @@ impl Control {
     /// Queues the deals of the timers due now (each once until its round had a minute).
     async fn hand_due_timers(&mut self) -> Result<(), StoreError> {
         let now_clock = self.clock.now_ms().max(0) as u64;
-        let due = self.worker.store.due_timers(now_clock, DUE_PER_TURN)?;
+        let due = off_the_runtime(&self.worker.store, move |store| {
+            store.due_timers(now_clock, DUE_PER_TURN)
+        })
+        .await?;
         if due.is_empty() {
             self.handed.clear();
             return Ok(());
@@ -141,11 +146,15 @@ impl Control {
                 still.insert((deal, due_ms), handed.unwrap_or(real));
                 continue;
             }
-            self.worker.store.enqueue(deal, real)?;
             still.insert((deal, due_ms), real);
             queued.push(deal);
         }
         self.handed = still;
+        let deals = queued.clone();
+        off_the_runtime(&self.worker.store, move |store| {
+            deals.iter().try_for_each(|&deal| store.enqueue(deal, real))
+        })
+        .await?;
         if !queued.is_empty() {
             self.worker.store.flush_async().await?;
             tracing::debug!(deals = queued.len(), "timers due: deals queued");
@@ -194,4 +203,16 @@ fn retime(worker: &Worker, rules: &crate::rules::RuleSet) -> Result<(), StoreErr
         worker.store.flush()?;
     }
     Ok(())
+}
+
+/// A store call on a blocking thread: a store stuck on a failing disk holds that thread, never
+/// the runtime's (the intake, `/healthz` and `/readyz` go on answering).
+async fn off_the_runtime<T: Send + 'static>(
+    store: &crate::store::Store,
+    call: impl FnOnce(&crate::store::Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(&store))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Unavailable(e.to_string())))
 }

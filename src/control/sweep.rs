@@ -17,10 +17,13 @@
 //! - `crm.activity.list` with `OWNER_TYPE_ID = 2`, `OWNER_ID` lists and `COMPLETED = "N"`
 //!   (`api-reference/crm/timeline/activities/activity-base/crm-activity-list.md`).
 //!
-//! For D open deals and T tracked tasks a sweep costs about (D/50 + D/50 + D/50 + T/50) calls,
-//! i.e. (that)/50 requests: 10,000 open deals and their tasks take some 12 requests.
+//! Each list's first page goes with the others' in shared batches, then every further page of
+//! them all: for D open deals and T tasks of its own a sweep makes about D/50 deal pages,
+//! D/50 task lists (plus a page per 50 more tasks), D/50 activity lists and T/50 task lists,
+//! 50 calls a request: 10,000 open deals with a task each, some 13 requests.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use chrono::DateTime;
 use serde_json::{Value, json};
@@ -61,24 +64,55 @@ pub struct Seen {
     pub busy: BTreeSet<u64>,
 }
 
-/// Reads a list method page by page: the first page alone (for its `total`), then every other
-/// page in shared batches.
-pub(crate) async fn list_all(worker: &Worker, call: BatchCall) -> Result<Vec<Value>, CallError> {
-    let first = worker.client.send(call.clone(), Retry::Safe).await?;
-    let mut items = list_items(&first);
-    let total = first.total.unwrap_or(0) as usize;
-    if first.next.is_none() || total <= items.len() {
-        return Ok(items);
+/// The longest the sweep waits for the rounds before each read: event-driven work goes first,
+/// but a portal busy all day must still be swept.
+const GIVE_WAY_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Event-driven work first (`control.md`: "when the bucket is busy, event-driven work goes
+/// first"): waits while deals are due for a round or in one (at most [`GIVE_WAY_AT_MOST`]),
+/// then until the outbox has room.
+async fn give_way(worker: &Worker) {
+    let start = std::time::Instant::now();
+    while worker.scheduler.busy() > 0 && start.elapsed() < GIVE_WAY_AT_MOST {
+        // Real time: the rounds tell no one when they are done; a tenth of a second is nothing
+        // beside the sweep's own minutes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pages: Vec<BatchCall> = (1..total.div_ceil(50))
-        .map(|page| {
-            let mut params = call.params.clone();
-            params["start"] = json!(page * 50);
-            BatchCall::new(call.method.clone(), params)
-        })
-        .collect();
-    for answer in worker.client.batch(pages, Retry::Safe).await {
-        items.extend(list_items(&answer?));
+    worker.client.until_outbox_has_room().await;
+}
+
+/// Reads many lists page by page, every list's first page together in shared batches (their
+/// `total`s are learnt there), then every further page of them all together too: what a list
+/// costs is its pages ÷ 50 requests, not one request a page.
+pub(crate) async fn list_many(
+    worker: &Worker,
+    lists: Vec<BatchCall>,
+) -> Result<Vec<Value>, CallError> {
+    if lists.is_empty() {
+        return Ok(Vec::new());
+    }
+    give_way(worker).await;
+    let firsts = worker.client.batch(lists.clone(), Retry::Safe).await;
+    let mut items = Vec::new();
+    let mut pages = Vec::new();
+    for (call, answer) in lists.iter().zip(firsts) {
+        let first = answer?;
+        let got = list_items(&first);
+        let total = first.total.unwrap_or(0) as usize;
+        if first.next.is_some() && total > got.len() {
+            pages.extend((1..total.div_ceil(50)).map(|page| {
+                let mut params = call.params.clone();
+                params["start"] = json!(page * 50);
+                BatchCall::new(call.method.clone(), params)
+            }));
+        }
+        items.extend(got);
+    }
+    if !pages.is_empty() {
+        give_way(worker).await;
+        for answer in worker.client.batch(pages, Retry::Safe).await {
+            items.extend(list_items(&answer?));
+        }
     }
     Ok(items)
 }
@@ -160,24 +194,27 @@ pub async fn read(worker: &Worker, rules: &RuleSet) -> Result<Seen, SweepError> 
     if pipelines.contains(&None) {
         pipelines = BTreeSet::from([None]);
     }
-    for pipeline in pipelines {
-        let mut filter = serde_json::Map::new();
-        filter.insert("STAGE_SEMANTIC_ID".into(), json!("P"));
-        if let Some(p) = pipeline {
-            filter.insert("CATEGORY_ID".into(), json!(p));
-        }
-        let call = BatchCall::new(
-            "crm.deal.list",
-            json!({ "filter": filter, "order": { "ID": "ASC" },
-                    "select": ["ID", "TITLE", "STAGE_ID", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "ASSIGNED_BY_ID", "MOVED_TIME", "OPPORTUNITY", "CURRENCY_ID"] }),
-        );
-        for item in list_all(worker, call).await? {
-            if let (Some(id), Some(map)) = (
-                text(item.get("ID")).and_then(|s| s.parse::<u64>().ok()),
-                item.as_object(),
-            ) {
-                seen.deals.insert(id, Deal::new(map.clone()));
+    let deal_lists: Vec<BatchCall> = pipelines
+        .into_iter()
+        .map(|pipeline| {
+            let mut filter = serde_json::Map::new();
+            filter.insert("STAGE_SEMANTIC_ID".into(), json!("P"));
+            if let Some(p) = pipeline {
+                filter.insert("CATEGORY_ID".into(), json!(p));
             }
+            BatchCall::new(
+                "crm.deal.list",
+                json!({ "filter": filter, "order": { "ID": "ASC" },
+                        "select": ["ID", "TITLE", "STAGE_ID", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "ASSIGNED_BY_ID", "MOVED_TIME", "OPPORTUNITY", "CURRENCY_ID"] }),
+            )
+        })
+        .collect();
+    for item in list_many(worker, deal_lists).await? {
+        if let (Some(id), Some(map)) = (
+            text(item.get("ID")).and_then(|s| s.parse::<u64>().ok()),
+            item.as_object(),
+        ) {
+            seen.deals.insert(id, Deal::new(map.clone()));
         }
     }
     let deal_ids: Vec<u64> = seen.deals.keys().copied().collect();
@@ -200,24 +237,25 @@ pub async fn read(worker: &Worker, rules: &RuleSet) -> Result<Seen, SweepError> 
         let ours = worker.store.created_tasks()?;
         task_calls.extend(ours.chunks(50).map(calls::tasks_by_id));
     }
-    for call in task_calls {
-        for item in list_all(worker, call).await? {
-            if let Some(task) = task_of(&item) {
-                seen.tasks.insert(task.id, task);
-            }
+    for item in list_many(worker, task_calls).await? {
+        if let Some(task) = task_of(&item) {
+            seen.tasks.insert(task.id, task);
         }
     }
     if controls.no_task().iter().any(|r| r.count_activities()) {
-        for chunk in deal_ids.chunks(50) {
-            let call = BatchCall::new(
-                "crm.activity.list",
-                json!({ "filter": { "OWNER_TYPE_ID": 2, "OWNER_ID": chunk, "COMPLETED": "N" },
-                        "select": ["ID", "OWNER_ID", "OWNER_TYPE_ID", "COMPLETED"] }),
-            );
-            for item in list_all(worker, call).await? {
-                if let Some(owner) = text(item.get("OWNER_ID")).and_then(|s| s.parse().ok()) {
-                    seen.busy.insert(owner);
-                }
+        let lists = deal_ids
+            .chunks(50)
+            .map(|chunk| {
+                BatchCall::new(
+                    "crm.activity.list",
+                    json!({ "filter": { "OWNER_TYPE_ID": 2, "OWNER_ID": chunk, "COMPLETED": "N" },
+                            "select": ["ID", "OWNER_ID", "OWNER_TYPE_ID", "COMPLETED"] }),
+                )
+            })
+            .collect();
+        for item in list_many(worker, lists).await? {
+            if let Some(owner) = text(item.get("OWNER_ID")).and_then(|s| s.parse().ok()) {
+                seen.busy.insert(owner);
             }
         }
     }

@@ -205,6 +205,28 @@ impl RuleSet {
         }
     }
 
+    /// Only the `[[sla]]` named `name`, no stage rule: what a backfill of one SLA arms.
+    pub(crate) fn only_sla(&self, name: &str) -> RuleSet {
+        let mut controls = self.controls.clone();
+        controls.sla.retain(|s| s.name == name);
+        RuleSet {
+            rules: Vec::new(),
+            controls,
+            version: self.version.clone(),
+        }
+    }
+
+    /// The same set with no `[[sla]]`: a backfill of stage rules arms no timer.
+    pub(crate) fn without_slas(&self) -> RuleSet {
+        let mut controls = self.controls.clone();
+        controls.sla.clear();
+        RuleSet {
+            rules: self.rules.clone(),
+            controls,
+            version: self.version.clone(),
+        }
+    }
+
     /// The tunnel cycles of the set with the stages' kinds as `semantic` tells them (the
     /// portal's, for `check --portal`; a stage it does not know falls back to Bitrix24's
     /// standard codes): errors for the cycles that surely run, warnings for those that depend

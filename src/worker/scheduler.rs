@@ -161,6 +161,14 @@ impl Scheduler {
         }
     }
 
+    /// Deals a round could take now or is working on: what the control sweep gives way to.
+    pub fn busy(&self) -> usize {
+        let s = self.lock();
+        let now = now_ms();
+        let due = s.delayed.range(..(now.saturating_add(1), 0)).count();
+        s.ready.len() + s.held.len() + due + s.in_flight.len()
+    }
+
     /// Deals waiting (ready or delayed).
     pub fn waiting(&self) -> usize {
         self.lock().waiting.len()

@@ -803,3 +803,57 @@ deadline = { after = "1 day" }
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn backfill_of_an_sla_arms_the_timers_of_deals_already_in_its_stage_due_from_their_entry() {
+    let clock = Clock::system();
+    let sim = crate::helpers::seeded_portal(b24_robot::sandbox::SimConfig {
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await;
+    // In the stage before the service ever started: not watched unless backfilled.
+    let waiting =
+        crate::helpers::new_deal_with(&sim, "Old Offer LLC", "PREPARATION", serde_json::json!({}))
+            .await;
+    crate::helpers::into_the_next_second().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut extra = settings();
+    extra.push(("server.admin_token", "sla-backfill-token".into()));
+    let app = start_with_clock(sim, dir, &sla_rules(""), &extra, clock.clone()).await;
+    app.started().await;
+    assert!(app.store.timers_of(waiting).expect("timers").is_empty());
+
+    let url = format!("http://127.0.0.1:{}/admin/backfill", app.port);
+    let started = app
+        .client
+        .post(&url)
+        .bearer_auth("sla-backfill-token")
+        .json(&serde_json::json!({ "rule": "prep-sla" }))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(started.status(), 202);
+    armed(&app, waiting).await;
+    let timer = app.store.timers_of(waiting).expect("timers").remove(0);
+    let entered = chrono::DateTime::parse_from_rfc3339(
+        app.sim.deal(waiting).expect("deal")["MOVED_TIME"]
+            .as_str()
+            .expect("MOVED_TIME"),
+    )
+    .expect("a time");
+    let due = chrono::DateTime::from_timestamp_millis(timer.due_ms as i64).expect("due");
+    assert_eq!(
+        (due - entered.to_utc()).num_seconds(),
+        3 * 86_400,
+        "due from the entry"
+    );
+    clock.advance(3 * DAY + Duration::from_secs(60));
+    wait_for(
+        Duration::from_secs(10),
+        "the backfilled SLA's notice",
+        || sla_notices(&app, "Old Offer LLC") == 1,
+    )
+    .await;
+    app.stop().await;
+}

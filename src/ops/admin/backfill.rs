@@ -42,6 +42,12 @@ pub(super) async fn start(
             .rules()
             .iter()
             .any(|r| r.name() == name)
+        && b.worker
+            .rules
+            .current()
+            .controls()
+            .sla_named(name)
+            .is_none()
     {
         return (
             StatusCode::BAD_REQUEST,

@@ -227,12 +227,26 @@ impl Run<'_> {
         let mut decisions =
             worker.evaluate_entry(deal_id, &self.rules, &deal, &entry, None, catalog);
         decisions.retain(|d| !done.contains(&d.rule));
-        if decisions.is_empty() {
-            return Ok(if existing.is_some() || !done.is_empty() {
-                Verdict::Already
-            } else {
-                Verdict::Skipped
-            });
+        // The SLAs selected (`--rule NAME`) watching the stage the deal sits in are armed, due
+        // from its entry; a timer armed before for the entry stays as it is.
+        let armed = worker.store.timers_of(deal_id)?;
+        let timers: Vec<_> = worker
+            .arm(deal_id, &entry, &self.rules)
+            .into_iter()
+            .filter(|t| {
+                !armed
+                    .iter()
+                    .any(|a| a.entry_id == t.entry_id && a.rule == t.rule)
+            })
+            .collect();
+        if decisions.is_empty() && timers.is_empty() {
+            return Ok(
+                if existing.is_some() || !done.is_empty() || !armed.is_empty() {
+                    Verdict::Already
+                } else {
+                    Verdict::Skipped
+                },
+            );
         }
         for d in &mut decisions {
             d.notes
@@ -256,6 +270,12 @@ impl Run<'_> {
                 self.status.write(json!({
                     "deal_id": deal_id, "entry_id": entry.id, "rule": e.rule,
                     "method": e.method, "params": e.params,
+                }));
+            }
+            for t in &timers {
+                self.status.write(json!({
+                    "deal_id": deal_id, "entry_id": entry.id, "rule": t.rule,
+                    "timer_due": chrono::DateTime::from_timestamp_millis(t.due_ms as i64).map(|d| d.to_rfc3339()),
                 }));
             }
             return Ok(Verdict::Applied { effects: count });
@@ -289,8 +309,6 @@ impl Run<'_> {
             acted: true,
             note: "backfill".into(),
         });
-        // The SLAs watching the stage the deal sits in are armed too, due from its entry.
-        let timers = worker.arm(deal_id, &entry, &self.rules);
         worker.record(job, (&[record], intents), &timers)?;
         tracing::info!(deal_id, entry_id = entry.id, stage = %entry.stage_id, effects = count, "backfill: rules applied to the current stage entry");
         Ok(Verdict::Applied { effects: count })

@@ -145,13 +145,20 @@ pub async fn run(
 /// to `--pipeline` (or to every pipeline).
 pub fn select_rules(all: &RuleSet, options: &BackfillOptions) -> Result<RuleSet, BackfillError> {
     let chosen = match &options.rule {
+        // An `[[sla]]`: its timers armed for the deals sitting in its stage, due from their
+        // entry (`control.md`); no stage rule runs.
+        Some(name) if all.controls().sla_named(name).is_some() => all.only_sla(name),
         Some(name) => {
             if !all.rules().iter().any(|r| r.name() == name) {
                 return Err(BackfillError::UnknownRule(name.clone()));
             }
-            all.only(|r| r.name() == name)
+            all.only(|r| r.name() == name).without_slas()
         }
-        None => all.only(|r| !matches!(r.kind(), RuleKind::Require | RuleKind::LossReason)),
+        // SLAs are not backfilled unless named: their timers would fire at once for every deal
+        // long in its stage.
+        None => all
+            .only(|r| !matches!(r.kind(), RuleKind::Require | RuleKind::LossReason))
+            .without_slas(),
     };
     Ok(match options.pipeline {
         Some(p) => chosen.only(|r| r.pipelines().is_none_or(|ps| ps.contains(&p))),
@@ -353,6 +360,12 @@ impl Run<'_> {
             created_time: chrono::Utc::now().fixed_offset(),
         };
         self.rules.rules().iter().any(|r| concerns(r, &entry))
+            || self
+                .rules
+                .controls()
+                .sla()
+                .iter()
+                .any(|sla| sla.watches(&entry))
     }
 
     async fn save(&mut self) -> Result<(), BackfillError> {
