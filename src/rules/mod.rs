@@ -163,12 +163,13 @@ impl RuleSet {
         &self.version
     }
 
+    /// Every rule, the time-driven ones included.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.rules.len() + self.controls.names().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.controls.is_empty()
     }
 
     pub fn rules(&self) -> &[Rule] {

@@ -857,3 +857,39 @@ async fn backfill_of_an_sla_arms_the_timers_of_deals_already_in_its_stage_due_fr
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_re_times_armed_timers_and_a_removed_rule_disarms_them() {
+    let files = sla_rules("");
+    let app = crate::helpers::spawn_app_with_rules_dir(&files).await;
+    app.started().await;
+    let deal = new_deal(&app.sim, "Reloaded LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    armed(&app, deal).await;
+    let first = app.store.timers_of(deal).expect("timers")[0].due_ms;
+
+    let shorter = files[0]
+        .1
+        .replace("within = \"3 days\"", "within = \"1 day\"");
+    std::fs::write(app.rules_dir().join(".sla.toml.swp"), &shorter).expect("temp");
+    std::fs::rename(
+        app.rules_dir().join(".sla.toml.swp"),
+        app.rules_dir().join("sla.toml"),
+    )
+    .expect("rename");
+    poll(Duration::from_secs(10), "the timer re-timed", async || {
+        let due = app.store.timers_of(deal).ok()?.first()?.due_ms;
+        (first.saturating_sub(due) == 2 * 86_400_000).then_some(())
+    })
+    .await;
+
+    std::fs::write(app.rules_dir().join("sla.toml"), "# no rules now\n").expect("emptied");
+    poll(Duration::from_secs(10), "the timer disarmed", async || {
+        let timers = app.store.timers_of(deal).ok()?;
+        matches!(timers.first()?.state, TimerState::Skipped { .. }).then_some(())
+    })
+    .await;
+    assert_eq!(app.store.timers_pending(), 0);
+    app.stop().await;
+}
