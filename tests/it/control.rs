@@ -893,3 +893,46 @@ async fn a_reload_re_times_armed_timers_and_a_removed_rule_disarms_them() {
     assert_eq!(app.store.timers_pending(), 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_slot_missed_while_stopped_is_sent_at_start_only_within_its_working_period() {
+    let clock = Clock::starting_at(monday_at(9, 0));
+    let rules = vec![rule_file(
+        "digest.toml",
+        &DIGEST_RULES.replace("to = [20]", "to = \"supervisor\""),
+    )];
+    let app = on_clock(rules.clone(), &clock).await;
+    let deal = new_deal(&app.sim, "Head's Item LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let late = clock.now().fixed_offset() - chrono::Duration::hours(2);
+    app.sim
+        .add_user_task(deal, "Overdue follow-up", 3, Some(late));
+    let (sim, dir) = app.stop().await;
+
+    // Stopped over the 09:30 slot; started at 09:45, still its working period: sent at start,
+    // to Vera's head (user 2), who gets the items of Vera's deals.
+    clock.advance(Duration::from_secs(45 * 60));
+    let app = crate::helpers::start_with_clock(sim, dir, &rules, &settings(), clock.clone()).await;
+    wait_for(Duration::from_secs(15), "the missed 09:30 digest", || {
+        digests_to(&app, 2).len() == 1
+    })
+    .await;
+    assert!(digests_to(&app, 2)[0].contains("Overdue follow-up"));
+    assert!(
+        digests_to(&app, 3).is_empty(),
+        "Vera gets none: she is not a head"
+    );
+    let (sim, dir) = app.stop().await;
+
+    // Stopped over the 17:30 slot, started at 18:30: its working period is over, skipped.
+    clock.advance(Duration::from_secs(8 * 3_600 + 45 * 60));
+    let app = crate::helpers::start_with_clock(sim, dir, &rules, &settings(), clock.clone()).await;
+    swept(&app, &clock, Duration::from_secs(60)).await;
+    assert_eq!(
+        digests_to(&app, 2).len(),
+        1,
+        "the 17:30 slot was missed for good"
+    );
+    app.stop().await;
+}
