@@ -12,7 +12,7 @@ use super::admin::{AdminError, Source, api_with, source};
 use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::commands::output::out;
 use crate::control::digests;
-use crate::ops::admin::{DigestReport, DigestText};
+use crate::ops::admin::DigestReport;
 use crate::worker::Worker;
 
 pub async fn run(config: Option<PathBuf>, name: String, dry_run: bool) -> CommandResult {
@@ -64,18 +64,7 @@ pub async fn run(config: Option<PathBuf>, name: String, dry_run: bool) -> Comman
                 .await
                 .map_err(|e| CommandError::Failed(e.to_string()))?;
             worker.store.flush().map_err(AdminError::from)?;
-            DigestReport {
-                digest: name,
-                dry_run,
-                recipients: sent
-                    .into_iter()
-                    .map(|c| DigestText {
-                        recipient: c.recipient,
-                        items: c.items,
-                        text: c.text,
-                    })
-                    .collect(),
-            }
+            DigestReport::of(name, dry_run, sent)
         }
     };
     out!("{}", format(&report));

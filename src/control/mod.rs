@@ -174,15 +174,7 @@ fn retime(worker: &Worker, rules: &crate::rules::RuleSet) -> Result<(), StoreErr
     let now = now_ms();
     for mut timer in worker.store.pending_timers()? {
         match rules.controls().sla_named(&timer.rule) {
-            None => {
-                let why = "the rule was removed from the rule set".to_string();
-                timer.history.push(crate::store::TimerEvent {
-                    at_ms: now,
-                    repetition: timer.repetition,
-                    outcome: format!("skipped: {why}"),
-                });
-                timer.state = crate::store::TimerState::Skipped { why };
-            }
+            None => timer.skip("the rule was removed from the rule set".into(), now),
             Some(sla) => {
                 match sla.due(&worker.calendar, timer.entry.created_time, timer.repetition) {
                     Some(due) if due.timestamp_millis().max(0) as u64 == timer.due_ms => continue,

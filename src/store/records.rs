@@ -219,6 +219,24 @@ pub struct TimerRecord {
     pub history: Vec<TimerEvent>,
 }
 
+impl TimerRecord {
+    /// Notes what became of its current firing (`outcome`, in words) at `at_ms`.
+    pub fn note(&mut self, outcome: String, at_ms: u64) {
+        self.history.push(TimerEvent {
+            at_ms,
+            repetition: self.repetition,
+            outcome,
+        });
+        self.updated_at_ms = at_ms;
+    }
+
+    /// It will not fire (again), because `why`; its history says so.
+    pub fn skip(&mut self, why: String, at_ms: u64) {
+        self.note(format!("skipped: {why}"), at_ms);
+        self.state = TimerState::Skipped { why };
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum TimerState {

@@ -13,8 +13,8 @@ use super::job::Job;
 use crate::bitrix::calls;
 use crate::rules::{Deal, Decision, FieldCatalog, Input, Outcome, RuleSet, StageEntry};
 use crate::store::{
-    EffectKind, EffectRecord, EffectState, EntryRecord, RECORD_VERSION, StoreError, TimerEvent,
-    TimerRecord, TimerState, now_ms,
+    EffectKind, EffectRecord, EffectState, EntryRecord, RECORD_VERSION, StoreError, TimerRecord,
+    TimerState, now_ms,
 };
 
 /// The index of an SLA's effect `i` at its firing `repetition`: each firing has its own block
@@ -92,13 +92,7 @@ impl Worker {
             }
             let why = format!("left the stage: now in {}", current.stage_id);
             tracing::info!(deal_id = job.deal_id, entry_id = timer.entry_id, rule = %timer.rule, "timer disarmed: {why}");
-            timer.history.push(TimerEvent {
-                at_ms: now,
-                repetition: timer.repetition,
-                outcome: format!("skipped: {why}"),
-            });
-            timer.state = TimerState::Skipped { why };
-            timer.updated_at_ms = now;
+            timer.skip(why, now);
             work.timers.push(timer);
         }
         let left = job.state.last_entry_id;
@@ -174,14 +168,7 @@ impl Worker {
             let still_in = job.state.last_entry_id == timer.entry_id
                 && deal.stage_id() == Some(timer.entry.stage_id.as_str());
             let Some(sla) = rules.controls().sla_named(&timer.rule) else {
-                let why = "the rule is no longer in the rule set".to_string();
-                timer.history.push(TimerEvent {
-                    at_ms: stamp,
-                    repetition: timer.repetition,
-                    outcome: format!("skipped: {why}"),
-                });
-                timer.state = TimerState::Skipped { why };
-                timer.updated_at_ms = stamp;
+                timer.skip("the rule is no longer in the rule set".into(), stamp);
                 work.timers.push(timer);
                 continue;
             };
@@ -189,15 +176,10 @@ impl Worker {
                 let decision = sla.left(deal.stage_id().map(str::to_string));
                 tracing::info!(deal_id = job.deal_id, entry_id = timer.entry_id, rule = %timer.rule, "sla timer skipped: the deal left the stage entry");
                 self.metrics.control_effect(&timer.rule, "sla", "skipped");
-                timer.history.push(TimerEvent {
-                    at_ms: stamp,
-                    repetition: timer.repetition,
-                    outcome: decision.outcome.to_string(),
-                });
+                timer.note(decision.outcome.to_string(), stamp);
                 timer.state = TimerState::Skipped {
                     why: "left the stage".into(),
                 };
-                timer.updated_at_ms = stamp;
                 self.add_decision(job.deal_id, &timer, decision, work)?;
                 work.timers.push(timer);
                 continue;
@@ -245,11 +227,7 @@ impl Worker {
             };
             tracing::info!(deal_id = job.deal_id, entry_id = timer.entry_id, rule = %timer.rule, repetition = timer.repetition, effects = planned.len(), "sla timer {result}");
             self.metrics.control_effect(&timer.rule, "sla", result);
-            timer.history.push(TimerEvent {
-                at_ms: stamp,
-                repetition: timer.repetition,
-                outcome: decision.outcome.to_string(),
-            });
+            timer.note(decision.outcome.to_string(), stamp);
             work.intents.extend(planned);
             let next = timer.repetition + 1;
             match sla.due(&self.calendar, timer.entry.created_time, next) {

@@ -71,9 +71,7 @@ async fn armed(app: &TestApp, deal: u64) {
 async fn an_sla_fires_once_for_its_stage_entry_after_within_and_never_again() {
     let clock = Clock::system();
     let app = app_with(sla_rules(""), &clock).await;
-    let deal = new_deal(&app.sim, "Slow Offer LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let deal = in_stage(&app, "Slow Offer LLC", "PREPARATION").await;
     armed(&app, deal).await;
     assert_eq!(
         sla_notices(&app, "Slow Offer LLC"),
@@ -111,9 +109,7 @@ async fn an_sla_fires_once_for_its_stage_entry_after_within_and_never_again() {
 async fn an_sla_does_nothing_when_the_deal_left_the_stage_in_time() {
     let clock = Clock::system();
     let app = app_with(sla_rules(""), &clock).await;
-    let deal = new_deal(&app.sim, "Quick Move LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let deal = in_stage(&app, "Quick Move LLC", "PREPARATION").await;
     armed(&app, deal).await;
     app.next_second().await;
     app.move_to(deal, "EXECUTING", Duration::from_secs(10))
@@ -138,9 +134,7 @@ async fn a_repeating_sla_fires_once_per_repetition_up_to_max_repeats() {
     let clock = Clock::system();
     let rules = sla_rules("repeat = \"1 day\"\nmax_repeats = 2");
     let app = app_with(rules, &clock).await;
-    let deal = new_deal(&app.sim, "Stuck LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let deal = in_stage(&app, "Stuck LLC", "PREPARATION").await;
     armed(&app, deal).await;
     clock.advance(3 * DAY + Duration::from_secs(60));
     for expected in 1..=3 {
@@ -166,9 +160,7 @@ async fn an_sla_due_while_the_service_was_stopped_fires_once_at_start() {
     let clock = Clock::system();
     let rules = sla_rules("");
     let app = app_with(rules.clone(), &clock).await;
-    let deal = new_deal(&app.sim, "Weekend LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let deal = in_stage(&app, "Weekend LLC", "PREPARATION").await;
     armed(&app, deal).await;
     let (sim, dir) = app.stop().await;
 
@@ -195,9 +187,37 @@ async fn an_sla_due_while_the_service_was_stopped_fires_once_at_start() {
 
 /// A service and a portal on one clock, which the test moves on.
 async fn on_clock(rules: Vec<(String, String)>, clock: &Clock) -> TestApp {
+    on_clock_with(rules, clock, settings()).await
+}
+
+/// A service and a portal on `clock` with `rules`, and a deal titled `title` moved into
+/// PREPARATION (its stage entry recorded).
+async fn in_preparation(
+    rules: Vec<(String, String)>,
+    clock: &Clock,
+    title: &str,
+) -> (TestApp, u64) {
+    let app = on_clock(rules, clock).await;
+    let deal = in_stage(&app, title, "PREPARATION").await;
+    (app, deal)
+}
+
+/// A new deal titled `title`, moved into `stage` (its stage entry recorded).
+async fn in_stage(app: &TestApp, title: &str, stage: &str) -> u64 {
+    let deal = new_deal(&app.sim, title).await;
+    app.move_to(deal, stage, Duration::from_secs(10)).await;
+    deal
+}
+
+/// [`on_clock`] with these settings.
+async fn on_clock_with(
+    rules: Vec<(String, String)>,
+    clock: &Clock,
+    settings: Vec<(&'static str, String)>,
+) -> TestApp {
     spawn_app_with(Options {
         rules,
-        settings: settings(),
+        settings,
         sim: b24_robot::sandbox::SimConfig {
             clock: clock.clone(),
             ..Default::default()
@@ -239,10 +259,12 @@ message = "Moved: {TASK_TITLE} from {TASK_OLD_DEADLINE} to {TASK_DEADLINE}"
 #[tokio::test]
 async fn an_overdue_task_is_reported_once_per_deadline_and_a_moved_deadline_once_per_move() {
     let clock = Clock::system();
-    let app = on_clock(vec![rule_file("overdue.toml", OVERDUE_RULES)], &clock).await;
-    let deal = new_deal(&app.sim, "Late Call LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let (app, deal) = in_preparation(
+        vec![rule_file("overdue.toml", OVERDUE_RULES)],
+        &clock,
+        "Late Call LLC",
+    )
+    .await;
     let task = poll(Duration::from_secs(10), "the stage's task", async || {
         app.sim.tasks_for_deal(deal).first().cloned()
     })
@@ -300,10 +322,8 @@ tasks = "all"
 notify = ["responsible"]
 message = "Overdue: {TASK_TITLE}"
 "#;
-    let app = on_clock(vec![rule_file("overdue.toml", rules)], &clock).await;
-    let deal = new_deal(&app.sim, "Busy LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let (app, deal) =
+        in_preparation(vec![rule_file("overdue.toml", rules)], &clock, "Busy LLC").await;
     let due = Some(clock.now().fixed_offset() + chrono::Duration::hours(1));
     let late = app.sim.add_user_task(deal, "Late one", 3, due);
     let done = app.sim.add_user_task(deal, "Done one", 3, due);
@@ -339,10 +359,12 @@ message = "No next step: {TITLE}"
 #[tokio::test]
 async fn a_deal_without_a_next_step_is_reported_once_per_episode() {
     let clock = Clock::system();
-    let app = on_clock(vec![rule_file("no_task.toml", NO_TASK_RULES)], &clock).await;
-    let deal = new_deal(&app.sim, "Idle LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let (app, deal) = in_preparation(
+        vec![rule_file("no_task.toml", NO_TASK_RULES)],
+        &clock,
+        "Idle LLC",
+    )
+    .await;
     swept(&app, &clock, Duration::from_secs(3_600)).await;
     assert!(
         notices_with(&app, "No next step").is_empty(),
@@ -434,10 +456,7 @@ fn digests_to(app: &TestApp, user: u64) -> Vec<String> {
 async fn a_digest_goes_once_per_slot_across_a_restart_with_the_items_that_stand() {
     let clock = Clock::starting_at(monday_at(9, 0));
     let rules = vec![rule_file("digest.toml", DIGEST_RULES)];
-    let app = on_clock(rules.clone(), &clock).await;
-    let deal = new_deal(&app.sim, "Forgotten LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let (app, deal) = in_preparation(rules.clone(), &clock, "Forgotten LLC").await;
     let late = clock.now().fixed_offset() - chrono::Duration::hours(2);
     let task = app
         .sim
@@ -486,20 +505,9 @@ async fn a_digest_goes_once_per_slot_across_a_restart_with_the_items_that_stand(
 #[tokio::test]
 async fn the_digest_command_prints_each_recipients_text_and_sends_nothing_with_dry_run() {
     let clock = Clock::starting_at(monday_at(11, 0));
-    let app = spawn_app_with(Options {
-        rules: vec![rule_file("digest.toml", DIGEST_RULES)],
-        settings: vec![
-            ("control.quiet_outside_hours", "false".into()),
-            ("server.admin_token", "digest-admin-token".into()),
-        ],
-        sim: b24_robot::sandbox::SimConfig {
-            clock: clock.clone(),
-            ..Default::default()
-        },
-        clock: Some(clock.clone()),
-        ..Options::default()
-    })
-    .await;
+    let mut extra = settings();
+    extra.push(("server.admin_token", "digest-admin-token".into()));
+    let app = on_clock_with(vec![rule_file("digest.toml", DIGEST_RULES)], &clock, extra).await;
     let deal = new_deal(&app.sim, "Late LLC").await;
     app.move_to(deal, "PREPARATION", Duration::from_secs(10))
         .await;
@@ -570,10 +578,12 @@ fn task_of(app: &TestApp, deal: u64, title: &str) -> u64 {
 #[tokio::test]
 async fn a_stages_task_is_completed_or_deferred_once_when_the_deal_moves_on() {
     let clock = Clock::system();
-    let app = on_clock(vec![rule_file("tasks.toml", CLOSING_RULES)], &clock).await;
-    let deal = new_deal(&app.sim, "Moving LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let (app, deal) = in_preparation(
+        vec![rule_file("tasks.toml", CLOSING_RULES)],
+        &clock,
+        "Moving LLC",
+    )
+    .await;
     let offer = task_of(&app, deal, "Offer for");
     assert_eq!(task_status(&app, offer), "2");
     app.move_to(deal, "EXECUTING", Duration::from_secs(10))
@@ -599,10 +609,12 @@ async fn a_stages_task_is_completed_or_deferred_once_when_the_deal_moves_on() {
 #[tokio::test]
 async fn a_stages_task_the_user_already_closed_is_left_alone() {
     let clock = Clock::system();
-    let app = on_clock(vec![rule_file("tasks.toml", CLOSING_RULES)], &clock).await;
-    let deal = new_deal(&app.sim, "Tidy LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let (app, deal) = in_preparation(
+        vec![rule_file("tasks.toml", CLOSING_RULES)],
+        &clock,
+        "Tidy LLC",
+    )
+    .await;
     let offer = task_of(&app, deal, "Offer for");
     app.sim.defer_task(offer);
     app.move_to(deal, "EXECUTING", Duration::from_secs(10))
@@ -631,17 +643,7 @@ async fn with_quiet_hours_an_sla_notice_waits_for_working_time() {
         .single()
         .expect("moment");
     let clock = Clock::starting_at(saturday - chrono::Duration::days(3));
-    let app = spawn_app_with(Options {
-        rules: sla_rules(""),
-        settings: Vec::new(),
-        sim: b24_robot::sandbox::SimConfig {
-            clock: clock.clone(),
-            ..Default::default()
-        },
-        clock: Some(clock.clone()),
-        ..Options::default()
-    })
-    .await;
+    let app = on_clock_with(sla_rules(""), &clock, Vec::new()).await;
     let deal = new_deal(&app.sim, "Weekend Offer LLC").await;
     app.move_to(deal, "PREPARATION", Duration::from_secs(10))
         .await;
@@ -901,10 +903,7 @@ async fn a_slot_missed_while_stopped_is_sent_at_start_only_within_its_working_pe
         "digest.toml",
         &DIGEST_RULES.replace("to = [20]", "to = \"supervisor\""),
     )];
-    let app = on_clock(rules.clone(), &clock).await;
-    let deal = new_deal(&app.sim, "Head's Item LLC").await;
-    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
-        .await;
+    let (app, deal) = in_preparation(rules.clone(), &clock, "Head's Item LLC").await;
     let late = clock.now().fixed_offset() - chrono::Duration::hours(2);
     app.sim
         .add_user_task(deal, "Overdue follow-up", 3, Some(late));

@@ -168,14 +168,28 @@ pub async fn start_with_clock(
     extra: &[(&'static str, String)],
     clock: b24_robot::clock::Clock,
 ) -> TestApp {
+    build_and_launch(sim, dir, (rules, extra), Some(clock), true).await
+}
+
+/// Builds the application on `sim` and `dir` (its clock `clock`, the system's when `None`) and
+/// runs it ([`launch`]).
+async fn build_and_launch(
+    sim: SimPortal,
+    dir: tempfile::TempDir,
+    (rules, extra): (&[(String, String)], &[(&'static str, String)]),
+    clock: Option<b24_robot::clock::Clock>,
+    events: bool,
+) -> TestApp {
     let settings = test_settings(dir.path(), &sim.webhook_url(), extra);
     let (rules, _) = RuleSet::from_sources(rules).expect("test rules load");
     let (tx, rx) = mpsc::unbounded_channel();
-    let app = Application::build_with_activity(settings, rules, Some(tx))
+    let mut app = Application::build_with_activity(settings, rules, Some(tx))
         .await
-        .expect("application builds")
-        .with_clock(clock);
-    launch(sim, dir, app, rx, true)
+        .expect("application builds");
+    if let Some(clock) = clock {
+        app = app.with_clock(clock);
+    }
+    launch(sim, dir, app, rx, events)
 }
 
 /// Starts the service on an existing portal and store folder (a restart).
@@ -186,13 +200,7 @@ pub async fn start_on(
     extra: &[(&'static str, String)],
     events: bool,
 ) -> TestApp {
-    let settings = test_settings(dir.path(), &sim.webhook_url(), extra);
-    let (rules, _) = RuleSet::from_sources(rules).expect("test rules load");
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = Application::build_with_activity(settings, rules, Some(tx))
-        .await
-        .expect("application builds");
-    launch(sim, dir, app, rx, events)
+    build_and_launch(sim, dir, (rules, extra), None, events).await
 }
 
 /// Runs a built application until [`TestApp::stop`], as the portal's event handler or not,

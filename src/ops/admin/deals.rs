@@ -138,13 +138,7 @@ pub fn format_deal_report(report: &DealReport) -> String {
             .iter()
             .filter(|f| f.entry_id == e.id && f.subject.is_some())
         {
-            out.push_str(&format!(
-                "    {} ({}): {} -> {}\n",
-                effect.rule,
-                effect.subject.as_deref().unwrap_or(""),
-                effect.method,
-                effect_result(effect)
-            ));
+            out.push_str(&control_notice(effect));
         }
     }
     let unbound: Vec<&EffectRecord> = report
@@ -155,16 +149,21 @@ pub fn format_deal_report(report: &DealReport) -> String {
     if !unbound.is_empty() {
         out.push_str("  control notices:\n");
         for effect in unbound {
-            out.push_str(&format!(
-                "    {} ({}): {} -> {}\n",
-                effect.rule,
-                effect.subject.as_deref().unwrap_or(""),
-                effect.method,
-                effect_result(effect)
-            ));
+            out.push_str(&control_notice(effect));
         }
     }
     out
+}
+
+/// A time-driven rule's notice: its rule, what it is about, the call and how it ended.
+fn control_notice(effect: &EffectRecord) -> String {
+    format!(
+        "    {} ({}): {} -> {}\n",
+        effect.rule,
+        effect.subject.as_deref().unwrap_or(""),
+        effect.method,
+        effect_result(effect)
+    )
 }
 
 fn effect_result(effect: &EffectRecord) -> String {

@@ -31,6 +31,24 @@ pub struct DigestReport {
     pub recipients: Vec<DigestText>,
 }
 
+impl DigestReport {
+    /// What [`digests::send`] composed, as the API answers it.
+    pub fn of(digest: String, dry_run: bool, sent: Vec<digests::Composed>) -> DigestReport {
+        DigestReport {
+            digest,
+            dry_run,
+            recipients: sent
+                .into_iter()
+                .map(|c| DigestText {
+                    recipient: c.recipient,
+                    items: c.items,
+                    text: c.text,
+                })
+                .collect(),
+        }
+    }
+}
+
 pub(super) async fn run(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -50,19 +68,7 @@ pub(super) async fn run(
             .into_response();
     };
     match digests::send(worker, &rules, digest, None, dry_run).await {
-        Ok(sent) => axum::Json(DigestReport {
-            digest: name,
-            dry_run,
-            recipients: sent
-                .into_iter()
-                .map(|c| DigestText {
-                    recipient: c.recipient,
-                    items: c.items,
-                    text: c.text,
-                })
-                .collect(),
-        })
-        .into_response(),
+        Ok(sent) => axum::Json(DigestReport::of(name, dry_run, sent)).into_response(),
         Err(error) => (StatusCode::BAD_GATEWAY, format!("{error}\n")).into_response(),
     }
 }

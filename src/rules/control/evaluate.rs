@@ -104,8 +104,9 @@ impl Sla {
                 &default
             }
         };
+        let people = deal_people(&self.notify, input, &mut notes);
         let mut effects = notices(
-            &self.notify,
+            people,
             template,
             &extra,
             input,
@@ -146,10 +147,10 @@ impl Sla {
     }
 }
 
-/// Renders `template` once per person of `people` into notifications (one per distinct
-/// person, in the order written).
+/// Renders `template` once into one notification per distinct person of `people`, in the
+/// order written.
 fn notices(
-    people: &[PersonRef],
+    people: Vec<Person>,
     template: &Template,
     extra: &[(&str, String)],
     input: &Input<'_>,
@@ -163,8 +164,7 @@ fn notices(
     };
     let message = template.render(&ctx, None, (what, MESSAGE_CAP), notes);
     let mut effects: Vec<Effect> = Vec::new();
-    for person in people {
-        let user = resolve(person, input, notes);
+    for user in people {
         let effect = Effect::Notify {
             user,
             message: message.clone(),
@@ -174,6 +174,11 @@ fn notices(
         }
     }
     effects
+}
+
+/// The people of a deal's rule, resolved against the deal.
+fn deal_people(people: &[PersonRef], input: &Input<'_>, notes: &mut Vec<String>) -> Vec<Person> {
+    people.iter().map(|p| resolve(p, input, notes)).collect()
 }
 
 /// A task as the control sweep read it (`tasks.task.list`).
@@ -260,33 +265,6 @@ fn task_person(person: TaskPersonRef, task: &TaskSeen, input: &Input<'_>) -> Per
     }
 }
 
-fn task_notices(
-    people: &[TaskPersonRef],
-    template: &Template,
-    extra: &[(&str, String)],
-    (task, input): (&TaskSeen, &Input<'_>),
-    notes: &mut Vec<String>,
-) -> Vec<Effect> {
-    let ctx = RenderContext {
-        deal: input.deal,
-        catalog: input.catalog,
-        portal_origin: input.portal_origin,
-        extra,
-    };
-    let message = template.render(&ctx, None, ("the message", MESSAGE_CAP), notes);
-    let mut effects: Vec<Effect> = Vec::new();
-    for &person in people {
-        let effect = Effect::Notify {
-            user: task_person(person, task, input),
-            message: message.clone(),
-        };
-        if !effects.contains(&effect) {
-            effects.push(effect);
-        }
-    }
-    effects
-}
-
 fn or_default(template: &Option<Template>, default: &str) -> Template {
     template
         .clone()
@@ -319,7 +297,18 @@ impl Overdue {
         )];
         let template = or_default(&self.message, input.language.overdue_message());
         let extra = task_vars(task, input, None);
-        let effects = task_notices(&self.notify, &template, &extra, (task, input), &mut notes);
+        let people = self
+            .notify
+            .iter()
+            .map(|&p| task_person(p, task, input))
+            .collect();
+        let effects = notices(
+            people,
+            &template,
+            &extra,
+            input,
+            ("the message", &mut notes),
+        );
         decision(
             &self.name,
             RuleKind::Overdue,
@@ -348,7 +337,17 @@ impl Overdue {
         )];
         let template = or_default(message, input.language.deadline_moved_message());
         let extra = task_vars(task, input, old_deadline);
-        let effects = task_notices(notify, &template, &extra, (task, input), &mut notes);
+        let people = notify
+            .iter()
+            .map(|&p| task_person(p, task, input))
+            .collect();
+        let effects = notices(
+            people,
+            &template,
+            &extra,
+            input,
+            ("the message", &mut notes),
+        );
         Some(decision(
             &self.name,
             RuleKind::Overdue,
@@ -371,13 +370,8 @@ impl NoTask {
             print_moment(input.calendar, since)
         )];
         let template = or_default(&self.message, input.language.no_task_message());
-        let effects = notices(
-            &self.notify,
-            &template,
-            &[],
-            input,
-            ("the message", &mut notes),
-        );
+        let people = deal_people(&self.notify, input, &mut notes);
+        let effects = notices(people, &template, &[], input, ("the message", &mut notes));
         decision(&self.name, RuleKind::NoTask, Outcome::Fired(effects), notes)
     }
 
