@@ -171,12 +171,15 @@ pub async fn start_with_clock(
     build_and_launch(sim, dir, (rules, extra), Some(clock), true).await
 }
 
+/// Extra settings of a test: (key, value).
+type Extra<'a> = &'a [(&'static str, String)];
+
 /// Builds the application on `sim` and `dir` (its clock `clock`, the system's when `None`) and
 /// runs it ([`launch`]).
 async fn build_and_launch(
     sim: SimPortal,
     dir: tempfile::TempDir,
-    (rules, extra): (&[(String, String)], &[(&'static str, String)]),
+    (rules, extra): (&[(String, String)], Extra<'_>),
     clock: Option<b24_robot::clock::Clock>,
     events: bool,
 ) -> TestApp {
