@@ -15,15 +15,15 @@
 //! - [`store`] is the only code that touches sled.
 //! - [`worker`] takes queued deals, reads them and their new stage-history entries in shared
 //!   `batch`es, asks [`rules`] what to do and applies the effects exactly once; the sweep and
-//!   the backfill are its other modes.
+//!   the backfill are its other modes, and beside it `worker::control` watches the clock: the
+//!   timers of the time-driven rules, the control sweep (overdue tasks, deals without a next
+//!   step) and the digests.
 //! - [`rules`] is the rule language: loading with every error at once, pure evaluation, the
 //!   rules in force and their reload.
 //! - [`bitrix`] is the REST client: envelopes, `batch`, the leaky bucket, retries, one builder
 //!   per CRM call.
 //!
 //! Beside it:
-//! - [`control`] is the time-driven half: the timers' loop, the control sweep (overdue tasks,
-//!   deals without a next step) and the digests.
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones), pure.
 //! - [`clock`] is what "now" is for the time-driven rules: the system clock, or one that tests
 //!   and the demo move on.
@@ -43,7 +43,6 @@ pub mod calendar;
 pub mod clock;
 pub mod commands;
 pub mod configuration;
-pub mod control;
 pub mod diagnostics;
 pub mod duration;
 pub mod http;

@@ -11,9 +11,9 @@ use serde_json::json;
 use super::admin::{AdminError, Source, api_with, source};
 use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::commands::output::out;
-use crate::control::digests;
 use crate::ops::admin::DigestReport;
 use crate::worker::Worker;
+use crate::worker::control::digests;
 
 pub async fn run(config: Option<PathBuf>, name: String, dry_run: bool) -> CommandResult {
     let settings = load_settings(config)?;

@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::configuration::Settings;
-use crate::control::Control;
 use crate::rules::live::{self, Reloader};
 use crate::store::{Store, StoreError, now_ms};
+use crate::worker::control::Control;
 use crate::worker::{Worker, sweep_once};
 
 /// How often a store that cannot write checks whether the disk has room again.

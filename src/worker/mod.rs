@@ -19,10 +19,13 @@
 //! `plan` its plan step; `apply` the writes and their results; `effects` maps an effect to its
 //! REST call and back; `portal` the stage-history parser and the caches of catalogs and
 //! people; `scheduler` which deals come next; `sweep` the control pass over the history;
-//! `backfill` the mode that applies the rules to deals already sitting in their stages.
+//! `backfill` the mode that applies the rules to deals already sitting in their stages; `timers` the
+//! time-driven half of a round (timers armed, fired, disarmed; `close_on_leave`) and `control`
+//! the loop beside the rounds that watches the clock (timers due, the control sweep, digests).
 
 mod apply;
 pub mod backfill;
+pub mod control;
 pub mod counters;
 mod decide;
 pub mod effects;

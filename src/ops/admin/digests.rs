@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AdminState;
-use crate::control::digests;
+use crate::worker::control::digests;
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Request {

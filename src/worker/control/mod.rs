@@ -1,4 +1,4 @@
-//! The control loop: what must happen when nothing happens (`control.md`).
+//! The control loop: what must happen when nothing happens (`control.md`), beside the rounds.
 //!
 //! Three duties share one loop, on the rules' [`Clock`]:
 //! - **Timers.** A pending timer that falls due puts its deal in the queue; the deal's round
