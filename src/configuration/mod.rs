@@ -28,7 +28,7 @@ pub use check::check;
 pub use load::Sources;
 pub use sections::{
     ControlSettings, LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings,
-    StorageSettings, SyncSettings, WorkerSettings,
+    StorageSettings, SyncSettings, UiSettings, WorkerSettings,
 };
 pub use values::{CALENDAR_KEYS, calendar_from, parse_duration, parse_size};
 
@@ -96,6 +96,7 @@ pub struct Settings {
     pub sync: SyncSettings,
     pub worker: WorkerSettings,
     pub control: ControlSettings,
+    pub ui: UiSettings,
     pub log: LogSettings,
 }
 

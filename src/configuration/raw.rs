@@ -15,6 +15,7 @@ pub(super) struct RawSettings {
     pub(super) sync: RawSync,
     pub(super) worker: RawWorker,
     pub(super) control: RawControl,
+    pub(super) ui: RawUi,
     pub(super) log: RawLog,
 }
 
@@ -142,6 +143,25 @@ impl Default for RawSync {
         RawSync {
             poll_interval: "60s".into(),
             dedupe_window: "24h".into(),
+        }
+    }
+}
+
+/// `[ui]`: the web dashboard (`control.md`, "The web dashboard").
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUi {
+    pub(super) language: String,
+    pub(super) secure_cookie: bool,
+    pub(super) session: String,
+}
+
+impl Default for RawUi {
+    fn default() -> Self {
+        RawUi {
+            language: "en".into(),
+            secure_cookie: false,
+            session: "12h".into(),
         }
     }
 }

@@ -87,6 +87,17 @@ pub struct SyncSettings {
     pub dedupe_window: Duration,
 }
 
+/// `[ui]`: the web dashboard under `/ui/` (on only with `server.admin_token`).
+#[derive(Debug, Clone)]
+pub struct UiSettings {
+    /// The dashboard's language.
+    pub language: crate::rules::Language,
+    /// The session cookie carries `Secure` (set it when the service is reached over https).
+    pub secure_cookie: bool,
+    /// How long a login lasts.
+    pub session: Duration,
+}
+
 /// `[control]`: the time-driven rules (`control.md`).
 #[derive(Debug, Clone)]
 pub struct ControlSettings {

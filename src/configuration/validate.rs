@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::raw::RawSettings;
 use super::sections::{
     ControlSettings, LogFormat, LogSettings, PortalSettings, RulesSettings, Secret, ServerSettings,
-    StorageSettings, SyncSettings, WorkerSettings,
+    StorageSettings, SyncSettings, UiSettings, WorkerSettings,
 };
 use super::values::{parse_calendar, parse_duration, parse_size, parse_webhook_url, positive};
 use super::{BadValue, ConfigError, Settings};
@@ -138,6 +138,13 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
     let cache = c.size("storage.cache", &raw.storage.cache) as u64;
     let poll_interval = c.duration("sync.poll_interval", &raw.sync.poll_interval);
     let dedupe_window = c.duration("sync.dedupe_window", &raw.sync.dedupe_window);
+    let ui_session = c.duration("ui.session", &raw.ui.session);
+    let ui_language = Language::parse(&raw.ui.language);
+    c.require(
+        "ui.language",
+        ui_language.is_some(),
+        "must be \"en\" or \"ru\"",
+    );
     let control_poll = c.duration("control.poll_interval", &raw.control.poll_interval);
     c.require(
         "control.poll_interval",
@@ -248,6 +255,11 @@ pub(super) fn validate(raw: RawSettings, base_dir: &Path) -> Result<Settings, Co
             control: ControlSettings {
                 poll_interval: control_poll,
                 quiet_outside_hours: raw.control.quiet_outside_hours,
+            },
+            ui: UiSettings {
+                language: ui_language.unwrap_or(Language::En),
+                secure_cookie: raw.ui.secure_cookie,
+                session: ui_session,
             },
             log: LogSettings {
                 format,

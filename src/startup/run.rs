@@ -150,7 +150,7 @@ fn routes(
         metrics,
         connections,
     } = shared;
-    let admin = crate::ops::admin::router(crate::ops::admin::AdminState {
+    let admin_state = crate::ops::admin::AdminState {
         store: intake.store.clone(),
         scheduler: intake.scheduler.clone(),
         token: settings.server.admin_token.clone(),
@@ -159,7 +159,13 @@ fn routes(
             stop_background.clone(),
         )),
         store_timeout: settings.server.request_timeout,
-    });
+    };
+    let ui = crate::ops::ui::router(crate::ops::ui::UiState::new(
+        admin_state.clone(),
+        rules_status.clone(),
+        settings.ui.clone(),
+    ));
+    let admin = crate::ops::admin::router(admin_state).merge(ui);
     intake::router(
         intake.clone(),
         settings.server.max_body,

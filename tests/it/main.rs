@@ -47,3 +47,6 @@ mod sandbox_portal;
 
 // Control loops: timers, overdue tasks, next steps, digests (issue 12)
 mod control;
+
+// Plans, reports and the web dashboard (issue 13)
+mod dashboard;

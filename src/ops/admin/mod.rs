@@ -88,7 +88,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time. Never from a query string.
-fn authorized(request: &Request, token: &str) -> bool {
+pub(crate) fn authorized(request: &Request, token: &str) -> bool {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -113,7 +113,7 @@ pub(super) fn job_state(q: &crate::store::QueuedDeal) -> (&'static str, String) 
 }
 
 /// Why a route got no answer from the store.
-pub(super) enum Unanswered {
+pub(crate) enum Unanswered {
     Store(StoreError),
     /// Not within `store_timeout` (the call goes on, on its blocking thread).
     TimedOut(Duration),
@@ -122,7 +122,7 @@ pub(super) enum Unanswered {
 }
 
 /// `call` on a blocking thread, for at most `state.store_timeout`.
-pub(super) async fn off_the_runtime<T: Send + 'static>(
+pub(crate) async fn off_the_runtime<T: Send + 'static>(
     state: &AdminState,
     call: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Unanswered> {
@@ -143,7 +143,7 @@ pub(super) fn json_or_error<T: serde::Serialize>(report: Result<T, Unanswered>) 
     }
 }
 
-pub(super) fn store_error(error: &Unanswered) -> Response {
+pub(crate) fn store_error(error: &Unanswered) -> Response {
     match error {
         Unanswered::Store(error) => {
             tracing::error!(%error, "admin API: store error");
