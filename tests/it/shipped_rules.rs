@@ -108,12 +108,8 @@ fn the_control_rules_load_from_their_own_file_with_the_names_the_digest_includes
         digest.to(),
         &b24_robot::rules::control::DigestTo::Supervisor
     );
-    let slots: Vec<String> = digest
-        .slots()
-        .iter()
-        .map(|t| t.format("%H:%M").to_string())
-        .collect();
-    assert_eq!(slots, ["09:30", "17:30"]);
+    let at = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).expect("a time");
+    assert_eq!(digest.slots(), [at(9, 30), at(17, 30)]);
     let mut included = digest.include().to_vec();
     included.sort();
     let mut watching: Vec<String> = expected[..4].iter().map(|(n, _)| n.to_string()).collect();
