@@ -7,7 +7,7 @@ use super::SimPortal;
 use super::portal_file::PortalFile;
 
 /// The shipped example rules, built into the binary.
-pub const EMBEDDED_RULES: [(&str, &str); 3] = [
+pub const EMBEDDED_RULES: [(&str, &str); 4] = [
     (
         "rules/10-new-clients.toml",
         include_str!("../../rules/10-new-clients.toml"),
@@ -19,6 +19,10 @@ pub const EMBEDDED_RULES: [(&str, &str); 3] = [
     (
         "rules/30-outcomes.toml",
         include_str!("../../rules/30-outcomes.toml"),
+    ),
+    (
+        "rules/40-control.toml",
+        include_str!("../../rules/40-control.toml"),
     ),
 ];
 

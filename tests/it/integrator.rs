@@ -166,6 +166,100 @@ fn a_reader_that_stops_early_ends_the_demo_quietly() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
 }
 
+/// A line of the demo's output: how it starts, and a part of the rest.
+type Line = (&'static str, &'static str);
+
+/// The README's first command, to its end: the shipped rules' week on the demo's own clock,
+/// each time-driven rule at work in the step that brings it, and exit 0.
+#[test]
+fn the_demo_plays_its_week_through_the_control_rules_and_ends_by_itself() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+        .arg("demo")
+        .current_dir(cwd.path())
+        .output()
+        .expect("runs");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    assert!(
+        stdout.starts_with("b24-robot demo: 17 rules (version "),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    // The first line at or after `from` that starts with `start` and holds `holds`.
+    let find = |from: usize, start: &str, holds: &str| -> usize {
+        lines[from..]
+            .iter()
+            .position(|l| l.starts_with(start) && l.contains(holds))
+            .map(|i| from + i)
+            .unwrap_or_else(|| panic!("no {start:?} with {holds:?} after line {from}:\n{stdout}"))
+    };
+    // Each step of the week in order (its line), and what follows it, in any order.
+    let steps: [(&str, &str, &[Line]); 5] = [
+        (
+            "* Monday ",
+            "09:05: Vera creates a deal for Romashka",
+            // close_on_leave: the qualifying task ends with its stage.
+            &[("    [new-qualify] completed task #", "")],
+        ),
+        (
+            "* Monday ",
+            "13:40: the repeat client's deal",
+            &[(
+                "    [repeat-without-next-step] notified user 3: ",
+                "has no open task",
+            )],
+        ),
+        (
+            "* Thursday ",
+            "09:06: the offer was due",
+            &[
+                ("    [offer-sla] notified user 3: ", "over 3 workdays"),
+                ("    [offer-sla] notified user 2: ", "over 3 workdays"),
+                (
+                    "    [overdue-tasks] notified user 3: \"Overdue since ",
+                    "Lyutik",
+                ),
+                (
+                    "    [overdue-tasks] notified user 2: \"Overdue since ",
+                    "Lyutik",
+                ),
+            ],
+        ),
+        (
+            "* Thursday ",
+            "09:12: the control sweep sees",
+            &[(
+                "    [overdue-tasks] notified user 2: ",
+                "deadline moved from",
+            )],
+        ),
+        (
+            "* Thursday ",
+            "17:31: the new deadline has passed",
+            &[
+                ("    [daily-control] digest to user 2:", ""),
+                ("      [B]Sales control, ", "17:30[/B]"),
+                ("      • no next step: ", ""),
+                ("      • over the stage SLA: ", ""),
+                ("      • overdue task: ", ""),
+            ],
+        ),
+    ];
+    let mut at = 0;
+    for (start, holds, after) in steps {
+        at = find(at, start, holds);
+        for (line, part) in after {
+            find(at, line, part);
+        }
+    }
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("done: ")),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn logs_written_to_a_file_carry_no_terminal_colours() {
     let sim = crate::helpers::seeded_portal(SimConfig::default()).await;

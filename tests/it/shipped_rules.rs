@@ -11,10 +11,17 @@ use crate::helpers::{TestApp, seeded_portal, start_on, text};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// Every rule's name and kind: the stage-entry rules, then the time-driven ones.
 fn names(set: &RuleSet) -> Vec<(String, RuleKind)> {
     set.rules()
         .iter()
         .map(|r| (r.name().to_string(), r.kind()))
+        .chain(
+            set.controls()
+                .names()
+                .into_iter()
+                .map(|(name, kind)| (name.to_string(), kind)),
+        )
         .collect()
 }
 
@@ -45,6 +52,82 @@ fn the_rules_folder_loads_without_errors_or_warnings() {
             "no {kind:?} rule in the shipped set"
         );
     }
+}
+
+/// `rules/40-control.toml`: the department's control rules, named as the digest includes them
+/// (and as the demo and the docs refer to them), all written in that file.
+#[test]
+fn the_control_rules_load_from_their_own_file_with_the_names_the_digest_includes() {
+    let (set, _) = RuleSet::load_dir(Path::new("rules")).expect("rules/ loads");
+    let controls = set.controls();
+    let expected = [
+        ("offer-sla", RuleKind::Sla),
+        ("overdue-tasks", RuleKind::Overdue),
+        ("new-without-next-step", RuleKind::NoTask),
+        ("repeat-without-next-step", RuleKind::NoTask),
+        ("daily-control", RuleKind::Digest),
+    ];
+    assert_eq!(controls.names(), expected);
+    let files: Vec<&str> = controls
+        .sla()
+        .iter()
+        .map(|r| r.location().0)
+        .chain(controls.overdue().iter().map(|r| r.location().0))
+        .chain(controls.no_task().iter().map(|r| r.location().0))
+        .chain(controls.digests().iter().map(|r| r.location().0))
+        .collect();
+    assert_eq!(files.len(), expected.len());
+    assert!(
+        files.iter().all(|f| f.ends_with("40-control.toml")),
+        "{files:?}"
+    );
+
+    // The SLA watches the stage where "new-offer" has the offer sent.
+    let sla = controls.sla_named("offer-sla").expect("offer-sla");
+    assert_eq!((sla.pipeline(), sla.stage_text()), (0, "PREPARATION"));
+    let offer = set
+        .rules()
+        .iter()
+        .find(|r| r.name() == "new-offer")
+        .expect("new-offer");
+    assert_eq!(offer.kind(), RuleKind::Task);
+    let overdue = controls.overdue_named("overdue-tasks").expect("overdue");
+    assert_eq!(overdue.tasks(), b24_robot::rules::control::TaskScope::Rules);
+    assert_eq!(overdue.pipeline(), None, "both pipelines");
+    assert!(overdue.watches_moves());
+    // Both pipelines, every in-progress stage, activities counted.
+    let pipelines: Vec<u64> = controls.no_task().iter().map(|r| r.pipeline()).collect();
+    assert_eq!(pipelines, [0, 1]);
+    for rule in controls.no_task() {
+        assert_eq!(rule.stages(), None, "{}", rule.name());
+        assert!(rule.count_activities(), "{}", rule.name());
+        assert_eq!(rule.after().to_string(), "4 hours");
+    }
+    let digest = controls.digest_named("daily-control").expect("digest");
+    assert_eq!(
+        digest.to(),
+        &b24_robot::rules::control::DigestTo::Supervisor
+    );
+    let at = |h, m| chrono::NaiveTime::from_hms_opt(h, m, 0).expect("a time");
+    assert_eq!(digest.slots(), [at(9, 30), at(17, 30)]);
+    let mut included = digest.include().to_vec();
+    included.sort();
+    let mut watching: Vec<String> = expected[..4].iter().map(|(n, _)| n.to_string()).collect();
+    watching.sort();
+    assert_eq!(included, watching, "the digest includes every control rule");
+
+    // The stage tasks that end with their stage close with it; the others stay.
+    let closing: Vec<&str> = set
+        .rules()
+        .iter()
+        .map(|r| r.name())
+        .filter(|n| set.close_on_leave(n).is_some())
+        .collect();
+    assert_eq!(closing, ["new-qualify", "repeat-first-call"]);
+    assert_eq!(
+        set.close_on_leave("new-qualify"),
+        Some(b24_robot::rules::control::CloseOnLeave::Complete)
+    );
 }
 
 #[test]

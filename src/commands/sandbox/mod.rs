@@ -54,6 +54,7 @@ pub async fn run(config: Option<PathBuf>, options: Options) -> CommandResult {
         max_tunnel_depth: Some(settings.rules.max_tunnel_depth),
         store_dir: options.store.clone(),
         portal,
+        clock: None,
     };
     let result = match steps {
         Some(steps) => play(&rules, steps, &rehearsal, speed).await,
@@ -127,6 +128,7 @@ async fn play(
         sim,
         mut story,
         stop,
+        ..
     } = start(rules, "sandbox", rehearsal).await?;
     run_clock(&sim, speed);
     let mut deals: Vec<(String, u64)> = Vec::new();
@@ -195,6 +197,7 @@ async fn serve(
         sim,
         mut story,
         stop,
+        ..
     } = start(rules, "sandbox", rehearsal).await?;
     run_clock(&sim, speed);
     let listener = tokio::net::TcpListener::bind(listen)

@@ -1,8 +1,13 @@
 //! `b24-robot demo`: the real service against the built-in simulated portal, with the shipped
-//! rules, playing a short sales day. No portal, no set-up: a temporary store, a free port.
+//! rules, playing a short sales week. No portal, no set-up: a temporary store, a free port.
 //!
 //! Each user action waits until the service has dealt with it, so that the printed story reads in
-//! order: the stage entry, then what the rules did about it.
+//! order: the stage entry, then what the rules did about it. The service and the portal share
+//! one clock, which the demo moves on itself ([`timeline`]): the week starts on the coming
+//! Monday morning, and the days the time-driven rules wait for (an SLA, a missed deadline, the
+//! evening review) pass in a second each.
+
+mod timeline;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,6 +26,7 @@ use crate::startup::Application;
 use crate::store::Store;
 use crate::text::count;
 use crate::worker::Activity;
+use timeline::Timeline;
 
 pub async fn run(rules_dir: Option<PathBuf>) -> CommandResult {
     play(rules_dir)
@@ -41,13 +47,25 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
             .join("\n")
     })?;
 
+    let clock = crate::clock::Clock::system();
+    let rehearsal = Rehearsal {
+        clock: Some(clock.clone()),
+        ..Rehearsal::default()
+    };
     let Running {
         sim,
         mut story,
         stop,
-    } = start(&rules, "demo", &Rehearsal::default()).await?;
+        calendar,
+    } = start(&rules, "demo", &rehearsal).await?;
+    let week = Timeline::new(clock, calendar, &rules);
+    let monday = week.coming_monday();
+    week.jump_to(&mut story, monday).await;
 
-    story.say("Vera creates a deal for Romashka LLC (new client)");
+    story.say(&format!(
+        "{}: Vera creates a deal for Romashka LLC (new client)",
+        week.show(monday)
+    ));
     let romashka = sim
         .create_deal(json!({"TITLE": "Romashka LLC: 20 licences", "ASSIGNED_BY_ID": "3", "OPPORTUNITY": "240000.00",
             "CURRENCY_ID": "RUB", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}))
@@ -98,6 +116,13 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
     sim.move_deal_silently(lost, "PREPARATION").await;
     story.settle_for(Duration::from_secs(3)).await;
 
+    let deals = timeline::Deals {
+        won: romashka,
+        lost: vasilek,
+        offer: lost,
+    };
+    week.control(&sim, &mut story, deals).await;
+
     stop.stop().await?;
     print_done(&sim);
     Ok(())
@@ -119,6 +144,8 @@ pub(crate) struct Running {
     pub(crate) sim: SimPortal,
     pub(crate) story: Story,
     pub(crate) stop: Stopper,
+    /// The service's working calendar: when its deadlines, SLAs and digests fall.
+    pub(crate) calendar: crate::calendar::Calendar,
 }
 
 /// Stops the service and removes its temporary store (a kept one stays).
@@ -154,6 +181,9 @@ pub(crate) struct Rehearsal {
     /// The portal to rehearse against, described by a file (its name for the banner, and what
     /// it says) instead of the built-in one; its UI writes then refuse fields it does not have.
     pub(crate) portal: Option<(String, PortalFile)>,
+    /// The one clock of the portal and the service (the demo moves it on); `None`: the system
+    /// clock, shared all the same, so that a portal clock sped up runs the service's timers too.
+    pub(crate) clock: Option<crate::clock::Clock>,
 }
 
 /// Starts a simulated portal shaped by [`seed_portal`] (or by the rehearsal's portal file) and
@@ -165,9 +195,13 @@ pub(crate) async fn start(
     what: &str,
     rehearsal: &Rehearsal,
 ) -> Result<Running, String> {
-    let sim = SimPortal::start(SimConfig::default())
-        .await
-        .map_err(|e| format!("simulated portal: {e}"))?;
+    let clock = rehearsal.clock.clone().unwrap_or_default();
+    let sim = SimPortal::start(SimConfig {
+        clock: clock.clone(),
+        ..SimConfig::default()
+    })
+    .await
+    .map_err(|e| format!("simulated portal: {e}"))?;
     let described = match &rehearsal.portal {
         Some((name, file)) => {
             file.seed(&sim);
@@ -215,12 +249,15 @@ pub(crate) async fn start(
     crate::telemetry::init(settings.log.format, &settings.log.level);
 
     let (tx, rx) = mpsc::unbounded_channel();
+    let calendar = settings.calendar.clone();
     let app = Application::build_with_activity(settings, rules.clone(), Some(tx))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_clock(clock);
     let store = app.store();
+    let port = app.port();
     sim.set_event_handler(
-        Some(format!("http://127.0.0.1:{}/bitrix24/events", app.port())),
+        Some(format!("http://127.0.0.1:{port}/bitrix24/events")),
         &token,
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -230,7 +267,12 @@ pub(crate) async fn start(
 
     outln!(
         "b24-robot {what}: {} (version {}) against {described}",
-        count(rules.len(), "rule", "rules"),
+        // The time-driven rules count too, as `check` counts them.
+        count(
+            rules.len() + rules.controls().names().len(),
+            "rule",
+            "rules"
+        ),
         rules.version()
     );
     outln!();
@@ -239,6 +281,8 @@ pub(crate) async fn start(
         store,
         sim: sim.clone(),
         failed: 0,
+        metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+        digests_shown: 0,
     };
 
     Ok(Running {
@@ -250,6 +294,7 @@ pub(crate) async fn start(
             store_dir,
             keep_store,
         },
+        calendar,
     })
 }
 
@@ -273,6 +318,12 @@ pub(crate) struct Story {
     sim: SimPortal,
     /// Effects that failed so far: a scenario with one exits 1.
     pub(crate) failed: usize,
+    /// The service's `/metrics`: its count of control sweeps says when the sweep a jump of the
+    /// clock set off is done.
+    metrics_url: String,
+    /// Digests printed so far: they are sent by the control loop, not by a deal's round, so
+    /// they come from the portal's notifications rather than from the activity channel.
+    digests_shown: usize,
 }
 
 impl Story {
@@ -362,11 +413,7 @@ impl Story {
 
 /// One line for people about a REST write: what the demo, the sandbox and the rule tests print.
 pub(crate) fn describe(method: &str, params: &Value) -> String {
-    let text = |v: &Value| {
-        v.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string())
-    };
+    let text = value_text;
     match method {
         "tasks.task.add" => {
             let f = &params["fields"];
@@ -382,6 +429,9 @@ pub(crate) fn describe(method: &str, params: &Value) -> String {
             )
         }
         "crm.deal.update" => format!("moved back to {}", text(&params["fields"]["STAGE_ID"])),
+        // `close_on_leave`: the task of a stage the deal has left.
+        "tasks.task.complete" => format!("completed task #{}", text(&params["taskId"])),
+        "tasks.task.defer" => format!("deferred task #{}", text(&params["taskId"])),
         "crm.timeline.comment.add" => format!(
             "timeline comment \"{}\"",
             text(&params["fields"]["COMMENT"])
@@ -404,4 +454,12 @@ pub(crate) fn describe(method: &str, params: &Value) -> String {
         "" => "effect".to_string(),
         other => format!("{other} {params}"),
     }
+}
+
+/// A value of the portal as people read it: a string as it is, anything else as JSON (ids come
+/// as `"3"` or `3`).
+fn value_text(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
 }
