@@ -1,5 +1,5 @@
 //! The loops that run beside the intake and the worker: the control loop of the time-driven
-//! rules (`crate::control`), the sweep of the stage history, the
+//! rules (`crate::worker::control`), the sweep of the stage history, the
 //! store's recovery after a failed write, the pruning of old keys and entries, and (for
 //! `serve`) the rules' reload. They start together and stop together, on one token.
 //!
@@ -28,7 +28,7 @@ pub(super) struct Background {
     recovery: JoinHandle<()>,
     pruner: JoinHandle<()>,
     reloader: Option<JoinHandle<()>>,
-    /// Timers, the control sweep and the digests (`crate::control`).
+    /// Timers, the control sweep and the digests (`crate::worker::control`).
     control: JoinHandle<()>,
 }
 

@@ -3,7 +3,7 @@
 //! tasks where `close_on_leave` says so); a timer that has come due fires here, in the round
 //! of its deal, so that the deal and its newest history entry it checks are read in the
 //! round's shared `batch`, and its effects go through the same intents, lookups and results
-//! as the stage-entry rules'. The timer loop (`crate::control`) only queues the deal when one
+//! as the stage-entry rules'. The timer loop (`crate::worker::control`) only queues the deal when one
 //! of its timers comes due.
 
 use chrono::{DateTime, FixedOffset};

@@ -24,7 +24,7 @@ use crate::rules::RuleSet;
 use crate::sandbox::SimPortal;
 use crate::text::count;
 
-/// The `TAG` prefix of a digest's notification (`crate::control::digests`): how the demo tells
+/// The `TAG` prefix of a digest's notification (`crate::worker::control::digests`): how the demo tells
 /// a digest from the other notifications the portal got.
 const DIGEST_TAG: &str = "b24robot:digest:";
 

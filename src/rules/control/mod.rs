@@ -3,7 +3,7 @@
 //! fields are private to `rules`; the service reads them through the accessors and the pure
 //! evaluation of [`evaluate`] and [`digest`].
 //!
-//! A time-driven rule does not fire on a stage entry: the control loop (`crate::control`) arms
+//! A time-driven rule does not fire on a stage entry: the control loop (`crate::worker::control`) arms
 //! timers for the entries an `[[sla]]` watches, sweeps the portal's tasks and deals for
 //! `[[overdue]]` and `[[no_task]]`, and composes the `[[digest]]`s at their slots. What each one
 //! then does is decided here, from what the loop read, without I/O.
