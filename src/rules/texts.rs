@@ -75,8 +75,6 @@ impl Language {
         }
     }
 
-    /// The sentence a moved-back deal's comment ends with; `stage` is the stage's portal name
-    /// (its id where no name is known).
     /// The default message of an `[[sla]]` (a template).
     pub fn sla_message(self) -> &'static str {
         match self {
@@ -160,6 +158,8 @@ impl Language {
         }
     }
 
+    /// The sentence a moved-back deal's comment ends with; `stage` is the stage's portal name
+    /// (its id where no name is known).
     pub fn moved_back(self, stage: &str) -> String {
         match self {
             Language::Ru => format!("Сделка возвращена на стадию «{stage}»."),

@@ -138,7 +138,9 @@ impl Worker {
         let mut records = Vec::with_capacity(new.entries.len());
         let mut intents = Vec::new();
         let mut work = TimerWork::default();
-        self.left_entries(job, new.newest, rules, &mut work)?;
+        // Whether the deal really left its stage: not when its newest entry is the service's
+        // own move back, nor when a gate moves it back from there (it never entered).
+        let mut left = true;
         for (entry, action) in new.entries {
             let mut decisions = Vec::new();
             if action == EntryAction::Acted {
@@ -156,7 +158,9 @@ impl Worker {
                 match self.plan(job, entry, &mut decisions).await {
                     Ok(planned) => {
                         // An entry moved back by a gate was never really entered: no timer.
-                        if !planned.iter().any(|e| e.kind == EffectKind::MoveBack) {
+                        if planned.iter().any(|e| e.kind == EffectKind::MoveBack) {
+                            left = false;
+                        } else {
                             work.timers.extend(self.arm(job.deal_id, entry, rules));
                         }
                         intents.extend(planned);
@@ -168,8 +172,14 @@ impl Worker {
                     }
                 }
             }
+            if entry.id == new.newest.id && action == EntryAction::Echo {
+                left = false;
+            }
             self.tell_entry(job, entry, &action, decisions.len());
             records.push(entry_record(job, entry, action, decisions, rules, None));
+        }
+        if left {
+            self.left_entries(job, new.newest, rules, &mut work)?;
         }
         advance(&mut job.state, new.newest, &intents);
         self.fire_due(job, &deal, (catalog, rules), &mut work)

@@ -165,8 +165,10 @@ impl Worker {
             .collect();
         for mut timer in due {
             let stamp = now_ms();
-            let still_in = job.state.last_entry_id == timer.entry_id
-                && deal.stage_id() == Some(timer.entry.stage_id.as_str());
+            // A genuine move out of the entry disarms its timers when it is recorded; a move a
+            // gate sent back (and its echo) does not, so the deal in the timer's stage now is
+            // still in its entry.
+            let still_in = deal.stage_id() == Some(timer.entry.stage_id.as_str());
             let Some(sla) = rules.controls().sla_named(&timer.rule) else {
                 timer.skip("the rule is no longer in the rule set".into(), stamp);
                 work.timers.push(timer);
@@ -174,7 +176,7 @@ impl Worker {
             };
             if !still_in {
                 let decision = sla.left(deal.stage_id().map(str::to_string));
-                tracing::info!(deal_id = job.deal_id, entry_id = timer.entry_id, rule = %timer.rule, "sla timer skipped: the deal left the stage entry");
+                tracing::info!(deal_id = job.deal_id, entry_id = timer.entry_id, rule = %timer.rule, now_in = ?deal.stage_id(), "sla timer skipped: the deal left the stage entry");
                 self.metrics.control_effect(&timer.rule, "sla", "skipped");
                 timer.note(decision.outcome.to_string(), stamp);
                 timer.state = TimerState::Skipped {

@@ -935,3 +935,41 @@ async fn a_slot_missed_while_stopped_is_sent_at_start_only_within_its_working_pe
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_move_a_gate_sends_back_leaves_the_sla_watching_the_entry_it_never_left() {
+    let clock = Clock::system();
+    let mut rules = sla_rules("");
+    rules.push(rule_file(
+        "gate.toml",
+        r#"
+[[require]]
+name = "needs-inn"
+pipeline = 0
+stage = "EXECUTING"
+fields = ["UF_CRM_INN"]
+on_missing = "revert"
+"#,
+    ));
+    let (app, deal) = in_preparation(rules, &clock, "Gated LLC").await;
+    armed(&app, deal).await;
+    app.move_to(deal, "EXECUTING", Duration::from_secs(10))
+        .await;
+    poll(Duration::from_secs(10), "the deal moved back", async || {
+        (app.sim.deal(deal)?["STAGE_ID"] == "PREPARATION").then_some(())
+    })
+    .await;
+    app.settle(Duration::from_secs(10)).await;
+    assert_eq!(
+        app.store.timers_pending(),
+        1,
+        "{:?}",
+        app.store.timers_of(deal)
+    );
+    clock.advance(3 * DAY + Duration::from_secs(60));
+    wait_for(Duration::from_secs(10), "the SLA notice", || {
+        sla_notices(&app, "Gated LLC") == 1
+    })
+    .await;
+    app.stop().await;
+}

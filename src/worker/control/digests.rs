@@ -113,7 +113,7 @@ pub async fn send(
             "digest items whose person has no supervisor: not sent to anyone"
         );
     }
-    let names = names(worker, &people).await;
+    let names = sweep::names(worker, &people).await;
     let at = slot.map_or(now, |s| digest.slot_moment(&worker.calendar, s));
     let mut out = Vec::new();
     let mut recipients: Vec<u64> = by_recipient.keys().copied().collect();
@@ -163,41 +163,6 @@ pub async fn send(
         });
     }
     Ok(out)
-}
-
-/// The people's names (`user.get`, `NAME` and `LAST_NAME`), in one shared batch; a person the
-/// portal does not answer for is named by id.
-async fn names(worker: &Worker, people: &[u64]) -> BTreeMap<u64, String> {
-    let mut ids: Vec<u64> = people.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let calls = ids.iter().map(|&id| calls::user_get(id)).collect();
-    let mut out = BTreeMap::new();
-    for (id, answer) in ids
-        .iter()
-        .zip(worker.client.batch(calls, Retry::Safe).await)
-    {
-        let Ok(answer) = answer else { continue };
-        let Some(user) = answer.result.as_array().and_then(|a| a.first()).cloned() else {
-            continue;
-        };
-        let part = |k: &str| {
-            user.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
-        let name = [part("NAME"), part("LAST_NAME")]
-            .into_iter()
-            .filter(|p| !p.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !name.is_empty() {
-            out.insert(*id, name);
-        }
-    }
-    out
 }
 
 /// The items that stand now for the rules the digest includes.

@@ -174,6 +174,41 @@ pub(crate) fn task_of(item: &Value) -> Option<TaskSeen> {
     })
 }
 
+/// The people's names (`user.get`, `NAME` and `LAST_NAME`), in one shared batch; a person the
+/// portal does not answer for is named by id.
+pub(crate) async fn names(worker: &Worker, people: &[u64]) -> BTreeMap<u64, String> {
+    let mut ids: Vec<u64> = people.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let calls = ids.iter().map(|&id| calls::user_get(id)).collect();
+    let mut out = BTreeMap::new();
+    for (id, answer) in ids
+        .iter()
+        .zip(worker.client.batch(calls, Retry::Safe).await)
+    {
+        let Ok(answer) = answer else { continue };
+        let Some(user) = answer.result.as_array().and_then(|a| a.first()).cloned() else {
+            continue;
+        };
+        let part = |k: &str| {
+            user.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        let name = [part("NAME"), part("LAST_NAME")]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !name.is_empty() {
+            out.insert(*id, name);
+        }
+    }
+    out
+}
+
 /// Reads what the rules watch.
 pub async fn read(worker: &Worker, rules: &RuleSet) -> Result<Seen, SweepError> {
     let controls = rules.controls();
@@ -240,6 +275,22 @@ pub async fn read(worker: &Worker, rules: &RuleSet) -> Result<Seen, SweepError> 
     for item in list_many(worker, task_calls).await? {
         if let Some(task) = task_of(&item) {
             seen.tasks.insert(task.id, task);
+        }
+    }
+    // `{TASK_RESPONSIBLE}` is the person's name: where the answer did not carry it, one
+    // `user.get` a person, together.
+    let nameless: Vec<u64> = seen
+        .tasks
+        .values()
+        .filter(|t| t.responsible_name.is_none())
+        .filter_map(|t| t.responsible)
+        .collect();
+    if !nameless.is_empty() {
+        let names = names(worker, &nameless).await;
+        for task in seen.tasks.values_mut() {
+            if task.responsible_name.is_none() {
+                task.responsible_name = task.responsible.and_then(|r| names.get(&r).cloned());
+            }
         }
     }
     if controls.no_task().iter().any(|r| r.count_activities()) {
@@ -323,7 +374,9 @@ pub async fn sweep(worker: &Worker, rules: &RuleSet) -> Result<Report, SweepErro
                     ));
                 }
             }
-            if last.as_deref() != Some(now_text.as_str()) {
+            // Outside working time with quiet hours, the notices are not recorded: nor is the
+            // new deadline, so that the first sweep in working time sees the move and tells it.
+            if last.as_deref() != Some(now_text.as_str()) && !quiet {
                 worker.store.track_deadline(&key, &now_text)?;
             }
             if rule.is_overdue(&worker.calendar, task, now) {
