@@ -66,11 +66,11 @@ fn status_kib(field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn rss_kib() -> u64 {
+pub(super) fn rss_kib() -> u64 {
     status_kib("VmRSS").unwrap_or(0)
 }
 
-fn peak_kib() -> u64 {
+pub(super) fn peak_kib() -> u64 {
     status_kib("VmHWM").unwrap_or(0)
 }
 
@@ -118,7 +118,6 @@ fn sizes() -> Result<Vec<u64>, String> {
 
 /// Runs one child a size and prints the table.
 async fn compare(deals: u64, sizes: &[u64]) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     outln!(
         "memory: the service (with the simulated portal in its process) holding the state of {deals} deals, one fresh process a cache size; default cache {} MiB",
         DEFAULT_CACHE_BYTES / MIB
@@ -135,24 +134,13 @@ async fn compare(deals: u64, sizes: &[u64]) -> Result<(), String> {
         "random rd/s"
     );
     for &mib in sizes {
-        let output = tokio::process::Command::new(&exe)
-            .args(["bench", "memory", "--size", &deals.to_string()])
-            .env(CHILD, mib.to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .await
-            .map_err(|e| format!("cannot start the child for {mib} MiB: {e}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let figures: Figures = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(FIGURES))
-            .ok_or_else(|| {
-                format!(
-                    "the child for {mib} MiB gave no figures ({}): {stdout}",
-                    output.status
-                )
-            })
-            .and_then(|json| serde_json::from_str(json).map_err(|e| e.to_string()))?;
+        let figures: Figures = child(
+            &["bench", "memory", "--size", &deals.to_string()],
+            &[(CHILD, mib.to_string())],
+            FIGURES,
+        )
+        .await
+        .map_err(|e| format!("the child for {mib} MiB: {e}"))?;
         let mib_of = |kib: u64| kib as f64 / 1024.0;
         outln!(
             "{:>9} {:>8.1} {:>12.1} {:>11.1} {:>8.1} {:>10.0} {:>9.0} {:>12.0}",
@@ -167,6 +155,30 @@ async fn compare(deals: u64, sizes: &[u64]) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Runs this same binary with `args` and `env` (a fresh process: a fresh heap, so that what one
+/// measurement allocated never counts for the next) and reads the figures it printed as JSON
+/// after `prefix`.
+pub(super) async fn child<T: serde::de::DeserializeOwned>(
+    args: &[&str],
+    env: &[(&str, String)],
+    prefix: &str,
+) -> Result<T, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let output = tokio::process::Command::new(&exe)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .map_err(|e| format!("cannot start it: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .ok_or_else(|| format!("no figures ({}): {stdout}", output.status))
+        .and_then(|json| serde_json::from_str(json).map_err(|e| e.to_string()))
 }
 
 /// The child's work: one cache size, one fresh store.

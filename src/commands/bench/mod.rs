@@ -13,6 +13,9 @@
 //! - `outage`: the portal unreachable with many deals queued: CPU while waiting, probes a
 //!   minute, and the drain once it answers, against the portal's ceiling.
 //! - `memory`: resident memory at idle and the store's bytes per deal with many known deals.
+//! - `control`: one control sweep over many open deals and their tasks at the portal's limit:
+//!   requests, calls and duration against the portal's ceiling.
+//! - `timers`: many pending timers: arming, RSS, bytes on disk, a timer-loop turn, the open.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,12 +30,14 @@ use crate::sandbox::{SimConfig, SimPortal};
 use crate::startup::Application;
 use crate::store::Store;
 
+mod control;
 mod intake;
 mod memory;
 mod outage;
 
 pub use intake::IntakeOptions;
 mod throughput;
+mod timers;
 
 const TOKEN: &str = "bench-token";
 
@@ -134,13 +139,7 @@ async fn rig_with(
     })
     .map_err(|e| e.to_string())?;
     crate::telemetry::init(settings.log.format, &settings.log.level);
-    let (rules, _) =
-        RuleSet::from_sources(&[("bench.toml".into(), rules.into())]).map_err(|d| {
-            d.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+    let rules = rule_set(rules)?;
     let app = Application::build(settings, rules)
         .await
         .map_err(|e| e.to_string())?;
@@ -166,6 +165,18 @@ async fn rig_with(
         task,
         _dir: dir,
     })
+}
+
+/// The rules of a bench, from their text.
+fn rule_set(rules: &str) -> Result<RuleSet, String> {
+    let (rules, _) =
+        RuleSet::from_sources(&[("bench.toml".into(), rules.into())]).map_err(|d| {
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+    Ok(rules)
 }
 
 /// Connections the events of a move come in on at once.
@@ -275,8 +286,10 @@ pub async fn run(
         "intake-server" => intake::intake_server(size.unwrap_or(30), intake).await,
         "outage" => outage::outage(size.unwrap_or(10_000) as usize).await,
         "memory" => memory::memory(size.unwrap_or(1_000_000)).await,
+        "control" => control::control(size.unwrap_or(10_000) as usize).await,
+        "timers" => timers::timers(size.unwrap_or(1_000_000)).await,
         other => Err(format!(
-            "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, intake-server, outage, memory)"
+            "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, intake-server, outage, memory, control, timers)"
         )),
     };
     result.map_err(|error| CommandError::Failed(format!("bench failed: {error}")))
