@@ -240,6 +240,23 @@ impl Store {
         Ok(())
     }
 
+    /// The version of the rules the pending timers were last timed by (see the control loop's
+    /// `retime`): a start with the same rules need not walk them all again.
+    pub fn timers_timed_by(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .trees()?
+            .control
+            .get(b"timers/timed_by")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_timers_timed_by(&self, version: &str) -> Result<(), StoreError> {
+        self.trees()?
+            .control
+            .insert(b"timers/timed_by", version.as_bytes())?;
+        Ok(())
+    }
+
     /// When the service's first control sweep ran (RFC 3339), once recorded.
     pub fn first_control_sweep(&self) -> Result<Option<String>, StoreError> {
         Ok(self

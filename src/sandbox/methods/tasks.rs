@@ -226,9 +226,29 @@ pub(super) fn task_list(st: &PortalState, params: &Value) -> Result<Reply, ApiEr
             filter.insert(key, value);
         }
     }
+    // The exact `ID` and `UF_CRM_TASK` lists narrow the tasks before each gets its filterable
+    // view: a portal of many tasks answers a list of 50 without copying them all.
+    let wanted = |key: &str| -> Option<std::collections::HashSet<String>> {
+        filter
+            .get(key)
+            .map(|v| super::lists::filter_values(v).into_iter().collect())
+    };
+    let (ids, bindings) = (wanted("ID"), wanted("UF_CRM_TASK"));
     let mut tasks: Vec<(Map<String, Value>, Map<String, Value>)> = st
         .tasks
         .iter()
+        .filter(|t| {
+            let id = t.get("ID").and_then(scalar_string);
+            ids.as_ref()
+                .is_none_or(|ids| id.is_some_and(|id| ids.contains(&id)))
+                && bindings.as_ref().is_none_or(|b| {
+                    t.get("UF_CRM_TASK")
+                        .map(string_list)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|x| b.contains(x))
+                })
+        })
         .map(|t| {
             // The filterable view: documented filter names over the stored fields.
             let mut view = t.clone();

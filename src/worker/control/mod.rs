@@ -170,6 +170,10 @@ impl Control {
 /// changed `within` or `repeat` moves its due moment; a removed rule disarms it; a timer past
 /// its rule's last repetition is done.
 fn retime(worker: &Worker, rules: &crate::rules::RuleSet) -> Result<(), StoreError> {
+    // The same rules as when they were last timed (a restart): nothing to walk.
+    if worker.store.timers_timed_by()?.as_deref() == Some(rules.version()) {
+        return Ok(());
+    }
     let mut changed = Vec::new();
     let now = now_ms();
     for mut timer in worker.store.pending_timers()? {
@@ -192,8 +196,9 @@ fn retime(worker: &Worker, rules: &crate::rules::RuleSet) -> Result<(), StoreErr
             "timers re-timed for the rules in force"
         );
         worker.store.put_timers(&changed)?;
-        worker.store.flush()?;
     }
+    worker.store.set_timers_timed_by(rules.version())?;
+    worker.store.flush()?;
     Ok(())
 }
 
