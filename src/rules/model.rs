@@ -22,6 +22,8 @@ pub enum RuleKind {
     Overdue,
     NoTask,
     Digest,
+    /// `[[plan]]`: no effect of its own, read by the `plan` report.
+    Plan,
 }
 
 /// The TOML table name, as people write it: `task`, `loss_reason`.
@@ -44,6 +46,7 @@ impl RuleKind {
             RuleKind::Overdue => "overdue",
             RuleKind::NoTask => "no_task",
             RuleKind::Digest => "digest",
+            RuleKind::Plan => "plan",
         }
     }
 
