@@ -24,6 +24,8 @@
 //! Beside it:
 //! - [`control`] is the time-driven half: the timers' loop, the control sweep (overdue tasks,
 //!   deals without a next step) and the digests.
+//! - [`reports`] are the pure computations behind `report`, the admin API's reports and the
+//!   dashboard: plan, nps, losses, stages, tasks and deals over a copy of the deals.
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones), pure.
 //! - [`clock`] is what "now" is for the time-driven rules: the system clock, or one that tests
 //!   and the demo move on.
@@ -49,6 +51,7 @@ pub mod duration;
 pub mod http;
 pub mod intake;
 pub mod ops;
+pub mod reports;
 pub mod rules;
 pub mod sandbox;
 pub mod startup;
