@@ -25,7 +25,7 @@ mod tasks;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calendar::Calendar;
 pub use crate::rules::{Amount, ReportPeriod, StageSemantic};
@@ -38,7 +38,8 @@ pub use stages::{StageInfo, StageRow, StagesBody, stages};
 pub use tasks::{ReportTask, TaskRow, TasksBody, tasks};
 
 /// What reports need of a deal: its place now, its money, its report fields and its history.
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable, so the store's report copy can keep it as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportDeal {
     pub id: u64,
     pub title: String,
@@ -63,7 +64,7 @@ pub struct ReportDeal {
 }
 
 /// One stage-history entry (`crm.stagehistory.list`): the deal entered `stage` at `at`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The entry's `ID`: orders two entries of the same second.
     pub id: u64,

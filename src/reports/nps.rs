@@ -75,9 +75,9 @@ impl ReportBody for NpsBody {
     const NAME: &'static str = "nps";
 }
 
-/// A score as Bitrix24 may hold it (a number, or its digits); `Err` for anything that is not an
-/// integer 0-10.
-fn score(value: &serde_json::Value) -> Result<u8, ()> {
+/// A score as Bitrix24 may hold it (a number, or its digits); `None` for anything that is not
+/// an integer 0-10.
+fn score(value: &serde_json::Value) -> Option<u8> {
     let number = match value {
         serde_json::Value::Number(n) => n.as_u64(),
         serde_json::Value::String(s) => s.trim().parse::<u64>().ok(),
@@ -86,7 +86,6 @@ fn score(value: &serde_json::Value) -> Result<u8, ()> {
     number
         .filter(|n| *n <= 10)
         .and_then(|n| u8::try_from(n).ok())
-        .ok_or(())
 }
 
 /// Every `[[nps]]` rule with a `score_field`, over the deals won in the period.
@@ -114,15 +113,15 @@ pub fn nps(rules: &RuleSet, deals: &[ReportDeal], scope: &Scope<'_>) -> NpsBody 
                 continue;
             };
             match score(value) {
-                Ok(s) => {
+                Some(s) => {
                     groups
                         .entry((deal.pipeline, deal.assigned))
                         .or_default()
                         .add(s);
                     total.add(s);
                 }
-                Err(()) if body.invalid.iter().any(|i| i.deal_id == deal.id) => {}
-                Err(()) => body.invalid.push(InvalidScore {
+                None if body.invalid.iter().any(|i| i.deal_id == deal.id) => {}
+                None => body.invalid.push(InvalidScore {
                     deal_id: deal.id,
                     value: value.clone(),
                 }),

@@ -12,14 +12,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ReportBody, ReportDeal, Scope, percent};
-use crate::rules::StageSemantic;
+use crate::rules::{StageSemantic, stage_pipeline};
 
 /// A stage of a pipeline, as `crm.status.list` gives it; a pipeline's stages come in their
 /// `SORT` order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageInfo {
     pub pipeline: u64,
     /// `STATUS_ID`: `C1:NEW`.
@@ -66,10 +66,11 @@ pub fn stages(
     over_sla: &BTreeMap<String, u64>,
     scope: &Scope<'_>,
 ) -> StagesBody {
-    let rank: BTreeMap<&str, usize> = stages
+    // Each stage's pipeline and place in the list: stages of one pipeline compare by place.
+    let rank: BTreeMap<&str, (u64, usize)> = stages
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
+        .map(|(i, s)| (s.id.as_str(), (s.pipeline, i)))
         .collect();
     let mut seen: BTreeMap<(u64, String), Seen> = BTreeMap::new();
     for deal in deals.iter().filter(|d| scope.wants(d.pipeline)) {
@@ -80,18 +81,22 @@ pub fn stages(
             }
             let next = history.get(i + 1);
             let until = next.map_or(scope.now, |n| n.at);
-            let at = seen
-                .entry((deal.pipeline, entry.stage.clone()))
-                .or_default();
+            // A deal moved between pipelines has entries of both: each counts in its own.
+            let pipeline = rank
+                .get(entry.stage.as_str())
+                .map(|(p, _)| *p)
+                .or_else(|| stage_pipeline(&entry.stage))
+                .unwrap_or(deal.pipeline);
+            let at = seen.entry((pipeline, entry.stage.clone())).or_default();
             at.seconds.push((until - entry.at).num_seconds().max(0));
-            let later = |n: &&&super::HistoryEntry| {
+            let on = next.is_some_and(|n| {
                 n.semantic != StageSemantic::Failure
                     && matches!(
                         (rank.get(entry.stage.as_str()), rank.get(n.stage.as_str())),
-                        (Some(a), Some(b)) if b > a
+                        (Some(from), Some(to)) if to.0 == from.0 && to.1 > from.1
                     )
-            };
-            if next.is_some_and(|n| later(&n)) {
+            });
+            if on {
                 at.converted += 1;
             }
         }
@@ -109,7 +114,7 @@ pub fn stages(
             over_sla,
         ));
     }
-    for ((pipeline, id), found) in seen {
+    for ((pipeline, id), found) in seen.into_iter().filter(|((p, _), _)| scope.wants(*p)) {
         rows.push(row(pipeline, &id, &id, Some(found), true, over_sla));
     }
     StagesBody { rows }

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ReportBody, Scope};
 
 /// A task the service created (stage, review, NPS and SLA tasks).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportTask {
     pub id: u64,
     /// `RESPONSIBLE_ID`.

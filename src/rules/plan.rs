@@ -98,6 +98,14 @@ impl serde::Serialize for Amount {
     }
 }
 
+/// Read back from the number [`serde::Serialize`] writes, so a stored copy keeps its amounts.
+impl<'de> serde::Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
+        let x = f64::deserialize(d)?;
+        Amount::from_f64(x).ok_or_else(|| serde::de::Error::custom(format!("{x} is no amount")))
+    }
+}
+
 /// What a plan sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

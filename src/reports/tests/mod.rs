@@ -129,3 +129,12 @@ fn the_envelope_has_the_spec_keys_and_dates_of_the_calendar_zone() {
         })
     );
 }
+
+#[test]
+fn a_deal_of_the_copy_reads_back_as_it_was_stored() {
+    let mut d = won(1, 10, (0, "RUB"), "2026-12-02T10:00:00+03:00");
+    d.amount = Amount::from_hundredths(123_456_789);
+    d = with_field(d, "UF_CRM_NPS", json!("9"));
+    let stored = serde_json::to_string(&d).unwrap();
+    assert_eq!(serde_json::from_str::<ReportDeal>(&stored).unwrap(), d);
+}
