@@ -194,6 +194,11 @@ pub(crate) fn one_decimal(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// A percentage as the text and CSV forms print it: one decimal, `"36.7%"`; `"-"` for none.
+pub fn show_percent(percent: Option<f64>) -> String {
+    percent.map_or_else(|| "-".to_string(), |p| format!("{p:.1}%"))
+}
+
 /// Money summed per currency, in currency order.
 pub(crate) type PerCurrency = BTreeMap<String, (u64, Amount)>;
 

@@ -98,6 +98,19 @@ impl serde::Serialize for Amount {
     }
 }
 
+/// As a text table prints it: whole when whole (`1500000`), else with two decimals (`99.50`).
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let (whole, cents) = (self.0.unsigned_abs() / 100, self.0.unsigned_abs() % 100);
+        if cents == 0 {
+            write!(f, "{sign}{whole}")
+        } else {
+            write!(f, "{sign}{whole}.{cents:02}")
+        }
+    }
+}
+
 /// Read back from the number [`serde::Serialize`] writes, so a stored copy keeps its amounts.
 impl<'de> serde::Deserialize<'de> for Amount {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {

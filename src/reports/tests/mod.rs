@@ -138,3 +138,15 @@ fn a_deal_of_the_copy_reads_back_as_it_was_stored() {
     let stored = serde_json::to_string(&d).unwrap();
     assert_eq!(serde_json::from_str::<ReportDeal>(&stored).unwrap(), d);
 }
+
+#[test]
+fn amounts_and_percentages_print_as_the_text_form_shows_them() {
+    let shown: Vec<String> = [150_000_000, 9950, -305, 7]
+        .into_iter()
+        .map(|h| Amount::from_hundredths(h).to_string())
+        .collect();
+    assert_eq!(shown, ["1500000", "99.50", "-3.05", "0.07"]);
+    assert_eq!(show_percent(Some(36.7)), "36.7%");
+    assert_eq!(show_percent(Some(120.0)), "120.0%");
+    assert_eq!(show_percent(None), "-");
+}
