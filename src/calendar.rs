@@ -129,6 +129,14 @@ impl Calendar {
         })
     }
 
+    /// The same calendar with these holidays besides its own: tests of holidays start from the
+    /// config's defaults.
+    #[cfg(test)]
+    pub(crate) fn with_holidays(mut self, days: &[NaiveDate]) -> Calendar {
+        self.holidays.extend(days.iter().copied());
+        self
+    }
+
     /// The calendar's time zone.
     pub fn tz(&self) -> Tz {
         self.tz

@@ -24,13 +24,16 @@
 //!   per CRM call.
 //!
 //! Beside it:
+//! - [`reports`] are the pure computations behind `report`, the admin API's reports and the
+//!   dashboard: plan, nps, losses, stages, tasks and deals over a copy of the deals.
 //! - [`calendar`] is deadline arithmetic (working days, hours, holidays, time zones), pure.
 //! - [`clock`] is what "now" is for the time-driven rules: the system clock, or one that tests
 //!   and the demo move on.
 //! - [`duration`] is the one duration syntax of config values, rule deadlines and scenario waits.
 //! - [`diagnostics`] is the one `file:line:col` problem type and spanned-TOML reader.
 //! - [`configuration`] is the settings; [`telemetry`] the logs; [`text`] bounds outside texts.
-//! - [`ops`] is the operators' side: the admin API, `/metrics`, `/healthz` and `/readyz`.
+//! - [`ops`] is the operators' side: the admin API, the web dashboard, `/metrics`, `/healthz`
+//!   and `/readyz`.
 //! - [`http`] serves the one listener (header timeout, connection limits).
 //! - [`startup`] builds the one [`startup::Application`] that `serve`, the demo and the tests
 //!   run, and stops it on purpose.
@@ -48,6 +51,7 @@ pub mod duration;
 pub mod http;
 pub mod intake;
 pub mod ops;
+pub mod reports;
 pub mod rules;
 pub mod sandbox;
 pub mod startup;

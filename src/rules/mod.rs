@@ -19,6 +19,8 @@ mod decision;
 mod evaluate;
 pub mod live;
 mod model;
+mod period;
+mod plan;
 mod refs;
 pub mod schema;
 mod template;
@@ -38,6 +40,8 @@ pub use evaluate::{Input, evaluate};
 pub use live::{RulesHandle, RulesStatus};
 pub(crate) use model::stage_pipeline;
 pub use model::{Rule, RuleKind};
+pub use period::{PERIOD_FORMS, PeriodError, ReportPeriod};
+pub use plan::{Amount, Measure, Plan, PlanTarget};
 pub use refs::{PortalRefs, RuleRefs};
 pub use texts::Language;
 pub use tunnel::{CopyOrigin, ORIGINATOR, READ_ONLY_FIELDS, offline_semantic};
@@ -50,6 +54,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// The time-driven rules (`control.md`).
     controls: control::ControlRules,
+    /// The sales plans (`[[plan]]`), in file order: the `plan` report reads them.
+    plans: Vec<Plan>,
     version: String,
 }
 
@@ -124,7 +130,12 @@ impl RuleSet {
     pub fn from_sources(
         files: &[(String, String)],
     ) -> Result<(RuleSet, Vec<Diagnostic>), Vec<Diagnostic>> {
-        let (rules, controls, mut warnings) = compile::compile(files)?;
+        let compile::Compiled {
+            rules,
+            controls,
+            plans,
+            mut warnings,
+        } = compile::compile(files)?;
         let control_files: BTreeSet<&str> = controls
             .sla
             .iter()
@@ -132,6 +143,7 @@ impl RuleSet {
             .chain(controls.overdue.iter().map(|r| &r.origin))
             .chain(controls.no_task.iter().map(|r| &r.origin))
             .chain(controls.digests.iter().map(|r| &r.origin))
+            .chain(plans.iter().map(|p| &p.origin))
             .map(|origin| origin.file.as_str())
             .collect();
         for (name, _) in files {
@@ -142,7 +154,7 @@ impl RuleSet {
                     column: 0,
                     rule: None,
                     message: "the file defines no rules".into(),
-                    help: Some("add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]] or [[digest]] sections, or remove the file".into()),
+                    help: Some("add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]], [[digest]] or [[plan]] sections, or remove the file".into()),
                     severity: Severity::Warning,
                 });
             }
@@ -151,6 +163,7 @@ impl RuleSet {
             RuleSet {
                 rules,
                 controls,
+                plans,
                 version: version(files),
             },
             warnings,
@@ -163,13 +176,22 @@ impl RuleSet {
         &self.version
     }
 
-    /// Every rule, the time-driven ones included.
+    /// Every rule, the time-driven ones and the plans included.
     pub fn len(&self) -> usize {
-        self.rules.len() + self.controls.names().len()
+        self.rules.len() + self.controls.names().len() + self.plans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.controls.is_empty()
+        self.rules.is_empty() && self.controls.is_empty() && self.plans.is_empty()
+    }
+
+    /// The sales plans, in file order.
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    pub fn plan_named(&self, name: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| p.name == name)
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -202,6 +224,7 @@ impl RuleSet {
         RuleSet {
             rules: self.rules.iter().filter(|r| keep(r)).cloned().collect(),
             controls: self.controls.clone(),
+            plans: self.plans.clone(),
             version: self.version.clone(),
         }
     }
@@ -213,6 +236,7 @@ impl RuleSet {
         RuleSet {
             rules: Vec::new(),
             controls,
+            plans: self.plans.clone(),
             version: self.version.clone(),
         }
     }
@@ -224,6 +248,7 @@ impl RuleSet {
         RuleSet {
             rules: self.rules.clone(),
             controls,
+            plans: self.plans.clone(),
             version: self.version.clone(),
         }
     }

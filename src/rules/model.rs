@@ -22,6 +22,8 @@ pub enum RuleKind {
     Overdue,
     NoTask,
     Digest,
+    /// `[[plan]]`: no effect of its own, read by the `plan` report.
+    Plan,
 }
 
 /// The TOML table name, as people write it: `task`, `loss_reason`.
@@ -44,6 +46,7 @@ impl RuleKind {
             RuleKind::Overdue => "overdue",
             RuleKind::NoTask => "no_task",
             RuleKind::Digest => "digest",
+            RuleKind::Plan => "plan",
         }
     }
 
@@ -86,8 +89,24 @@ impl Rule {
         self.pipelines.as_deref()
     }
 
+    /// The field an `[[nps]]` keeps its 0-10 answer in: what the `nps` report reads.
+    pub fn score_field(&self) -> Option<&str> {
+        match &self.body {
+            Body::Nps { score_field, .. } => score_field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The field a `[[loss_reason]]` reads the reason from: what the `losses` report groups by.
+    pub fn loss_field(&self) -> Option<&str> {
+        match &self.body {
+            Body::LossReason(loss) => Some(&loss.field),
+            _ => None,
+        }
+    }
+
     /// Whether the rule concerns deals of `pipeline`.
-    pub(super) fn in_pipeline(&self, pipeline: u64) -> bool {
+    pub(crate) fn in_pipeline(&self, pipeline: u64) -> bool {
         self.pipelines
             .as_ref()
             .is_none_or(|ps| ps.contains(&pipeline))

@@ -1,4 +1,5 @@
-//! What the rules name on the portal (pipelines, stages, deal fields, list values, users), for
+//! What the rules name on the portal (pipelines, stages, deal fields, list values, users; a
+//! plan's pipeline and the people of its `targets`), for
 //! `check --portal` and for the fields the worker reads: of each stage-entry rule, and of each
 //! time-driven one, whose templates' own placeholders (`{TASK_TITLE}`, `{SLA_OVERDUE}`, ...)
 //! are no deal fields.
@@ -8,6 +9,7 @@ use std::collections::BTreeSet;
 use super::condition::Condition;
 use super::control::{DigestTo, Origin, TaskPersonRef};
 use super::model::{Body, DeadlineBase, PersonRef, Rule, TaskTemplate};
+use super::plan::PlanTarget;
 use super::template::{self, Template, is_control_placeholder};
 use super::{RuleKind, RuleSet};
 
@@ -241,6 +243,18 @@ impl RuleSet {
                 ..PortalRefs::default()
             };
             out.push(at(&digest.name, RuleKind::Digest, &digest.origin, refs));
+        }
+        for plan in &self.plans {
+            let users: BTreeSet<u64> = match &plan.target {
+                PlanTarget::People(people) => people.iter().map(|(id, _)| *id).collect(),
+                PlanTarget::Whole(_) => BTreeSet::new(),
+            };
+            let refs = PortalRefs {
+                pipelines: plan.pipeline.into_iter().collect(),
+                users: users.into_iter().collect(),
+                ..PortalRefs::default()
+            };
+            out.push(at(&plan.name, RuleKind::Plan, &plan.origin, refs));
         }
         out
     }

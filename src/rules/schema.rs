@@ -16,8 +16,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::rules::compile::{
-    CLOSE_ON_LEAVE_WORDS, DEADLINE_KEYS, DEADLINE_MOVED_KEYS, ON_MISSING_WORDS, PERSON_WORDS,
-    REVIEW_KEYS, SLA_TASK_KEYS, TASK_PERSON_WORDS, TASK_SCOPE_WORDS, TOP_LEVEL, rule_keys,
+    CLOSE_ON_LEAVE_WORDS, DEADLINE_KEYS, DEADLINE_MOVED_KEYS, MEASURE_WORDS, ON_MISSING_WORDS,
+    PERSON_WORDS, REVIEW_KEYS, SLA_TASK_KEYS, TASK_PERSON_WORDS, TASK_SCOPE_WORDS, TOP_LEVEL,
+    rule_keys,
 };
 use crate::rules::condition::OPERATORS;
 use crate::rules::model::RuleKind;
@@ -68,7 +69,39 @@ fn property(kind: RuleKind, key: &str) -> Value {
             };
             json!({ "type": "integer", "minimum": 0, "description": format!("{ONE_PIPELINE}{absent}") })
         }
+        (RuleKind::Plan, "pipeline") => json!({
+            "type": "integer",
+            "minimum": 0,
+            "description": "The direction measured, Bitrix24's CATEGORY_ID: one id. Set at the top of a file for all its rules; a rule's own value wins. Absent everywhere: deals of every pipeline count.",
+        }),
         (_, "pipeline") => reference("pipeline", PIPELINE),
+        (_, "period") => json!({
+            "type": "string",
+            "pattern": "^[0-9]{4}(-(0[1-9]|1[0-2]|[Qq][1-4]|[Hh][12]))?$",
+            "description": "The plan's period, in the calendar's zone: a month \"2026-12\", a quarter \"2026-Q4\", a half \"2026-H2\" or a year \"2026\".",
+        }),
+        (_, "measure") => json!({
+            "type": "string",
+            "enum": MEASURE_WORDS,
+            "description": "\"amount\": the sum of the won deals' OPPORTUNITY, in `currency` only; \"count\": the number of won deals.",
+        }),
+        (_, "currency") => json!({
+            "type": "string",
+            "pattern": "^[A-Z]{3}$",
+            "description": "Required with measure = \"amount\" (and only then): the CURRENCY_ID summed, \"RUB\". Deals in another currency are never converted: the report lists them apart.",
+        }),
+        (_, "target") => json!({
+            "type": "number",
+            "minimum": 0,
+            "description": "One target for the whole plan (in `currency`, or a count of won deals). Exactly one of target and targets.",
+        }),
+        (_, "targets") => json!({
+            "type": "object",
+            "minProperties": 1,
+            "description": "Targets per person: { 10 = 1500000, 11 = 1200000 }, user ids (ASSIGNED_BY_ID) as keys; the plan's total is their sum. Exactly one of target and targets.",
+            "propertyNames": { "pattern": "^[1-9][0-9]*$" },
+            "additionalProperties": { "type": "number", "minimum": 0 },
+        }),
         (RuleKind::Tunnel, "stage") => reference(
             "stage",
             &format!("{STAGE} Default \"won\"; a stage id must be of `pipeline`."),
@@ -329,6 +362,7 @@ fn top_property(key: &str) -> Value {
         ),
         "no_task" => array_of("no_task", "[[no_task]]: every open deal has a next step."),
         "digest" => array_of("digest", "[[digest]]: the morning and evening review."),
+        "plan" => array_of("plan", "[[plan]]: a sales plan per person or direction."),
         _ => json!({}),
     }
 }
@@ -372,12 +406,16 @@ fn definition(kind: RuleKind) -> Value {
             "At each slot of `at` on working days, one notification per recipient listing what the included rules find now.",
             &["name", "to", "at", "include"],
         ),
+        RuleKind::Plan => (
+            "A sales plan for a period: the deals won in it (their last entry into a success stage, still won now) measured against a target per person or for the whole plan. Read by the plan report.",
+            &["name", "period", "measure"],
+        ),
     };
     rule(description, properties(kind, rule_keys(kind)), required)
 }
 
 /// The kinds, in the order of their definitions.
-const KINDS: [RuleKind; 9] = [
+const KINDS: [RuleKind; 10] = [
     RuleKind::Task,
     RuleKind::Require,
     RuleKind::LossReason,
@@ -387,6 +425,7 @@ const KINDS: [RuleKind; 9] = [
     RuleKind::Overdue,
     RuleKind::NoTask,
     RuleKind::Digest,
+    RuleKind::Plan,
 ];
 
 fn rule(description: &str, properties: Map<String, Value>, required: &[&str]) -> Value {

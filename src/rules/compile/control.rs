@@ -151,7 +151,11 @@ impl<'s> FileCx<'_, 's> {
     /// The one pipeline of an `[[sla]]`, `[[overdue]]` or `[[no_task]]`: its own or the file's.
     /// `Some(None)`: none written; `None`: a problem, reported (a broken file pipeline was
     /// reported at the top).
-    fn one_pipeline(&mut self, at: &Section<'_, 's>, file: FilePipeline) -> Option<Option<u64>> {
+    pub(super) fn one_pipeline(
+        &mut self,
+        at: &Section<'_, 's>,
+        file: FilePipeline,
+    ) -> Option<Option<u64>> {
         let section = at.name;
         match entry(at.table, "pipeline") {
             Some((_, v)) if v.get_ref().as_array().is_some() => {

@@ -16,6 +16,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "overdue",
     "no_task",
     "digest",
+    "plan",
 ];
 const TASK_KEYS: &[&str] = &[
     "name",
@@ -115,6 +116,11 @@ const NO_TASK_KEYS: &[&str] = &[
     "count_activities",
 ];
 const DIGEST_KEYS: &[&str] = &["name", "to", "at", "include", "send_empty", "title"];
+const PLAN_KEYS: &[&str] = &[
+    "name", "period", "pipeline", "measure", "currency", "targets", "target",
+];
+/// The values of a `[[plan]]`'s `measure`.
+pub(crate) const MEASURE_WORDS: &[&str] = &["amount", "count"];
 /// The values of `close_on_leave`.
 pub(crate) const CLOSE_ON_LEAVE_WORDS: &[&str] = &["complete", "defer"];
 /// The values of an `[[overdue]]`'s `tasks`.
@@ -141,6 +147,7 @@ pub(crate) fn rule_keys(kind: RuleKind) -> &'static [&'static str] {
         RuleKind::Overdue => OVERDUE_KEYS,
         RuleKind::NoTask => NO_TASK_KEYS,
         RuleKind::Digest => DIGEST_KEYS,
+        RuleKind::Plan => PLAN_KEYS,
     }
 }
 

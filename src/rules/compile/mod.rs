@@ -10,12 +10,13 @@
 //! stage), `sections` the body of each kind, `deadline` and `when` their two nested tables,
 //! `values` the single-value readers they all use; `control` the time-driven kinds of
 //! `control.md` and `digest` the last of them, whose `include` is resolved here once every
-//! file is read.
+//! file is read; `plan` the sales plans the reports measure.
 
 mod control;
 mod deadline;
 mod digest;
 mod keys;
+mod plan;
 mod rule;
 mod sections;
 mod values;
@@ -35,16 +36,23 @@ use crate::diagnostics::spanned::{
 use crate::diagnostics::{Diagnostic, Severity};
 use crate::rules::control::{ControlRules, Origin};
 use crate::rules::model::{Rule, RuleKind};
+use crate::rules::plan::Plan;
 use crate::rules::tunnel;
 
 pub(super) use keys::{
-    CLOSE_ON_LEAVE_WORDS, DEADLINE_KEYS, DEADLINE_MOVED_KEYS, ON_MISSING_WORDS, PERSON_WORDS,
-    REVIEW_KEYS, SLA_TASK_KEYS, TASK_PERSON_WORDS, TASK_SCOPE_WORDS, TOP_LEVEL, rule_keys,
+    CLOSE_ON_LEAVE_WORDS, DEADLINE_KEYS, DEADLINE_MOVED_KEYS, MEASURE_WORDS, ON_MISSING_WORDS,
+    PERSON_WORDS, REVIEW_KEYS, SLA_TASK_KEYS, TASK_PERSON_WORDS, TASK_SCOPE_WORDS, TOP_LEVEL,
+    rule_keys,
 };
 
-/// What a valid set of files compiles to: the stage-entry rules, the time-driven ones, and the
-/// warnings.
-pub(crate) type Compiled = (Vec<Rule>, ControlRules, Vec<Diagnostic>);
+/// What a valid set of files compiles to.
+pub(crate) struct Compiled {
+    pub(crate) rules: Vec<Rule>,
+    /// The time-driven rules.
+    pub(crate) controls: ControlRules,
+    pub(crate) plans: Vec<Plan>,
+    pub(crate) warnings: Vec<Diagnostic>,
+}
 
 /// Every rule name read so far: where it was first defined (file, line) and its kind.
 type Names = HashMap<String, (String, usize, RuleKind)>;
@@ -80,7 +88,12 @@ pub(crate) fn compile(files: &[(String, String)]) -> Result<Compiled, Vec<Diagno
         }
     }
     if out.errors.is_empty() {
-        Ok((out.rules, out.controls, out.warnings))
+        Ok(Compiled {
+            rules: out.rules,
+            controls: out.controls,
+            plans: out.plans,
+            warnings: out.warnings,
+        })
     } else {
         let mut all = out.errors;
         all.extend(out.warnings);
@@ -130,6 +143,7 @@ struct Include {
 struct Output {
     rules: Vec<Rule>,
     controls: ControlRules,
+    plans: Vec<Plan>,
     includes: Vec<Include>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
@@ -188,6 +202,7 @@ impl<'s> FileCx<'_, 's> {
             ("overdue", RuleKind::Overdue),
             ("no_task", RuleKind::NoTask),
             ("digest", RuleKind::Digest),
+            ("plan", RuleKind::Plan),
         ];
         let mut rules = Vec::new();
         for (key, kind) in kinds {
@@ -203,7 +218,7 @@ impl<'s> FileCx<'_, 's> {
         rules.sort_by_key(|(span, _, _)| span.start);
         let file = (file_pipeline.as_ref(), file_pipeline_broken);
         for (span, kind, table) in rules {
-            if INCLUDABLE.contains(&kind) || kind == RuleKind::Digest {
+            if INCLUDABLE.contains(&kind) || matches!(kind, RuleKind::Digest | RuleKind::Plan) {
                 self.control(span, kind, table, file, names);
             } else if let Some(rule) = self.rule(span, kind, table, file, names) {
                 self.out.rules.push(rule);
@@ -211,8 +226,8 @@ impl<'s> FileCx<'_, 's> {
         }
     }
 
-    /// A time-driven rule: its header as a stage-entry rule's, then its kind's keys; it joins
-    /// the set only without errors of its own.
+    /// A time-driven rule or a plan: its header as a stage-entry rule's, then its kind's keys;
+    /// it joins the set only without errors of its own.
     fn control(
         &mut self,
         span: Range<usize>,
@@ -258,6 +273,11 @@ impl<'s> FileCx<'_, 's> {
             RuleKind::NoTask => {
                 if let Some(r) = self.no_task(&at, file, head).filter(|_| fine(self)) {
                     self.out.controls.no_task.push(r);
+                }
+            }
+            RuleKind::Plan => {
+                if let Some(r) = self.plan(&at, file, head).filter(|_| fine(self)) {
+                    self.out.plans.push(r);
                 }
             }
             _ => {

@@ -59,8 +59,12 @@ impl<'s> FileCx<'_, 's> {
         };
         let pipeline = own_pipeline.as_ref().or(file_pipeline);
         let stage = match kind {
-            RuleKind::Sla | RuleKind::Overdue | RuleKind::NoTask | RuleKind::Digest => {
-                unreachable!("time-driven rules are compiled by `control`")
+            RuleKind::Sla
+            | RuleKind::Overdue
+            | RuleKind::NoTask
+            | RuleKind::Digest
+            | RuleKind::Plan => {
+                unreachable!("time-driven rules and plans are compiled by `control`")
             }
             RuleKind::LossReason => Some(StageMatch::Lost),
             RuleKind::Nps => Some(StageMatch::Won),
@@ -113,8 +117,12 @@ impl<'s> FileCx<'_, 's> {
                 self.task(&at).map(|task| Body::Nps { task, score_field })
             }
             RuleKind::Tunnel => self.tunnel(&at).map(Body::Tunnel),
-            RuleKind::Sla | RuleKind::Overdue | RuleKind::NoTask | RuleKind::Digest => {
-                unreachable!("time-driven rules are compiled by `control`")
+            RuleKind::Sla
+            | RuleKind::Overdue
+            | RuleKind::NoTask
+            | RuleKind::Digest
+            | RuleKind::Plan => {
+                unreachable!("time-driven rules and plans are compiled by `control`")
             }
         };
         let (line, _) = self.source.position(span.start);

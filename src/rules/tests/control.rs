@@ -251,7 +251,7 @@ fn a_file_of_control_rules_only_is_not_a_file_without_rules() {
     assert_eq!(
         warnings,
         [
-            "empty.toml: the file defines no rules (add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]] or [[digest]] sections, or remove the file)"
+            "empty.toml: the file defines no rules (add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]], [[digest]] or [[plan]] sections, or remove the file)"
         ]
     );
 }

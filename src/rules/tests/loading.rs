@@ -325,7 +325,7 @@ fn every_problem_of_every_file_is_reported_at_once() {
             "a.toml:2:1: rule \"offer\": [[task]] without \"title\" (add title = \"...\", a template such as \"Call {TITLE}\")",
             "b.toml:5:22: rule \"nps\": bad duration \"3 dayz\": unknown unit \"dayz\" (did you mean \"3 days\"?)",
             "c.toml:1:5: TOML syntax error: string values must be quoted, expected literal string",
-            "c.toml:1:1: unknown key \"x\" at the top level of a rule file (allowed keys: pipeline, task, require, loss_reason, nps, tunnel, sla, overdue, no_task, digest)",
+            "c.toml:1:1: unknown key \"x\" at the top level of a rule file (allowed keys: pipeline, task, require, loss_reason, nps, tunnel, sla, overdue, no_task, digest, plan)",
         ]
     );
 }
@@ -371,7 +371,7 @@ fn a_file_without_rules_loads_with_a_warning() {
     assert_eq!(
         warnings,
         [
-            "b.toml: the file defines no rules (add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]] or [[digest]] sections, or remove the file)"
+            "b.toml: the file defines no rules (add [[task]], [[require]], [[loss_reason]], [[nps]], [[tunnel]], [[sla]], [[overdue]], [[no_task]], [[digest]] or [[plan]] sections, or remove the file)"
         ]
     );
 }

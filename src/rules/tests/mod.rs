@@ -6,6 +6,7 @@ mod conditions;
 mod control;
 mod loading;
 mod pipelines;
+mod plans;
 mod reverts;
 mod tasks;
 mod templates;
