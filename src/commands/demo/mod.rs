@@ -268,11 +268,7 @@ pub(crate) async fn start(
     outln!(
         "b24-robot {what}: {} (version {}) against {described}",
         // The time-driven rules count too, as `check` counts them.
-        count(
-            rules.len() + rules.controls().names().len(),
-            "rule",
-            "rules"
-        ),
+        count(rules.len(), "rule", "rules"),
         rules.version()
     );
     outln!();
