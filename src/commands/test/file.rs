@@ -42,6 +42,25 @@ pub(super) fn moment(value: &DeValue<'_>) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(&text).ok()
 }
 
+/// `key = "2026-12-01T10:00:00+03:00"`: `None` when absent or not a moment with its offset
+/// (the problem recorded).
+pub(super) fn moment_key(
+    r: &mut Reader<'_>,
+    table: &DeTable<'_>,
+    key: &str,
+) -> Option<DateTime<FixedOffset>> {
+    let (_, v) = entry(table, key)?;
+    let at = moment(v.get_ref());
+    if at.is_none() {
+        r.error(
+            v.span(),
+            format!("\"{key}\" must be a moment with its offset"),
+            &format!("write {key} = \"2026-12-01T10:00:00+03:00\""),
+        );
+    }
+    at
+}
+
 // ----- the test file -----
 
 const TOP_KEYS: &[&str] = &[
@@ -65,6 +84,11 @@ const CASE_KEYS: &[&str] = &[
     "exact",
     "expect",
     "expect_not",
+    // A control case's moment (`control.rs`).
+    "now",
+    "now_in",
+    "tasks",
+    "activities",
 ];
 pub(super) const KINDS: &[&str] = &["task", "move_back", "comment", "notify", "copy"];
 pub(super) const SEMANTICS: &[&str] = &["in_progress", "won", "lost"];
@@ -124,6 +148,8 @@ pub(super) struct Case {
     pub(super) exact: bool,
     pub(super) expect: Vec<Expect>,
     pub(super) expect_not: Vec<ExpectNot>,
+    /// `now` and what the control rules read then: the case checks the time-driven rules.
+    pub(super) at: Option<super::control::At>,
 }
 
 #[derive(Debug)]
@@ -347,7 +373,12 @@ fn parse_case(
     file_supervisors: &BTreeMap<u64, u64>,
     rules: &RuleSet,
 ) -> Option<Case> {
-    let rule_names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
+    let rule_names: Vec<&str> = rules
+        .rules()
+        .iter()
+        .map(|r| r.name())
+        .chain(rules.controls().names().into_iter().map(|(name, _)| name))
+        .collect();
     let errors_before = r.errors.len();
     let line = r.line(span.start);
     r.keys(table, CASE_KEYS, "in [[case]]");
@@ -427,17 +458,7 @@ fn parse_case(
         );
     }
     let moved_time = match entry(table, "moved_time") {
-        Some((_, v)) => match moment(v.get_ref()) {
-            Some(t) => Some(t),
-            None => {
-                r.error(
-                    v.span(),
-                    "\"moved_time\" must be a moment with its offset",
-                    "write moved_time = \"2026-12-01T10:00:00+03:00\"",
-                );
-                None
-            }
-        },
+        Some(_) => moment_key(r, table, "moved_time"),
         None => fields
             .get("MOVED_TIME")
             .and_then(Value::as_str)
@@ -450,6 +471,16 @@ fn parse_case(
     fields
         .entry("STAGE_ID")
         .or_insert_with(|| Value::String(stage.clone()));
+    let deal_id = fields
+        .get("ID")
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(1);
+    let at = super::control::at(r, table, deal_id);
+    // The deal as the control rules read it at `now`: in the stage it has moved on to.
+    if let Some(now_in) = at.as_ref().and_then(|at| at.now_in.clone()) {
+        fields.insert("STAGE_ID".into(), Value::String(now_in));
+    }
     fields
         .entry("CATEGORY_ID")
         .or_insert_with(|| Value::String(category.to_string()));
@@ -553,6 +584,25 @@ fn parse_case(
             "add [[case.expect]] or [[case.expect_not]], or exact = true for \"no effects at all\"",
         );
     }
+    if let Some(at) = &at {
+        match moved_time {
+            None => r.error(
+                at.span.clone(),
+                "a case with \"now\" has no moved_time (nor a MOVED_TIME in its deal)",
+                "add moved_time = \"2026-12-01T10:00:00+03:00\": the SLA and no-task rules count from the stage entry",
+            ),
+            Some(entered) if at.now < entered => r.error(
+                at.span.clone(),
+                format!(
+                    "\"now\" {} is before the stage entry {}",
+                    at.now.to_rfc3339(),
+                    entered.to_rfc3339()
+                ),
+                "write a \"now\" after moved_time: the moment the control rules look at the deal",
+            ),
+            Some(_) => {}
+        }
+    }
     let created_time = match (moved_time, wants_deadline) {
         (Some(t), _) => t,
         (None, Some(span)) => {
@@ -588,6 +638,7 @@ fn parse_case(
         exact,
         expect,
         expect_not,
+        at,
     })
 }
 

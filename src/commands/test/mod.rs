@@ -14,6 +14,7 @@
 //! suggestion), every problem reported at once as `file:line:col: ...`.
 
 mod calendar;
+mod control;
 mod file;
 mod run;
 
