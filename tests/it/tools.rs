@@ -587,11 +587,31 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
     let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
     let rules = b24_robot::sandbox::seed::embedded_rules().expect("shipped rules");
     let (mut tests, mut scenarios) = (0, 0);
+    // A `toml control-example` block is a rule file (check.rs loads it); the next
+    // `toml rule-test control-example` block runs against it, not the shipped rules.
+    let mut control = None;
     for (line, info, text) in fenced_blocks(&docs) {
         let name = format!("docs/rules.md:{line}");
-        if info.split_whitespace().any(|w| w == "rule-test") {
+        let words: Vec<&str> = info.split_whitespace().collect();
+        if words.contains(&"control-example") && !words.contains(&"rule-test") {
+            let source = [(name.clone(), text.clone())];
+            control = Some(
+                b24_robot::rules::RuleSet::from_sources(&source)
+                    .expect("rules")
+                    .0,
+            );
+            continue;
+        }
+        if words.contains(&"rule-test") {
             tests += 1;
-            let file = b24_robot::commands::test::parse(&name, &text, &rules).unwrap_or_else(|e| {
+            let rules = if words.contains(&"control-example") {
+                control
+                    .as_ref()
+                    .expect("a control-example rule block comes first")
+            } else {
+                &rules
+            };
+            let file = b24_robot::commands::test::parse(&name, &text, rules).unwrap_or_else(|e| {
                 panic!(
                     "{name}: {:#?}",
                     e.iter().map(ToString::to_string).collect::<Vec<_>>()
@@ -599,7 +619,7 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
             });
             let summary = b24_robot::commands::test::run(
                 &file,
-                &rules,
+                rules,
                 &b24_robot::calendar::Calendar::default(),
                 (3, b24_robot::rules::Language::En),
             );
