@@ -387,6 +387,52 @@ deadline = { after = "1 day" }
     }
 
     #[test]
+    fn with_now_the_slas_of_the_entry_are_told_after_the_entrys_writes() {
+        let rules = format!(
+            "{RULES}\n[[sla]]\nname = \"offer-sla\"\nstage = \"PREPARATION\"\nwithin = \"1 workday\"\nnotify = [\"assigned\"]\nmessage = \"{{TITLE}} is late\"\n"
+        );
+        let (rules, _) = RuleSet::from_sources(&[("r.toml".into(), rules)]).expect("rules load");
+        let deal = parse_deal(
+            r#"{"ID": "5", "TITLE": "Acme", "STAGE_ID": "PREPARATION", "CATEGORY_ID": "0",
+                "ASSIGNED_BY_ID": "3", "MOVED_TIME": "2026-12-01T10:00:00+03:00"}"#,
+        )
+        .expect("deal");
+        let calendar = Calendar::default();
+        let without = run(&rules, &deal, "NEW", &context(&calendar)).expect("runs");
+        let at = |now: &str| Context {
+            control_at: Some(DateTime::parse_from_rfc3339(now).expect("moment")),
+            ..context(&calendar)
+        };
+        let due = run(&rules, &deal, "NEW", &at("2026-12-02T11:00:00+03:00")).expect("runs");
+        assert_eq!(
+            due[..without.len()],
+            without[..],
+            "the entry's lines first, unchanged"
+        );
+        let told = &due[without.len()..];
+        assert_eq!(
+            told[..2],
+            [
+                Line::Note("at 2026-12-02T11:00:00+03:00 (--now):".into()),
+                Line::Note(
+                    "rule \"offer-sla\" (sla): first due at 2026-12-02T10:00:00+03:00, firing 1 of 1 has come".into()
+                ),
+            ]
+        );
+        assert!(
+            told.iter().any(|l| matches!(l, Line::Write(v) if v["params"]["MESSAGE"] == "Acme is late" && v["params"]["USER_ID"] == 3)),
+            "{told:?}"
+        );
+        let early = run(&rules, &deal, "NEW", &at("2026-12-01T11:00:00+03:00")).expect("runs");
+        assert_eq!(
+            early[without.len() + 1..],
+            [Line::Note(
+                "rule \"offer-sla\" (sla): not due yet, first due at 2026-12-02T10:00:00+03:00 (1 firing(s) at most)".into()
+            )]
+        );
+    }
+
+    #[test]
     fn a_file_that_is_not_a_deal_is_refused_with_a_reason() {
         assert!(parse_deal("not json").is_err());
         assert!(parse_deal("[1,2]").is_err());
