@@ -167,6 +167,15 @@ fn control_cases_evaluate_the_time_driven_rules_at_their_moment() {
         .join("fixtures/rule-tests/control")
         .display()
         .to_string();
+    // `check` counts the time-driven rules: an SLA, an overdue and a no-task rule.
+    let output = run(&root(), &["check", "--rules", &rules]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with(&format!("ok: 3 rule(s) in {rules}")),
+        "{stdout}"
+    );
+
     let output = run(&root(), &["test", "--rules", &rules]);
     let (stdout, stderr) = texts(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
