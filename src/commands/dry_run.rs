@@ -4,13 +4,19 @@
 //!
 //! Each write is printed as one JSON object a line, `{"method": ..., "params": ...}`, on stdout;
 //! what each rule decided, and why, goes to stderr as `#` comments.
+//!
+//! With `--now MOMENT`, the `[[sla]]`s watching the deal's stage entry are told too, as the
+//! service's timer loop would see them at that moment (the deal still in the stage): when each
+//! is due, and the notices and task of the firing that has come. Without it, the output is the
+//! stage entry's alone.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Value, json};
 
+use super::control_at::slas_at;
 use super::offline::plan_fired;
 use super::{CommandError, CommandResult, load_rules};
 use crate::calendar::Calendar;
@@ -95,6 +101,64 @@ pub struct Context<'a> {
     /// `portal.language`, for the service's own texts; offline, stages are named by their ids.
     pub language: Language,
     pub now: DateTime<Utc>,
+    /// `--now`: the moment the time-driven rules are told at; `None`: they are not told.
+    pub control_at: Option<DateTime<FixedOffset>>,
+}
+
+/// A decision and its notes as `#` lines, then its writes.
+fn push_decision(lines: &mut Vec<Line>, decision: &crate::rules::Decision, deal_id: u64) {
+    lines.push(Line::Note(format!(
+        "rule \"{}\" ({}): {}",
+        decision.rule, decision.kind, decision.outcome
+    )));
+    for note in &decision.notes {
+        lines.push(Line::Note(format!("  {note}")));
+    }
+    let one = std::slice::from_ref(decision);
+    for planned in plan_fired(one, deal_id, &BTreeMap::new(), &|_| String::new()) {
+        match planned.call {
+            Ok(call) => lines.push(Line::Write(
+                json!({ "method": call.method, "params": call.params }),
+            )),
+            Err(error) => lines.push(Line::Note(format!(
+                "  effect {} cannot be made: {error}",
+                planned.index
+            ))),
+        }
+    }
+}
+
+/// The SLAs watching the entry at `at`: when each is due and, once it is, what it does.
+fn push_slas(lines: &mut Vec<Line>, rules: &RuleSet, input: &Input<'_>, at: DateTime<FixedOffset>) {
+    let deal_id = input.deal.id().unwrap_or(0);
+    lines.push(Line::Note(format!("at {} (--now):", at.to_rfc3339())));
+    let slas = slas_at(rules, input, at);
+    if slas.is_empty() {
+        lines.push(Line::Note(format!(
+            "no [[sla]] watches the entry into {}",
+            input.entry.stage_id
+        )));
+    }
+    for sla in slas {
+        let due = sla
+            .first_due
+            .map_or_else(|| "never".to_string(), |d| d.to_rfc3339());
+        match (&sla.decision, sla.firing) {
+            (Some(decision), Some(firing)) => {
+                lines.push(Line::Note(format!(
+                    "rule \"{}\" (sla): first due at {due}, firing {} of {} has come",
+                    sla.rule,
+                    firing + 1,
+                    sla.firings
+                )));
+                push_decision(lines, decision, deal_id);
+            }
+            _ => lines.push(Line::Note(format!(
+                "rule \"{}\" (sla): not due yet, first due at {due} ({} firing(s) at most)",
+                sla.rule, sla.firings
+            ))),
+        }
+    }
 }
 
 /// Evaluates the rules for `deal` entering its stage from `from` and lists the writes; `Err`
@@ -140,37 +204,31 @@ pub fn run(
     let deal_id = deal.id().unwrap_or(0);
     let mut lines = Vec::new();
     for decision in evaluate(rules, &input).decisions {
-        lines.push(Line::Note(format!(
-            "rule \"{}\" ({}): {}",
-            decision.rule, decision.kind, decision.outcome
-        )));
-        for note in &decision.notes {
-            lines.push(Line::Note(format!("  {note}")));
-        }
-        let one = std::slice::from_ref(&decision);
-        for planned in plan_fired(one, deal_id, &BTreeMap::new(), &|_| String::new()) {
-            match planned.call {
-                Ok(call) => lines.push(Line::Write(
-                    json!({ "method": call.method, "params": call.params }),
-                )),
-                Err(error) => lines.push(Line::Note(format!(
-                    "  effect {} cannot be made: {error}",
-                    planned.index
-                ))),
-            }
-        }
+        push_decision(&mut lines, &decision, deal_id);
+    }
+    if let Some(at) = context.control_at {
+        push_slas(&mut lines, rules, &input, at);
     }
     Ok(lines)
 }
 
 /// The command: loads the config (for the calendar and the portal's address), the rules and the
-/// deal file, prints the writes.
+/// deal file, prints the writes; `now`: `--now`, a moment with its offset.
 pub fn command(
     config: Option<PathBuf>,
     deal: &std::path::Path,
-    from: &str,
+    (from, now): (&str, Option<&str>),
     rules_dir: Option<PathBuf>,
 ) -> CommandResult {
+    let control_at = now
+        .map(|text| {
+            DateTime::parse_from_rfc3339(text).map_err(|e| {
+                CommandError::Usage(format!(
+                    "--now \"{text}\" is not a moment with its offset ({e}): write --now 2026-12-03T10:00:00+03:00"
+                ))
+            })
+        })
+        .transpose()?;
     let settings = super::load_settings_for_rules(config, rules_dir)?;
     let rules = load_rules(&settings)?;
     let failed = |error: &dyn std::fmt::Display| {
@@ -191,6 +249,7 @@ pub fn command(
         max_tunnel_depth: settings.rules.max_tunnel_depth,
         language: settings.portal.language,
         now: Utc::now(),
+        control_at,
     };
     let lines = run(&rules, &deal, from, &context).map_err(|error| match error {
         DryRunError::Usage(message) | DryRunError::Deal(message) => CommandError::Usage(message),
@@ -295,6 +354,7 @@ deadline = { after = "1 day" }
             max_tunnel_depth: 3,
             language: Language::En,
             now: Utc::now(),
+            control_at: None,
         }
     }
 
@@ -324,6 +384,52 @@ deadline = { after = "1 day" }
             other => panic!("{other:?}"),
         }
         assert!(run(&rules, &deal, "NEW", &context(&calendar)).is_ok());
+    }
+
+    #[test]
+    fn with_now_the_slas_of_the_entry_are_told_after_the_entrys_writes() {
+        let rules = format!(
+            "{RULES}\n[[sla]]\nname = \"offer-sla\"\nstage = \"PREPARATION\"\nwithin = \"1 workday\"\nnotify = [\"assigned\"]\nmessage = \"{{TITLE}} is late\"\n"
+        );
+        let (rules, _) = RuleSet::from_sources(&[("r.toml".into(), rules)]).expect("rules load");
+        let deal = parse_deal(
+            r#"{"ID": "5", "TITLE": "Acme", "STAGE_ID": "PREPARATION", "CATEGORY_ID": "0",
+                "ASSIGNED_BY_ID": "3", "MOVED_TIME": "2026-12-01T10:00:00+03:00"}"#,
+        )
+        .expect("deal");
+        let calendar = Calendar::default();
+        let without = run(&rules, &deal, "NEW", &context(&calendar)).expect("runs");
+        let at = |now: &str| Context {
+            control_at: Some(DateTime::parse_from_rfc3339(now).expect("moment")),
+            ..context(&calendar)
+        };
+        let due = run(&rules, &deal, "NEW", &at("2026-12-02T11:00:00+03:00")).expect("runs");
+        assert_eq!(
+            due[..without.len()],
+            without[..],
+            "the entry's lines first, unchanged"
+        );
+        let told = &due[without.len()..];
+        assert_eq!(
+            told[..2],
+            [
+                Line::Note("at 2026-12-02T11:00:00+03:00 (--now):".into()),
+                Line::Note(
+                    "rule \"offer-sla\" (sla): first due at 2026-12-02T10:00:00+03:00, firing 1 of 1 has come".into()
+                ),
+            ]
+        );
+        assert!(
+            told.iter().any(|l| matches!(l, Line::Write(v) if v["params"]["MESSAGE"] == "Acme is late" && v["params"]["USER_ID"] == 3)),
+            "{told:?}"
+        );
+        let early = run(&rules, &deal, "NEW", &at("2026-12-01T11:00:00+03:00")).expect("runs");
+        assert_eq!(
+            early[without.len() + 1..],
+            [Line::Note(
+                "rule \"offer-sla\" (sla): not due yet, first due at 2026-12-02T10:00:00+03:00 (1 firing(s) at most)".into()
+            )]
+        );
     }
 
     #[test]

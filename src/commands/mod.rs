@@ -23,6 +23,7 @@ pub mod admin;
 pub mod backfill;
 pub mod bench;
 pub mod check;
+mod control_at;
 pub mod demo;
 pub mod digest;
 pub mod dry_run;
@@ -120,6 +121,10 @@ pub enum Command {
         /// The stage the deal comes from (its STAGE_ID).
         #[arg(long, value_name = "STAGE")]
         from: String,
+        /// Also tell what the [[sla]] rules watching the deal's stage entry would do at this
+        /// moment (ISO 8601 with its offset, e.g. 2026-12-03T10:00:00+03:00).
+        #[arg(long, value_name = "MOMENT")]
+        now: Option<String>,
         /// Rules folder (default: rules.dir of the config).
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
@@ -320,7 +325,12 @@ pub fn run(cli: Cli) -> ExitCode {
             outcome
         }
         Command::Check { portal, rules } => runtime.block_on(check::run(config, rules, portal)),
-        Command::DryRun { deal, from, rules } => dry_run::command(config, &deal, &from, rules),
+        Command::DryRun {
+            deal,
+            from,
+            now,
+            rules,
+        } => dry_run::command(config, &deal, (&from, now.as_deref()), rules),
         Command::Healthcheck => runtime.block_on(healthcheck::run(config)),
         Command::Explain { deal, json, store } => {
             runtime.block_on(explain::run(config, deal, json, store))

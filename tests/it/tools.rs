@@ -159,6 +159,122 @@ fn an_invalid_rule_test_file_exits_2_with_positions_and_suggestions() {
     );
 }
 
+/// The control cases of `fixtures/rule-tests/control/tests` (SLA firings, overdue tasks, moved
+/// deadlines, deals without a next step) against their own time-driven rules.
+#[test]
+fn control_cases_evaluate_the_time_driven_rules_at_their_moment() {
+    let rules = root()
+        .join("fixtures/rule-tests/control")
+        .display()
+        .to_string();
+    // `check` counts the time-driven rules: an SLA, an overdue and a no-task rule.
+    let output = run(&root(), &["check", "--rules", &rules]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with(&format!("ok: 3 rule(s) in {rules}")),
+        "{stdout}"
+    );
+
+    let output = run(&root(), &["test", "--rules", &rules]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.ends_with("\n8 passed, 0 failed\n"), "{stdout}");
+
+    let file = fixture("control-invalid.toml");
+    let output = run(&root(), &["test", &file, "--rules", &rules]);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(2), "{stdout}\n{stderr}");
+    for line in [
+        format!(
+            "error: {file}:5:1: \"now_in\" needs \"now\": it tells the deal at a moment (add now = \"2026-12-03T10:00:00+03:00\": the moment the control rules look at the deal)"
+        ),
+        format!(
+            "error: {file}:13:32: unknown key \"dedline\" in a task of \"tasks\" (did you mean \"deadline\"?)"
+        ),
+        format!(
+            "error: {file}:13:29: \"status\" 9 is not a task status (write status = 1 to 7 as REAL_STATUS: 1 new, 2 pending, 3 in progress (open), 4 awaiting control, 5 completed, 6 deferred, 7 declined)"
+        ),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l == line),
+            "missing {line:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn dry_run_now_tells_the_slas_of_the_entry_and_nothing_without_it() {
+    let rules = root()
+        .join("fixtures/rule-tests/control")
+        .display()
+        .to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let deal = dir.path().join("deal.json");
+    std::fs::write(
+        &deal,
+        r#"{"result": {"ID": "41", "TITLE": "Romashka", "STAGE_ID": "PREPARATION", "CATEGORY_ID": "0",
+            "ASSIGNED_BY_ID": "3", "MOVED_TIME": "2026-12-01T10:00:00+03:00"}}"#,
+    )
+    .expect("deal file");
+    let deal = deal.display().to_string();
+    let args = [
+        "dry-run", "--deal", &deal, "--from", "NEW", "--rules", &rules,
+    ];
+    let with_now = |now: &str| {
+        let mut all = args.to_vec();
+        all.extend(["--now", now]);
+        run(dir.path(), &all)
+    };
+    let output = with_now("2026-12-03T12:00:00+03:00");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("# rule \"offer-sla\" (sla): first due at 2026-12-02T10:00:00+03:00, firing 2 of 3 has come\n"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "two notices and a task: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"MESSAGE\":\"Romashka is late by 26 hours\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"TITLE\":\"Unblock Romashka\""),
+        "{stdout}"
+    );
+
+    let output = with_now("2026-12-01T12:00:00+03:00");
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "", "not due: no writes");
+    assert!(
+        stderr.contains(
+            "# rule \"offer-sla\" (sla): not due yet, first due at 2026-12-02T10:00:00+03:00"
+        ),
+        "{stderr}"
+    );
+
+    let output = run(dir.path(), &args);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(
+        (stdout.as_str(), stderr.as_str()),
+        ("", ""),
+        "no --now: the stage entry alone"
+    );
+
+    let output = with_now("tomorrow");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a bad --now is a usage error"
+    );
+}
+
 // ----- schema -----
 
 /// A validator for the JSON Schema keywords `b24-robot schema` uses (draft-07 subset):
@@ -481,11 +597,31 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
     let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
     let rules = b24_robot::sandbox::seed::embedded_rules().expect("shipped rules");
     let (mut tests, mut scenarios) = (0, 0);
+    // A `toml control-example` block is a rule file (check.rs loads it); the next
+    // `toml rule-test control-example` block runs against it, not the shipped rules.
+    let mut control = None;
     for (line, info, text) in fenced_blocks(&docs) {
         let name = format!("docs/rules.md:{line}");
-        if info.split_whitespace().any(|w| w == "rule-test") {
+        let words: Vec<&str> = info.split_whitespace().collect();
+        if words.contains(&"control-example") && !words.contains(&"rule-test") {
+            let source = [(name.clone(), text.clone())];
+            control = Some(
+                b24_robot::rules::RuleSet::from_sources(&source)
+                    .expect("rules")
+                    .0,
+            );
+            continue;
+        }
+        if words.contains(&"rule-test") {
             tests += 1;
-            let file = b24_robot::commands::test::parse(&name, &text, &rules).unwrap_or_else(|e| {
+            let rules = if words.contains(&"control-example") {
+                control
+                    .as_ref()
+                    .expect("a control-example rule block comes first")
+            } else {
+                &rules
+            };
+            let file = b24_robot::commands::test::parse(&name, &text, rules).unwrap_or_else(|e| {
                 panic!(
                     "{name}: {:#?}",
                     e.iter().map(ToString::to_string).collect::<Vec<_>>()
@@ -493,7 +629,7 @@ fn the_rule_test_and_scenario_examples_of_the_docs_are_valid() {
             });
             let summary = b24_robot::commands::test::run(
                 &file,
-                &rules,
+                rules,
                 &b24_robot::calendar::Calendar::default(),
                 (3, b24_robot::rules::Language::En),
             );

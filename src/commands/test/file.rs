@@ -3,19 +3,20 @@
 //! cases (a deal, the stage entry, the effects expected or not), every problem reported at once
 //! as `file:line:col: ...`.
 //!
-//! Over 500 lines because the test file's format is read here whole (portal facts, cases,
-//! expectations per effect kind), key by key with its diagnostics; the run is in `run.rs`.
+//! Over 500 lines because a case is read here whole (its deal and entry, expectations per effect
+//! kind), key by key with its diagnostics; the portal facts are read in `facts.rs`, a control
+//! case's moment in `control.rs`, the run is in `run.rs`.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value, json};
-use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::facts::{catalog, stages, supervisor_map};
 use crate::calendar::Calendar;
-use crate::diagnostics::spanned::{Reader, entry, field_value, integer, tables, type_name};
+use crate::diagnostics::spanned::{Reader, entry, field_value, tables, type_name};
 use crate::diagnostics::{Diagnostic, suggest};
 use crate::rules::{
     Deal, FieldCatalog, Language, RuleSet, StageEntry, StageSemantic, offline_semantic,
@@ -42,6 +43,25 @@ pub(super) fn moment(value: &DeValue<'_>) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(&text).ok()
 }
 
+/// `key = "2026-12-01T10:00:00+03:00"`: `None` when absent or not a moment with its offset
+/// (the problem recorded).
+pub(super) fn moment_key(
+    r: &mut Reader<'_>,
+    table: &DeTable<'_>,
+    key: &str,
+) -> Option<DateTime<FixedOffset>> {
+    let (_, v) = entry(table, key)?;
+    let at = moment(v.get_ref());
+    if at.is_none() {
+        r.error(
+            v.span(),
+            format!("\"{key}\" must be a moment with its offset"),
+            &format!("write {key} = \"2026-12-01T10:00:00+03:00\""),
+        );
+    }
+    at
+}
+
 // ----- the test file -----
 
 const TOP_KEYS: &[&str] = &[
@@ -53,7 +73,6 @@ const TOP_KEYS: &[&str] = &[
     "supervisors",
     "case",
 ];
-const FIELD_KEYS: &[&str] = &["label", "type", "options"];
 const CASE_KEYS: &[&str] = &[
     "name",
     "deal",
@@ -65,6 +84,11 @@ const CASE_KEYS: &[&str] = &[
     "exact",
     "expect",
     "expect_not",
+    // A control case's moment (`control.rs`).
+    "now",
+    "now_in",
+    "tasks",
+    "activities",
 ];
 pub(super) const KINDS: &[&str] = &["task", "move_back", "comment", "notify", "copy"];
 pub(super) const SEMANTICS: &[&str] = &["in_progress", "won", "lost"];
@@ -124,6 +148,8 @@ pub(super) struct Case {
     pub(super) exact: bool,
     pub(super) expect: Vec<Expect>,
     pub(super) expect_not: Vec<ExpectNot>,
+    /// `now` and what the control rules read then: the case checks the time-driven rules.
+    pub(super) at: Option<super::control::At>,
 }
 
 #[derive(Debug)]
@@ -200,144 +226,6 @@ pub fn parse(name: &str, text: &str, rules: &RuleSet) -> Result<TestFile, Vec<Di
     }
 }
 
-/// `[fields.CODE] label = "...", type = "enumeration", options = { 11 = "Too expensive" }`,
-/// turned into the `crm.deal.fields` answer the service would read.
-fn catalog(r: &mut Reader<'_>, doc: &DeTable<'_>) -> FieldCatalog {
-    let Some((_, v)) = entry(doc, "fields") else {
-        return FieldCatalog::empty();
-    };
-    let DeValue::Table(fields) = v.get_ref() else {
-        r.error(
-            v.span(),
-            "\"fields\" must be a table of fields",
-            "write [fields.UF_CRM_X] with label, type and options",
-        );
-        return FieldCatalog::empty();
-    };
-    let mut answer = Map::new();
-    for (code, spec) in fields.iter() {
-        let DeValue::Table(spec_table) = spec.get_ref() else {
-            r.error(
-                spec.span(),
-                format!("fields.{} must be a table", code.get_ref()),
-                "write { label = \"Loss reason\", type = \"enumeration\", options = { 11 = \"Too expensive\" } }",
-            );
-            continue;
-        };
-        r.keys(
-            spec_table,
-            FIELD_KEYS,
-            &format!("in fields.{}", code.get_ref()),
-        );
-        let label = r.string(spec_table, "label");
-        let mut items = Vec::new();
-        if let Some((_, options)) = entry(spec_table, "options") {
-            match options.get_ref() {
-                DeValue::Table(options) => {
-                    for (id, label) in options.iter() {
-                        match label.get_ref() {
-                            DeValue::String(s) => {
-                                items.push(json!({"ID": id.get_ref().to_string(), "VALUE": s}))
-                            }
-                            other => r.error(
-                                label.span(),
-                                format!(
-                                    "an option's label must be a string, found {}",
-                                    type_name(other)
-                                ),
-                                "write options = { 11 = \"Too expensive\" }",
-                            ),
-                        }
-                    }
-                }
-                other => r.error(
-                    options.span(),
-                    format!("\"options\" must be a table, found {}", type_name(other)),
-                    "write options = { 11 = \"Too expensive\", 12 = \"No budget\" }",
-                ),
-            }
-        }
-        let field_type = r.string(spec_table, "type").unwrap_or_else(|| {
-            if items.is_empty() {
-                "string".into()
-            } else {
-                "enumeration".into()
-            }
-        });
-        answer.insert(
-            code.get_ref().to_string(),
-            json!({"type": field_type, "title": code.get_ref().to_string(), "formLabel": label, "items": items}),
-        );
-    }
-    FieldCatalog::from_deal_fields(&Value::Object(answer))
-}
-
-/// `[stages] PREPARATION = "Подготовка документов"`: stage names as the portal's
-/// `crm.status.list` gives them; a stage without one is named by its id.
-fn stages(r: &mut Reader<'_>, doc: &DeTable<'_>, catalog: FieldCatalog) -> FieldCatalog {
-    let Some((_, v)) = entry(doc, "stages") else {
-        return catalog;
-    };
-    let DeValue::Table(stages) = v.get_ref() else {
-        r.error(
-            v.span(),
-            format!(
-                "\"stages\" must be a table, found {}",
-                type_name(v.get_ref())
-            ),
-            "write stages = { PREPARATION = \"Подготовка документов\" }",
-        );
-        return catalog;
-    };
-    let mut rows = Vec::new();
-    for (id, name) in stages.iter() {
-        match name.get_ref() {
-            DeValue::String(name) => rows.push(
-                json!({"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": id.get_ref().to_string(), "NAME": name}),
-            ),
-            other => r.error(
-                name.span(),
-                format!("a stage's name must be a string, found {}", type_name(other)),
-                "write stages = { PREPARATION = \"Подготовка документов\" }",
-            ),
-        }
-    }
-    catalog.with_stages(&Value::Array(rows))
-}
-
-/// `supervisors = { 3 = 2, 4 = 2 }`: user id → the supervisor the portal would name.
-fn supervisor_map(r: &mut Reader<'_>, v: &Spanned<DeValue<'_>>) -> BTreeMap<u64, u64> {
-    let mut map = BTreeMap::new();
-    let DeValue::Table(table) = v.get_ref() else {
-        r.error(
-            v.span(),
-            "\"supervisors\" must be a table: user id = supervisor's user id",
-            "write supervisors = { 3 = 2 }",
-        );
-        return map;
-    };
-    for (user, head) in table.iter() {
-        let user_id = user.get_ref().parse::<u64>().ok();
-        let head_id = integer(head.get_ref()).and_then(|h| u64::try_from(h).ok());
-        match (user_id, head_id) {
-            (Some(u), Some(h)) => {
-                map.insert(u, h);
-            }
-            (None, _) => r.error(
-                user.span(),
-                format!("\"{}\" is not a user id", user.get_ref()),
-                "write supervisors = { 3 = 2 }: user 3's supervisor is user 2",
-            ),
-            (_, None) => r.error(
-                head.span(),
-                "a supervisor is a user id: an integer",
-                "write supervisors = { 3 = 2 }",
-            ),
-        }
-    }
-    map
-}
-
 fn parse_case(
     r: &mut Reader<'_>,
     span: Range<usize>,
@@ -347,7 +235,12 @@ fn parse_case(
     file_supervisors: &BTreeMap<u64, u64>,
     rules: &RuleSet,
 ) -> Option<Case> {
-    let rule_names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
+    let rule_names: Vec<&str> = rules
+        .rules()
+        .iter()
+        .map(|r| r.name())
+        .chain(rules.controls().names().into_iter().map(|(name, _)| name))
+        .collect();
     let errors_before = r.errors.len();
     let line = r.line(span.start);
     r.keys(table, CASE_KEYS, "in [[case]]");
@@ -427,17 +320,7 @@ fn parse_case(
         );
     }
     let moved_time = match entry(table, "moved_time") {
-        Some((_, v)) => match moment(v.get_ref()) {
-            Some(t) => Some(t),
-            None => {
-                r.error(
-                    v.span(),
-                    "\"moved_time\" must be a moment with its offset",
-                    "write moved_time = \"2026-12-01T10:00:00+03:00\"",
-                );
-                None
-            }
-        },
+        Some(_) => moment_key(r, table, "moved_time"),
         None => fields
             .get("MOVED_TIME")
             .and_then(Value::as_str)
@@ -450,6 +333,16 @@ fn parse_case(
     fields
         .entry("STAGE_ID")
         .or_insert_with(|| Value::String(stage.clone()));
+    let deal_id = fields
+        .get("ID")
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(1);
+    let at = super::control::at(r, table, deal_id);
+    // The deal as the control rules read it at `now`: in the stage it has moved on to.
+    if let Some(now_in) = at.as_ref().and_then(|at| at.now_in.clone()) {
+        fields.insert("STAGE_ID".into(), Value::String(now_in));
+    }
     fields
         .entry("CATEGORY_ID")
         .or_insert_with(|| Value::String(category.to_string()));
@@ -553,6 +446,25 @@ fn parse_case(
             "add [[case.expect]] or [[case.expect_not]], or exact = true for \"no effects at all\"",
         );
     }
+    if let Some(at) = &at {
+        match moved_time {
+            None => r.error(
+                at.span.clone(),
+                "a case with \"now\" has no moved_time (nor a MOVED_TIME in its deal)",
+                "add moved_time = \"2026-12-01T10:00:00+03:00\": the SLA and no-task rules count from the stage entry",
+            ),
+            Some(entered) if at.now < entered => r.error(
+                at.span.clone(),
+                format!(
+                    "\"now\" {} is before the stage entry {}",
+                    at.now.to_rfc3339(),
+                    entered.to_rfc3339()
+                ),
+                "write a \"now\" after moved_time: the moment the control rules look at the deal",
+            ),
+            Some(_) => {}
+        }
+    }
     let created_time = match (moved_time, wants_deadline) {
         (Some(t), _) => t,
         (None, Some(span)) => {
@@ -588,6 +500,7 @@ fn parse_case(
         exact,
         expect,
         expect_not,
+        at,
     })
 }
 

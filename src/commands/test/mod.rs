@@ -14,6 +14,8 @@
 //! suggestion), every problem reported at once as `file:line:col: ...`.
 
 mod calendar;
+mod control;
+mod facts;
 mod file;
 mod run;
 
@@ -362,6 +364,69 @@ text = "{comment}"
                 .any(|e| e.starts_with("t.toml:13:8: no rule named \"ofer\"")),
             "{shown:?}"
         );
+    }
+
+    const SLA: &str = r#"
+pipeline = 0
+[[sla]]
+name = "offer-sla"
+stage = "PREPARATION"
+within = "1 workday"
+notify = ["assigned"]
+"#;
+
+    /// A control case of the `offer-sla` rule with `keys` (from line 5).
+    fn control_case(keys: &str) -> String {
+        format!(
+            "[[case]]\nname = \"sla\"\nstage = \"PREPARATION\"\ndeal = {{ ASSIGNED_BY_ID = 3 }}\n{keys}\nexact = true\n"
+        )
+    }
+
+    #[test]
+    fn a_control_case_needs_its_entry_and_a_now_after_it() {
+        let (rules, _) =
+            RuleSet::from_sources(&[("r.toml".into(), SLA.into())]).expect("rules load");
+        for (keys, expected) in [
+            (
+                "now = \"2026-12-03T10:00:00+03:00\"",
+                "t.toml:5:7: a case with \"now\" has no moved_time (nor a MOVED_TIME in its deal) (add moved_time = \"2026-12-01T10:00:00+03:00\": the SLA and no-task rules count from the stage entry)",
+            ),
+            (
+                "moved_time = \"2026-12-01T10:00:00+03:00\"\nnow = \"2026-11-30T10:00:00+03:00\"",
+                "t.toml:6:7: \"now\" 2026-11-30T10:00:00+03:00 is before the stage entry 2026-12-01T10:00:00+03:00 (write a \"now\" after moved_time: the moment the control rules look at the deal)",
+            ),
+            (
+                "moved_time = \"2026-12-01T10:00:00+03:00\"\nnow = \"soon\"",
+                "t.toml:6:7: \"now\" must be a moment with its offset (write now = \"2026-12-01T10:00:00+03:00\")",
+            ),
+            (
+                "activities = 1",
+                "t.toml:5:1: \"activities\" needs \"now\": it tells the deal at a moment (add now = \"2026-12-03T10:00:00+03:00\": the moment the control rules look at the deal)",
+            ),
+        ] {
+            let errors = parse("t.toml", &control_case(keys), &rules).expect_err(keys);
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert_eq!(shown, vec![expected.to_string()], "{keys}");
+        }
+    }
+
+    #[test]
+    fn a_control_case_fails_when_the_sla_is_not_due_and_says_when_it_is() {
+        let (rules, _) =
+            RuleSet::from_sources(&[("r.toml".into(), SLA.into())]).expect("rules load");
+        let keys = "moved_time = \"2026-12-01T10:00:00+03:00\"\nnow = \"2026-12-01T12:00:00+03:00\"\nexpect = [{ kind = \"notify\", rule = \"offer-sla\", user = 3 }]";
+        let file = parse("t.toml", &control_case(keys), &rules).expect("valid");
+        let summary = run(&file, &rules, &Calendar::default(), (3, Language::En));
+        assert_eq!(summary.failed, 1);
+        let report = &summary.failures[0];
+        assert!(
+            report.contains("    no such effect was made\n    rule \"offer-sla\": not due yet at 2026-12-01T12:00:00+03:00 (first due 2026-12-02T10:00:00+03:00)\n"),
+            "{report}"
+        );
+        let due = keys.replace("2026-12-01T12:00", "2026-12-02T11:00");
+        let file = parse("t.toml", &control_case(&due), &rules).expect("valid");
+        let summary = run(&file, &rules, &Calendar::default(), (3, Language::En));
+        assert_eq!(summary.failed, 0, "{:?}", summary.failures);
     }
 
     #[test]

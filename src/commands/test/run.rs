@@ -7,10 +7,12 @@ use std::fmt::Write as _;
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 
+use super::control::At;
 use super::file::*;
 use crate::calendar::Calendar;
+use crate::commands::control_at::{no_task_at, overdue_at, slas_at};
 use crate::commands::offline::plan_fired;
-use crate::rules::{Input, Language, RuleSet, evaluate};
+use crate::rules::{Decision, Input, Language, RuleSet, evaluate};
 use crate::store::EffectKind;
 
 /// One effect as the service would write it, in the words of an expectation.
@@ -51,12 +53,15 @@ pub(super) fn run_case(
         max_tunnel_depth,
         language,
     };
-    let evaluation = evaluate(rules, &input);
+    let (decisions, waiting) = match &case.at {
+        Some(at) => control_decisions(rules, &input, at),
+        None => (evaluate(rules, &input).decisions, Vec::new()),
+    };
     let deal_id = case.deal.id().unwrap_or(0);
     let mut actual = Vec::new();
     let mut problems = Vec::new();
     let hint = |user: u64| format!(" (add supervisors = {{ {user} = ... }})");
-    for planned in plan_fired(&evaluation.decisions, deal_id, &case.supervisors, &hint) {
+    for planned in plan_fired(&decisions, deal_id, &case.supervisors, &hint) {
         match planned.call {
             Ok(call) => actual.push(Actual {
                 rule: planned.rule.to_string(),
@@ -106,7 +111,7 @@ pub(super) fn run_case(
             None => {
                 let _ = writeln!(report, "    no such effect was made");
                 if let Some(rule) = &expect.rule {
-                    why_not(&mut report, &evaluation, rule);
+                    why_not(&mut report, (&decisions, &waiting), rule);
                 }
             }
         }
@@ -148,10 +153,13 @@ pub(super) fn run_case(
         return None;
     }
     let _ = writeln!(report, "  what the rules did:");
-    for d in &evaluation.decisions {
+    for d in &decisions {
         let _ = writeln!(report, "    {}", decision_line(d));
     }
-    if evaluation.decisions.is_empty() {
+    for (_, line) in &waiting {
+        let _ = writeln!(report, "    {line}");
+    }
+    if decisions.is_empty() && waiting.is_empty() {
         let _ = writeln!(
             report,
             "    no rule concerns {} (pipeline {}, {:?})",
@@ -161,7 +169,36 @@ pub(super) fn run_case(
     Some(report)
 }
 
-fn decision_line(d: &crate::rules::Decision) -> String {
+/// An `[[sla]]` not due yet at the case's `now`: its name and a line for the report.
+type Waiting = (String, String);
+
+/// What the time-driven rules decide at the case's `now`, as the service's timer loop and
+/// control sweep would: the SLAs watching the entry, the overdue rules over `tasks`, the no-task
+/// rules; and the SLAs not due yet, for the report.
+fn control_decisions(rules: &RuleSet, input: &Input<'_>, at: &At) -> (Vec<Decision>, Vec<Waiting>) {
+    let mut decisions = Vec::new();
+    let mut waiting = Vec::new();
+    for sla in slas_at(rules, input, at.now) {
+        match sla.decision {
+            Some(d) => decisions.push(d),
+            None => waiting.push((
+                sla.rule.clone(),
+                format!(
+                    "rule \"{}\": not due yet at {} (first due {})",
+                    sla.rule,
+                    at.now.to_rfc3339(),
+                    sla.first_due
+                        .map_or_else(|| "never".into(), |d| d.to_rfc3339())
+                ),
+            )),
+        }
+    }
+    decisions.extend(overdue_at(rules, input, &at.tasks, at.now));
+    decisions.extend(no_task_at(rules, input, (&at.tasks, at.activities), at.now));
+    (decisions, waiting)
+}
+
+fn decision_line(d: &Decision) -> String {
     let outcome = &d.outcome;
     let notes = if d.notes.is_empty() {
         String::new()
@@ -171,10 +208,15 @@ fn decision_line(d: &crate::rules::Decision) -> String {
     format!("rule \"{}\": {outcome}{notes}", d.rule)
 }
 
-fn why_not(report: &mut String, evaluation: &crate::rules::Evaluation, rule: &str) {
-    match evaluation.decisions.iter().find(|d| d.rule == rule) {
+fn why_not(report: &mut String, (decisions, waiting): (&[Decision], &[Waiting]), rule: &str) {
+    match decisions.iter().find(|d| d.rule == rule) {
         Some(d) => {
             let _ = writeln!(report, "    {}", decision_line(d));
+        }
+        None if waiting.iter().any(|(r, _)| r == rule) => {
+            for (_, line) in waiting.iter().filter(|(r, _)| r == rule) {
+                let _ = writeln!(report, "    {line}");
+            }
         }
         None => {
             let _ = writeln!(
