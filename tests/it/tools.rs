@@ -96,6 +96,17 @@ fn every_shipped_rule_is_covered_by_a_shipped_test() {
             rule.name()
         );
     }
+    // The time-driven ones too, but the digest: it composes what the others find, and
+    // tests/it/control.rs shows it against the simulated portal.
+    for (name, kind) in rules.controls().names() {
+        if kind == b24_robot::rules::RuleKind::Digest {
+            continue;
+        }
+        assert!(
+            tests.contains(&format!("rule = \"{name}\"")),
+            "no test names rule {name}"
+        );
+    }
 }
 
 #[test]
