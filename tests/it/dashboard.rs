@@ -261,3 +261,46 @@ async fn without_an_admin_token_there_is_no_dashboard() {
     assert_eq!(answer.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_control_page_shows_what_the_next_digest_would_say_with_links_and_names() {
+    let rules = r#"
+[[overdue]]
+name = "all-overdue"
+pipeline = 0
+tasks = "all"
+notify = ["responsible"]
+
+[[digest]]
+name = "daily-control"
+to = [20]
+at = ["09:30", "17:30"]
+include = ["all-overdue"]
+"#;
+    let app = spawn_app_with(Options {
+        rules: vec![crate::helpers::rule_file("control.toml", rules)],
+        settings: vec![("server.admin_token", TOKEN.to_string())],
+        ..Options::default()
+    })
+    .await;
+    let deal = new_deal(&app.sim, "Overdue Client LLC").await;
+    app.move_to(deal, "PREPARATION", Duration::from_secs(10))
+        .await;
+    let late = chrono::Utc::now().fixed_offset() - chrono::Duration::hours(3);
+    let task = app.sim.add_user_task(deal, "Call them back", 3, Some(late));
+    let (cookie, _) = log_in(&app).await;
+    let (status, html) = page(&app, "/ui/control", &cookie).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("daily-control"), "{html}");
+    assert!(html.contains("Call them back"), "{html}");
+    assert!(
+        html.contains(&format!("/tasks/task/view/{task}/")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("/crm/deal/details/{deal}/")),
+        "{html}"
+    );
+    assert!(html.contains("Vera Manager"), "the person by name: {html}");
+    app.stop().await;
+}

@@ -299,13 +299,30 @@ pub(super) async fn control(
     let rules = worker.rules.current();
     let now = worker.clock.now().fixed_offset();
     let mut views = Vec::new();
+    // One read of the portal for every digest of the page.
+    let seen = if rules.controls().digests().is_empty() {
+        crate::worker::control::sweep::Seen::default()
+    } else {
+        match crate::worker::control::sweep::read(worker, &rules).await {
+            Ok(seen) => seen,
+            Err(error) => return (StatusCode::BAD_GATEWAY, format!("{error}\n")).into_response(),
+        }
+    };
+    let mut found = Vec::new();
     for digest in rules.controls().digests() {
-        let items = match digests::items(worker, &rules, digest, now).await {
-            Ok(items) => items,
+        match digests::items_of(worker, &rules, digest, (&seen, now)) {
+            Ok(items) => found.push((digest, items)),
             Err(error) => {
                 return (StatusCode::BAD_GATEWAY, format!("{error}\n")).into_response();
             }
-        };
+        }
+    }
+    let people: Vec<u64> = found
+        .iter()
+        .flat_map(|(_, items)| items.iter().filter_map(|i| i.person))
+        .collect();
+    let names = crate::worker::control::sweep::names(worker, &people).await;
+    for (digest, items) in found {
         let next = digest
             .next_slot(&worker.calendar, now)
             .map_or_else(String::new, |slot| slot.to_string());
@@ -320,7 +337,9 @@ pub(super) async fn control(
                     task: i.task.map(|task| (task.title, task.url)),
                     deal: i.deal_title,
                     deal_url: i.deal_url,
-                    person: i.person.map_or_else(String::new, |p| format!("#{p}")),
+                    person: i.person.map_or_else(String::new, |p| {
+                        names.get(&p).cloned().unwrap_or_else(|| format!("#{p}"))
+                    }),
                     since: crate::rules::control::evaluate::print_moment(calendar, i.since),
                 })
                 .collect(),

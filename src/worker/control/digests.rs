@@ -172,9 +172,20 @@ pub async fn items(
     digest: &Digest,
     now: DateTime<FixedOffset>,
 ) -> Result<Vec<Item>, SweepError> {
+    let seen = sweep::read(worker, rules).await?;
+    items_of(worker, rules, digest, (&seen, now))
+}
+
+/// The items of `digest` in what one read of the portal (`seen`) found: several digests (the
+/// dashboard's control page) share one read.
+pub fn items_of(
+    worker: &Worker,
+    rules: &RuleSet,
+    digest: &Digest,
+    (seen, now): (&sweep::Seen, DateTime<FixedOffset>),
+) -> Result<Vec<Item>, SweepError> {
     let controls = rules.controls();
     let wanted: Vec<&str> = digest.include().iter().map(String::as_str).collect();
-    let seen = sweep::read(worker, rules).await?;
     let origin = worker.portal_origin.trim_end_matches('/').to_string();
     let deal_url = |id: u64| format!("{origin}/crm/deal/details/{id}/");
     let title_of = |id: u64| {
