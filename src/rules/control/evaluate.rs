@@ -287,7 +287,7 @@ impl Overdue {
 
     /// The notifications about an overdue task; `input.deal` is the deal it is bound to.
     pub fn report(&self, task: &TaskSeen, input: &Input<'_>) -> Decision {
-        let mut notes = vec![format!(
+        let notes = vec![format!(
             "task {} \"{}\" overdue since {}",
             task.id,
             task.title,
@@ -296,19 +296,25 @@ impl Overdue {
                 .unwrap_or_default()
         )];
         let template = or_default(&self.message, input.language.overdue_message());
-        let extra = task_vars(task, input, None);
-        let people = self
-            .notify
+        self.tell(&self.notify, &template, (task, None), input, notes)
+    }
+
+    /// One notification per person of `people` about `task` (whose deadline was `old` before,
+    /// for a move), its template rendered with the task's placeholders.
+    fn tell(
+        &self,
+        people: &[TaskPersonRef],
+        template: &Template,
+        (task, old): (&TaskSeen, Option<DateTime<FixedOffset>>),
+        input: &Input<'_>,
+        mut notes: Vec<String>,
+    ) -> Decision {
+        let extra = task_vars(task, input, old);
+        let people = people
             .iter()
             .map(|&p| task_person(p, task, input))
             .collect();
-        let effects = notices(
-            people,
-            &template,
-            &extra,
-            input,
-            ("the message", &mut notes),
-        );
+        let effects = notices(people, template, &extra, input, ("the message", &mut notes));
         decision(
             &self.name,
             RuleKind::Overdue,
@@ -329,31 +335,14 @@ impl Overdue {
         let print = |at: Option<DateTime<FixedOffset>>| {
             at.map_or_else(|| "none".to_string(), |at| print_moment(input.calendar, at))
         };
-        let mut notes = vec![format!(
+        let notes = vec![format!(
             "task {} deadline moved from {} to {}",
             task.id,
             print(old_deadline),
             print(task.deadline)
         )];
         let template = or_default(message, input.language.deadline_moved_message());
-        let extra = task_vars(task, input, old_deadline);
-        let people = notify
-            .iter()
-            .map(|&p| task_person(p, task, input))
-            .collect();
-        let effects = notices(
-            people,
-            &template,
-            &extra,
-            input,
-            ("the message", &mut notes),
-        );
-        Some(decision(
-            &self.name,
-            RuleKind::Overdue,
-            Outcome::Fired(effects),
-            notes,
-        ))
+        Some(self.tell(notify, &template, (task, old_deadline), input, notes))
     }
 }
 
