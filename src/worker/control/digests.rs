@@ -23,11 +23,16 @@ use crate::rules::control::digest::{Item, ItemKind, ItemTask, Slot};
 use crate::store::TimerState;
 use crate::worker::Worker;
 
-/// The slots this run has handled already (sent, found sent or skipped).
+/// The slots this run has handled already (sent, found sent or skipped), and those whose send
+/// failed lately (tried again a minute later, not at every turn of the loop).
 #[derive(Default)]
 pub struct Slots {
     done: HashSet<(String, Slot)>,
+    failed: std::collections::HashMap<(String, Slot), std::time::Instant>,
 }
+
+/// How long a slot whose digest failed waits before it is tried again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One recipient's digest.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +50,11 @@ pub async fn due(worker: &Worker, rules: &RuleSet, slots: &mut Slots) {
             continue;
         };
         let id = (digest.name().to_string(), slot);
-        if slots.done.contains(&id) {
+        let failed_lately = slots
+            .failed
+            .get(&id)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER);
+        if slots.done.contains(&id) || failed_lately {
             continue;
         }
         if !digest.still_current(&worker.calendar, slot, now) {
@@ -61,10 +70,12 @@ pub async fn due(worker: &Worker, rules: &RuleSet, slots: &mut Slots) {
         match send(worker, rules, digest, Some(slot), false).await {
             Ok(sent) => {
                 tracing::info!(digest = digest.name(), %slot, recipients = sent.len(), "digest slot handled");
+                slots.failed.remove(&id);
                 slots.done.insert(id);
             }
             Err(error) => {
-                tracing::warn!(digest = digest.name(), %slot, %error, "digest failed; will retry")
+                tracing::warn!(digest = digest.name(), %slot, %error, "digest failed; will retry in a minute");
+                slots.failed.insert(id, std::time::Instant::now());
             }
         }
     }
