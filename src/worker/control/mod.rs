@@ -69,7 +69,10 @@ impl Control {
             if stop.is_cancelled() {
                 return;
             }
-            if let Err(error) = self.hand_due_timers().await {
+            // While the store cannot write (a full disk) nothing can be queued: the store's
+            // recovery comes first, and the due timers wait for it (they stay due).
+            let writable = self.worker.store.write_failure().is_none();
+            if writable && let Err(error) = self.hand_due_timers().await {
                 tracing::warn!(%error, "timers: cannot read the store; will retry");
             }
             let now = self.clock.now_ms();
