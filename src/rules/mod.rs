@@ -36,6 +36,11 @@ pub use decision::{
     CopySpec, Decision, Effect, EffectId, Evaluation, Outcome, Person, SkipReason, TaskSpec,
 };
 pub(crate) use evaluate::concerns;
+
+/// A deal field as people read it (a list field by its label), for the report copy.
+pub(crate) fn shown_value(deal: &Deal, catalog: &FieldCatalog, field: &str) -> String {
+    template::display_value(deal, catalog, field, &mut Vec::new())
+}
 pub use evaluate::{Input, evaluate};
 pub use live::{RulesHandle, RulesStatus};
 pub(crate) use model::stage_pipeline;

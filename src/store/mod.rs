@@ -12,6 +12,7 @@
 //! | `meta` | name | the history floor, the sweep cursor |
 //! | `timers` | deal id, entry id, rule | [`TimerRecord`]: a time-driven rule's timer, whatever its state |
 //! | `control` | `deadline/`, `episode/`, `digest/` + name | what the control sweep and the digests remember |
+//! | `report_copy` | `d` + deal id, `m` | [`reports::CopyMeta`] and what reports need of each deal |
 //! | `timers_due` | due moment, deal id, entry id, rule | nothing: the pending timers in the order they fall due |
 //!
 //! Writes that belong together (an event and its dedupe key; a deal's entries, state and effect
@@ -39,6 +40,7 @@ mod intake;
 mod meta;
 mod queue;
 mod records;
+mod reports;
 mod timers;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,7 @@ pub use check::{CheckReport, Damaged};
 pub use health::{PROBE_BYTES, Stall};
 pub use intake::{Delivery, PendingRecord, RecordAnswer, Recorded, record_answer};
 pub use records::*;
+pub use reports::CopyMeta;
 
 use codec::decode;
 use health::Slot;
@@ -132,6 +135,8 @@ struct Trees {
     /// Timers by identity, and the pending ones by due moment (`timers.rs`).
     timers: sled::Tree,
     timers_due: sled::Tree,
+    /// The report copy: what reports need of each deal (`reports.rs`).
+    report_copy: sled::Tree,
     /// The control sweep's memory: deadlines of tracked tasks, no-next-step episodes, digests
     /// sent (string keys, `timers.rs`).
     control: sled::Tree,
@@ -163,6 +168,7 @@ impl Trees {
             timers: db.open_tree("timers")?,
             timers_due: db.open_tree("timers_due")?,
             control: db.open_tree("control")?,
+            report_copy: db.open_tree("report_copy")?,
             db,
         })
     }

@@ -13,6 +13,11 @@ fn v1() -> u8 {
     RECORD_VERSION
 }
 
+/// The version of a record written without its tag (the serde default of `v`).
+pub(super) fn record_version() -> u8 {
+    RECORD_VERSION
+}
+
 /// A deal with work to do: the events (and sweep hits) about it not yet processed, coalesced.
 ///
 /// One record per deal is what makes "one job at a time per deal" and "events for the same deal

@@ -33,6 +33,7 @@ mod job;
 mod plan;
 mod portal;
 mod read;
+pub mod report_copy;
 mod round;
 mod scheduler;
 mod sweep;

@@ -117,11 +117,14 @@ pub(crate) async fn list_many(
     Ok(items)
 }
 
-/// The items of a list answer: a plain array, or `{"tasks": [...]}`.
+/// The items of a list answer.
 fn list_items(answer: &Response) -> Vec<Value> {
+    // `tasks.task.list` answers `{"tasks": [...]}`, `crm.stagehistory.list` `{"items": [...]}`,
+    // the CRM lists a plain array.
     answer
         .result
         .get("tasks")
+        .or_else(|| answer.result.get("items"))
         .unwrap_or(&answer.result)
         .as_array()
         .cloned()

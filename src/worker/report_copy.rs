@@ -1,0 +1,215 @@
+//! Refreshing the report copy (`control.md`, "Where the data comes from"): the deals modified
+//! since the last refresh (`crm.deal.list`, `>=DATE_MODIFY` of the newest read, every field the
+//! reports and the rules' report fields need) and the stage-history entries past the last one
+//! read (`crm.stagehistory.list`, `>ID`), both lists' first pages in one shared `batch`, every
+//! further page in shared batches too (`control::sweep::list_many`), through the one client and
+//! bucket. A refresh with nothing changed is those two first pages: one request. The first
+//! refresh of a portal reads every deal and entry, 50 a page, 50 pages a request.
+//!
+//! List fields (a loss reason) are kept as their labels, from the field catalog the rounds
+//! cache, as reports show them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::DateTime;
+use serde_json::{Value, json};
+
+use super::Worker;
+use super::control::sweep::list_many;
+use crate::bitrix::BatchCall;
+use crate::bitrix::CallError;
+use crate::reports::{HistoryEntry, ReportDeal};
+use crate::rules::{Amount, Deal, FieldCatalog, RuleSet, StageSemantic};
+use crate::store::StoreError;
+
+/// Why a refresh stopped: the copy keeps what it had, and the next refresh goes on from there.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("report copy: {0}")]
+    Portal(#[from] CallError),
+    #[error("report copy: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a refresh read and changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Refreshed {
+    pub deals_read: usize,
+    pub entries_read: usize,
+    /// Deals of the copy after it.
+    pub deals: usize,
+    pub as_of: String,
+}
+
+/// The deal fields every report reads, beside the rules' report fields.
+const DEAL_SELECT: [&str; 9] = [
+    "ID",
+    "TITLE",
+    "CATEGORY_ID",
+    "STAGE_ID",
+    "STAGE_SEMANTIC_ID",
+    "ASSIGNED_BY_ID",
+    "OPPORTUNITY",
+    "CURRENCY_ID",
+    "DATE_MODIFY",
+];
+
+fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(value: Option<&Value>) -> Option<u64> {
+    text(value)?.trim().parse().ok()
+}
+
+/// Brings the copy up to date (or, with `rebuild`, reads it anew).
+pub async fn refresh(
+    worker: &Worker,
+    rules: &RuleSet,
+    rebuild: bool,
+) -> Result<Refreshed, RefreshError> {
+    if rebuild {
+        worker.store.clear_report_copy()?;
+    }
+    let mut meta = worker.store.report_copy_meta()?.unwrap_or_default();
+    let report_fields: BTreeSet<String> = rules
+        .rules()
+        .iter()
+        .filter_map(|r| r.score_field().or(r.loss_field()))
+        .map(str::to_string)
+        .collect();
+    let mut select: Vec<String> = DEAL_SELECT.iter().map(|s| s.to_string()).collect();
+    select.extend(report_fields.iter().cloned());
+    // `>=`: a deal modified in the same second as the newest one read is read again rather
+    // than missed.
+    let deal_filter = match &meta.deals_modified {
+        Some(at) => json!({ ">=DATE_MODIFY": at }),
+        None => json!({}),
+    };
+    let lists = vec![
+        BatchCall::new(
+            "crm.deal.list",
+            json!({ "filter": deal_filter, "order": { "ID": "ASC" }, "select": select }),
+        ),
+        BatchCall::new(
+            "crm.stagehistory.list",
+            json!({ "entityTypeId": 2, "order": { "ID": "ASC" },
+                    "filter": { ">ID": meta.history_id },
+                    "select": ["ID", "OWNER_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID", "CREATED_TIME"] }),
+        ),
+    ];
+    let items = list_many(worker, lists).await?;
+    let catalog = worker.catalog.any().unwrap_or_default();
+    let mut touched: BTreeMap<u64, ReportDeal> = BTreeMap::new();
+    let (mut deals_read, mut entries_read) = (0, 0);
+    for item in &items {
+        // A stage-history item has an OWNER_ID; a deal has none.
+        if item.get("OWNER_ID").is_some() {
+            continue;
+        }
+        let Some(id) = number(item.get("ID")) else {
+            continue;
+        };
+        deals_read += 1;
+        if let Some(modified) = text(item.get("DATE_MODIFY"))
+            && meta.deals_modified.as_ref().is_none_or(|m| modified > *m)
+        {
+            meta.deals_modified = Some(modified);
+        }
+        let known = match touched.remove(&id) {
+            Some(deal) => Some(deal),
+            None => worker.store.report_deal(id)?,
+        };
+        touched.insert(id, deal_of(item, known, &report_fields, &catalog));
+    }
+    for item in &items {
+        let (Some(owner), Some(id)) = (number(item.get("OWNER_ID")), number(item.get("ID"))) else {
+            continue;
+        };
+        entries_read += 1;
+        meta.history_id = meta.history_id.max(id);
+        let Some(entry) = entry_of(item) else {
+            continue;
+        };
+        let deal = match touched.remove(&owner) {
+            Some(deal) => Some(deal),
+            None => worker.store.report_deal(owner)?,
+        };
+        // An entry of a deal the copy does not hold (deleted since, or created after its list
+        // was read) waits: the deal's next listing brings it with its whole history.
+        let Some(mut deal) = deal else { continue };
+        if !deal.history.iter().any(|e| e.id == entry.id) {
+            deal.history.push(entry);
+        }
+        touched.insert(owner, deal);
+    }
+    let as_of = worker.clock.now().fixed_offset().to_rfc3339();
+    meta.as_of = Some(as_of.clone());
+    let changed: Vec<ReportDeal> = touched.into_values().collect();
+    worker.store.put_report_copy(&changed, &meta)?;
+    worker.store.flush_async().await?;
+    let deals = worker.store.report_deals()?.len();
+    tracing::info!(deals_read, entries_read, deals, "report copy refreshed");
+    Ok(Refreshed {
+        deals_read,
+        entries_read,
+        deals,
+        as_of,
+    })
+}
+
+/// A deal of `crm.deal.list` as the copy keeps it, with the history it had.
+fn deal_of(
+    item: &Value,
+    known: Option<ReportDeal>,
+    report_fields: &BTreeSet<String>,
+    catalog: &FieldCatalog,
+) -> ReportDeal {
+    let map = item.as_object().cloned().unwrap_or_default();
+    let deal = Deal::new(map);
+    let mut fields = BTreeMap::new();
+    for field in report_fields {
+        // List fields as their labels, as people read them (and as rules compare them).
+        let shown = crate::rules::shown_value(&deal, catalog, field);
+        fields.insert(
+            field.clone(),
+            if shown.is_empty() {
+                Value::Null
+            } else {
+                Value::String(shown)
+            },
+        );
+    }
+    ReportDeal {
+        id: number(item.get("ID")).unwrap_or(0),
+        title: text(item.get("TITLE")).unwrap_or_default(),
+        pipeline: number(item.get("CATEGORY_ID")).unwrap_or(0),
+        stage: text(item.get("STAGE_ID")).unwrap_or_default(),
+        semantic: StageSemantic::from_code(
+            &text(item.get("STAGE_SEMANTIC_ID")).unwrap_or_default(),
+        ),
+        assigned: number(item.get("ASSIGNED_BY_ID")).unwrap_or(0),
+        amount: text(item.get("OPPORTUNITY"))
+            .and_then(|a| Amount::parse(&a))
+            .unwrap_or_default(),
+        currency: text(item.get("CURRENCY_ID")).unwrap_or_default(),
+        fields,
+        history: known.map(|k| k.history).unwrap_or_default(),
+    }
+}
+
+/// A stage-history item (`CREATED_TIME` in `+00:00`, as the portal prints it).
+fn entry_of(item: &Value) -> Option<HistoryEntry> {
+    Some(HistoryEntry {
+        id: number(item.get("ID"))?,
+        stage: text(item.get("STAGE_ID"))?,
+        semantic: StageSemantic::from_code(
+            &text(item.get("STAGE_SEMANTIC_ID")).unwrap_or_default(),
+        ),
+        at: DateTime::parse_from_rfc3339(&text(item.get("CREATED_TIME"))?).ok()?,
+    })
+}
