@@ -32,6 +32,7 @@ pub mod healthcheck;
 pub mod jobs;
 mod offline;
 mod output;
+pub mod report;
 pub mod sandbox;
 pub mod schema;
 pub mod serve;
@@ -167,6 +168,27 @@ pub enum Command {
         /// Print each recipient's text; send nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// One report (plan, nps, losses, stages, tasks, deals) on the report copy, brought up to
+    /// date first: through the running service when one runs, else here on the store.
+    Report {
+        /// The report: plan, nps, losses, stages, tasks or deals.
+        name: String,
+        /// A month "2026-12", a quarter "2026-Q4", a half "2026-H2" or a year "2026"; default:
+        /// the current month.
+        #[arg(long, value_name = "P")]
+        period: Option<String>,
+        /// Only this pipeline (CATEGORY_ID).
+        #[arg(long, value_name = "N")]
+        pipeline: Option<u64>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: report::Format,
+        /// The CSV delimiter: ";" (Excel in most European locales) or ",".
+        #[arg(long, default_value = ";")]
+        csv_delimiter: char,
+        /// Read the copy anew instead of bringing it up to date.
+        #[arg(long)]
+        refresh: bool,
     },
     /// The job queue: list the queued and parked jobs, or re-run parked ones.
     Jobs {
@@ -349,6 +371,24 @@ pub fn run(cli: Cli) -> ExitCode {
                 pipeline,
                 dry_run,
                 restart,
+            },
+        )),
+        Command::Report {
+            name,
+            period,
+            pipeline,
+            format,
+            csv_delimiter,
+            refresh,
+        } => runtime.block_on(report::run(
+            config,
+            report::Asked {
+                name,
+                period,
+                pipeline,
+                format,
+                delimiter: csv_delimiter,
+                refresh,
             },
         )),
         Command::Digest { name, dry_run } => runtime.block_on(digest::run(config, name, dry_run)),

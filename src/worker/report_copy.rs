@@ -213,3 +213,156 @@ fn entry_of(item: &Value) -> Option<HistoryEntry> {
         at: DateTime::parse_from_rfc3339(&text(item.get("CREATED_TIME"))?).ok()?,
     })
 }
+
+/// The reports there are, by name.
+pub const REPORTS: [&str; 6] = ["plan", "nps", "losses", "stages", "tasks", "deals"];
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("no report named \"{0}\" (reports: plan, nps, losses, stages, tasks, deals)")]
+    Unknown(String),
+    #[error("{0}")]
+    Period(String),
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+}
+
+/// One report as its JSON form (`control.md`, "Reports"), on the copy refreshed now
+/// (`rebuild`: read anew). `period`: the plan forms; `None`, the current month.
+pub async fn report_json(
+    worker: &Worker,
+    rules: &RuleSet,
+    name: &str,
+    (period, pipeline): (Option<&str>, Option<u64>),
+    rebuild: bool,
+) -> Result<Value, ReportError> {
+    use crate::reports::{self, Report, Scope};
+    if !REPORTS.contains(&name) {
+        return Err(ReportError::Unknown(name.to_string()));
+    }
+    let now = worker.clock.now().fixed_offset();
+    let period = match period {
+        Some(text) => text
+            .parse::<crate::rules::ReportPeriod>()
+            .map_err(|e| ReportError::Period(e.to_string()))?,
+        None => crate::rules::ReportPeriod::current(&worker.calendar, now),
+    };
+    let refreshed = refresh(worker, rules, rebuild).await?;
+    let as_of = DateTime::parse_from_rfc3339(&refreshed.as_of).unwrap_or(now);
+    let deals = worker.store.report_deals().map_err(RefreshError::from)?;
+    let scope = Scope {
+        calendar: &worker.calendar,
+        period,
+        pipeline,
+        now,
+    };
+    let value = match name {
+        "plan" => json!(Report::new(
+            &scope,
+            as_of,
+            reports::plan(rules.plans(), &deals, &scope)
+        )),
+        "nps" => json!(Report::new(
+            &scope,
+            as_of,
+            reports::nps(rules, &deals, &scope)
+        )),
+        "losses" => json!(Report::new(
+            &scope,
+            as_of,
+            reports::losses(rules, &deals, &scope)
+        )),
+        "deals" => json!(Report::new(&scope, as_of, reports::deals(&deals, &scope))),
+        "stages" => {
+            let stages = stage_infos(worker, &deals);
+            let over = over_sla(worker)?;
+            json!(Report::new(
+                &scope,
+                as_of,
+                reports::stages(&stages, &deals, &over, &scope)
+            ))
+        }
+        _ => {
+            let tasks = created_tasks(worker, &deals).await?;
+            json!(Report::new(&scope, as_of, reports::tasks(&tasks, &scope)))
+        }
+    };
+    Ok(value)
+}
+
+/// The stages the copy's deals went through, named as the portal names them (the cached
+/// catalog), each with its kind as the history recorded it.
+fn stage_infos(worker: &Worker, deals: &[ReportDeal]) -> Vec<crate::reports::StageInfo> {
+    let catalog = worker.catalog.any().unwrap_or_default();
+    let mut seen: BTreeMap<String, crate::reports::StageInfo> = BTreeMap::new();
+    for deal in deals {
+        for entry in &deal.history {
+            seen.entry(entry.stage.clone())
+                .or_insert_with(|| crate::reports::StageInfo {
+                    pipeline: crate::rules::stage_pipeline(&entry.stage).unwrap_or(deal.pipeline),
+                    id: entry.stage.clone(),
+                    name: catalog
+                        .stage_name(&entry.stage)
+                        .unwrap_or(&entry.stage)
+                        .to_string(),
+                    semantic: entry.semantic,
+                });
+        }
+    }
+    seen.into_values().collect()
+}
+
+/// Deals over an `[[sla]]` now, by stage: a timer that fired, its deal still in that entry.
+fn over_sla(worker: &Worker) -> Result<BTreeMap<String, u64>, RefreshError> {
+    let mut out = BTreeMap::new();
+    for timer in worker.store.fired_timers()? {
+        let state = worker.store.deal_state(timer.deal_id)?.unwrap_or_default();
+        if state.stage_id.as_deref() == Some(timer.entry.stage_id.as_str()) {
+            *out.entry(timer.entry.stage_id.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The tasks the service created, read now (`tasks.task.list` by `ID` lists of 50, together):
+/// when each was created, its deadline, when it was closed.
+async fn created_tasks(
+    worker: &Worker,
+    deals: &[ReportDeal],
+) -> Result<Vec<crate::reports::ReportTask>, RefreshError> {
+    let ids = worker.store.created_tasks()?;
+    let lists = ids
+        .chunks(50)
+        .map(|chunk| {
+            BatchCall::new(
+                "tasks.task.list",
+                json!({ "filter": { "ID": chunk },
+                        "select": ["ID", "RESPONSIBLE_ID", "CREATED_DATE", "DEADLINE", "CLOSED_DATE", "STATUS", "UF_CRM_TASK"] }),
+            )
+        })
+        .collect();
+    let pipeline_of: BTreeMap<u64, u64> = deals.iter().map(|d| (d.id, d.pipeline)).collect();
+    let at = |item: &Value, camel: &str, upper: &str| {
+        text(item.get(camel).or_else(|| item.get(upper)))
+            .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+    };
+    let mut out = Vec::new();
+    for item in list_many(worker, lists).await? {
+        let Some(task) = super::control::sweep::task_of(&item) else {
+            continue;
+        };
+        let Some(created) = at(&item, "createdDate", "CREATED_DATE") else {
+            continue;
+        };
+        out.push(crate::reports::ReportTask {
+            id: task.id,
+            responsible: task.responsible.unwrap_or(0),
+            pipeline: task.deal_id.and_then(|d| pipeline_of.get(&d).copied()),
+            created,
+            deadline: task.deadline,
+            closed: at(&item, "closedDate", "CLOSED_DATE"),
+        });
+    }
+    Ok(out)
+}

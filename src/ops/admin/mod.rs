@@ -25,6 +25,7 @@ mod backfill;
 mod deals;
 mod digests;
 mod jobs;
+mod reports;
 mod store;
 
 pub use deals::{DealReport, deal_report, format_deal_report};
@@ -61,6 +62,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/jobs/{id}/retry", post(jobs::retry_one))
         .route("/admin/store/check", get(store::store_check))
         .route("/admin/digests/{name}", post(digests::run))
+        .route("/admin/reports/{name}", get(reports::report))
         .route(
             "/admin/backfill",
             get(backfill::status)

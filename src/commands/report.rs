@@ -1,0 +1,261 @@
+//! `b24-robot report NAME [--period P] [--pipeline N] [--format text|json|csv]
+//! [--csv-delimiter C] [--refresh]`: one report (`control.md`, "Reports") on the report copy,
+//! brought up to date first (`--refresh`: read anew): through the running service's admin API
+//! when one runs (`GET /admin/reports/{name}`), or here on the store otherwise. Text is aligned
+//! for a terminal, JSON is the stable form, CSV opens in Excel (UTF-8 with a BOM).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::admin::{AdminError, Source, api, source};
+use super::{CommandError, CommandResult, load_rules, load_settings};
+use crate::commands::output::out;
+use crate::worker::Worker;
+use crate::worker::report_copy::{ReportError, report_json};
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+/// What `report` is asked for.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub name: String,
+    pub period: Option<String>,
+    pub pipeline: Option<u64>,
+    pub format: Format,
+    pub delimiter: char,
+    pub refresh: bool,
+}
+
+pub async fn run(config: Option<PathBuf>, asked: Asked) -> CommandResult {
+    let settings = load_settings(config)?;
+    let json = match source(&settings).await? {
+        Source::Api(client, base) => {
+            let mut query = vec![format!("refresh={}", asked.refresh)];
+            if let Some(p) = &asked.period {
+                query.push(format!("period={p}"));
+            }
+            if let Some(n) = asked.pipeline {
+                query.push(format!("pipeline={n}"));
+            }
+            api::<Value>(
+                &settings,
+                &client,
+                reqwest::Method::GET,
+                format!("{base}/admin/reports/{}?{}", asked.name, query.join("&")),
+            )
+            .await?
+        }
+        Source::Store(store) => {
+            let rules = load_rules(&settings)?;
+            let client =
+                crate::startup::client(&settings).map_err(|e| AdminError::Http(e.to_string()))?;
+            let worker = Arc::new(Worker::new(
+                &settings,
+                store,
+                client,
+                crate::rules::RulesHandle::new(rules.clone()),
+                None,
+            ));
+            let json = report_json(
+                &worker,
+                &rules,
+                &asked.name,
+                (asked.period.as_deref(), asked.pipeline),
+                asked.refresh,
+            )
+            .await
+            .map_err(|e| match e {
+                ReportError::Unknown(_) | ReportError::Period(_) => {
+                    CommandError::Usage(e.to_string())
+                }
+                other => CommandError::Failed(other.to_string()),
+            })?;
+            worker.store.flush().map_err(AdminError::from)?;
+            json
+        }
+    };
+    let printed = match asked.format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ),
+        Format::Text => text(&json),
+        Format::Csv => csv(&json, asked.delimiter),
+    };
+    out!("{printed}");
+    Ok(())
+}
+
+/// A JSON value as a table cell.
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The columns of rows: every key, in the order met.
+fn columns(rows: &[Value]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for row in rows {
+        for key in row.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+    keys
+}
+
+/// An aligned table of `rows` (objects), a header line first.
+fn table(rows: &[Value]) -> String {
+    let keys = columns(rows);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            keys.iter()
+                .map(|k| cell(r.get(k).unwrap_or(&Value::Null)))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([k.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: &[String]| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(&keys);
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out
+}
+
+/// The report for a terminal: what, for when, how fresh; its rows, then its totals.
+fn text(json: &Value) -> String {
+    let mut out = format!(
+        "report {} from {} to {} (data as of {})\n\n",
+        cell(&json["report"]),
+        cell(&json["period"]["from"]),
+        cell(&json["period"]["to"]),
+        cell(&json["data_as_of"])
+    );
+    for part in ["rows", "totals", "invalid"] {
+        let Some(rows) = json.get(part).and_then(Value::as_array) else {
+            continue;
+        };
+        if part != "rows" {
+            out.push_str(&format!("\n{part}:\n"));
+        }
+        if rows.is_empty() {
+            out.push_str("(none)\n");
+        } else {
+            out.push_str(&table(rows));
+        }
+    }
+    out
+}
+
+/// A CSV field, quoted when it holds the delimiter, a quote or a line break.
+fn csv_field(text: &str, delimiter: char) -> String {
+    if text.contains([delimiter, '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// The rows as CSV for Excel: UTF-8 with a byte-order mark, a header row of the JSON keys.
+fn csv(json: &Value, delimiter: char) -> String {
+    let rows = json
+        .get("rows")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let keys = columns(&rows);
+    let join = |values: Vec<String>| {
+        values
+            .iter()
+            .map(|v| csv_field(v, delimiter))
+            .collect::<Vec<_>>()
+            .join(&delimiter.to_string())
+    };
+    let mut out = String::from("\u{feff}");
+    out.push_str(&join(keys.clone()));
+    out.push_str("\r\n");
+    for row in &rows {
+        out.push_str(&join(
+            keys.iter()
+                .map(|k| cell(row.get(k).unwrap_or(&Value::Null)))
+                .collect(),
+        ));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn csv_has_a_bom_a_header_of_the_keys_and_quotes_what_needs_it() {
+        let report = json!({ "rows": [
+            { "deal_id": 1, "title": "Acme; Ltd", "amount": 1500.5, "won_at": null },
+            { "deal_id": 2, "title": "Say \"hi\"", "amount": 10, "won_at": "2026-12-01" },
+        ]});
+        assert_eq!(
+            csv(&report, ';'),
+            "\u{feff}deal_id;title;amount;won_at\r\n1;\"Acme; Ltd\";1500.5;\r\n2;\"Say \"\"hi\"\"\";10;2026-12-01\r\n"
+        );
+        assert!(csv(&report, ',').contains("1,Acme; Ltd,1500.5,"));
+    }
+
+    #[test]
+    fn text_aligns_the_columns_and_says_how_fresh_the_data_is() {
+        let report = json!({
+            "report": "deals", "period": { "from": "2026-12-01", "to": "2026-12-31" },
+            "data_as_of": "2026-12-03T10:00:00+03:00",
+            "rows": [{ "deal_id": 1, "title": "A" }, { "deal_id": 22, "title": "Longer" }],
+            "totals": [],
+        });
+        let printed = text(&report);
+        assert!(printed.starts_with(
+            "report deals from 2026-12-01 to 2026-12-31 (data as of 2026-12-03T10:00:00+03:00)"
+        ));
+        assert!(
+            printed.contains("deal_id  title\n1        A\n22       Longer\n"),
+            "{printed}"
+        );
+        assert!(printed.contains("totals:\n(none)"), "{printed}");
+    }
+}
