@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::admin::{AdminError, Source, api, source};
 use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::commands::output::out;
+use crate::reports::{cell, table_of};
 use crate::worker::Worker;
 use crate::worker::report_copy::{ReportError, report_json};
 
@@ -94,39 +95,9 @@ pub async fn run(config: Option<PathBuf>, asked: Asked) -> CommandResult {
     Ok(())
 }
 
-/// A JSON value as a table cell.
-fn cell(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The columns of rows: every key, in the order met.
-fn columns(rows: &[Value]) -> Vec<String> {
-    let mut keys: Vec<String> = Vec::new();
-    for row in rows {
-        for key in row.as_object().into_iter().flat_map(|o| o.keys()) {
-            if !keys.contains(key) {
-                keys.push(key.clone());
-            }
-        }
-    }
-    keys
-}
-
 /// An aligned table of `rows` (objects), a header line first.
 fn table(rows: &[Value]) -> String {
-    let keys = columns(rows);
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            keys.iter()
-                .map(|k| cell(r.get(k).unwrap_or(&Value::Null)))
-                .collect()
-        })
-        .collect();
+    let (keys, cells) = table_of(rows);
     let widths: Vec<usize> = keys
         .iter()
         .enumerate()
@@ -199,7 +170,7 @@ fn csv(json: &Value, delimiter: char) -> String {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let keys = columns(&rows);
+    let (keys, cells) = table_of(&rows);
     let join = |values: Vec<String>| {
         values
             .iter()
@@ -210,12 +181,8 @@ fn csv(json: &Value, delimiter: char) -> String {
     let mut out = String::from("\u{feff}");
     out.push_str(&join(keys.clone()));
     out.push_str("\r\n");
-    for row in &rows {
-        out.push_str(&join(
-            keys.iter()
-                .map(|k| cell(row.get(k).unwrap_or(&Value::Null)))
-                .collect(),
-        ));
+    for row in cells {
+        out.push_str(&join(row));
         out.push_str("\r\n");
     }
     out

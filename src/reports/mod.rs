@@ -211,3 +211,34 @@ pub(crate) fn add_to(sums: &mut PerCurrency, deal: &ReportDeal) {
 
 #[cfg(test)]
 mod tests;
+
+/// A report's rows (objects of its JSON form) as a table: the columns (every key, in the order
+/// met) and each row's cells as text (`null` empty), for the text form, CSV and the dashboard.
+pub fn table_of(rows: &[serde_json::Value]) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut keys: Vec<String> = Vec::new();
+    for row in rows {
+        for key in row.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+    }
+    let cells = rows
+        .iter()
+        .map(|r| {
+            keys.iter()
+                .map(|k| cell(r.get(k).unwrap_or(&serde_json::Value::Null)))
+                .collect()
+        })
+        .collect();
+    (keys, cells)
+}
+
+/// A JSON value as a table cell.
+pub fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -304,3 +304,57 @@ include = ["all-overdue"]
     assert!(html.contains("Vera Manager"), "the person by name: {html}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_reports_page_draws_the_plan_and_offers_its_csv() {
+    let month = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .format("%Y-%m")
+        .to_string();
+    let plan = format!(
+        "[[plan]]\nname = \"sales-month\"\nperiod = \"{month}\"\npipeline = 0\nmeasure = \"amount\"\ncurrency = \"RUB\"\ntargets = {{ 3 = 4000 }}\n"
+    );
+    let app = spawn_app_with(Options {
+        rules: vec![
+            crate::helpers::task_rules(),
+            crate::helpers::rule_file("plan.toml", &plan),
+        ],
+        settings: vec![("server.admin_token", TOKEN.to_string())],
+        ..Options::default()
+    })
+    .await;
+    let deal = new_deal(&app.sim, "Won Deal LLC").await;
+    app.move_to(deal, "WON", Duration::from_secs(10)).await;
+    let (cookie, _) = log_in(&app).await;
+    let (status, html) = page(&app, "/ui/reports?name=plan", &cookie).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("<svg") && html.contains("<rect"),
+        "a chart: {html}"
+    );
+    assert!(html.contains("sales-month"), "{html}");
+    assert!(html.contains("25.0%"), "1000 of 4000: {html}");
+    let answer = client()
+        .get(url(&app, "/ui/reports/deals.csv"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let bytes = answer.bytes().await.expect("body");
+    assert!(
+        bytes.starts_with(b"\xEF\xBB\xBF"),
+        "a byte-order mark first, for Excel"
+    );
+    let body = String::from_utf8_lossy(&bytes[3..]).to_string();
+    assert!(body.starts_with("deal_id;title;"), "{body}");
+    assert!(body.contains("Won Deal LLC"), "{body}");
+    // Not without the session.
+    let bare = client()
+        .get(url(&app, "/ui/reports/deals.csv"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}

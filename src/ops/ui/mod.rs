@@ -136,6 +136,8 @@ pub fn router(state: UiState) -> Router {
         .route("/ui", get(pages::home))
         .route("/ui/", get(pages::home))
         .route("/ui/control", get(pages::control))
+        .route("/ui/reports", get(pages::reports))
+        .route("/ui/reports/{file}", get(pages::report_csv))
         .route("/ui/service", get(pages::service))
         .route("/ui/deals", get(pages::find_deal))
         .route("/ui/deals/{id}", get(pages::deal))

@@ -356,3 +356,261 @@ pub(super) async fn control(
         StatusCode::OK,
     )
 }
+
+#[derive(Template)]
+#[template(path = "ui/reports.html")]
+struct ReportsPage<'a> {
+    t: &'a Texts,
+    title: &'a str,
+    csrf: &'a str,
+    names: &'static [&'static str],
+    name: String,
+    period: String,
+    from: String,
+    to: String,
+    as_of: String,
+    chart_title: String,
+    chart_height: usize,
+    bars: Vec<Bar>,
+    /// Where the period's elapsed share falls on the plan chart (x, in the SVG's units).
+    marker: Option<f64>,
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+/// One bar of a report's chart, placed for the SVG (drawn on the server: no script needed).
+struct Bar {
+    label: String,
+    value: String,
+    y: usize,
+    width: f64,
+    text_x: f64,
+}
+
+/// Where bars start and how long the longest is, in the SVG's units (600 wide).
+const BAR_X: f64 = 200.0;
+const BAR_MAX: f64 = 330.0;
+
+#[derive(Deserialize)]
+pub(super) struct ReportQuery {
+    name: Option<String>,
+    period: Option<String>,
+}
+
+/// Each report's chart: what a bar is labelled by and what it measures.
+fn chart_of(name: &str, json: &serde_json::Value) -> (String, Vec<(String, f64, String)>) {
+    let rows = json["rows"].as_array().cloned().unwrap_or_default();
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let text = crate::reports::cell;
+    match name {
+        "plan" => (
+            "% done".into(),
+            rows.iter()
+                .map(|r| {
+                    let who = if r["user_id"].is_null() {
+                        String::new()
+                    } else {
+                        format!(" · #{}", text(&r["user_id"]))
+                    };
+                    (
+                        format!("{}{who}", text(&r["plan"])),
+                        num(&r["percent"]),
+                        format!("{}%", text(&r["percent"])),
+                    )
+                })
+                .collect(),
+        ),
+        "nps" => {
+            let totals = json["totals"].as_array().cloned().unwrap_or_default();
+            let mut bars = Vec::new();
+            for t in totals {
+                for key in ["promoters", "passives", "detractors"] {
+                    bars.push((
+                        format!("{} · {key}", text(&t["rule"])),
+                        num(&t[key]),
+                        text(&t[key]),
+                    ));
+                }
+            }
+            ("NPS".into(), bars)
+        }
+        "losses" => (
+            "lost deals by reason".into(),
+            rows.iter()
+                .filter(|r| r["pipeline"].is_null() && r["user_id"].is_null())
+                .map(|r| {
+                    let reason = if r["reason"].is_null() {
+                        "—".to_string()
+                    } else {
+                        text(&r["reason"])
+                    };
+                    (reason, num(&r["count"]), text(&r["count"]))
+                })
+                .collect(),
+        ),
+        "stages" => (
+            "median time in stage, hours".into(),
+            rows.iter()
+                .map(|r| {
+                    let hours = num(&r["median_seconds"]) / 3600.0;
+                    (text(&r["stage_name"]), hours, format!("{hours:.1}"))
+                })
+                .collect(),
+        ),
+        "tasks" => (
+            "tasks created, per person".into(),
+            rows.iter()
+                .map(|r| {
+                    (
+                        format!("#{}", text(&r["user_id"])),
+                        num(&r["created"]),
+                        text(&r["created"]),
+                    )
+                })
+                .collect(),
+        ),
+        _ => (String::new(), Vec::new()),
+    }
+}
+
+pub(super) async fn reports(
+    State(state): State<UiState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    let t = texts_of(&state);
+    let Some(service) = &state.admin.backfill else {
+        return (StatusCode::NOT_FOUND, "no worker in this service\n").into_response();
+    };
+    let worker = &service.worker;
+    let rules = worker.rules.current();
+    let name = q.name.unwrap_or_else(|| "plan".into());
+    let period = q.period.filter(|p| !p.trim().is_empty());
+    let json = match crate::worker::report_copy::report_json(
+        worker,
+        &rules,
+        &name,
+        (period.as_deref(), None),
+        false,
+    )
+    .await
+    {
+        Ok(json) => json,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    let (chart_title, data) = chart_of(&name, &json);
+    let top = data.iter().map(|(_, v, _)| *v).fold(0.0_f64, f64::max);
+    let scale = if name == "plan" {
+        top.max(100.0)
+    } else {
+        top.max(1.0)
+    };
+    let bars: Vec<Bar> = data
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, value, shown))| {
+            let width = (value.max(0.0) / scale * BAR_MAX).round();
+            Bar {
+                label,
+                value: shown,
+                y: 4 + i * 24,
+                width,
+                text_x: BAR_X + width + 6.0,
+            }
+        })
+        .collect();
+    let marker = (name == "plan").then(|| {
+        let asked = json["period"]["from"].as_str().and_then(|from| {
+            let month = &from[..from.len().min(7)];
+            month.parse::<crate::rules::ReportPeriod>().ok()
+        });
+        let now = worker.clock.now().fixed_offset();
+        let period = period
+            .as_deref()
+            .and_then(|p| p.parse::<crate::rules::ReportPeriod>().ok())
+            .or(asked)
+            .unwrap_or_else(|| crate::rules::ReportPeriod::current(&worker.calendar, now));
+        let all = period.working_days(&worker.calendar).max(1) as f64;
+        let done = period.working_days_elapsed(&worker.calendar, now) as f64;
+        (BAR_X + (done / all * 100.0) / scale * BAR_MAX).round()
+    });
+    let rows = json["rows"].as_array().cloned().unwrap_or_default();
+    let (columns, rows) = crate::reports::table_of(&rows);
+    let text = crate::reports::cell;
+    html(
+        ReportsPage {
+            t,
+            title: t.reports,
+            csrf: caller.csrf(),
+            names: &crate::worker::report_copy::REPORTS,
+            chart_height: 8 + bars.len() * 24,
+            bars,
+            marker,
+            name,
+            period: period.unwrap_or_default(),
+            from: text(&json["period"]["from"]),
+            to: text(&json["period"]["to"]),
+            as_of: text(&json["data_as_of"]),
+            chart_title,
+            columns,
+            rows,
+        }
+        .render(),
+        StatusCode::OK,
+    )
+}
+
+/// `/ui/reports/{name}.csv`: the report's rows for Excel (UTF-8 with a BOM, `;`).
+pub(super) async fn report_csv(
+    State(state): State<UiState>,
+    Path(file): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    let Some(name) = file.strip_suffix(".csv") else {
+        return (StatusCode::NOT_FOUND, "not a report\n").into_response();
+    };
+    let Some(service) = &state.admin.backfill else {
+        return (StatusCode::NOT_FOUND, "no worker in this service\n").into_response();
+    };
+    let worker = &service.worker;
+    let rules = worker.rules.current();
+    let period = q.period.filter(|p| !p.trim().is_empty());
+    match crate::worker::report_copy::report_json(
+        worker,
+        &rules,
+        name,
+        (period.as_deref(), None),
+        false,
+    )
+    .await
+    {
+        Ok(json) => {
+            let rows = json["rows"].as_array().cloned().unwrap_or_default();
+            let (columns, cells) = crate::reports::table_of(&rows);
+            let field = |v: &str| {
+                if v.contains([';', '"', '\n', '\r']) {
+                    format!("\"{}\"", v.replace('"', "\"\""))
+                } else {
+                    v.to_string()
+                }
+            };
+            let mut out = String::from("\u{feff}");
+            for line in std::iter::once(columns).chain(cells) {
+                out.push_str(&line.iter().map(|v| field(v)).collect::<Vec<_>>().join(";"));
+                out.push_str("\r\n");
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{name}.csv\""),
+                    ),
+                ],
+                out,
+            )
+                .into_response()
+        }
+        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    }
+}

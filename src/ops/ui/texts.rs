@@ -31,6 +31,12 @@ pub struct Texts {
     pub what: &'static str,
     pub person: &'static str,
     pub since: &'static str,
+    pub reports: &'static str,
+    pub report: &'static str,
+    pub period: &'static str,
+    pub data_as_of: &'static str,
+    pub elapsed: &'static str,
+    pub no_rows: &'static str,
 }
 
 const EN: Texts = Texts {
@@ -61,6 +67,12 @@ const EN: Texts = Texts {
     what: "What",
     person: "Person",
     since: "Since",
+    reports: "Reports",
+    report: "Report",
+    period: "Period",
+    data_as_of: "data as of",
+    elapsed: "elapsed share of the period",
+    no_rows: "Nothing in this period.",
 };
 
 const RU: Texts = Texts {
@@ -91,6 +103,12 @@ const RU: Texts = Texts {
     what: "Что",
     person: "Сотрудник",
     since: "С",
+    reports: "Отчёты",
+    report: "Отчёт",
+    period: "Период",
+    data_as_of: "данные на",
+    elapsed: "прошедшая часть периода",
+    no_rows: "За этот период ничего нет.",
 };
 
 pub fn of(language: Language) -> &'static Texts {
