@@ -3,8 +3,9 @@
 //! reports and the rules' report fields need) and the stage-history entries past the last one
 //! read (`crm.stagehistory.list`, `>ID`), both lists' first pages in one shared `batch`, every
 //! further page in shared batches too (`control::sweep::list_many`), through the one client and
-//! bucket. A refresh with nothing changed is those two first pages: one request. The first
-//! refresh of a portal reads every deal and entry, 50 a page, 50 pages a request.
+//! bucket. A refresh with nothing changed is those two first pages: one request (one more when
+//! the field catalog's cache is stale). The first refresh of a portal reads every deal and
+//! entry, 50 a page, 50 pages a request.
 //!
 //! List fields (a loss reason) are kept as their labels, from the field catalog the rounds
 //! cache, as reports show them.
@@ -16,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::Worker;
 use super::control::sweep::list_many;
-use crate::bitrix::BatchCall;
 use crate::bitrix::CallError;
+use crate::bitrix::{BatchCall, Retry, calls};
 use crate::reports::{HistoryEntry, ReportDeal};
 use crate::rules::{Amount, Deal, FieldCatalog, RuleSet, StageSemantic};
 use crate::store::StoreError;
@@ -102,6 +103,16 @@ pub async fn refresh(
                     "select": ["ID", "OWNER_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "CATEGORY_ID", "CREATED_TIME"] }),
         ),
     ];
+    // List fields become labels and stages get their names from the field catalog: read with
+    // the first pages when the cached one is stale (one request more, once per cache period).
+    if worker.catalog.fresh().is_none() {
+        let read = vec![calls::deal_fields(), calls::all_stages()];
+        let mut answers = worker.client.batch(read, Retry::Safe).await.into_iter();
+        if let (Some(Ok(fields)), stages) = (answers.next(), answers.next()) {
+            let stages = stages.and_then(Result::ok).map(|a| a.result);
+            worker.catalog.store(&fields.result, stages.as_ref());
+        }
+    }
     let items = list_many(worker, lists).await?;
     let catalog = worker.catalog.any().unwrap_or_default();
     let mut touched: BTreeMap<u64, ReportDeal> = BTreeMap::new();
