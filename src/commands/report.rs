@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::admin::{AdminError, Source, api, source};
 use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::commands::output::out;
-use crate::reports::{cell, table_of};
+use crate::reports::{cell, csv_of as csv, table_of};
 use crate::worker::Worker;
 use crate::worker::report_copy::{ReportError, report_json};
 
@@ -150,40 +150,6 @@ fn text(json: &Value) -> String {
         } else {
             out.push_str(&table(rows));
         }
-    }
-    out
-}
-
-/// A CSV field, quoted when it holds the delimiter, a quote or a line break.
-fn csv_field(text: &str, delimiter: char) -> String {
-    if text.contains([delimiter, '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
-}
-
-/// The rows as CSV for Excel: UTF-8 with a byte-order mark, a header row of the JSON keys.
-fn csv(json: &Value, delimiter: char) -> String {
-    let rows = json
-        .get("rows")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let (keys, cells) = table_of(&rows);
-    let join = |values: Vec<String>| {
-        values
-            .iter()
-            .map(|v| csv_field(v, delimiter))
-            .collect::<Vec<_>>()
-            .join(&delimiter.to_string())
-    };
-    let mut out = String::from("\u{feff}");
-    out.push_str(&join(keys.clone()));
-    out.push_str("\r\n");
-    for row in cells {
-        out.push_str(&join(row));
-        out.push_str("\r\n");
     }
     out
 }

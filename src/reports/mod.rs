@@ -242,3 +242,37 @@ pub fn cell(value: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// A CSV field, quoted when it holds the delimiter, a quote or a line break.
+fn csv_field(text: &str, delimiter: char) -> String {
+    if text.contains([delimiter, '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// The rows as CSV for Excel: UTF-8 with a byte-order mark, a header row of the JSON keys.
+pub fn csv_of(json: &serde_json::Value, delimiter: char) -> String {
+    let rows = json
+        .get("rows")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (keys, cells) = table_of(&rows);
+    let join = |values: Vec<String>| {
+        values
+            .iter()
+            .map(|v| csv_field(v, delimiter))
+            .collect::<Vec<_>>()
+            .join(&delimiter.to_string())
+    };
+    let mut out = String::from("\u{feff}");
+    out.push_str(&join(keys.clone()));
+    out.push_str("\r\n");
+    for row in cells {
+        out.push_str(&join(row));
+        out.push_str("\r\n");
+    }
+    out
+}

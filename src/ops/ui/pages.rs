@@ -585,20 +585,7 @@ pub(super) async fn report_csv(
     .await
     {
         Ok(json) => {
-            let rows = json["rows"].as_array().cloned().unwrap_or_default();
-            let (columns, cells) = crate::reports::table_of(&rows);
-            let field = |v: &str| {
-                if v.contains([';', '"', '\n', '\r']) {
-                    format!("\"{}\"", v.replace('"', "\"\""))
-                } else {
-                    v.to_string()
-                }
-            };
-            let mut out = String::from("\u{feff}");
-            for line in std::iter::once(columns).chain(cells) {
-                out.push_str(&line.iter().map(|v| field(v)).collect::<Vec<_>>().join(";"));
-                out.push_str("\r\n");
-            }
+            let out = crate::reports::csv_of(&json, ';');
             (
                 [
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
