@@ -115,3 +115,20 @@ impl From<StoreError> for CommandError {
         CommandError::Failed(error.to_string())
     }
 }
+
+/// A worker on the store opened here (no service runs), with `rules`: what the commands that
+/// read the portal themselves (`backfill`, `digest`, `report`) work with.
+pub(super) fn store_worker(
+    settings: &Settings,
+    store: Store,
+    rules: &crate::rules::RuleSet,
+) -> Result<std::sync::Arc<crate::worker::Worker>, AdminError> {
+    let client = crate::startup::client(settings).map_err(|e| AdminError::Http(e.to_string()))?;
+    Ok(std::sync::Arc::new(crate::worker::Worker::new(
+        settings,
+        store,
+        client,
+        crate::rules::RulesHandle::new(rules.clone()),
+        None,
+    )))
+}

@@ -12,7 +12,6 @@ use super::{CommandError, CommandResult, load_settings};
 use crate::commands::output::outln;
 use crate::configuration::Settings;
 use crate::store::Store;
-use crate::worker::Worker;
 use crate::worker::backfill::{BackfillOptions, RunState, Status, StatusReport};
 
 /// `backfill`: in the running service (through the admin API, polled for the progress bar), or
@@ -118,14 +117,7 @@ async fn backfill_here(
     let Ok(rules) = super::load_rules(settings) else {
         return Err(AdminError::Http("the rules do not load".into()));
     };
-    let client = crate::startup::client(settings).map_err(|e| AdminError::Http(e.to_string()))?;
-    let worker = std::sync::Arc::new(Worker::new(
-        settings,
-        store,
-        client,
-        crate::rules::RulesHandle::new(rules),
-        None,
-    ));
+    let worker = super::admin::store_worker(settings, store, &rules)?;
     let status = Status::default();
     let stop = CancellationToken::new();
     let task = {

@@ -3,16 +3,13 @@
 //! admin API when one runs (`POST /admin/digests/{name}`), or directly otherwise. An explicit
 //! send is not a slot: it is not deduplicated.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use serde_json::json;
+use std::path::PathBuf;
 
-use super::admin::{AdminError, Source, api_with, source};
+use super::admin::{AdminError, Source, api_with, source, store_worker};
 use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::commands::output::out;
 use crate::ops::admin::DigestReport;
-use crate::worker::Worker;
 use crate::worker::control::digests;
 
 pub async fn run(config: Option<PathBuf>, name: String, dry_run: bool) -> CommandResult {
@@ -47,15 +44,7 @@ pub async fn run(config: Option<PathBuf>, name: String, dry_run: bool) -> Comman
                     }
                 )));
             }
-            let client =
-                crate::startup::client(&settings).map_err(|e| AdminError::Http(e.to_string()))?;
-            let worker = Arc::new(Worker::new(
-                &settings,
-                store,
-                client,
-                crate::rules::RulesHandle::new(rules.clone()),
-                None,
-            ));
+            let worker = store_worker(&settings, store, &rules)?;
             let digest = rules.controls().digest_named(&name).cloned();
             let Some(digest) = digest else {
                 return Ok(());

@@ -4,16 +4,13 @@
 //! when one runs (`GET /admin/reports/{name}`), or here on the store otherwise. Text is aligned
 //! for a terminal, JSON is the stable form, CSV opens in Excel (UTF-8 with a BOM).
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use serde_json::Value;
+use std::path::PathBuf;
 
-use super::admin::{AdminError, Source, api, source};
+use super::admin::{AdminError, Source, api, source, store_worker};
 use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::commands::output::out;
 use crate::reports::{cell, csv_of as csv, table_of};
-use crate::worker::Worker;
 use crate::worker::report_copy::{ReportError, report_json};
 
 /// How a report is printed.
@@ -56,15 +53,7 @@ pub async fn run(config: Option<PathBuf>, asked: Asked) -> CommandResult {
         }
         Source::Store(store) => {
             let rules = load_rules(&settings)?;
-            let client =
-                crate::startup::client(&settings).map_err(|e| AdminError::Http(e.to_string()))?;
-            let worker = Arc::new(Worker::new(
-                &settings,
-                store,
-                client,
-                crate::rules::RulesHandle::new(rules.clone()),
-                None,
-            ));
+            let worker = store_worker(&settings, store, &rules)?;
             let json = report_json(
                 &worker,
                 &rules,

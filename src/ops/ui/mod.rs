@@ -56,6 +56,13 @@ impl UiState {
     }
 }
 
+impl UiState {
+    /// The service's worker, which the pages that read the portal need.
+    fn worker(&self) -> Option<&std::sync::Arc<crate::worker::Worker>> {
+        self.admin.backfill.as_ref().map(|service| &service.worker)
+    }
+}
+
 /// The logged-in sessions: id → (until when, its CSRF token).
 #[derive(Default)]
 struct Sessions {

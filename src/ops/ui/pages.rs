@@ -82,6 +82,11 @@ struct ItemView {
     since: String,
 }
 
+/// A service built without its worker (never `serve`): the pages that read the portal cannot.
+fn no_worker() -> Response {
+    (StatusCode::NOT_FOUND, "no worker in this service\n").into_response()
+}
+
 fn texts_of(state: &UiState) -> &'static Texts {
     texts::of(state.settings.language)
 }
@@ -292,10 +297,9 @@ pub(super) async fn control(
     Extension(caller): Extension<Caller>,
 ) -> Response {
     let t = texts_of(&state);
-    let Some(service) = &state.admin.backfill else {
-        return (StatusCode::NOT_FOUND, "no worker in this service\n").into_response();
+    let Some(worker) = state.worker() else {
+        return no_worker();
     };
-    let worker = &service.worker;
     let rules = worker.rules.current();
     let now = worker.clock.now().fixed_offset();
     let mut views = Vec::new();
@@ -479,10 +483,9 @@ pub(super) async fn reports(
     Query(q): Query<ReportQuery>,
 ) -> Response {
     let t = texts_of(&state);
-    let Some(service) = &state.admin.backfill else {
-        return (StatusCode::NOT_FOUND, "no worker in this service\n").into_response();
+    let Some(worker) = state.worker() else {
+        return no_worker();
     };
-    let worker = &service.worker;
     let rules = worker.rules.current();
     let name = q.name.unwrap_or_else(|| "plan".into());
     let period = q.period.filter(|p| !p.trim().is_empty());
@@ -569,10 +572,9 @@ pub(super) async fn report_csv(
     let Some(name) = file.strip_suffix(".csv") else {
         return (StatusCode::NOT_FOUND, "not a report\n").into_response();
     };
-    let Some(service) = &state.admin.backfill else {
-        return (StatusCode::NOT_FOUND, "no worker in this service\n").into_response();
+    let Some(worker) = state.worker() else {
+        return no_worker();
     };
-    let worker = &service.worker;
     let rules = worker.rules.current();
     let period = q.period.filter(|p| !p.trim().is_empty());
     match crate::worker::report_copy::report_json(
