@@ -261,6 +261,9 @@ pub enum Command {
         /// Rules folder to play instead of the built-in example rules.
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
+        /// Leave the service (its dashboard and admin API) serving at the end, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -392,7 +395,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         )),
         Command::Digest { name, dry_run } => runtime.block_on(digest::run(config, name, dry_run)),
-        Command::Demo { rules } => runtime.block_on(demo::run(rules)),
+        Command::Demo { rules, keep } => runtime.block_on(demo::run(rules, keep)),
         Command::Bench {
             name,
             size,

@@ -119,7 +119,7 @@ fn table(rows: &[Value]) -> String {
 }
 
 /// The report for a terminal: what, for when, how fresh; its rows, then its totals.
-fn text(json: &Value) -> String {
+pub(crate) fn text(json: &Value) -> String {
     let mut out = format!(
         "report {} from {} to {} (data as of {})\n\n",
         cell(&json["report"]),

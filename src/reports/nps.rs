@@ -1,8 +1,8 @@
 //! The `nps` report: per `[[nps]]` rule with a `score_field`, the scores of the deals won in the
 //! period, by pipeline and person.
 //!
-//! A score is an integer 0-10, written as a number or as its digits (`"9"`, as Bitrix24 sends a
-//! number field); anything else is listed in `invalid` and counted nowhere. A deal without a
+//! A score is an integer 0-10, written as a number or as its digits (`"9"`, or `"9.00"` as a
+//! `double` field holds it); anything else is listed in `invalid` and counted nowhere. A deal without a
 //! score has not answered and is not a response. NPS = % promoters − % detractors, computed
 //! exactly and then rounded to one decimal.
 
@@ -75,17 +75,18 @@ impl ReportBody for NpsBody {
     const NAME: &'static str = "nps";
 }
 
-/// A score as Bitrix24 may hold it (a number, or its digits); `None` for anything that is not
-/// an integer 0-10.
+/// A score as Bitrix24 may hold it: a number, or its digits, also as a `double` field writes a
+/// whole number (`"9.00"`); `None` for anything that is not an integer 0-10 (`"9.5"`, `"11"`,
+/// `"abc"`).
 fn score(value: &serde_json::Value) -> Option<u8> {
     let number = match value {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.trim().parse::<u64>().ok(),
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     };
     number
-        .filter(|n| *n <= 10)
-        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| n.is_finite() && n.fract() == 0.0 && (0.0..=10.0).contains(n))
+        .map(|n| n as u8)
 }
 
 /// Every `[[nps]]` rule with a `score_field`, over the deals won in the period.

@@ -7,7 +7,7 @@ use super::SimPortal;
 use super::portal_file::PortalFile;
 
 /// The shipped example rules, built into the binary.
-pub const EMBEDDED_RULES: [(&str, &str); 4] = [
+pub const EMBEDDED_RULES: [(&str, &str); 5] = [
     (
         "rules/10-new-clients.toml",
         include_str!("../../rules/10-new-clients.toml"),
@@ -23,6 +23,10 @@ pub const EMBEDDED_RULES: [(&str, &str); 4] = [
     (
         "rules/40-control.toml",
         include_str!("../../rules/40-control.toml"),
+    ),
+    (
+        "rules/50-plans.toml",
+        include_str!("../../rules/50-plans.toml"),
     ),
 ];
 

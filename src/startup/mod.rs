@@ -127,16 +127,6 @@ impl Application {
         let scheduler = worker.scheduler.clone();
         let metrics = worker.metrics.clone();
 
-        // The first start's moment, before any event can be taken: the stage history's starting
-        // point is the newest entry made before it, read by the sweep once the portal answers
-        // (at once when it does, later when not: the intake does not wait for it, and the
-        // rounds do). See `ensure_history_floor`.
-        if store.history_floor()?.is_none() {
-            let at = store.init_first_start_ms(crate::store::now_ms() / 1000 * 1000)?;
-            store.flush()?;
-            tracing::debug!(first_start_ms = at, "first start recorded");
-        }
-
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .map_err(|error| StartupError::Listen {

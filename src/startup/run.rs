@@ -41,6 +41,18 @@ impl Application {
         if application_token_missing(&settings) {
             tracing::warn!("portal.application_token is empty: every event will be refused (401)");
         }
+        // The first start's moment, on the service's clock (the portal's time, which its stage
+        // history is written in), before any event is taken: the stage history's starting point
+        // is the newest entry made before it, read by the sweep once the portal answers (at once
+        // when it does, later when not: the intake does not wait for it, and the rounds do).
+        // See `ensure_history_floor`.
+        if intake.store.history_floor()?.is_none() {
+            let at = intake
+                .store
+                .init_first_start_ms(worker.clock.now_ms().max(0) as u64 / 1000 * 1000)?;
+            intake.store.flush()?;
+            tracing::debug!(first_start_ms = at, "first start recorded");
+        }
         let restored = worker.restore_queue()?;
         if restored > 0 {
             tracing::info!(deals = restored, "resuming queued work from the store");

@@ -47,7 +47,9 @@ pub async fn ensure_history_floor(worker: &Worker) -> Result<u64, SweepError> {
     }
     let first_start_ms = match worker.store.first_start_ms()? {
         Some(at) => at,
-        None => worker.store.init_first_start_ms(now_ms() / 1000 * 1000)?,
+        None => worker
+            .store
+            .init_first_start_ms(worker.clock.now_ms().max(0) as u64 / 1000 * 1000)?,
     };
     let first_start = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(
         i64::try_from(first_start_ms).unwrap_or(i64::MAX),

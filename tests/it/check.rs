@@ -260,14 +260,16 @@ fn the_check_command_accepts_the_shipped_rules() {
     // One line naming the rules it loaded, the folder and the version; not a warning.
     let (set, warnings) = RuleSet::load_dir(&dir).expect("the shipped rules load");
     assert!(warnings.is_empty(), "{warnings:?}");
-    // 12 stage-entry rules, and the 5 time-driven ones of 40-control.toml.
+    // 12 stage-entry rules, the 5 time-driven ones of 40-control.toml and the 4 plans of
+    // 50-plans.toml.
     assert_eq!(set.rules().len(), 12);
     assert_eq!(set.controls().names().len(), 5);
-    assert_eq!(set.len(), 17, "every rule counts");
+    assert_eq!(set.plans().len(), 4);
+    assert_eq!(set.len(), 21, "every rule counts");
     assert_eq!(
         stdout,
         format!(
-            "ok: 17 rule(s) in {}, version {}\n",
+            "ok: 21 rule(s) in {}, version {}\n",
             dir.display(),
             set.version()
         )

@@ -169,21 +169,75 @@ fn a_reader_that_stops_early_ends_the_demo_quietly() {
 /// A line of the demo's output: how it starts, and a part of the rest.
 type Line = (&'static str, &'static str);
 
-/// The README's first command, to its end: the shipped rules' week on the demo's own clock,
-/// each time-driven rule at work in the step that brings it, and exit 0.
-#[test]
-fn the_demo_plays_its_week_through_the_control_rules_and_ends_by_itself() {
+/// The README's first command, to its end: the month before the week written into the portal,
+/// the shipped rules' week on the demo's own clock, each time-driven rule at work in the step
+/// that brings it, the month's plan and NPS reports, and the dashboard's address. With
+/// `--keep` the service stays up: its dashboard answers until Ctrl-C, then the demo ends
+/// with 0.
+#[tokio::test]
+async fn the_demo_plays_its_week_reports_the_month_and_serves_its_dashboard_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
     let cwd = tempfile::tempdir().expect("temp dir");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
-        .arg("demo")
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_b24-robot"))
+        .args(["demo", "--keep"])
         .current_dir(cwd.path())
-        .output()
-        .expect("runs");
-    let (stdout, stderr) = texts(&output);
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = BufReader::new(child.stdout.take().expect("stdout"));
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stdout = String::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(180))
+            .unwrap_or_else(|_| panic!("the demo went quiet before serving:\n{stdout}"));
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if line == "Serving until Ctrl-C." {
+            break;
+        }
+    }
+    // The dashboard's address and token, as printed; its plan page answers with the month's plan.
+    let address = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("The dashboard: "))
+        .unwrap_or_else(|| panic!("no dashboard line:\n{stdout}"));
+    let (url, token) = address
+        .split_once(" (log in with the admin token ")
+        .unwrap_or_else(|| panic!("{address}"));
+    let token = token.trim_end_matches(')');
+    let page = reqwest::Client::new()
+        .get(format!("{url}reports?name=plan"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the dashboard answers");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    let html = page.text().await.expect("a page");
+    assert!(
+        html.contains("new-clients-") && html.contains("<svg"),
+        "{html}"
+    );
+    let id = child.id().to_string();
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &id])
+        .status()
+        .expect("kill runs");
+    assert!(interrupted.success());
+    let output = child.wait_with_output().expect("ends");
+    let (_, stderr) = texts(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(!stdout.contains("FAILED"), "{stdout}");
     assert!(
-        stdout.starts_with("b24-robot demo: 17 rules (version "),
+        stdout.starts_with("b24-robot demo: 21 rules (version "),
         "{stdout}"
     );
     let lines: Vec<&str> = stdout.lines().collect();
@@ -247,16 +301,32 @@ fn the_demo_plays_its_week_through_the_control_rules_and_ends_by_itself() {
             ],
         ),
     ];
-    let mut at = 0;
+    let month = find(0, "* Before the week: the month so far", " won (");
+    let mut at = month;
     for (start, holds, after) in steps {
         at = find(at, start, holds);
         for (line, part) in after {
             find(at, line, part);
         }
     }
-    assert!(
-        lines.last().is_some_and(|l| l.starts_with("done: ")),
-        "{stdout}"
+    // Then what the portal got, and the month's reports: the plan per manager, the NPS.
+    at = find(at, "done: ", "REST requests to the portal");
+    at = find(
+        at,
+        "* The head of sales opens the month's plan",
+        "report plan",
+    );
+    at = find(at, "  plan ", "percent");
+    for manager in ["3", "4", "6"] {
+        find(at, "  new-clients-", &format!(" {manager} "));
+    }
+    at = find(at, "* The head of sales opens NPS", "report nps");
+    at = find(at, "  rule ", "promoters");
+    at = find(at, "  nps ", "");
+    find(
+        at,
+        "The dashboard: http://127.0.0.1:",
+        "/ui/ (log in with the admin token ",
     );
 }
 

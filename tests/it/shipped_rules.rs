@@ -40,7 +40,8 @@ fn the_rules_folder_loads_without_errors_or_warnings() {
     });
     assert!(warnings.is_empty(), "{warnings:#?}");
     assert_eq!(set.rules().len(), 12, "{:#?}", names(&set));
-    assert_eq!(set.len(), 17, "{:#?}", names(&set));
+    assert_eq!(set.plans().len(), 4, "{:#?}", names(&set));
+    assert_eq!(set.len(), 21, "{:#?}", names(&set));
     for kind in [
         RuleKind::Task,
         RuleKind::Require,

@@ -426,8 +426,8 @@ fn the_schema_accepts_every_shipped_rule_file_and_every_docs_example() {
             checked += 1;
         }
     }
-    // 10-new-clients, 20-repeat-clients, 30-outcomes and 40-control.
-    assert_eq!(checked, 4);
+    // 10-new-clients, 20-repeat-clients, 30-outcomes, 40-control and 50-plans.
+    assert_eq!(checked, 5);
     let docs = std::fs::read_to_string(root().join("docs/rules.md")).expect("docs");
     for (line, info, text) in fenced_blocks(&docs) {
         if info == "toml" {

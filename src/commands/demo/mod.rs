@@ -7,6 +7,8 @@
 //! Monday morning, and the days the time-driven rules wait for (an SLA, a missed deadline, the
 //! evening review) pass in a second each.
 
+mod month;
+mod reports;
 mod timeline;
 
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use tokio::sync::mpsc;
 use super::{CommandError, CommandResult};
 use crate::commands::output::outln;
 use crate::configuration::{Settings, Sources};
-use crate::rules::RuleSet;
+use crate::rules::{ReportPeriod, RuleSet};
 use crate::sandbox::portal_file::PortalFile;
 use crate::sandbox::seed::{embedded_rules, seed_portal};
 use crate::sandbox::{SimConfig, SimPortal};
@@ -28,16 +30,22 @@ use crate::text::count;
 use crate::worker::Activity;
 use timeline::Timeline;
 
-pub async fn run(rules_dir: Option<PathBuf>) -> CommandResult {
-    play(rules_dir)
+pub async fn run(rules_dir: Option<PathBuf>, keep: bool) -> CommandResult {
+    play(rules_dir, keep)
         .await
         .map_err(|error| CommandError::Failed(format!("demo failed: {error}")))
 }
 
-async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
+async fn play(rules_dir: Option<PathBuf>, keep: bool) -> Result<(), String> {
+    let calendar = crate::calendar::Calendar::default();
+    let today = chrono::Utc::now()
+        .with_timezone(&calendar.tz())
+        .date_naive();
+    let monday_date = month::story_monday(&calendar, today);
+    let period = month::period(monday_date).ok_or("the demo's month is no report period")?;
     let rules = match &rules_dir {
         Some(dir) => RuleSet::load_dir(dir).map(|(r, _)| r),
-        None => embedded_rules(),
+        None => demo_rules(&period),
     }
     .map_err(|diagnostics| {
         diagnostics
@@ -47,19 +55,29 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
             .join("\n")
     })?;
 
-    let clock = crate::clock::Clock::system();
+    // One clock for the portal and the service, from the first moment of the month: the month
+    // before the week is written at its own moments, then the week is played.
+    let clock = crate::clock::Clock::starting_at(month::month_start(&calendar, monday_date).into());
     let rehearsal = Rehearsal {
         clock: Some(clock.clone()),
+        calendar: Some(calendar.clone()),
         ..Rehearsal::default()
     };
+    let portal = start_portal(&rehearsal).await?;
+    let history = month::seed(&portal.sim, &clock, &calendar, monday_date).await;
     let Running {
         sim,
         mut story,
         stop,
         calendar,
-    } = start(&rules, "demo", &rehearsal).await?;
+        service,
+    } = start_service(portal, &rules, "demo", &rehearsal).await?;
     let week = Timeline::new(clock, calendar, &rules);
-    let monday = week.coming_monday();
+    story.say(&format!(
+        "Before the week: the month so far on the portal, from before the service was installed: {history}"
+    ));
+    outln!();
+    let monday = week.morning(monday_date);
     week.jump_to(&mut story, monday).await;
 
     story.say(&format!(
@@ -122,10 +140,46 @@ async fn play(rules_dir: Option<PathBuf>) -> Result<(), String> {
         offer: lost,
     };
     week.control(&sim, &mut story, deals).await;
-
-    stop.stop().await?;
     print_done(&sim);
+
+    reports::print(&service, &period).await?;
+    outln!();
+    outln!(
+        "The dashboard: {}/ui/ (log in with the admin token {})",
+        service.base,
+        service.admin_token
+    );
+    if keep {
+        outln!("Serving until Ctrl-C.");
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("waiting for Ctrl-C: {e}"))?;
+    } else {
+        outln!("(It stops now; `b24-robot demo --keep` leaves it serving until Ctrl-C.)");
+    }
+    stop.stop().await?;
     Ok(())
+}
+
+/// The shipped rules, and a month plan for the demo's month when none of their plans covers
+/// it (the shipped plans have fixed periods; the demo may be played after them): the December
+/// plan's people and targets, for the demo's month.
+fn demo_rules(period: &ReportPeriod) -> Result<RuleSet, Vec<crate::rules::Diagnostic>> {
+    let rules = embedded_rules()?;
+    if rules.plans().iter().any(|p| p.period().overlaps(period)) {
+        return Ok(rules);
+    }
+    let mut sources: Vec<(String, String)> = crate::sandbox::seed::EMBEDDED_RULES
+        .iter()
+        .map(|(name, text)| (name.to_string(), text.to_string()))
+        .collect();
+    sources.push((
+        "demo/plan.toml".into(),
+        format!(
+            "[[plan]]\nname = \"new-clients-{period}\"\nperiod = \"{period}\"\npipeline = 0\nmeasure = \"amount\"\ncurrency = \"RUB\"\ntargets = {{ 3 = 1500000, 4 = 1200000, 6 = 600000 }}\n"
+        ),
+    ));
+    RuleSet::from_sources(&sources).map(|(rules, _)| rules)
 }
 
 /// The last line of a played day: what the simulated portal holds now.
@@ -146,6 +200,15 @@ pub(crate) struct Running {
     pub(crate) stop: Stopper,
     /// The service's working calendar: when its deadlines, SLAs and digests fall.
     pub(crate) calendar: crate::calendar::Calendar,
+    /// Where the service listens, and its admin token (the dashboard's too).
+    pub(crate) service: Service,
+}
+
+/// The running service's address and admin token.
+pub(crate) struct Service {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) base: String,
+    pub(crate) admin_token: String,
 }
 
 /// Stops the service and removes its temporary store (a kept one stays).
@@ -195,6 +258,19 @@ pub(crate) async fn start(
     what: &str,
     rehearsal: &Rehearsal,
 ) -> Result<Running, String> {
+    let portal = start_portal(rehearsal).await?;
+    start_service(portal, rules, what, rehearsal).await
+}
+
+/// The simulated portal, before the service is started against it.
+pub(crate) struct Portal {
+    pub(crate) sim: SimPortal,
+    /// What the banner calls it.
+    described: String,
+}
+
+/// Starts the simulated portal of `rehearsal`, seeded; no service talks to it yet.
+pub(crate) async fn start_portal(rehearsal: &Rehearsal) -> Result<Portal, String> {
     let clock = rehearsal.clock.clone().unwrap_or_default();
     let sim = SimPortal::start(SimConfig {
         clock: clock.clone(),
@@ -213,7 +289,20 @@ pub(crate) async fn start(
             "a simulated portal".to_string()
         }
     };
+    Ok(Portal { sim, described })
+}
 
+/// Starts the real service against `portal`, with `rules`, a store (temporary unless
+/// `rehearsal` keeps one) and a free port; prints the banner. `what` names the command.
+pub(crate) async fn start_service(
+    portal: Portal,
+    rules: &RuleSet,
+    what: &str,
+    rehearsal: &Rehearsal,
+) -> Result<Running, String> {
+    let Portal { sim, described } = portal;
+    // The portal's clock, which is the rehearsal's when it has one.
+    let clock = sim.clock();
     let keep_store = rehearsal.store_dir.is_some();
     let store_dir = match &rehearsal.store_dir {
         Some(dir) => fresh_store_dir(dir)?,
@@ -224,8 +313,11 @@ pub(crate) async fn start(
         )),
     };
     let token = format!("{what}-{}", crate::store::now_ms());
+    let admin_token = crate::sandbox::random_string(24);
     let sources = Sources {
         overrides: vec![
+            // The dashboard and the admin API are on, on loopback only, for this run's token.
+            ("server.admin_token".into(), admin_token.clone()),
             ("server.listen".into(), "127.0.0.1:0".into()),
             ("storage.dir".into(), store_dir.display().to_string()),
             ("portal.webhook_url".into(), sim.webhook_url()),
@@ -280,6 +372,10 @@ pub(crate) async fn start(
         metrics_url: format!("http://127.0.0.1:{port}/metrics"),
         digests_shown: 0,
     };
+    let service = Service {
+        base: format!("http://127.0.0.1:{port}"),
+        admin_token,
+    };
 
     Ok(Running {
         sim,
@@ -291,6 +387,7 @@ pub(crate) async fn start(
             keep_store,
         },
         calendar,
+        service,
     })
 }
 

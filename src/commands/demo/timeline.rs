@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, Weekday};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveTime};
 use serde_json::Value;
 
 use super::{Story, value_text as text};
@@ -72,14 +72,9 @@ impl Timeline {
         }
     }
 
-    /// The coming Monday (a working one), five minutes into its working day: the week starts
-    /// before the morning review, and ends on Thursday within the same week.
-    pub(super) fn coming_monday(&self) -> DateTime<FixedOffset> {
-        let today = self.local_date(self.clock.now().fixed_offset());
-        let monday = (1..=28)
-            .map(|ahead| today + chrono::Duration::days(ahead))
-            .find(|d| d.weekday() == Weekday::Mon && self.calendar.is_working_day(*d))
-            .unwrap_or(today + chrono::Duration::days(1));
+    /// Five minutes into the working day of `monday`: the week starts before the morning
+    /// review, and ends on Thursday within the same week.
+    pub(super) fn morning(&self, monday: NaiveDate) -> DateTime<FixedOffset> {
         self.on(monday, self.calendar.day_start(), 5)
     }
 
@@ -158,6 +153,8 @@ impl Timeline {
             .iter()
             .filter(|d| d["CATEGORY_ID"] == "1")
             .filter_map(|d| id(&d["ID"]))
+            // The won deal's copy, not the repeat deals of the month before the week.
+            .filter(|copy| *copy > deals.won)
             .collect();
         story.say(&format!(
             "{}: Vera and Gleb finish the tasks of the won and the lost deal; Vera calls the repeat client, but plans no next step",
