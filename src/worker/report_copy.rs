@@ -259,8 +259,24 @@ pub async fn report_json(
             .map_err(|e| ReportError::Period(e.to_string()))?,
         None => crate::rules::ReportPeriod::current(&worker.calendar, now),
     };
-    let refreshed = refresh(worker, rules, rebuild).await?;
-    let as_of = DateTime::parse_from_rfc3339(&refreshed.as_of).unwrap_or(now);
+    // A portal that does not answer leaves the copy as it was: the report is made from it, says
+    // from when (`data_as_of`) and why it is not newer (`refresh_error`). A copy never made, or
+    // one asked to be read anew, has nothing to show instead.
+    let (as_of, refresh_error) = match refresh(worker, rules, rebuild).await {
+        Ok(refreshed) => (refreshed.as_of, None),
+        Err(RefreshError::Portal(error)) if !rebuild => {
+            let kept = worker.store.report_copy_meta().map_err(RefreshError::from)?;
+            match kept.and_then(|meta| meta.as_of) {
+                Some(as_of) => {
+                    tracing::warn!(%error, %as_of, "report copy not refreshed: the report is made from the copy as it is");
+                    (as_of, Some(error.to_string()))
+                }
+                None => return Err(RefreshError::Portal(error).into()),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let as_of = DateTime::parse_from_rfc3339(&as_of).unwrap_or(now);
     let deals = worker.store.report_deals().map_err(RefreshError::from)?;
     let scope = Scope {
         calendar: &worker.calendar,
@@ -268,7 +284,7 @@ pub async fn report_json(
         pipeline,
         now,
     };
-    let value = match name {
+    let mut value = match name {
         "plan" => json!(Report::new(
             &scope,
             as_of,
@@ -299,6 +315,9 @@ pub async fn report_json(
             json!(Report::new(&scope, as_of, reports::tasks(&tasks, &scope)))
         }
     };
+    if let Some(error) = refresh_error {
+        value["refresh_error"] = json!(error);
+    }
     Ok(value)
 }
 
