@@ -265,7 +265,10 @@ pub async fn report_json(
     let (as_of, refresh_error) = match refresh(worker, rules, rebuild).await {
         Ok(refreshed) => (refreshed.as_of, None),
         Err(RefreshError::Portal(error)) if !rebuild => {
-            let kept = worker.store.report_copy_meta().map_err(RefreshError::from)?;
+            let kept = worker
+                .store
+                .report_copy_meta()
+                .map_err(RefreshError::from)?;
             match kept.and_then(|meta| meta.as_of) {
                 Some(as_of) => {
                     tracing::warn!(%error, %as_of, "report copy not refreshed: the report is made from the copy as it is");

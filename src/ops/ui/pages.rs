@@ -373,6 +373,8 @@ struct ReportsPage<'a> {
     from: String,
     to: String,
     as_of: String,
+    /// Why the copy is not newer than `as_of`, when the portal did not answer.
+    refresh_error: Option<String>,
     chart_title: String,
     chart_height: usize,
     bars: Vec<Bar>,
@@ -554,6 +556,7 @@ pub(super) async fn reports(
             from: text(&json["period"]["from"]),
             to: text(&json["period"]["to"]),
             as_of: text(&json["data_as_of"]),
+            refresh_error: json["refresh_error"].as_str().map(str::to_string),
             chart_title,
             columns,
             rows,

@@ -35,6 +35,8 @@ pub struct Texts {
     pub report: &'static str,
     pub period: &'static str,
     pub data_as_of: &'static str,
+    /// Before the portal's error when the report copy could not be brought up to date.
+    pub not_refreshed: &'static str,
     pub elapsed: &'static str,
     pub no_rows: &'static str,
 }
@@ -71,6 +73,7 @@ const EN: Texts = Texts {
     report: "Report",
     period: "Period",
     data_as_of: "data as of",
+    not_refreshed: "The portal did not answer: these figures are from the time above, not newer.",
     elapsed: "elapsed share of the period",
     no_rows: "Nothing in this period.",
 };
@@ -107,6 +110,7 @@ const RU: Texts = Texts {
     report: "Отчёт",
     period: "Период",
     data_as_of: "данные на",
+    not_refreshed: "Портал не ответил: цифры на момент выше, не новее.",
     elapsed: "прошедшая часть периода",
     no_rows: "За этот период ничего нет.",
 };
