@@ -514,6 +514,14 @@ pub async fn into_the_next_second() {
 /// Starts the service as `serve` does: its rules read from a real folder, `<dir>/rules` (see
 /// [`TestApp::rules_dir`]), that it re-reads on SIGHUP and when a file in it changes.
 pub async fn spawn_app_with_rules_dir(files: &[(String, String)]) -> TestApp {
+    spawn_app_with_rules_dir_and(files, &[]).await
+}
+
+/// As [`spawn_app_with_rules_dir`], with `extra` settings.
+pub async fn spawn_app_with_rules_dir_and(
+    files: &[(String, String)],
+    extra: &[(&'static str, String)],
+) -> TestApp {
     let sim = seeded_portal(SimConfig::default()).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let rules_dir = dir.path().join("rules");
@@ -521,11 +529,9 @@ pub async fn spawn_app_with_rules_dir(files: &[(String, String)]) -> TestApp {
     for (name, text) in files {
         std::fs::write(rules_dir.join(name), text).expect("rule file");
     }
-    let settings = test_settings(
-        dir.path(),
-        &sim.webhook_url(),
-        &[("rules.dir", rules_dir.display().to_string())],
-    );
+    let mut settings = vec![("rules.dir", rules_dir.display().to_string())];
+    settings.extend_from_slice(extra);
+    let settings = test_settings(dir.path(), &sim.webhook_url(), &settings);
     let (rules, _) = RuleSet::load_dir(&rules_dir).expect("test rules load");
     let (tx, rx) = mpsc::unbounded_channel();
     let app = Application::build_with_activity(settings, rules, Some(tx))

@@ -196,6 +196,63 @@ async fn a_good_rules_file_is_reloaded_and_the_next_stage_entry_uses_it() {
     app.stop().await;
 }
 
+/// A plan written into the rules folder is the next plan report's; a plan `check` refuses
+/// (both a `target` and `targets`) leaves the one in force as it was.
+#[tokio::test]
+async fn a_plan_file_is_reloaded_into_the_next_report_and_a_broken_one_is_refused() {
+    const TOKEN: &str = "plans-admin-token";
+    let month = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Moscow)
+        .format("%Y-%m")
+        .to_string();
+    let plan = |target: &str| {
+        format!(
+            "[[plan]]\nname = \"sales\"\nperiod = \"{month}\"\npipeline = 0\nmeasure = \"amount\"\ncurrency = \"RUB\"\n{target}\n"
+        )
+    };
+    let app = crate::helpers::spawn_app_with_rules_dir_and(
+        &[
+            task_rules(),
+            ("plan.toml".into(), plan("targets = { 3 = 4000 }")),
+        ],
+        &[("server.admin_token", TOKEN.to_string())],
+    )
+    .await;
+    app.started().await;
+    let deal = new_deal(&app.sim, "Won Deal LLC").await;
+    app.move_to(deal, "WON", Duration::from_secs(10)).await;
+    let percent = async || {
+        let (status, report) = app
+            .admin(TOKEN, reqwest::Method::GET, "/admin/reports/plan")
+            .await;
+        assert_eq!(status, 200, "{report}");
+        report["rows"][0]["percent"].clone()
+    };
+    // The seeded deal of 1000 against 4000.
+    assert_eq!(percent().await, 25.0);
+
+    let old = app.readyz().await["rules_version"].clone();
+    save_like_an_editor(
+        &app.rules_dir(),
+        "plan.toml",
+        &plan("targets = { 3 = 2000 }"),
+    );
+    let ready = readyz_until(&app, Duration::from_secs(5), |r| r["rules_version"] != old).await;
+    assert_eq!(ready["stale"], false);
+    assert_eq!(percent().await, 50.0, "the reloaded target");
+
+    save_like_an_editor(
+        &app.rules_dir(),
+        "plan.toml",
+        &plan("target = 1000\ntargets = { 3 = 2000 }"),
+    );
+    let ready = readyz_until(&app, Duration::from_secs(5), |r| r["stale"] == true).await;
+    let errors = ready["errors"].to_string();
+    assert!(errors.contains("plan.toml:"), "{errors}");
+    assert_eq!(percent().await, 50.0, "the plan in force, as it was");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_broken_rules_file_is_refused_and_the_old_rules_keep_working() {
     let app = spawn_app_with_rules_dir(&[task_rules()]).await;
