@@ -51,3 +51,4 @@ mod control;
 // Plans, reports and the web dashboard (issue 13)
 mod dashboard;
 mod report_copy;
+mod reports;

@@ -86,3 +86,31 @@ fn without_responses_the_nps_is_null() {
     assert_eq!(body.totals[0].scores.responses, 0);
     assert_eq!(body.totals[0].scores.nps, None);
 }
+
+#[test]
+fn a_score_from_a_number_field_counts_as_its_integer_and_a_fraction_is_invalid() {
+    let dec = "2026-12-02T10:00:00+03:00";
+    // Bitrix24 prints a `double` field with two decimals: "9.00" is a 9, "6.50" no score.
+    let deals = vec![
+        scored(1, 1, 10, dec, json!("9.00")),
+        scored(2, 1, 10, dec, json!("0.00")),
+        scored(3, 1, 10, dec, json!(8.0)),
+        scored(4, 1, 10, dec, json!("6.50")),
+        scored(5, 1, 10, dec, json!("11.00")),
+    ];
+    let cal = calendar();
+    let scope = scope(&cal, "2026-12", "2026-12-04T12:00:00+03:00");
+    let body = serde_json::to_value(nps(&rules(NPS), &deals, &scope)).unwrap();
+    // A promoter, a passive, a detractor: (1 - 1) / 3 = 0 %.
+    assert_eq!(body["totals"][0]["responses"], 3);
+    assert_eq!(body["totals"][0]["promoters"], 1);
+    assert_eq!(body["totals"][0]["passives"], 1);
+    assert_eq!(body["totals"][0]["detractors"], 1);
+    assert_eq!(
+        body["invalid"],
+        json!([
+            { "deal_id": 4, "value": "6.50" },
+            { "deal_id": 5, "value": "11.00" },
+        ])
+    );
+}
