@@ -1,8 +1,8 @@
 //! The `nps` report: per `[[nps]]` rule with a `score_field`, the scores of the deals won in the
 //! period, by pipeline and person.
 //!
-//! A score is an integer 0-10, written as a number or as its digits (`"9"`, or `"9.00"` as a
-//! `double` field holds it); anything else is listed in `invalid` and counted nowhere. A deal without a
+//! A score is an integer 0-10, written as a number or as its digits (`"9"`; `"9.00"`, as
+//! Bitrix24 prints a number field of type `double`); anything else is listed in `invalid` and counted nowhere. A deal without a
 //! score has not answered and is not a response. NPS = % promoters − % detractors, computed
 //! exactly and then rounded to one decimal.
 
@@ -75,18 +75,30 @@ impl ReportBody for NpsBody {
     const NAME: &'static str = "nps";
 }
 
-/// A score as Bitrix24 may hold it: a number, or its digits, also as a `double` field writes a
-/// whole number (`"9.00"`); `None` for anything that is not an integer 0-10 (`"9.5"`, `"11"`,
-/// `"abc"`).
+/// A score as Bitrix24 may hold it (a number, its digits, or, from a number field, a decimal
+/// with a zero fraction: `"9.00"`, as the portal prints a `double`); `None` for anything that
+/// is not an integer 0-10.
 fn score(value: &serde_json::Value) -> Option<u8> {
     let number = match value {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (whole, fraction) = s.split_once(['.', ',']).unwrap_or((s, ""));
+            let whole_digits = !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit());
+            let zero_fraction = fraction.bytes().all(|b| b == b'0');
+            (whole_digits && zero_fraction)
+                .then(|| whole.parse::<u64>().ok())
+                .flatten()
+        }
         _ => None,
     };
     number
-        .filter(|n| n.is_finite() && n.fract() == 0.0 && (0.0..=10.0).contains(n))
-        .map(|n| n as u8)
+        .filter(|n| *n <= 10)
+        .and_then(|n| u8::try_from(n).ok())
 }
 
 /// Every `[[nps]]` rule with a `score_field`, over the deals won in the period.

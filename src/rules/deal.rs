@@ -102,6 +102,8 @@ pub struct FieldCatalog {
     parsed: std::collections::BTreeMap<String, FieldInfo>,
     /// `STATUS_ID` → `NAME` of every deal stage (all pipelines).
     stages: std::collections::BTreeMap<String, String>,
+    /// Every deal stage as (pipeline, `STATUS_ID`, kind), in the order of the answer (`SORT`).
+    stage_order: Vec<(u64, String, StageSemantic)>,
 }
 
 impl FieldCatalog {
@@ -158,6 +160,7 @@ impl FieldCatalog {
             fields: map.clone(),
             parsed,
             stages: Default::default(),
+            stage_order: Vec::new(),
         }
     }
 
@@ -172,25 +175,46 @@ impl FieldCatalog {
             Value::Array(rows) => rows.as_slice(),
             _ => &[],
         };
+        let mut ordered = Vec::new();
         for row in rows {
             let text = |key: &str| row.get(key).and_then(Value::as_str);
-            let is_deal_stage = text("ENTITY_ID").is_some_and(|entity| {
-                entity == "DEAL_STAGE"
-                    || entity
-                        .strip_prefix("DEAL_STAGE_")
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            let pipeline = text("ENTITY_ID").and_then(|entity| match entity {
+                "DEAL_STAGE" => Some(0),
+                _ => entity
+                    .strip_prefix("DEAL_STAGE_")
+                    .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|n| n.parse::<u64>().ok()),
             });
             let name = text("NAME").map(str::trim).filter(|n| !n.is_empty());
-            if let (true, Some(id), Some(name)) = (is_deal_stage, text("STATUS_ID"), name) {
+            if let (Some(pipeline), Some(id), Some(name)) = (pipeline, text("STATUS_ID"), name) {
                 self.stages.insert(id.to_string(), name.to_string());
+                let semantic = StageSemantic::from_code(text("SEMANTICS").unwrap_or_default());
+                let sort = match row.get("SORT") {
+                    Some(Value::Number(n)) => n.as_u64(),
+                    Some(Value::String(s)) => s.trim().parse().ok(),
+                    _ => None,
+                };
+                ordered.push((pipeline, sort.unwrap_or(u64::MAX), id.to_string(), semantic));
             }
         }
+        // Each pipeline's stages by `SORT` (the answer's order where it has none).
+        ordered.sort_by_key(|(pipeline, sort, _, _)| (*pipeline, *sort));
+        self.stage_order = ordered
+            .into_iter()
+            .map(|(pipeline, _, id, semantic)| (pipeline, id, semantic))
+            .collect();
         self
     }
 
     /// A stage's portal name, if the catalog has it.
     pub fn stage_name(&self, stage_id: &str) -> Option<&str> {
         self.stages.get(stage_id).map(String::as_str)
+    }
+
+    /// Every deal stage the catalog has, as (pipeline, `STATUS_ID`, kind), each pipeline's in
+    /// the portal's order (`SORT`).
+    pub fn stage_order(&self) -> &[(u64, String, StageSemantic)] {
+        &self.stage_order
     }
 
     pub fn is_empty(&self) -> bool {
@@ -271,6 +295,35 @@ mod tests {
         assert_eq!(
             FieldCatalog::empty().with_stages(&serde_json::json!({"error": 1})),
             FieldCatalog::empty()
+        );
+    }
+
+    #[test]
+    fn the_stages_keep_each_pipelines_sort_order_and_their_kind() {
+        // Out of order, as a portal that ignored `order` would answer; SORT as text or number.
+        let statuses = serde_json::json!([
+            {"ENTITY_ID": "DEAL_STAGE_1", "STATUS_ID": "C1:WON", "NAME": "Won", "SORT": "30", "SEMANTICS": "S"},
+            {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "LOSE", "NAME": "Lost", "SORT": 40, "SEMANTICS": "F"},
+            {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "NEW", "NAME": "New", "SORT": 10, "SEMANTICS": null},
+            {"ENTITY_ID": "DEAL_STAGE_1", "STATUS_ID": "C1:NEW", "NAME": "New", "SORT": "10"},
+            {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "EXECUTING", "NAME": "Doing", "SORT": 20},
+            {"ENTITY_ID": "SOURCE", "STATUS_ID": "CALL", "NAME": "Call", "SORT": 1},
+        ]);
+        let catalog = FieldCatalog::empty().with_stages(&statuses);
+        let order: Vec<(u64, &str, StageSemantic)> = catalog
+            .stage_order()
+            .iter()
+            .map(|(p, id, s)| (*p, id.as_str(), *s))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (0, "NEW", StageSemantic::Process),
+                (0, "EXECUTING", StageSemantic::Process),
+                (0, "LOSE", StageSemantic::Failure),
+                (1, "C1:NEW", StageSemantic::Process),
+                (1, "C1:WON", StageSemantic::Success),
+            ]
         );
     }
 

@@ -324,26 +324,39 @@ pub async fn report_json(
     Ok(value)
 }
 
-/// The stages the copy's deals went through, named as the portal names them (the cached
-/// catalog), each with its kind as the history recorded it.
+/// Every stage of the portal's pipelines in their order (the cached catalog's `crm.status.list`,
+/// by `SORT`), named as the portal names them; then any other stage the copy's deals went
+/// through (deleted since, or no catalog), with its kind as the history recorded it.
 fn stage_infos(worker: &Worker, deals: &[ReportDeal]) -> Vec<crate::reports::StageInfo> {
+    use crate::reports::StageInfo;
     let catalog = worker.catalog.any().unwrap_or_default();
-    let mut seen: BTreeMap<String, crate::reports::StageInfo> = BTreeMap::new();
+    let name = |id: &str| catalog.stage_name(id).unwrap_or(id).to_string();
+    let mut infos: Vec<StageInfo> = catalog
+        .stage_order()
+        .iter()
+        .map(|(pipeline, id, semantic)| StageInfo {
+            pipeline: *pipeline,
+            id: id.clone(),
+            name: name(id),
+            semantic: *semantic,
+        })
+        .collect();
+    let listed: BTreeSet<String> = infos.iter().map(|s| s.id.clone()).collect();
+    let mut others: BTreeMap<String, StageInfo> = BTreeMap::new();
     for deal in deals {
-        for entry in &deal.history {
-            seen.entry(entry.stage.clone())
-                .or_insert_with(|| crate::reports::StageInfo {
+        for entry in deal.history.iter().filter(|e| !listed.contains(&e.stage)) {
+            others
+                .entry(entry.stage.clone())
+                .or_insert_with(|| StageInfo {
                     pipeline: crate::rules::stage_pipeline(&entry.stage).unwrap_or(deal.pipeline),
                     id: entry.stage.clone(),
-                    name: catalog
-                        .stage_name(&entry.stage)
-                        .unwrap_or(&entry.stage)
-                        .to_string(),
+                    name: name(&entry.stage),
                     semantic: entry.semantic,
                 });
         }
     }
-    seen.into_values().collect()
+    infos.extend(others.into_values());
+    infos
 }
 
 /// Deals over an `[[sla]]` now, by stage: a timer that fired, its deal still in that entry.

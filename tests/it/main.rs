@@ -52,3 +52,4 @@ mod control;
 mod dashboard;
 mod report_copy;
 mod report_freshness;
+mod reports;

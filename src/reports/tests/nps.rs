@@ -24,26 +24,6 @@ fn scored(id: u64, pipeline: u64, user: u64, won_at: &str, score: serde_json::Va
     d
 }
 
-/// A `double` field holds a whole score as `"10.00"` (or a JSON 6.0): still a score; `"9.50"` is not.
-#[test]
-fn a_whole_number_written_with_decimals_is_a_score_and_a_fraction_is_not() {
-    let dec = "2026-12-02T10:00:00+03:00";
-    let deals = vec![
-        scored(1, 1, 10, dec, json!("10.00")),
-        scored(2, 1, 10, dec, json!(6.0)),
-        scored(3, 1, 10, dec, json!("9.50")),
-    ];
-    let cal = calendar();
-    let scope = scope(&cal, "2026-12", "2026-12-04T12:00:00+03:00");
-    let body = serde_json::to_value(nps(&rules(NPS), &deals, &scope)).unwrap();
-    // A promoter and a detractor: (1 - 1) / 2 = 0 %.
-    assert_eq!(body["rows"][0]["responses"], 2);
-    assert_eq!(body["rows"][0]["promoters"], 1);
-    assert_eq!(body["rows"][0]["detractors"], 1);
-    assert_eq!(body["rows"][0]["nps"], 0.0);
-    assert_eq!(body["invalid"], json!([{ "deal_id": 3, "value": "9.50" }]));
-}
-
 #[test]
 fn nps_is_percent_promoters_less_percent_detractors_and_bad_scores_are_listed() {
     let dec = "2026-12-02T10:00:00+03:00";
@@ -105,4 +85,32 @@ fn without_responses_the_nps_is_null() {
     assert_eq!(body.rows, Vec::new());
     assert_eq!(body.totals[0].scores.responses, 0);
     assert_eq!(body.totals[0].scores.nps, None);
+}
+
+#[test]
+fn a_score_from_a_number_field_counts_as_its_integer_and_a_fraction_is_invalid() {
+    let dec = "2026-12-02T10:00:00+03:00";
+    // Bitrix24 prints a `double` field with two decimals: "9.00" is a 9, "6.50" no score.
+    let deals = vec![
+        scored(1, 1, 10, dec, json!("9.00")),
+        scored(2, 1, 10, dec, json!("0.00")),
+        scored(3, 1, 10, dec, json!(8.0)),
+        scored(4, 1, 10, dec, json!("6.50")),
+        scored(5, 1, 10, dec, json!("11.00")),
+    ];
+    let cal = calendar();
+    let scope = scope(&cal, "2026-12", "2026-12-04T12:00:00+03:00");
+    let body = serde_json::to_value(nps(&rules(NPS), &deals, &scope)).unwrap();
+    // A promoter, a passive, a detractor: (1 - 1) / 3 = 0 %.
+    assert_eq!(body["totals"][0]["responses"], 3);
+    assert_eq!(body["totals"][0]["promoters"], 1);
+    assert_eq!(body["totals"][0]["passives"], 1);
+    assert_eq!(body["totals"][0]["detractors"], 1);
+    assert_eq!(
+        body["invalid"],
+        json!([
+            { "deal_id": 4, "value": "6.50" },
+            { "deal_id": 5, "value": "11.00" },
+        ])
+    );
 }
