@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::admin::{AdminError, Source, api, source, store_worker};
 use super::{CommandError, CommandResult, load_rules, load_settings};
 use crate::commands::output::out;
-use crate::reports::{cell, csv_of as csv, table_of};
+use crate::reports::{cell, csv_of as csv, shown_table};
 use crate::worker::report_copy::{ReportError, report_json};
 
 /// How a report is printed.
@@ -84,9 +84,11 @@ pub async fn run(config: Option<PathBuf>, asked: Asked) -> CommandResult {
     Ok(())
 }
 
-/// An aligned table of `rows` (objects), a header line first.
+/// An aligned table of `rows` (objects) as people read them ([`shown_table`]), a header line
+/// first: a column of numbers (money, counts, percentages, times) right-aligned, text
+/// left-aligned, two spaces between columns.
 fn table(rows: &[Value]) -> String {
-    let (keys, cells) = table_of(rows);
+    let (keys, cells) = shown_table(rows);
     let widths: Vec<usize> = keys
         .iter()
         .enumerate()
@@ -99,11 +101,23 @@ fn table(rows: &[Value]) -> String {
                 .unwrap_or(0)
         })
         .collect();
+    let numeric: Vec<bool> = (0..keys.len())
+        .map(|i| {
+            cells.iter().any(|r| !r[i].is_empty())
+                && cells.iter().all(|r| r[i].is_empty() || is_number(&r[i]))
+        })
+        .collect();
     let line = |values: &[String]| {
         values
             .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
+            .zip(widths.iter().zip(&numeric))
+            .map(|(v, (w, right))| {
+                if *right {
+                    format!("{v:>w$}")
+                } else {
+                    format!("{v:<w$}")
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
@@ -118,6 +132,15 @@ fn table(rows: &[Value]) -> String {
     out
 }
 
+/// A cell that shows a number: `1 500 000 RUB`, `25.0%`, `-3`, `2d 4h`; not a date or an id
+/// with letters.
+fn is_number(cell: &str) -> bool {
+    let first = cell.trim_start_matches('-');
+    first.starts_with(|c: char| c.is_ascii_digit())
+        && !cell.contains(['T', ':'])
+        && !(cell.len() == 10 && cell.as_bytes().get(4) == Some(&b'-'))
+}
+
 /// The report for a terminal: what, for when, how fresh; its rows, then its totals.
 pub(crate) fn text(json: &Value) -> String {
     let mut out = format!(
@@ -127,6 +150,11 @@ pub(crate) fn text(json: &Value) -> String {
         cell(&json["period"]["to"]),
         cell(&json["data_as_of"])
     );
+    if let Some(error) = json["refresh_error"].as_str() {
+        out.push_str(&format!(
+            "(not brought up to date: the portal did not answer: {error})\n\n"
+        ));
+    }
     for part in ["rows", "totals", "invalid"] {
         let Some(rows) = json.get(part).and_then(Value::as_array) else {
             continue;
@@ -175,7 +203,7 @@ mod tests {
             "report deals from 2026-12-01 to 2026-12-31 (data as of 2026-12-03T10:00:00+03:00)"
         ));
         assert!(
-            printed.contains("deal_id  title\n1        A\n22       Longer\n"),
+            printed.contains("deal_id  title\n      1  A\n     22  Longer\n"),
             "{printed}"
         );
         assert!(printed.contains("totals:\n(none)"), "{printed}");

@@ -19,6 +19,7 @@ mod deals;
 mod losses;
 mod nps;
 mod plan;
+pub mod shown;
 mod stages;
 mod tasks;
 
@@ -34,6 +35,7 @@ pub use deals::{DealRow, DealTotal, DealsBody, deals};
 pub use losses::{LossRow, LossesBody, losses};
 pub use nps::{InvalidScore, NpsBody, NpsRow, NpsTotal, nps};
 pub use plan::{OtherCurrency, PlanBody, PlanRow, PlanTotal, plan};
+pub use shown::shown_table;
 pub use stages::{StageInfo, StageRow, StagesBody, stages};
 pub use tasks::{ReportTask, TaskRow, TasksBody, tasks};
 

@@ -940,29 +940,34 @@ async fn command(d: &Department, args: &[&str]) -> String {
     stdout
 }
 
-/// A text table's cells, cut at the offsets where its header's columns start (a header is one
-/// word a column: the JSON keys), each line checked to leave a gap before every column: what
-/// makes the columns line up.
+/// A text table's cells, cut at its gutters: the runs of two or more positions blank on every
+/// line (a cell never holds two spaces in a row, so only the gaps between columns are blank
+/// all the way down). That every line has its gaps at the same places is what makes the
+/// columns line up, left- or right-aligned; a table whose columns did not line up would cut
+/// into fewer, wrong cells.
 fn aligned_cells(table: &[&str]) -> Vec<Vec<String>> {
-    let header: Vec<char> = table[0].chars().collect();
-    let starts: Vec<usize> = (0..header.len())
-        .filter(|&i| header[i] != ' ' && (i == 0 || header[i - 1] == ' '))
-        .collect();
-    table
+    let lines: Vec<Vec<char>> = table.iter().map(|l| l.chars().collect()).collect();
+    let width = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let blank = |i: usize| lines.iter().all(|l| l.get(i).is_none_or(|c| *c == ' '));
+    // The columns' spans: what lies between the gutters.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < width {
+        let start = i;
+        while i < width && !(blank(i) && (i + 1 >= width || blank(i + 1))) {
+            i += 1;
+        }
+        spans.push((start, i));
+        while i < width && blank(i) {
+            i += 1;
+        }
+    }
+    lines
         .iter()
-        .map(|line| {
-            let chars: Vec<char> = line.chars().collect();
-            for &start in starts.iter().skip(1) {
-                assert!(
-                    chars.len() <= start || chars[start - 1] == ' ',
-                    "a cell runs into the column at {start}: {line:?}"
-                );
-            }
-            starts
+        .map(|chars| {
+            spans
                 .iter()
-                .enumerate()
-                .map(|(i, &start)| {
-                    let end = starts.get(i + 1).copied().unwrap_or(chars.len());
+                .map(|&(start, end)| {
                     let cell: String = chars
                         .get(start.min(chars.len())..end.min(chars.len()))
                         .unwrap_or_default()
@@ -1050,7 +1055,52 @@ async fn the_report_command_prints_csv_for_excel_and_aligned_text_for_a_terminal
         .split_terminator("\r\n")
         .map(|l| l.split(';').map(str::to_string).collect())
         .collect();
-    assert_eq!(aligned_cells(&table), from_csv, "{text}");
+    // The same cells as the CSV's, as people read them: times in days, hours and minutes (the
+    // `_seconds` columns without their unit), conversion with `%`.
+    let shown = aligned_cells(&table);
+    assert_eq!(
+        shown[0],
+        [
+            "pipeline",
+            "stage",
+            "stage_name",
+            "entries",
+            "median",
+            "p90",
+            "conversion",
+            "over_sla"
+        ],
+        "{text}"
+    );
+    assert_eq!(from_csv[0][4..6], ["median_seconds", "p90_seconds"]);
+    let human = |seconds: &str| {
+        seconds
+            .parse::<f64>()
+            .map(b24_robot::reports::shown::duration)
+            .unwrap_or_default()
+    };
+    for (row, csv) in shown.iter().zip(&from_csv).skip(1) {
+        for column in [0, 1, 2, 3, 7] {
+            assert_eq!(row[column], csv[column], "{text}");
+        }
+        assert_eq!(row[4], human(&csv[4]), "{text}");
+        assert_eq!(row[5], human(&csv[5]), "{text}");
+        let conversion = if csv[6].is_empty() {
+            String::new()
+        } else {
+            format!("{}%", csv[6])
+        };
+        assert_eq!(row[6], conversion, "{text}");
+    }
+    // PREPARATION (see the figures above): T1..T3 spent a day, and the median says so.
+    let preparation = shown
+        .iter()
+        .find(|r| r[1] == "PREPARATION")
+        .expect("a PREPARATION row");
+    assert!(
+        preparation[4].ends_with('h') || preparation[4].ends_with('d'),
+        "{text}"
+    );
     assert_eq!(
         table.len(),
         1 + 13,

@@ -40,7 +40,11 @@ pub(super) async fn print(service: &Service, period: &ReportPeriod) -> Result<()
         outln!();
         outln!("* The head of sales opens {what} (b24-robot report {name}):");
         for line in text(&body).lines() {
-            outln!("  {line}");
+            if line.is_empty() {
+                outln!();
+            } else {
+                outln!("  {line}");
+            }
         }
     }
     Ok(())
