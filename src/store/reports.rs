@@ -80,9 +80,30 @@ impl Store {
         unwrap_tx(result)
     }
 
-    /// Forgets the copy (`report --refresh` rebuilds it).
-    pub fn clear_report_copy(&self) -> Result<(), StoreError> {
-        self.trees()?.report_copy.clear()?;
+    /// Replaces the whole copy by `deals` read anew (`report --refresh`), in one atomic batch:
+    /// the deals of the old copy that are not among them (deleted on the portal since) go, and
+    /// until the batch is applied the old copy stands whole.
+    pub fn replace_report_copy(
+        &self,
+        deals: &[ReportDeal],
+        meta: &CopyMeta,
+    ) -> Result<(), StoreError> {
+        let t = self.trees()?;
+        let mut batch = sled::Batch::default();
+        let mut kept = std::collections::BTreeSet::new();
+        for deal in deals {
+            let key = deal_key(deal.id);
+            batch.insert(key.clone(), encode(deal)?);
+            kept.insert(key);
+        }
+        for item in t.report_copy.scan_prefix(b"d") {
+            let (key, _) = item?;
+            if !kept.contains(key.as_ref()) {
+                batch.remove(key);
+            }
+        }
+        batch.insert(META, encode(meta)?);
+        t.report_copy.apply_batch(batch)?;
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use crate::bitrix::CallError;
 use crate::bitrix::{BatchCall, Retry, calls};
 use crate::reports::{HistoryEntry, ReportDeal};
 use crate::rules::{Amount, Deal, FieldCatalog, RuleSet, StageSemantic};
-use crate::store::StoreError;
+use crate::store::{CopyMeta, StoreError};
 
 /// Why a refresh stopped: the copy keeps what it had, and the next refresh goes on from there.
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +73,20 @@ pub async fn refresh(
     rules: &RuleSet,
     rebuild: bool,
 ) -> Result<Refreshed, RefreshError> {
-    if rebuild {
-        worker.store.clear_report_copy()?;
-    }
-    let mut meta = worker.store.report_copy_meta()?.unwrap_or_default();
+    // Read anew, the copy is built from nothing but stands as it was until the new one is
+    // whole (a portal failing half-way leaves the old copy, not an empty one).
+    let mut meta = if rebuild {
+        CopyMeta::default()
+    } else {
+        worker.store.report_copy_meta()?.unwrap_or_default()
+    };
+    let stored = |id: u64| -> Result<Option<ReportDeal>, StoreError> {
+        if rebuild {
+            Ok(None)
+        } else {
+            worker.store.report_deal(id)
+        }
+    };
     let report_fields: BTreeSet<String> = rules
         .rules()
         .iter()
@@ -133,7 +143,7 @@ pub async fn refresh(
         }
         let known = match touched.remove(&id) {
             Some(deal) => Some(deal),
-            None => worker.store.report_deal(id)?,
+            None => stored(id)?,
         };
         touched.insert(id, deal_of(item, known, &report_fields, &catalog));
     }
@@ -148,7 +158,7 @@ pub async fn refresh(
         };
         let deal = match touched.remove(&owner) {
             Some(deal) => Some(deal),
-            None => worker.store.report_deal(owner)?,
+            None => stored(owner)?,
         };
         // An entry of a deal the copy does not hold (deleted since, or created after its list
         // was read) waits: the deal's next listing brings it with its whole history.
@@ -161,7 +171,11 @@ pub async fn refresh(
     let as_of = worker.clock.now().fixed_offset().to_rfc3339();
     meta.as_of = Some(as_of.clone());
     let changed: Vec<ReportDeal> = touched.into_values().collect();
-    worker.store.put_report_copy(&changed, &meta)?;
+    if rebuild {
+        worker.store.replace_report_copy(&changed, &meta)?;
+    } else {
+        worker.store.put_report_copy(&changed, &meta)?;
+    }
     worker.store.flush_async().await?;
     let deals = worker.store.report_deals()?.len();
     tracing::info!(deals_read, entries_read, deals, "report copy refreshed");

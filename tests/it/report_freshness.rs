@@ -1,6 +1,7 @@
 //! Reports say how fresh their data is: `data_as_of` is the copy's last refresh, and a portal
 //! that does not answer leaves a report made from the copy as it is, with `refresh_error`
-//! saying why it is not newer, on the admin API and on the dashboard.
+//! saying why it is not newer, on the admin API and on the dashboard. A copy read anew
+//! (`refresh=true`) replaces the old one only once it is whole.
 
 use std::time::Duration;
 
@@ -66,11 +67,40 @@ async fn a_report_while_the_portal_is_down_is_the_copy_as_it_was_and_says_so() {
     let html = page.text().await.expect("page");
     assert!(html.contains("The portal did not answer"), "{html}");
 
-    // Read anew, there is nothing to fall back on: the portal's error, 502.
+    // Read anew, there is nothing to fall back on: the portal's error, 502; and the copy is
+    // still there for the next report, not emptied by the attempt.
     let (status, _) = app
         .admin(TOKEN, Method::GET, "/admin/reports/deals?refresh=true")
         .await;
     assert_eq!(status, 502);
+    let (status, kept) = app.admin(TOKEN, Method::GET, "/admin/reports/deals").await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["rows"], fresh["rows"], "the copy as it was");
+
+    // The portal back, a deal deleted there meanwhile: read anew, the copy no longer holds it.
     app.sim.set_faults(Faults::default());
+    let other = new_deal(&app.sim, "Deleted Later").await;
+    app.settle(Duration::from_secs(10)).await;
+    let (_, with_it) = app.admin(TOKEN, Method::GET, "/admin/reports/deals").await;
+    assert!(
+        with_it["rows"].to_string().contains("Deleted Later"),
+        "{with_it}"
+    );
+    app.sim.delete_deal(other).await;
+    let (status, rebuilt) = app
+        .admin(TOKEN, Method::GET, "/admin/reports/deals?refresh=true")
+        .await;
+    assert_eq!(status, 200, "{rebuilt}");
+    assert!(rebuilt.get("refresh_error").is_none(), "{rebuilt}");
+    assert!(
+        !rebuilt["rows"].to_string().contains("Deleted Later"),
+        "{rebuilt}"
+    );
+    assert!(
+        rebuilt["rows"]
+            .to_string()
+            .contains("Won Before The Outage"),
+        "{rebuilt}"
+    );
     app.stop().await;
 }
