@@ -88,7 +88,8 @@ pub async fn run(config: Option<PathBuf>, asked: Asked) -> CommandResult {
 /// first: a column of numbers (money, counts, percentages, times) right-aligned, text
 /// left-aligned, two spaces between columns.
 fn table(rows: &[Value]) -> String {
-    let (keys, cells) = shown_table(rows);
+    // The terminal's tables are in English, as the command's other output.
+    let (keys, cells) = shown_table(rows, crate::rules::Language::En);
     let widths: Vec<usize> = keys
         .iter()
         .enumerate()

@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 use super::table_of;
+use crate::rules::Language;
 
 /// Keys whose value is money, in the row's `currency`.
 const MONEY: [&str; 7] = [
@@ -23,14 +24,14 @@ const MONEY: [&str; 7] = [
 const PERCENT: [&str; 2] = ["percent", "conversion"];
 
 /// The rows as a table for people: the columns (the keys, a `_seconds` key without its unit,
-/// since its cells say it) and each row's cells.
-pub fn shown_table(rows: &[Value]) -> (Vec<String>, Vec<Vec<String>>) {
+/// since its cells say it) and each row's cells; the few words in them in `language`.
+pub fn shown_table(rows: &[Value], language: Language) -> (Vec<String>, Vec<Vec<String>>) {
     let (keys, _) = table_of(rows);
     let cells = rows
         .iter()
         .map(|row| {
             keys.iter()
-                .map(|key| shown(key, row.get(key).unwrap_or(&Value::Null), row))
+                .map(|key| shown(key, row.get(key).unwrap_or(&Value::Null), row, language))
                 .collect()
         })
         .collect();
@@ -42,9 +43,13 @@ pub fn shown_table(rows: &[Value]) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 /// One value of `row` under `key`, as people read it.
-fn shown(key: &str, value: &Value, row: &Value) -> String {
+fn shown(key: &str, value: &Value, row: &Value, language: Language) -> String {
     if key == "reason" && value.is_null() && row.get("count").is_some() {
-        return "(no reason)".into();
+        return match language {
+            Language::En => "(no reason)",
+            Language::Ru => "(без причины)",
+        }
+        .into();
     }
     match value {
         Value::Null => String::new(),
@@ -76,11 +81,7 @@ fn shown(key: &str, value: &Value, row: &Value) -> String {
                 Some(currency) => format!(
                     "{} {currency} ({})",
                     grouped(item["amount"].as_f64().unwrap_or(0.0)),
-                    crate::text::count(
-                        item["count"].as_u64().unwrap_or(0) as usize,
-                        "deal",
-                        "deals"
-                    )
+                    deals(item["count"].as_u64().unwrap_or(0), language)
                 ),
                 None => super::cell(item),
             })
@@ -88,6 +89,20 @@ fn shown(key: &str, value: &Value, row: &Value) -> String {
             .join("; "),
         other => super::cell(other),
     }
+}
+
+/// "1 deal", "5 deals"; "1 сделка", "3 сделки", "5 сделок".
+fn deals(n: u64, language: Language) -> String {
+    let word = match language {
+        Language::En if n == 1 => "deal",
+        Language::En => "deals",
+        Language::Ru => match (n % 10, n % 100) {
+            (1, h) if h != 11 => "сделка",
+            (2..=4, h) if !(12..=14).contains(&h) => "сделки",
+            _ => "сделок",
+        },
+    };
+    format!("{n} {word}")
 }
 
 /// `1500000` as `1 500 000`, `2287222.22` as `2 287 222.22`: digits in threes, hundredths kept.
@@ -139,7 +154,7 @@ mod tests {
             json!({ "plan": "a", "currency": "RUB", "target": 1500000, "done": 2287222.22, "percent": 152.5 }),
             json!({ "plan": "b", "currency": null, "target": 24, "done": 6, "forecast": 6.4893, "percent": 25.0 }),
         ];
-        let (columns, cells) = shown_table(&rows);
+        let (columns, cells) = shown_table(&rows, Language::En);
         assert_eq!(
             columns,
             ["plan", "currency", "target", "done", "percent", "forecast"]
@@ -163,7 +178,7 @@ mod tests {
         let rows = [
             json!({ "stage": "NEW", "median_seconds": 187_200, "p90_seconds": 12_000, "conversion": null }),
         ];
-        let (columns, cells) = shown_table(&rows);
+        let (columns, cells) = shown_table(&rows, Language::En);
         assert_eq!(columns, ["stage", "median", "p90", "conversion"]);
         assert_eq!(cells[0], ["NEW", "2d 4h", "3h 20m", ""]);
         assert_eq!(duration(45.0), "45s");
@@ -177,11 +192,16 @@ mod tests {
             json!({ "plan": "a", "other_currencies": [{ "currency": "USD", "count": 1, "amount": 6000 }] }),
             json!({ "plan": "b", "other_currencies": [] }),
         ];
-        let (_, cells) = shown_table(&rows);
+        let (_, cells) = shown_table(&rows, Language::En);
         assert_eq!(cells[0][1], "6 000 USD (1 deal)");
         assert_eq!(cells[1][1], "");
         let losses = [json!({ "reason": null, "count": 2, "amount": 1000, "currency": "RUB" })];
-        assert_eq!(shown_table(&losses).1[0][0], "(no reason)");
+        assert_eq!(shown_table(&losses, Language::En).1[0][0], "(no reason)");
+        assert_eq!(shown_table(&losses, Language::Ru).1[0][0], "(без причины)");
+        assert_eq!(deals(1, Language::Ru), "1 сделка");
+        assert_eq!(deals(3, Language::Ru), "3 сделки");
+        assert_eq!(deals(11, Language::Ru), "11 сделок");
+        assert_eq!(deals(21, Language::Ru), "21 сделка");
         assert_eq!(grouped(-1234.5), "-1 234.50");
     }
 }

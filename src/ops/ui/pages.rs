@@ -540,7 +540,7 @@ pub(super) async fn reports(
         (BAR_X + (done / all * 100.0) / scale * BAR_MAX).round()
     });
     let rows = json["rows"].as_array().cloned().unwrap_or_default();
-    let (columns, rows) = crate::reports::shown_table(&rows);
+    let (columns, rows) = crate::reports::shown_table(&rows, state.settings.language);
     let text = crate::reports::cell;
     html(
         ReportsPage {
