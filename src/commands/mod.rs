@@ -201,13 +201,13 @@ pub enum Command {
         action: StoreAction,
     },
     /// Reproduce a figure of BENCHMARKS.md (throughput, strict-portal, requests, intake,
-    /// intake-server, outage, memory, control, timers) against the built-in simulated portal, on
-    /// loopback.
+    /// intake-server, outage, memory, control, timers, reports) against the built-in simulated
+    /// portal, on loopback.
     Bench {
         /// Which benchmark.
         name: String,
-        /// Its size: deals (throughput, strict-portal, requests, outage, memory, control),
-        /// timers (timers), senders (intake) or seconds (intake-server).
+        /// Its size: deals (throughput, strict-portal, requests, outage, memory, control,
+        /// reports), timers (timers), senders (intake) or seconds (intake-server).
         #[arg(long)]
         size: Option<u64>,
         /// The portal's (and the client's) burst, for `throughput` (default 50).

@@ -365,6 +365,7 @@ pub async fn handle(
         error,
         sub_methods,
         at,
+        worked: Duration::ZERO,
     };
 
     // Authorisation, rate limit and the fault dice, under one short lock.
@@ -485,12 +486,18 @@ pub async fn handle(
             return error_response(&err);
         }
     };
-    let outcome = {
+    let (outcome, worked) = {
         let mut shared = inner.lock();
+        let running = Instant::now();
         let outcome = methods::call(&mut shared.portal, &method, &params, &ctx);
+        let worked = running.elapsed();
         // Deal writes queue their events now, in order, like Bitrix24's event queue.
         inner.queue_fired(&mut shared, None);
-        outcome
+        (outcome, worked)
+    };
+    let record = |status: u16, error: Option<String>, sub_methods: Vec<String>| RequestRecord {
+        worked,
+        ..record(status, error, sub_methods)
     };
     let (status, body, error, sub_methods) = match outcome {
         Ok(reply) => {

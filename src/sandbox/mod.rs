@@ -113,6 +113,9 @@ pub struct RequestRecord {
     /// For `batch`: the sub-calls' methods, in order.
     pub sub_methods: Vec<String>,
     pub at: Instant,
+    /// How long the portal took to run the method (every call of a `batch`), under its lock:
+    /// what the simulator itself costs a client; zero for a request refused before running.
+    pub worked: Duration,
 }
 
 impl RequestRecord {
@@ -781,6 +784,11 @@ impl SimPortal {
             .filter(|e| e.get("OWNER_ID").and_then(Value::as_u64) == Some(deal_id))
             .cloned()
             .collect()
+    }
+
+    /// How many stage-history entries the portal holds, without copying them.
+    pub fn history_len(&self) -> usize {
+        self.inner.lock().portal.history.len()
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {

@@ -435,6 +435,27 @@ impl PortalState {
         Some(out)
     }
 
+    /// These fields of a deal as [`PortalState::deal_view`] prints them, codes the portal does
+    /// not have left out: what a list's filter reads, without copying the rest.
+    pub fn deal_fields(&self, id: u64, codes: &[String]) -> Option<Map<String, Value>> {
+        let stored = self.deals.get(&id)?;
+        let mut out = Map::new();
+        for code in codes {
+            let empty = if STANDARD_FIELDS.iter().any(|f| f.code == code) {
+                Some(Value::Null)
+            } else {
+                self.fields
+                    .iter()
+                    .find(|f| &f.code == code)
+                    .map(|f| if f.multiple { json!([]) } else { Value::Null })
+            };
+            if let Some(empty) = empty {
+                out.insert(code.clone(), stored.get(code).cloned().unwrap_or(empty));
+            }
+        }
+        Some(out)
+    }
+
     /// Converts an incoming value to how the portal stores and prints a field of that type.
     fn normalize(&self, kind: &str, multiple: bool, value: &Value) -> Value {
         if multiple {

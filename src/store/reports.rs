@@ -62,6 +62,17 @@ impl Store {
         Ok(out)
     }
 
+    /// How many deals the copy holds: their keys counted, none decoded.
+    pub fn report_deal_count(&self) -> Result<usize, StoreError> {
+        let t = self.trees()?;
+        let mut count = 0;
+        for key in t.report_copy.scan_prefix(b"d").keys() {
+            key?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Records the deals a refresh changed and how far it read, all or nothing.
     pub fn put_report_copy(&self, deals: &[ReportDeal], meta: &CopyMeta) -> Result<(), StoreError> {
         let rows: Vec<(Vec<u8>, Vec<u8>)> = deals

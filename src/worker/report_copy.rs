@@ -177,7 +177,7 @@ pub async fn refresh(
         worker.store.put_report_copy(&changed, &meta)?;
     }
     worker.store.flush_async().await?;
-    let deals = worker.store.report_deals()?.len();
+    let deals = worker.store.report_deal_count()?;
     tracing::info!(deals_read, entries_read, deals, "report copy refreshed");
     Ok(Refreshed {
         deals_read,

@@ -16,6 +16,9 @@
 //! - `control`: one control sweep over many open deals and their tasks at the portal's limit:
 //!   requests, calls and duration against the portal's ceiling.
 //! - `timers`: many pending timers: arming, RSS, bytes on disk, a timer-loop turn, the open.
+//! - `reports`: the report copy of a portal of many deals at the portal's limit (the first copy,
+//!   a refresh with nothing changed and one after changes) against the portal's ceiling; each
+//!   report on the warm copy against a bare scan of it; the dashboard's page against `/healthz`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +37,7 @@ mod control;
 mod intake;
 mod memory;
 mod outage;
+mod reports;
 
 pub use intake::IntakeOptions;
 mod throughput;
@@ -117,7 +121,16 @@ async fn rig_with(
         .await
         .map_err(|e| e.to_string())?;
     crate::sandbox::seed::seed_portal(&sim);
-    let dir = TempDir::new(name);
+    rig_on(sim, TempDir::new(name), overrides, rules).await
+}
+
+/// The service on the store in `dir`, against `sim` as it is, with these rules.
+async fn rig_on(
+    sim: SimPortal,
+    dir: TempDir,
+    overrides: &[(&str, &str)],
+    rules: &str,
+) -> Result<Rig, String> {
     let mut all: Vec<(String, String)> = vec![
         ("server.listen".into(), "127.0.0.1:0".into()),
         ("storage.dir".into(), dir.0.display().to_string()),
@@ -288,8 +301,9 @@ pub async fn run(
         "memory" => memory::memory(size.unwrap_or(1_000_000)).await,
         "control" => control::control(size.unwrap_or(10_000) as usize).await,
         "timers" => timers::timers(size.unwrap_or(1_000_000)).await,
+        "reports" => reports::reports(size.unwrap_or(100_000) as usize).await,
         other => Err(format!(
-            "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, intake-server, outage, memory, control, timers)"
+            "unknown benchmark {other:?} (throughput, strict-portal, requests, intake, intake-server, outage, memory, control, timers, reports)"
         )),
     };
     result.map_err(|error| CommandError::Failed(format!("bench failed: {error}")))

@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::lists::{Page, list_filter, matches, select_list, sort_items};
+use super::lists::{
+    Page, by_id_ascending, id_floor, list_filter, matches, select_list, sort_items, split_op,
+};
 use super::{CallCtx, Reply};
 use crate::sandbox::DealCorruption;
 use crate::sandbox::store::{ApiError, PortalState, STANDARD_FIELDS};
@@ -48,19 +50,29 @@ pub(super) fn deal_list(
     ctx: &CallCtx,
 ) -> Result<Reply, ApiError> {
     let endless = ctx.endless("crm.deal.list", params);
-    let filter = list_filter(params, endless);
-    let mut deals: Vec<Map<String, Value>> = st
+    // Deals are kept by id: a list starts at its `>ID` bound, its filter reads only the fields
+    // it names, one in id order needs no sorting, and only the page is printed in full.
+    let (floor, filter) = id_floor(&list_filter(params, endless));
+    let named: Vec<String> = filter.keys().map(|k| split_op(k).1).collect();
+    let mut ids: Vec<u64> = st
         .deals
-        .keys()
-        .filter_map(|id| st.deal_view(*id))
-        .filter(|d| matches(d, &filter, st.offset))
+        .range(floor..)
+        .map(|(id, _)| *id)
+        .filter(|id| {
+            st.deal_fields(*id, &named)
+                .is_some_and(|d| matches(&d, &filter, st.offset))
+        })
         .collect();
-    sort_items(
-        &mut deals,
-        object_param(params, "order"),
-        ("ID", false),
-        st.offset,
-    );
+    let order = object_param(params, "order");
+    if !by_id_ascending(order.as_ref()) {
+        let mut deals: Vec<Map<String, Value>> =
+            ids.iter().filter_map(|id| st.deal_view(*id)).collect();
+        sort_items(&mut deals, order, ("ID", false), st.offset);
+        ids = deals
+            .iter()
+            .filter_map(|d| d.get("ID").and_then(positive_id))
+            .collect();
+    }
     // `*` is every standard field, `UF_*` every single-valued custom field; no select is both.
     let mut select = select_list(params);
     if select.is_empty() {
@@ -73,17 +85,12 @@ pub(super) fn deal_list(
             || (select.iter().any(|s| s.eq_ignore_ascii_case("UF_*"))
                 && st.fields.iter().any(|f| f.code == code && !f.multiple))
     };
-    Ok(Page::cut(deals, params, endless).reply(|page| {
+    Ok(Page::cut(ids, params, endless).reply(|page| {
         page.into_iter()
-            .map(|d| {
-                let id = d
-                    .get("ID")
-                    .and_then(scalar_string)
-                    .and_then(|s| s.parse().ok());
+            .filter_map(|id| Some((id, st.deal_view(id)?)))
+            .map(|(id, d)| {
                 let mut d: Map<String, Value> = d.into_iter().filter(|(k, _)| wants(k)).collect();
-                if let Some(id) = id {
-                    corrupt(&mut d, id, ctx);
-                }
+                corrupt(&mut d, id, ctx);
                 Value::Object(d)
             })
             .collect()

@@ -1,6 +1,7 @@
 //! What the list methods share: filters with operator prefixes, `order`, `select`, and pages
 //! of 50 with `total`/`next` (endless ones too, for the hostile portal).
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 
 use chrono::FixedOffset;
@@ -76,8 +77,8 @@ pub(super) fn matches(
 }
 
 /// Sorts by an `order` object (`{"ID":"DESC"}`), falling back to `default`.
-pub(super) fn sort_items(
-    items: &mut [Map<String, Value>],
+pub(super) fn sort_items<T: Borrow<Map<String, Value>>>(
+    items: &mut [T],
     order: Option<Map<String, Value>>,
     default: (&str, bool),
     offset: FixedOffset,
@@ -95,8 +96,8 @@ pub(super) fn sort_items(
     }
     items.sort_by(|a, b| {
         for (field, desc) in &keys {
-            let x = field_values(a, field).join(",");
-            let y = field_values(b, field).join(",");
+            let x = field_values(a.borrow(), field).join(",");
+            let y = field_values(b.borrow(), field).join(",");
             let ord = compare(&x, &y, offset);
             let ord = if *desc { ord.reverse() } else { ord };
             if ord != Ordering::Equal {
@@ -105,6 +106,43 @@ pub(super) fn sort_items(
         }
         Ordering::Equal
     });
+}
+
+/// Whether an `order` is by id ascending (none is: the lists' default), the order the
+/// simulator keeps deals and stage history in, so that such a list needs no sorting.
+pub(super) fn by_id_ascending(order: Option<&Map<String, Value>>) -> bool {
+    order.is_none_or(|order| {
+        order.iter().all(|(key, direction)| {
+            key.eq_ignore_ascii_case("ID")
+                && !scalar_string(direction).is_some_and(|d| d.eq_ignore_ascii_case("desc"))
+        })
+    })
+}
+
+/// A filter's `>ID`/`>=ID` keys as the lowest id they let through, and the filter without
+/// them: the caller starts its list there, in id order, instead of testing every item. A key
+/// whose value is not one id stays in the filter.
+pub(super) fn id_floor(filter: &Map<String, Value>) -> (u64, Map<String, Value>) {
+    let mut floor = 0;
+    let mut rest = Map::new();
+    for (key, wanted) in filter {
+        let id = match filter_values(wanted).as_slice() {
+            [one] => one.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        let bound = match (split_op(key), id) {
+            ((">", field), Some(id)) if field == "ID" => Some(id.saturating_add(1)),
+            ((">=", field), Some(id)) if field == "ID" => Some(id),
+            _ => None,
+        };
+        match bound {
+            Some(bound) => floor = floor.max(bound),
+            None => {
+                rest.insert(key.clone(), wanted.clone());
+            }
+        }
+    }
+    (floor, rest)
 }
 
 /// One page of a list and the `total`/`next` that go with it.
