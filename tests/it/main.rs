@@ -49,5 +49,6 @@ mod sandbox_portal;
 mod control;
 
 // Plans, reports and the web dashboard (issue 13)
+mod browser;
 mod dashboard;
 mod report_copy;
