@@ -49,6 +49,7 @@ mod sandbox_portal;
 mod control;
 
 // Plans, reports and the web dashboard (issue 13)
+mod browser;
 mod dashboard;
 mod report_copy;
 mod report_freshness;
