@@ -108,7 +108,8 @@ async fn in_chromium_a_person_logs_in_and_reads_the_plan_on_a_laptop_and_a_phone
         ],
         "{table:?}"
     );
-    // The forecast (the last column) depends on today's working days: not compared.
+    // As people read them: money with its currency, % on percentages. The forecast (the last
+    // column) depends on today's working days: not compared.
     let figures: Vec<&[String]> = rows.iter().map(|r| &r[..9]).collect();
     assert_eq!(
         figures,
@@ -119,10 +120,10 @@ async fn in_chromium_a_person_logs_in_and_reads_the_plan_on_a_laptop_and_a_phone
                 "0",
                 "amount",
                 "RUB",
-                "4000",
-                "2500",
-                "62.5",
-                "1500"
+                "4 000 RUB",
+                "2 500 RUB",
+                "62.5%",
+                "1 500 RUB"
             ],
             [
                 "sales-month",
@@ -130,10 +131,10 @@ async fn in_chromium_a_person_logs_in_and_reads_the_plan_on_a_laptop_and_a_phone
                 "0",
                 "amount",
                 "RUB",
-                "3000",
-                "750",
-                "25.0",
-                "2250"
+                "3 000 RUB",
+                "750 RUB",
+                "25.0%",
+                "2 250 RUB"
             ],
         ],
         "Vera's 2500 of 4000 and Gleb's 750 of 3000: {table:?}"
