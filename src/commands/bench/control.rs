@@ -15,11 +15,8 @@ use serde_json::json;
 
 use super::TempDir;
 use crate::commands::output::outln;
-use crate::configuration::{Settings, Sources};
-use crate::rules::{RuleSet, RulesHandle};
+use crate::rules::RuleSet;
 use crate::sandbox::{RequestRecord, SimConfig, SimPortal};
-use crate::store::Store;
-use crate::worker::Worker;
 
 /// The portal's limit, and the client configured the same.
 const RATE: f64 = 2.0;
@@ -156,33 +153,14 @@ async fn measure(
     burst: u32,
 ) -> Result<Measured, String> {
     let dir = TempDir::new("control");
-    let settings = Settings::load(&Sources {
-        overrides: vec![
-            ("storage.dir".into(), dir.0.display().to_string()),
-            ("portal.webhook_url".into(), sim.webhook_url()),
-            ("portal.requests_per_second".into(), rate.to_string()),
-            ("portal.burst".into(), burst.to_string()),
-            // The notices are recorded whatever the hour, so every run does the same work.
-            ("control.quiet_outside_hours".into(), "false".into()),
-            (
-                "log.level".into(),
-                std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
-            ),
-        ],
-        ..Sources::default()
-    })
-    .map_err(|e| e.to_string())?;
-    crate::telemetry::init(settings.log.format, &settings.log.level);
-    std::fs::create_dir_all(&dir.0).map_err(|e| e.to_string())?;
-    let store = Store::open(&dir.0).map_err(|e| e.to_string())?;
-    let client = crate::startup::client(&settings).map_err(|e| e.to_string())?;
-    let worker = Worker::new(
-        &settings,
-        store,
-        client,
-        RulesHandle::new(rules.clone()),
-        None,
-    );
+    // The notices are recorded whatever the hour, so every run does the same work.
+    let worker = super::bench_worker(
+        sim,
+        &dir,
+        rules,
+        (rate, burst),
+        &[("control.quiet_outside_hours", "false")],
+    )?;
     // Without a limit, the reads alone are timed first: the rest of a sweep is the service's.
     let read = if rate > f64::from(BURST) {
         let started = Instant::now();

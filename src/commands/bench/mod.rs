@@ -308,3 +308,42 @@ pub async fn run(
     };
     result.map_err(|error| CommandError::Failed(format!("bench failed: {error}")))
 }
+
+/// A worker built as the service builds it, on its own store in `dir`, its client at
+/// `rate`/`burst`, with `extra` settings: the benches that call its parts directly (a refresh,
+/// a sweep), so that every request counted is theirs.
+fn bench_worker(
+    sim: &SimPortal,
+    dir: &TempDir,
+    rules: &RuleSet,
+    (rate, burst): (f64, u32),
+    extra: &[(&str, &str)],
+) -> Result<crate::worker::Worker, String> {
+    let mut overrides: Vec<(String, String)> = vec![
+        ("storage.dir".into(), dir.0.display().to_string()),
+        ("portal.webhook_url".into(), sim.webhook_url()),
+        ("portal.requests_per_second".into(), rate.to_string()),
+        ("portal.burst".into(), burst.to_string()),
+        (
+            "log.level".into(),
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
+        ),
+    ];
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::load(&Sources {
+        overrides,
+        ..Sources::default()
+    })
+    .map_err(|e| e.to_string())?;
+    crate::telemetry::init(settings.log.format, &settings.log.level);
+    std::fs::create_dir_all(&dir.0).map_err(|e| e.to_string())?;
+    let store = Store::open(&dir.0).map_err(|e| e.to_string())?;
+    let client = crate::startup::client(&settings).map_err(|e| e.to_string())?;
+    Ok(crate::worker::Worker::new(
+        &settings,
+        store,
+        client,
+        crate::rules::RulesHandle::new(rules.clone()),
+        None,
+    ))
+}

@@ -31,10 +31,8 @@ use serde_json::json;
 use super::{TempDir, rig_on};
 use crate::clock::Clock;
 use crate::commands::output::outln;
-use crate::configuration::{Settings, Sources};
-use crate::rules::{RuleSet, RulesHandle};
+use crate::rules::RuleSet;
 use crate::sandbox::{RequestRecord, SimConfig, SimPortal};
-use crate::store::Store;
 use crate::worker::Worker;
 use crate::worker::report_copy::{REPORTS, Refreshed, refresh, report_json};
 
@@ -111,7 +109,7 @@ pub async fn reports(size: usize) -> Result<(), String> {
     let rules = super::rule_set(&rules_text)?;
     let dir = TempDir::new("reports");
 
-    let worker = bench_worker(&sim, &dir, &rules, RATE, BURST)?;
+    let worker = super::bench_worker(&sim, &dir, &rules, (RATE, BURST), &[])?;
     let first = timed_refresh(&sim, &worker, &rules).await?;
     first_copy_line(&first, size, entries);
 
@@ -150,7 +148,7 @@ pub async fn reports(size: usize) -> Result<(), String> {
 
     sim.set_rate_limit(100_000.0, 100_000);
     let fresh = TempDir::new("reports-free");
-    let free_worker = bench_worker(&sim, &fresh, &rules, 100_000.0, 100_000)?;
+    let free_worker = super::bench_worker(&sim, &fresh, &rules, (100_000.0, 100_000), &[])?;
     let free = timed_refresh(&sim, &free_worker, &rules).await?;
     let whole = free.elapsed.as_secs_f64();
     let answering = worked(&free.requests).as_secs_f64();
@@ -229,42 +227,6 @@ async fn change(sim: &SimPortal, clock: &Clock, size: usize) -> (usize, usize) {
         clock.advance(Duration::from_secs(1));
     }
     (amounts + open.len(), open.len())
-}
-
-/// A worker built as the service builds it, on its own store in `dir`, its client at
-/// `rate`/`burst`: refreshes are called directly, so every request counted is theirs.
-fn bench_worker(
-    sim: &SimPortal,
-    dir: &TempDir,
-    rules: &RuleSet,
-    rate: f64,
-    burst: u32,
-) -> Result<Worker, String> {
-    let settings = Settings::load(&Sources {
-        overrides: vec![
-            ("storage.dir".into(), dir.0.display().to_string()),
-            ("portal.webhook_url".into(), sim.webhook_url()),
-            ("portal.requests_per_second".into(), rate.to_string()),
-            ("portal.burst".into(), burst.to_string()),
-            (
-                "log.level".into(),
-                std::env::var("BENCH_LOG").unwrap_or_else(|_| "error".into()),
-            ),
-        ],
-        ..Sources::default()
-    })
-    .map_err(|e| e.to_string())?;
-    crate::telemetry::init(settings.log.format, &settings.log.level);
-    std::fs::create_dir_all(&dir.0).map_err(|e| e.to_string())?;
-    let store = Store::open(&dir.0).map_err(|e| e.to_string())?;
-    let client = crate::startup::client(&settings).map_err(|e| e.to_string())?;
-    Ok(Worker::new(
-        &settings,
-        store,
-        client,
-        RulesHandle::new(rules.clone()),
-        None,
-    ))
 }
 
 /// What one refresh cost.
