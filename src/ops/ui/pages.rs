@@ -518,7 +518,8 @@ pub(super) async fn reports(
             Bar {
                 label,
                 value: shown,
-                y: 4 + i * 24,
+                // Below the first 16 units: the plan chart's marker is labelled there.
+                y: 18 + i * 24,
                 width,
                 text_x: BAR_X + width + 6.0,
             }
@@ -548,7 +549,7 @@ pub(super) async fn reports(
             title: t.reports,
             csrf: caller.csrf(),
             names: &crate::worker::report_copy::REPORTS,
-            chart_height: 8 + bars.len() * 24,
+            chart_height: 22 + bars.len() * 24,
             bars,
             marker,
             name,
